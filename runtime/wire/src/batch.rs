@@ -1,0 +1,673 @@
+//! The record batch: the unit a producer encodes, the broker stores as is, and a
+//! consumer decodes. Wire format = disk format.
+//!
+//! ```text
+//! [base_offset:8][batch_length:4][leader_epoch:4][magic:1][crc32c:4][attributes:2]
+//! [last_offset_delta:4][first_timestamp:8][max_timestamp:8][producer_id:8]
+//! [producer_epoch:2][base_sequence:4][record_count:4][records:N]
+//! ```
+//! All integers are big-endian. `batch_length` counts the bytes after itself. The CRC32C
+//! covers everything after the crc field, so the broker stamps `base_offset` and
+//! `leader_epoch` without recomputing it.
+//!
+//! Each record, inside the records section (varints are zig-zag, see [`crate::varint`]):
+//! ```text
+//! [length:varint][attributes:1][timestamp_delta:varint][offset_delta:varint]
+//! [key_length:varint][key][value_length:varint][value]
+//! [header_count:varint]([key_length:varint][key][value_length:varint][value])*
+//! ```
+//! A length of -1 is a null key, value or header value.
+//!
+//! This module does not compress: a batch whose attributes name a codec is reported as
+//! [`BatchError::UnsupportedCompression`] until a codec is wired in.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+use crate::varint::{get_varlong, put_varlong, varlong_len};
+
+/// Bytes of the fixed batch header, up to and including `record_count`.
+pub const BATCH_HEADER_BYTES: usize = 61;
+/// Bytes before `batch_length`'s coverage starts: `base_offset` and `batch_length`.
+pub const BATCH_LENGTH_PREFIX_BYTES: usize = 12;
+/// The batch format version this crate reads and writes.
+pub const BATCH_MAGIC: u8 = 1;
+/// The hard ceiling on one batch, whatever a topic allows.
+pub const BATCH_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Headers per record; more is a malformed batch.
+pub const RECORD_HEADERS_MAX: usize = 1024;
+/// `producer_id` of a batch from a producer without idempotence.
+pub const NO_PRODUCER_ID: u64 = u64::MAX;
+/// `producer_epoch` of a batch from a producer without idempotence.
+pub const NO_PRODUCER_EPOCH: u16 = u16::MAX;
+/// `base_sequence` of a batch from a producer without idempotence.
+pub const NO_SEQUENCE: u32 = u32::MAX;
+
+const _: () = assert!(BATCH_HEADER_BYTES < BATCH_BYTES_MAX);
+const _: () = assert!(BATCH_BYTES_MAX <= u32::MAX as usize);
+
+// Field positions inside the header.
+const BASE_OFFSET_AT: usize = 0;
+const BATCH_LENGTH_AT: usize = 8;
+const LEADER_EPOCH_AT: usize = 12;
+const MAGIC_AT: usize = 16;
+const CRC_AT: usize = 17;
+const CRC_COVERAGE_AT: usize = 21;
+
+/// Attribute bits 0-2: the compression codec of the records section.
+const ATTR_COMPRESSION_MASK: u16 = 0x07;
+/// Attribute bit 3: timestamps are the broker's append time rather than the producer's.
+pub const ATTR_LOG_APPEND_TIME: u16 = 0x08;
+/// Attribute bit 5: a control batch (transaction markers, reserved).
+pub const ATTR_CONTROL: u16 = 0x20;
+
+/// Compression codecs; numbers as in Kafka's attributes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None = 0,
+    Lz4 = 3,
+    Zstd = 4,
+}
+
+/// Why a batch was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BatchError {
+    #[error("batch is {got} bytes, shorter than its {BATCH_HEADER_BYTES}-byte header")]
+    ShortHeader { got: usize },
+    #[error("batch declares {declared} bytes but {available} are present")]
+    LengthMismatch { declared: usize, available: usize },
+    #[error("batch of {bytes} bytes exceeds the limit of {limit} bytes")]
+    TooLarge { bytes: usize, limit: usize },
+    #[error("batch magic {0} is not supported (expected {BATCH_MAGIC})")]
+    UnsupportedMagic(u8),
+    #[error("batch CRC32C mismatch: stored {stored:#010x}, computed {computed:#010x}")]
+    CrcMismatch { stored: u32, computed: u32 },
+    #[error("batch compression codec {0} is not supported")]
+    UnsupportedCompression(u16),
+    #[error("batch holds no records")]
+    Empty,
+    #[error("batch record count {record_count} disagrees with last offset delta {last_offset_delta}")]
+    CountMismatch { record_count: u32, last_offset_delta: u32 },
+    #[error("record {index} is malformed: {reason}")]
+    MalformedRecord { index: u32, reason: &'static str },
+}
+
+/// The fixed header of a batch, parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchHeader {
+    pub base_offset: u64,
+    pub batch_length: u32,
+    pub leader_epoch: u32,
+    pub magic: u8,
+    pub crc: u32,
+    pub attributes: u16,
+    pub last_offset_delta: u32,
+    pub first_timestamp: i64,
+    pub max_timestamp: i64,
+    pub producer_id: u64,
+    pub producer_epoch: u16,
+    pub base_sequence: u32,
+    pub record_count: u32,
+}
+
+impl BatchHeader {
+    /// Parses the header at the front of `buf`. Checks only that the header fits: use
+    /// [`validate`] before trusting the rest.
+    pub fn parse(buf: &[u8]) -> Result<Self, BatchError> {
+        if buf.len() < BATCH_HEADER_BYTES {
+            return Err(BatchError::ShortHeader { got: buf.len() });
+        }
+        let mut b = &buf[..BATCH_HEADER_BYTES];
+        Ok(Self {
+            base_offset: b.get_u64(),
+            batch_length: b.get_u32(),
+            leader_epoch: b.get_u32(),
+            magic: b.get_u8(),
+            crc: b.get_u32(),
+            attributes: b.get_u16(),
+            last_offset_delta: b.get_u32(),
+            first_timestamp: b.get_i64(),
+            max_timestamp: b.get_i64(),
+            producer_id: b.get_u64(),
+            producer_epoch: b.get_u16(),
+            base_sequence: b.get_u32(),
+            record_count: b.get_u32(),
+        })
+    }
+
+    /// Reads only `batch_length` and returns the whole batch's size in bytes, so a
+    /// scanner can step over batches without parsing them.
+    pub fn total_bytes_at(buf: &[u8]) -> Option<usize> {
+        let field = buf.get(BATCH_LENGTH_AT..BATCH_LENGTH_AT + 4)?;
+        let length = u32::from_be_bytes(field.try_into().ok()?);
+        Some(BATCH_LENGTH_PREFIX_BYTES + length as usize)
+    }
+
+    /// The whole batch's size in bytes.
+    pub fn total_bytes(&self) -> usize {
+        BATCH_LENGTH_PREFIX_BYTES + self.batch_length as usize
+    }
+
+    /// The offset of the batch's last record.
+    pub fn last_offset(&self) -> u64 {
+        self.base_offset + u64::from(self.last_offset_delta)
+    }
+
+    /// The offset after the batch's last record.
+    pub fn next_offset(&self) -> u64 {
+        self.last_offset() + 1
+    }
+
+    /// The codec named by the attributes.
+    pub fn compression(&self) -> Result<Compression, BatchError> {
+        match self.attributes & ATTR_COMPRESSION_MASK {
+            0 => Ok(Compression::None),
+            3 => Ok(Compression::Lz4),
+            4 => Ok(Compression::Zstd),
+            other => Err(BatchError::UnsupportedCompression(other)),
+        }
+    }
+}
+
+/// Checks a whole batch: length, magic, CRC, record count, and (when uncompressed) that
+/// every record parses. `buf` must be exactly one batch. Run before a batch is stored and
+/// after it is read back from disk.
+pub fn validate(buf: &[u8], batch_bytes_max: usize) -> Result<BatchHeader, BatchError> {
+    let header = validate_framing(buf, batch_bytes_max)?;
+    match header.compression()? {
+        Compression::None => {
+            walk_records(&header, &buf[BATCH_HEADER_BYTES..], |_| Ok(()))?;
+        }
+        // Compressed sections are checked by CRC only until codecs are wired in.
+        Compression::Lz4 | Compression::Zstd => {
+            return Err(BatchError::UnsupportedCompression(header.attributes & ATTR_COMPRESSION_MASK));
+        }
+    }
+    Ok(header)
+}
+
+/// Checks length, magic, count and CRC, but not the records section's contents. This is
+/// what log recovery needs to tell a torn tail from a whole batch.
+pub fn validate_framing(buf: &[u8], batch_bytes_max: usize) -> Result<BatchHeader, BatchError> {
+    let header = BatchHeader::parse(buf)?;
+    let limit = batch_bytes_max.min(BATCH_BYTES_MAX);
+    if header.total_bytes() > limit {
+        return Err(BatchError::TooLarge { bytes: header.total_bytes(), limit });
+    }
+    if header.total_bytes() != buf.len() {
+        return Err(BatchError::LengthMismatch {
+            declared: header.total_bytes(),
+            available: buf.len(),
+        });
+    }
+    if header.magic != BATCH_MAGIC {
+        return Err(BatchError::UnsupportedMagic(header.magic));
+    }
+    let computed = crc32c::crc32c(&buf[CRC_COVERAGE_AT..]);
+    if computed != header.crc {
+        return Err(BatchError::CrcMismatch { stored: header.crc, computed });
+    }
+    if header.record_count == 0 {
+        return Err(BatchError::Empty);
+    }
+    if header.last_offset_delta != header.record_count - 1 {
+        return Err(BatchError::CountMismatch {
+            record_count: header.record_count,
+            last_offset_delta: header.last_offset_delta,
+        });
+    }
+    Ok(header)
+}
+
+/// Writes the broker-assigned `base_offset` and `leader_epoch` into a batch in place.
+/// Both sit before the CRC's coverage, so the CRC stays valid.
+pub fn stamp(buf: &mut [u8], base_offset: u64, leader_epoch: u32) {
+    assert!(buf.len() >= BATCH_HEADER_BYTES, "stamp is called on validated batches only");
+    buf[BASE_OFFSET_AT..BASE_OFFSET_AT + 8].copy_from_slice(&base_offset.to_be_bytes());
+    buf[LEADER_EPOCH_AT..LEADER_EPOCH_AT + 4].copy_from_slice(&leader_epoch.to_be_bytes());
+}
+
+/// A record header: a string key and an optional byte value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordHeader {
+    pub key: String,
+    pub value: Option<Bytes>,
+}
+
+/// A record as a producer hands it in.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Record {
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+    pub headers: Vec<RecordHeader>,
+    /// Milliseconds since the Unix epoch.
+    pub timestamp: i64,
+}
+
+impl Record {
+    /// A record with only a value, stamped with `timestamp`.
+    pub fn from_value(value: impl Into<Bytes>, timestamp: i64) -> Self {
+        Self { key: None, value: Some(value.into()), headers: Vec::new(), timestamp }
+    }
+
+    /// The bytes this record takes in a batch, length prefix included.
+    pub fn encoded_len(&self, timestamp_delta: i64, offset_delta: i64) -> usize {
+        let body = self.body_len(timestamp_delta, offset_delta);
+        varlong_len(body as i64) + body
+    }
+
+    fn body_len(&self, timestamp_delta: i64, offset_delta: i64) -> usize {
+        let opt = |b: &Option<Bytes>| match b {
+            Some(b) => varlong_len(b.len() as i64) + b.len(),
+            None => varlong_len(-1),
+        };
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|h| varlong_len(h.key.len() as i64) + h.key.len() + opt(&h.value))
+            .sum();
+        1 + varlong_len(timestamp_delta)
+            + varlong_len(offset_delta)
+            + opt(&self.key)
+            + opt(&self.value)
+            + varlong_len(self.headers.len() as i64)
+            + headers
+    }
+}
+
+/// A record read out of a stored batch. Key, value and header values are slices of the
+/// batch: decoding copies no payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodedRecord {
+    pub offset: u64,
+    pub timestamp: i64,
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+    pub headers: Vec<RecordHeader>,
+}
+
+/// Identity of an idempotent producer, written into each batch it sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerStamp {
+    pub producer_id: u64,
+    pub producer_epoch: u16,
+    pub base_sequence: u32,
+}
+
+impl ProducerStamp {
+    /// The stamp of a producer without idempotence.
+    pub const NONE: Self = Self {
+        producer_id: NO_PRODUCER_ID,
+        producer_epoch: NO_PRODUCER_EPOCH,
+        base_sequence: NO_SEQUENCE,
+    };
+}
+
+/// Builds one uncompressed batch from records.
+#[derive(Debug)]
+pub struct BatchBuilder {
+    buf: BytesMut,
+    record_count: u32,
+    first_timestamp: i64,
+    max_timestamp: i64,
+    producer: ProducerStamp,
+}
+
+impl BatchBuilder {
+    pub fn new(producer: ProducerStamp) -> Self {
+        let mut buf = BytesMut::with_capacity(4096);
+        buf.put_bytes(0, BATCH_HEADER_BYTES);
+        Self { buf, record_count: 0, first_timestamp: 0, max_timestamp: i64::MIN, producer }
+    }
+
+    /// Records pushed so far.
+    pub fn record_count(&self) -> u32 {
+        self.record_count
+    }
+
+    /// Bytes the batch would take if finished now.
+    pub fn encoded_len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The batch size after pushing `record`, to decide whether it still fits.
+    pub fn encoded_len_with(&self, record: &Record) -> usize {
+        let (ts_delta, offset_delta) = self.deltas(record);
+        self.buf.len() + record.encoded_len(ts_delta, offset_delta)
+    }
+
+    fn deltas(&self, record: &Record) -> (i64, i64) {
+        let first = if self.record_count == 0 { record.timestamp } else { self.first_timestamp };
+        (record.timestamp.wrapping_sub(first), i64::from(self.record_count))
+    }
+
+    /// Appends a record.
+    pub fn push(&mut self, record: &Record) {
+        if self.record_count == 0 {
+            self.first_timestamp = record.timestamp;
+        }
+        let (ts_delta, offset_delta) = self.deltas(record);
+        let body = record.body_len(ts_delta, offset_delta);
+        self.buf.reserve(varlong_len(body as i64) + body);
+        put_varlong(&mut self.buf, body as i64);
+        self.buf.put_u8(0);
+        put_varlong(&mut self.buf, ts_delta);
+        put_varlong(&mut self.buf, offset_delta);
+        put_optional_bytes(&mut self.buf, record.key.as_ref());
+        put_optional_bytes(&mut self.buf, record.value.as_ref());
+        put_varlong(&mut self.buf, record.headers.len() as i64);
+        for header in &record.headers {
+            put_varlong(&mut self.buf, header.key.len() as i64);
+            self.buf.put_slice(header.key.as_bytes());
+            put_optional_bytes(&mut self.buf, header.value.as_ref());
+        }
+        self.max_timestamp = self.max_timestamp.max(record.timestamp);
+        self.record_count += 1;
+    }
+
+    /// Writes the header and CRC and returns the batch, or `None` if it holds no record.
+    pub fn finish(mut self) -> Option<Bytes> {
+        if self.record_count == 0 {
+            return None;
+        }
+        let batch_length = (self.buf.len() - BATCH_LENGTH_PREFIX_BYTES) as u32;
+        let mut header = &mut self.buf[..BATCH_HEADER_BYTES];
+        header.put_u64(0);
+        header.put_u32(batch_length);
+        header.put_u32(0);
+        header.put_u8(BATCH_MAGIC);
+        header.put_u32(0);
+        header.put_u16(Compression::None as u16);
+        header.put_u32(self.record_count - 1);
+        header.put_i64(self.first_timestamp);
+        header.put_i64(self.max_timestamp);
+        header.put_u64(self.producer.producer_id);
+        header.put_u16(self.producer.producer_epoch);
+        header.put_u32(self.producer.base_sequence);
+        header.put_u32(self.record_count);
+        let crc = crc32c::crc32c(&self.buf[CRC_COVERAGE_AT..]);
+        self.buf[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+        Some(self.buf.freeze())
+    }
+}
+
+fn put_optional_bytes(buf: &mut BytesMut, bytes: Option<&Bytes>) {
+    match bytes {
+        Some(b) => {
+            put_varlong(buf, b.len() as i64);
+            buf.put_slice(b);
+        }
+        None => put_varlong(buf, -1),
+    }
+}
+
+/// Decodes every record of one batch. Key, value and headers are slices of `batch`.
+pub fn decode_records(batch: &Bytes) -> Result<Vec<DecodedRecord>, BatchError> {
+    let header = validate_framing(batch, BATCH_BYTES_MAX)?;
+    if header.compression()? != Compression::None {
+        return Err(BatchError::UnsupportedCompression(header.attributes & ATTR_COMPRESSION_MASK));
+    }
+    let mut out = Vec::with_capacity(header.record_count.min(65_536) as usize);
+    let section = batch.slice(BATCH_HEADER_BYTES..);
+    walk_records(&header, &section, |raw| {
+        let slice = |r: Option<std::ops::Range<usize>>| r.map(|r| section.slice(r));
+        let headers = raw
+            .headers
+            .into_iter()
+            .map(|(k, v)| {
+                let key = std::str::from_utf8(&section[k])
+                    .map_err(|_| "header key is not UTF-8")?
+                    .to_owned();
+                Ok(RecordHeader { key, value: slice(v) })
+            })
+            .collect::<Result<Vec<_>, &'static str>>()?;
+        out.push(DecodedRecord {
+            offset: header.base_offset + raw.offset_delta,
+            timestamp: header.first_timestamp.wrapping_add(raw.timestamp_delta),
+            key: slice(raw.key),
+            value: slice(raw.value),
+            headers,
+        });
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// One record's fields as ranges into the records section.
+struct RawRecord {
+    timestamp_delta: i64,
+    offset_delta: u64,
+    key: Option<std::ops::Range<usize>>,
+    value: Option<std::ops::Range<usize>>,
+    headers: Vec<(std::ops::Range<usize>, Option<std::ops::Range<usize>>)>,
+}
+
+/// Walks the records section, checking that each record parses, that offset deltas run
+/// 0, 1, 2, ..., and that the section holds exactly `record_count` records.
+fn walk_records(
+    header: &BatchHeader,
+    section: &[u8],
+    mut visit: impl FnMut(RawRecord) -> Result<(), &'static str>,
+) -> Result<(), BatchError> {
+    let mut pos = 0usize;
+    for index in 0..header.record_count {
+        let malformed = |reason| BatchError::MalformedRecord { index, reason };
+        if pos >= section.len() {
+            return Err(malformed("record count exceeds the records present"));
+        }
+        let mut cursor = Cursor { buf: section, pos };
+        let length = cursor.varlong().map_err(malformed)?;
+        let length = usize::try_from(length).map_err(|_| malformed("negative record length"))?;
+        let end = cursor.pos.checked_add(length).filter(|&e| e <= section.len());
+        let end = end.ok_or_else(|| malformed("record length runs past the batch"))?;
+        let mut cursor = Cursor { buf: &section[..end], pos: cursor.pos };
+        cursor.skip(1).map_err(malformed)?; // record attributes, unused
+        let timestamp_delta = cursor.varlong().map_err(malformed)?;
+        let offset_delta = cursor.varlong().map_err(malformed)?;
+        if offset_delta != i64::from(index) {
+            return Err(malformed("offset deltas are not dense"));
+        }
+        let key = cursor.optional_bytes().map_err(malformed)?;
+        let value = cursor.optional_bytes().map_err(malformed)?;
+        let header_count = cursor.varlong().map_err(malformed)?;
+        let header_count = usize::try_from(header_count)
+            .ok()
+            .filter(|&n| n <= RECORD_HEADERS_MAX)
+            .ok_or_else(|| malformed("header count out of range"))?;
+        let mut headers = Vec::with_capacity(header_count.min(16));
+        for _ in 0..header_count {
+            let key = cursor.optional_bytes().map_err(malformed)?;
+            let key = key.ok_or_else(|| malformed("null header key"))?;
+            let value = cursor.optional_bytes().map_err(malformed)?;
+            headers.push((key, value));
+        }
+        if cursor.pos != end {
+            return Err(malformed("record has trailing bytes"));
+        }
+        visit(RawRecord { timestamp_delta, offset_delta: index.into(), key, value, headers })
+            .map_err(malformed)?;
+        pos = end;
+    }
+    if pos != section.len() {
+        return Err(BatchError::MalformedRecord {
+            index: header.record_count,
+            reason: "bytes after the last record",
+        });
+    }
+    Ok(())
+}
+
+struct Cursor<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl Cursor<'_> {
+    fn varlong(&mut self) -> Result<i64, &'static str> {
+        let (value, used) = get_varlong(&self.buf[self.pos..]).map_err(|_| "bad varint")?;
+        self.pos += used;
+        Ok(value)
+    }
+
+    fn skip(&mut self, n: usize) -> Result<(), &'static str> {
+        if self.buf.len() - self.pos < n {
+            return Err("record truncated");
+        }
+        self.pos += n;
+        Ok(())
+    }
+
+    fn optional_bytes(&mut self) -> Result<Option<std::ops::Range<usize>>, &'static str> {
+        let length = self.varlong()?;
+        if length == -1 {
+            return Ok(None);
+        }
+        let length = usize::try_from(length).map_err(|_| "negative length")?;
+        let start = self.pos;
+        self.skip(length)?;
+        Ok(Some(start..self.pos))
+    }
+}
+
+/// Splits a buffer of back-to-back batches (a fetch answer, a segment) into batches.
+/// Yields an error and stops at the first batch that does not fit in the buffer.
+#[derive(Debug, Clone)]
+pub struct BatchSplitter {
+    rest: Bytes,
+}
+
+impl BatchSplitter {
+    pub fn new(buf: Bytes) -> Self {
+        Self { rest: buf }
+    }
+}
+
+impl Iterator for BatchSplitter {
+    type Item = Result<Bytes, BatchError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.rest.is_empty() {
+            return None;
+        }
+        let Some(total) = BatchHeader::total_bytes_at(&self.rest) else {
+            let got = self.rest.len();
+            self.rest.clear();
+            return Some(Err(BatchError::ShortHeader { got }));
+        };
+        if total < BATCH_HEADER_BYTES || total > self.rest.len() {
+            let available = self.rest.len();
+            self.rest.clear();
+            return Some(Err(BatchError::LengthMismatch { declared: total, available }));
+        }
+        Some(Ok(self.rest.split_to(total)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn record_strategy() -> impl Strategy<Value = Record> {
+        let bytes = || proptest::option::of(proptest::collection::vec(any::<u8>(), 0..64).prop_map(Bytes::from));
+        let header = ("[a-z]{0,8}", bytes()).prop_map(|(key, value)| RecordHeader { key, value });
+        (bytes(), bytes(), proptest::collection::vec(header, 0..3), any::<i64>()).prop_map(
+            |(key, value, headers, timestamp)| Record { key, value, headers, timestamp },
+        )
+    }
+
+    fn build(records: &[Record]) -> Bytes {
+        let mut builder = BatchBuilder::new(ProducerStamp::NONE);
+        for r in records {
+            builder.push(r);
+        }
+        builder.finish().expect("non-empty")
+    }
+
+    #[test]
+    fn empty_builder_makes_no_batch() {
+        assert!(BatchBuilder::new(ProducerStamp::NONE).finish().is_none());
+    }
+
+    #[test]
+    fn stamping_keeps_the_crc_valid() {
+        let batch = build(&[Record::from_value("a", 10), Record::from_value("b", 12)]);
+        let mut stamped = BytesMut::from(&batch[..]);
+        stamp(&mut stamped, 1_000, 7);
+        let header = validate(&stamped, BATCH_BYTES_MAX).expect("valid after stamping");
+        assert_eq!(header.base_offset, 1_000);
+        assert_eq!(header.leader_epoch, 7);
+        assert_eq!(header.last_offset(), 1_001);
+        let records = decode_records(&stamped.freeze()).expect("decodes");
+        assert_eq!(records[1].offset, 1_001);
+        assert_eq!(records[1].timestamp, 12);
+    }
+
+    #[test]
+    fn a_flipped_bit_is_a_crc_mismatch() {
+        let batch = build(&[Record::from_value("hello", 1)]);
+        let mut bad = batch.to_vec();
+        let last = bad.len() - 1;
+        bad[last] ^= 0x01;
+        assert!(matches!(validate(&bad, BATCH_BYTES_MAX), Err(BatchError::CrcMismatch { .. })));
+    }
+
+    #[test]
+    fn oversized_batch_is_rejected_before_crc() {
+        let batch = build(&[Record::from_value(vec![0u8; 2_000], 1)]);
+        assert!(matches!(validate(&batch, 1_000), Err(BatchError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn splitter_reports_a_torn_tail() {
+        let a = build(&[Record::from_value("x", 1)]);
+        let b = build(&[Record::from_value("y", 2)]);
+        let mut joined = BytesMut::new();
+        joined.extend_from_slice(&a);
+        joined.extend_from_slice(&b[..b.len() - 3]);
+        let mut split = BatchSplitter::new(joined.freeze());
+        assert_eq!(split.next(), Some(Ok(a)));
+        assert!(matches!(split.next(), Some(Err(BatchError::LengthMismatch { .. }))));
+        assert_eq!(split.next(), None);
+    }
+
+    proptest! {
+        #[test]
+        fn batches_round_trip(records in proptest::collection::vec(record_strategy(), 1..20)) {
+            let batch = build(&records);
+            let header = validate(&batch, BATCH_BYTES_MAX).expect("builder output is valid");
+            prop_assert_eq!(header.record_count as usize, records.len());
+            let decoded = decode_records(&batch).expect("decodes");
+            for (i, (d, r)) in decoded.iter().zip(&records).enumerate() {
+                prop_assert_eq!(d.offset, i as u64);
+                prop_assert_eq!(d.timestamp, r.timestamp);
+                prop_assert_eq!(&d.key, &r.key);
+                prop_assert_eq!(&d.value, &r.value);
+                prop_assert_eq!(&d.headers, &r.headers);
+            }
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = validate(&bytes, BATCH_BYTES_MAX);
+            let _ = decode_records(&Bytes::from(bytes.clone()));
+            let _ = BatchSplitter::new(Bytes::from(bytes)).count();
+        }
+
+        #[test]
+        fn corrupted_batches_never_panic(
+            records in proptest::collection::vec(record_strategy(), 1..5),
+            flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..4),
+        ) {
+            let mut bytes = build(&records).to_vec();
+            for (at, value) in flips {
+                let i = at % bytes.len();
+                bytes[i] = value;
+            }
+            // Re-seal the CRC so the record walk itself meets the garbage.
+            let crc = crc32c::crc32c(&bytes[CRC_COVERAGE_AT..]);
+            bytes[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+            let _ = validate(&bytes, BATCH_BYTES_MAX);
+            let _ = decode_records(&Bytes::from(bytes));
+        }
+    }
+}
