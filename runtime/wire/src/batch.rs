@@ -49,7 +49,6 @@ const _: () = assert!(BATCH_BYTES_MAX <= u32::MAX as usize);
 const BASE_OFFSET_AT: usize = 0;
 const BATCH_LENGTH_AT: usize = 8;
 const LEADER_EPOCH_AT: usize = 12;
-const MAGIC_AT: usize = 16;
 const CRC_AT: usize = 17;
 const CRC_COVERAGE_AT: usize = 21;
 
@@ -85,8 +84,13 @@ pub enum BatchError {
     UnsupportedCompression(u16),
     #[error("batch holds no records")]
     Empty,
-    #[error("batch record count {record_count} disagrees with last offset delta {last_offset_delta}")]
-    CountMismatch { record_count: u32, last_offset_delta: u32 },
+    #[error(
+        "batch record count {record_count} disagrees with last offset delta {last_offset_delta}"
+    )]
+    CountMismatch {
+        record_count: u32,
+        last_offset_delta: u32,
+    },
     #[error("record {index} is malformed: {reason}")]
     MalformedRecord { index: u32, reason: &'static str },
 }
@@ -179,7 +183,9 @@ pub fn validate(buf: &[u8], batch_bytes_max: usize) -> Result<BatchHeader, Batch
         }
         // Compressed sections are checked by CRC only until codecs are wired in.
         Compression::Lz4 | Compression::Zstd => {
-            return Err(BatchError::UnsupportedCompression(header.attributes & ATTR_COMPRESSION_MASK));
+            return Err(BatchError::UnsupportedCompression(
+                header.attributes & ATTR_COMPRESSION_MASK,
+            ));
         }
     }
     Ok(header)
@@ -191,7 +197,10 @@ pub fn validate_framing(buf: &[u8], batch_bytes_max: usize) -> Result<BatchHeade
     let header = BatchHeader::parse(buf)?;
     let limit = batch_bytes_max.min(BATCH_BYTES_MAX);
     if header.total_bytes() > limit {
-        return Err(BatchError::TooLarge { bytes: header.total_bytes(), limit });
+        return Err(BatchError::TooLarge {
+            bytes: header.total_bytes(),
+            limit,
+        });
     }
     if header.total_bytes() != buf.len() {
         return Err(BatchError::LengthMismatch {
@@ -204,7 +213,10 @@ pub fn validate_framing(buf: &[u8], batch_bytes_max: usize) -> Result<BatchHeade
     }
     let computed = crc32c::crc32c(&buf[CRC_COVERAGE_AT..]);
     if computed != header.crc {
-        return Err(BatchError::CrcMismatch { stored: header.crc, computed });
+        return Err(BatchError::CrcMismatch {
+            stored: header.crc,
+            computed,
+        });
     }
     if header.record_count == 0 {
         return Err(BatchError::Empty);
@@ -221,7 +233,10 @@ pub fn validate_framing(buf: &[u8], batch_bytes_max: usize) -> Result<BatchHeade
 /// Writes the broker-assigned `base_offset` and `leader_epoch` into a batch in place.
 /// Both sit before the CRC's coverage, so the CRC stays valid.
 pub fn stamp(buf: &mut [u8], base_offset: u64, leader_epoch: u32) {
-    assert!(buf.len() >= BATCH_HEADER_BYTES, "stamp is called on validated batches only");
+    assert!(
+        buf.len() >= BATCH_HEADER_BYTES,
+        "stamp is called on validated batches only"
+    );
     buf[BASE_OFFSET_AT..BASE_OFFSET_AT + 8].copy_from_slice(&base_offset.to_be_bytes());
     buf[LEADER_EPOCH_AT..LEADER_EPOCH_AT + 4].copy_from_slice(&leader_epoch.to_be_bytes());
 }
@@ -246,7 +261,12 @@ pub struct Record {
 impl Record {
     /// A record with only a value, stamped with `timestamp`.
     pub fn from_value(value: impl Into<Bytes>, timestamp: i64) -> Self {
-        Self { key: None, value: Some(value.into()), headers: Vec::new(), timestamp }
+        Self {
+            key: None,
+            value: Some(value.into()),
+            headers: Vec::new(),
+            timestamp,
+        }
     }
 
     /// The bytes this record takes in a batch, length prefix included.
@@ -316,7 +336,13 @@ impl BatchBuilder {
     pub fn new(producer: ProducerStamp) -> Self {
         let mut buf = BytesMut::with_capacity(4096);
         buf.put_bytes(0, BATCH_HEADER_BYTES);
-        Self { buf, record_count: 0, first_timestamp: 0, max_timestamp: i64::MIN, producer }
+        Self {
+            buf,
+            record_count: 0,
+            first_timestamp: 0,
+            max_timestamp: i64::MIN,
+            producer,
+        }
     }
 
     /// Records pushed so far.
@@ -336,8 +362,15 @@ impl BatchBuilder {
     }
 
     fn deltas(&self, record: &Record) -> (i64, i64) {
-        let first = if self.record_count == 0 { record.timestamp } else { self.first_timestamp };
-        (record.timestamp.wrapping_sub(first), i64::from(self.record_count))
+        let first = if self.record_count == 0 {
+            record.timestamp
+        } else {
+            self.first_timestamp
+        };
+        (
+            record.timestamp.wrapping_sub(first),
+            i64::from(self.record_count),
+        )
     }
 
     /// Appends a record.
@@ -404,7 +437,9 @@ fn put_optional_bytes(buf: &mut BytesMut, bytes: Option<&Bytes>) {
 pub fn decode_records(batch: &Bytes) -> Result<Vec<DecodedRecord>, BatchError> {
     let header = validate_framing(batch, BATCH_BYTES_MAX)?;
     if header.compression()? != Compression::None {
-        return Err(BatchError::UnsupportedCompression(header.attributes & ATTR_COMPRESSION_MASK));
+        return Err(BatchError::UnsupportedCompression(
+            header.attributes & ATTR_COMPRESSION_MASK,
+        ));
     }
     let mut out = Vec::with_capacity(header.record_count.min(65_536) as usize);
     let section = batch.slice(BATCH_HEADER_BYTES..);
@@ -417,7 +452,10 @@ pub fn decode_records(batch: &Bytes) -> Result<Vec<DecodedRecord>, BatchError> {
                 let key = std::str::from_utf8(&section[k])
                     .map_err(|_| "header key is not UTF-8")?
                     .to_owned();
-                Ok(RecordHeader { key, value: slice(v) })
+                Ok(RecordHeader {
+                    key,
+                    value: slice(v),
+                })
             })
             .collect::<Result<Vec<_>, &'static str>>()?;
         out.push(DecodedRecord {
@@ -457,9 +495,15 @@ fn walk_records(
         let mut cursor = Cursor { buf: section, pos };
         let length = cursor.varlong().map_err(malformed)?;
         let length = usize::try_from(length).map_err(|_| malformed("negative record length"))?;
-        let end = cursor.pos.checked_add(length).filter(|&e| e <= section.len());
+        let end = cursor
+            .pos
+            .checked_add(length)
+            .filter(|&e| e <= section.len());
         let end = end.ok_or_else(|| malformed("record length runs past the batch"))?;
-        let mut cursor = Cursor { buf: &section[..end], pos: cursor.pos };
+        let mut cursor = Cursor {
+            buf: &section[..end],
+            pos: cursor.pos,
+        };
         cursor.skip(1).map_err(malformed)?; // record attributes, unused
         let timestamp_delta = cursor.varlong().map_err(malformed)?;
         let offset_delta = cursor.varlong().map_err(malformed)?;
@@ -483,8 +527,14 @@ fn walk_records(
         if cursor.pos != end {
             return Err(malformed("record has trailing bytes"));
         }
-        visit(RawRecord { timestamp_delta, offset_delta: index.into(), key, value, headers })
-            .map_err(malformed)?;
+        visit(RawRecord {
+            timestamp_delta,
+            offset_delta: index.into(),
+            key,
+            value,
+            headers,
+        })
+        .map_err(malformed)?;
         pos = end;
     }
     if pos != section.len() {
@@ -556,7 +606,10 @@ impl Iterator for BatchSplitter {
         if total < BATCH_HEADER_BYTES || total > self.rest.len() {
             let available = self.rest.len();
             self.rest.clear();
-            return Some(Err(BatchError::LengthMismatch { declared: total, available }));
+            return Some(Err(BatchError::LengthMismatch {
+                declared: total,
+                available,
+            }));
         }
         Some(Ok(self.rest.split_to(total)))
     }
@@ -568,11 +621,24 @@ mod tests {
     use proptest::prelude::*;
 
     fn record_strategy() -> impl Strategy<Value = Record> {
-        let bytes = || proptest::option::of(proptest::collection::vec(any::<u8>(), 0..64).prop_map(Bytes::from));
+        let bytes = || {
+            proptest::option::of(
+                proptest::collection::vec(any::<u8>(), 0..64).prop_map(Bytes::from),
+            )
+        };
         let header = ("[a-z]{0,8}", bytes()).prop_map(|(key, value)| RecordHeader { key, value });
-        (bytes(), bytes(), proptest::collection::vec(header, 0..3), any::<i64>()).prop_map(
-            |(key, value, headers, timestamp)| Record { key, value, headers, timestamp },
+        (
+            bytes(),
+            bytes(),
+            proptest::collection::vec(header, 0..3),
+            any::<i64>(),
         )
+            .prop_map(|(key, value, headers, timestamp)| Record {
+                key,
+                value,
+                headers,
+                timestamp,
+            })
     }
 
     fn build(records: &[Record]) -> Bytes {
@@ -608,13 +674,19 @@ mod tests {
         let mut bad = batch.to_vec();
         let last = bad.len() - 1;
         bad[last] ^= 0x01;
-        assert!(matches!(validate(&bad, BATCH_BYTES_MAX), Err(BatchError::CrcMismatch { .. })));
+        assert!(matches!(
+            validate(&bad, BATCH_BYTES_MAX),
+            Err(BatchError::CrcMismatch { .. })
+        ));
     }
 
     #[test]
     fn oversized_batch_is_rejected_before_crc() {
         let batch = build(&[Record::from_value(vec![0u8; 2_000], 1)]);
-        assert!(matches!(validate(&batch, 1_000), Err(BatchError::TooLarge { .. })));
+        assert!(matches!(
+            validate(&batch, 1_000),
+            Err(BatchError::TooLarge { .. })
+        ));
     }
 
     #[test]
@@ -626,7 +698,10 @@ mod tests {
         joined.extend_from_slice(&b[..b.len() - 3]);
         let mut split = BatchSplitter::new(joined.freeze());
         assert_eq!(split.next(), Some(Ok(a)));
-        assert!(matches!(split.next(), Some(Err(BatchError::LengthMismatch { .. }))));
+        assert!(matches!(
+            split.next(),
+            Some(Err(BatchError::LengthMismatch { .. }))
+        ));
         assert_eq!(split.next(), None);
     }
 

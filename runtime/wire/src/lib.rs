@@ -2,8 +2,20 @@
 //!
 //! What it does: the record batch format (identical on the wire and on disk), the frame
 //! that carries every request and response over a QUIC stream, the request and response
-//! types, and the error codes a client sees. What it does not do: any I/O. Callers hand
-//! it bytes and get bytes back, so tests drive it without sockets.
+//! types, the error codes a client sees, and topic name rules. What it does not do: any
+//! I/O. Callers hand it bytes and get bytes back, so tests drive it without sockets.
 
+pub mod api;
 pub mod batch;
+pub mod codec;
+pub mod error;
+pub mod frame;
+pub mod message;
+pub mod topic;
 pub mod varint;
+
+pub use api::ApiKey;
+pub use error::ErrorCode;
+
+/// The ALPN protocol id of Quiver's QUIC connections.
+pub const ALPN: &[u8] = b"quiver/1";

@@ -1,0 +1,89 @@
+//! API keys and the versions this build speaks. A key is never reused once retired:
+//! `api_keys_are_stable` pins them.
+
+/// Which request a frame carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ApiKey {
+    Produce,
+    Fetch,
+    ListOffsets,
+    Metadata,
+    CreateTopic,
+    DeleteTopic,
+    ApiVersions,
+}
+
+impl ApiKey {
+    pub const ALL: [ApiKey; 7] = [
+        ApiKey::Produce,
+        ApiKey::Fetch,
+        ApiKey::ListOffsets,
+        ApiKey::Metadata,
+        ApiKey::CreateTopic,
+        ApiKey::DeleteTopic,
+        ApiKey::ApiVersions,
+    ];
+
+    pub const fn code(self) -> u16 {
+        match self {
+            ApiKey::Produce => 1,
+            ApiKey::Fetch => 2,
+            ApiKey::ListOffsets => 3,
+            ApiKey::Metadata => 4,
+            ApiKey::CreateTopic => 5,
+            ApiKey::DeleteTopic => 6,
+            ApiKey::ApiVersions => 7,
+        }
+    }
+
+    pub fn from_code(code: u16) -> Option<Self> {
+        Self::ALL.iter().copied().find(|k| k.code() == code)
+    }
+
+    /// Lowercase name for logs and metric labels.
+    pub const fn name(self) -> &'static str {
+        match self {
+            ApiKey::Produce => "produce",
+            ApiKey::Fetch => "fetch",
+            ApiKey::ListOffsets => "list_offsets",
+            ApiKey::Metadata => "metadata",
+            ApiKey::CreateTopic => "create_topic",
+            ApiKey::DeleteTopic => "delete_topic",
+            ApiKey::ApiVersions => "api_versions",
+        }
+    }
+
+    /// The oldest and newest version of this API this build speaks.
+    pub const fn versions(self) -> (u16, u16) {
+        (0, 0)
+    }
+
+    pub const fn supports(self, version: u16) -> bool {
+        let (min, max) = self.versions();
+        version >= min && version <= max
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_keys_are_stable() {
+        let pinned = [
+            (1, "produce"),
+            (2, "fetch"),
+            (3, "list_offsets"),
+            (4, "metadata"),
+            (5, "create_topic"),
+            (6, "delete_topic"),
+            (7, "api_versions"),
+        ];
+        assert_eq!(pinned.len(), ApiKey::ALL.len());
+        for (key, (code, name)) in ApiKey::ALL.iter().zip(pinned) {
+            assert_eq!((key.code(), key.name()), (code, name));
+            assert_eq!(ApiKey::from_code(code), Some(*key));
+        }
+        assert_eq!(ApiKey::from_code(0), None);
+    }
+}

@@ -1,0 +1,167 @@
+//! Error codes a client sees. Each has a stable number, a stable name, and says whether
+//! retrying the same request can succeed. A code is never reused once retired: the
+//! `codes_are_stable` test pins every number to its name.
+
+/// A wire-visible error code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// The broker failed in a way it did not classify; the message says how.
+    Unknown,
+    UnknownTopic,
+    InvalidTopicName,
+    UnknownPartition,
+    BatchTooLarge,
+    CorruptBatch,
+    MalformedFrame,
+    UnsupportedVersion,
+    UnknownApi,
+    OffsetOutOfRange,
+    TopicAlreadyExists,
+    InvalidRequest,
+    NotEnoughReplicas,
+    StorageError,
+    Timeout,
+    BrokerShuttingDown,
+    InvalidConfig,
+    NotLeader,
+    UnsupportedCompression,
+}
+
+impl ErrorCode {
+    /// Every code, in numeric order.
+    pub const ALL: [ErrorCode; 19] = [
+        ErrorCode::Unknown,
+        ErrorCode::UnknownTopic,
+        ErrorCode::InvalidTopicName,
+        ErrorCode::UnknownPartition,
+        ErrorCode::BatchTooLarge,
+        ErrorCode::CorruptBatch,
+        ErrorCode::MalformedFrame,
+        ErrorCode::UnsupportedVersion,
+        ErrorCode::UnknownApi,
+        ErrorCode::OffsetOutOfRange,
+        ErrorCode::TopicAlreadyExists,
+        ErrorCode::InvalidRequest,
+        ErrorCode::NotEnoughReplicas,
+        ErrorCode::StorageError,
+        ErrorCode::Timeout,
+        ErrorCode::BrokerShuttingDown,
+        ErrorCode::InvalidConfig,
+        ErrorCode::NotLeader,
+        ErrorCode::UnsupportedCompression,
+    ];
+
+    /// The number on the wire. 0 means success and is not an error code.
+    pub const fn code(self) -> u16 {
+        match self {
+            ErrorCode::Unknown => 1,
+            ErrorCode::UnknownTopic => 2,
+            ErrorCode::InvalidTopicName => 3,
+            ErrorCode::UnknownPartition => 4,
+            ErrorCode::BatchTooLarge => 5,
+            ErrorCode::CorruptBatch => 6,
+            ErrorCode::MalformedFrame => 7,
+            ErrorCode::UnsupportedVersion => 8,
+            ErrorCode::UnknownApi => 9,
+            ErrorCode::OffsetOutOfRange => 10,
+            ErrorCode::TopicAlreadyExists => 11,
+            ErrorCode::InvalidRequest => 12,
+            ErrorCode::NotEnoughReplicas => 13,
+            ErrorCode::StorageError => 14,
+            ErrorCode::Timeout => 15,
+            ErrorCode::BrokerShuttingDown => 16,
+            ErrorCode::InvalidConfig => 17,
+            ErrorCode::NotLeader => 18,
+            ErrorCode::UnsupportedCompression => 19,
+        }
+    }
+
+    /// The code for a number read off the wire, if this version knows it.
+    pub fn from_code(code: u16) -> Option<Self> {
+        Self::ALL.iter().copied().find(|c| c.code() == code)
+    }
+
+    /// The stable upper-snake name, as logs and metrics label it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            ErrorCode::Unknown => "UNKNOWN",
+            ErrorCode::UnknownTopic => "UNKNOWN_TOPIC",
+            ErrorCode::InvalidTopicName => "INVALID_TOPIC_NAME",
+            ErrorCode::UnknownPartition => "UNKNOWN_PARTITION",
+            ErrorCode::BatchTooLarge => "BATCH_TOO_LARGE",
+            ErrorCode::CorruptBatch => "CORRUPT_BATCH",
+            ErrorCode::MalformedFrame => "MALFORMED_FRAME",
+            ErrorCode::UnsupportedVersion => "UNSUPPORTED_VERSION",
+            ErrorCode::UnknownApi => "UNKNOWN_API",
+            ErrorCode::OffsetOutOfRange => "OFFSET_OUT_OF_RANGE",
+            ErrorCode::TopicAlreadyExists => "TOPIC_ALREADY_EXISTS",
+            ErrorCode::InvalidRequest => "INVALID_REQUEST",
+            ErrorCode::NotEnoughReplicas => "NOT_ENOUGH_REPLICAS",
+            ErrorCode::StorageError => "STORAGE_ERROR",
+            ErrorCode::Timeout => "TIMEOUT",
+            ErrorCode::BrokerShuttingDown => "BROKER_SHUTTING_DOWN",
+            ErrorCode::InvalidConfig => "INVALID_CONFIG",
+            ErrorCode::NotLeader => "NOT_LEADER",
+            ErrorCode::UnsupportedCompression => "UNSUPPORTED_COMPRESSION",
+        }
+    }
+
+    /// Whether the same request, sent again later, can succeed.
+    pub const fn is_retriable(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::NotEnoughReplicas
+                | ErrorCode::StorageError
+                | ErrorCode::Timeout
+                | ErrorCode::BrokerShuttingDown
+                | ErrorCode::NotLeader
+        )
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.name(), self.code())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pins every code to its number and name. Changing a line here breaks clients in
+    /// the field: retire a code by leaving its number unused, never by reusing it.
+    #[test]
+    fn codes_are_stable() {
+        let pinned: &[(u16, &str, bool)] = &[
+            (1, "UNKNOWN", false),
+            (2, "UNKNOWN_TOPIC", false),
+            (3, "INVALID_TOPIC_NAME", false),
+            (4, "UNKNOWN_PARTITION", false),
+            (5, "BATCH_TOO_LARGE", false),
+            (6, "CORRUPT_BATCH", false),
+            (7, "MALFORMED_FRAME", false),
+            (8, "UNSUPPORTED_VERSION", false),
+            (9, "UNKNOWN_API", false),
+            (10, "OFFSET_OUT_OF_RANGE", false),
+            (11, "TOPIC_ALREADY_EXISTS", false),
+            (12, "INVALID_REQUEST", false),
+            (13, "NOT_ENOUGH_REPLICAS", true),
+            (14, "STORAGE_ERROR", true),
+            (15, "TIMEOUT", true),
+            (16, "BROKER_SHUTTING_DOWN", true),
+            (17, "INVALID_CONFIG", false),
+            (18, "NOT_LEADER", true),
+            (19, "UNSUPPORTED_COMPRESSION", false),
+        ];
+        assert_eq!(pinned.len(), ErrorCode::ALL.len());
+        for (code, (number, name, retriable)) in ErrorCode::ALL.iter().zip(pinned) {
+            assert_eq!(code.code(), *number);
+            assert_eq!(code.name(), *name);
+            assert_eq!(code.is_retriable(), *retriable, "{name}");
+            assert_eq!(ErrorCode::from_code(*number), Some(*code));
+        }
+        assert_eq!(ErrorCode::from_code(0), None);
+    }
+}
