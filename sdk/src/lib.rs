@@ -1,1 +1,32 @@
+//! `quiver-sdk`: the Rust client for Quiver.
+//!
+//! What it does today: connects to a broker over QUIC (TLS 1.3, ALPN `quiver/1`),
+//! manages topics, produces record batches with a chosen `acks` and returns the
+//! assigned offsets, fetches and decodes records from an offset, and looks up offsets
+//! by earliest, latest or timestamp. One shared connection, one stream per request,
+//! transparent reconnection on the next request after a connection is lost.
+//!
+//! What it does not do yet: batching producers with retries and idempotence, and
+//! consumers with committed offsets and groups; those build on [`Client`].
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use quiver_sdk::{Acks, Client, ClientConfig, FetchOptions, Record};
+//! let client = Client::connect(ClientConfig::new("127.0.0.1:7420", "quiver-data/tls/ca.pem")).await?;
+//! client.create_topic("events", 3, 1, &[]).await?;
+//! let receipt = client.produce("events", 0, Acks::All, &[Record::from_value("hello", 0)]).await?;
+//! let fetched = client.fetch("events", 0, 0, FetchOptions::default()).await?;
+//! # Ok(()) }
+//! ```
 
+pub mod client;
+pub mod error;
+pub mod partitioner;
+mod tls;
+
+pub use client::{Client, ClientConfig, FetchOptions, Fetched, FetchedBatches, ProduceReceipt};
+pub use error::{ConnectError, RequestError};
+pub use partitioner::partition_for_key;
+pub use quiver_wire::ErrorCode;
+pub use quiver_wire::batch::{DecodedRecord, Record, RecordHeader};
+pub use quiver_wire::message::{Acks, OffsetSpec, PartitionInfo, TopicInfo};

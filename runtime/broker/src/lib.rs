@@ -1,1 +1,19 @@
+//! The Quiver broker: a QUIC endpoint (quinn + rustls) in front of partition logs.
+//!
+//! What it does: accepts connections, answers one request per stream, stores produced
+//! batches as they arrive (stamping offsets only), hands stored batches to consumers
+//! without decoding them, applies the flush policy with group commit and retention on
+//! a timer, persists topic metadata, and serves `/metrics`, `/health` and `/ready` on
+//! the admin listener. What it does not do (yet): replication, consumer groups, plugins.
 
+pub mod admin;
+pub mod config;
+pub mod dispatch;
+pub mod metrics;
+pub mod partition;
+pub mod server;
+pub mod tls;
+pub mod topic;
+
+pub use config::BrokerConfig;
+pub use server::{RunningBroker, StartError, start};

@@ -1,0 +1,157 @@
+//! The admin HTTP listener: `/metrics` (Prometheus text), `/health` (the process is
+//! alive) and `/ready` (recovery is done and the QUIC endpoint accepts).
+//!
+//! A deliberately small HTTP/1.1 responder: GET and HEAD on three paths, one request
+//! per connection, the request head capped at [`REQUEST_HEAD_BYTES_MAX`] and read within
+//! [`REQUEST_READ_TIMEOUT`]. Anything more belongs behind a real proxy.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::server::BrokerState;
+
+/// The most bytes of request line and headers read before answering 431.
+pub const REQUEST_HEAD_BYTES_MAX: usize = 8 * 1024;
+/// How long a client gets to send its request head.
+pub const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Admin connections served at once; more wait in the accept queue.
+pub const ADMIN_CONNECTIONS_MAX: usize = 64;
+
+/// Serves until the broker's shutdown signal fires.
+pub async fn serve(listener: TcpListener, state: Arc<BrokerState>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(ADMIN_CONNECTIONS_MAX));
+    let mut shutdown = state.shutdown.subscribe();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.wait_for(|stopping| *stopping) => return,
+        };
+        let (stream, _) = match accepted {
+            Ok(pair) => pair,
+            Err(err) => {
+                tracing::debug!(%err, "admin accept failed");
+                continue;
+            }
+        };
+        let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
+            return;
+        };
+        let state = Arc::clone(&state);
+        tokio::spawn(async move {
+            let _permit = permit;
+            if let Err(err) = answer(stream, &state).await {
+                tracing::debug!(%err, "admin request failed");
+            }
+        });
+    }
+}
+
+async fn answer(mut stream: TcpStream, state: &BrokerState) -> std::io::Result<()> {
+    let mut head = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    let complete = tokio::time::timeout(REQUEST_READ_TIMEOUT, async {
+        loop {
+            if head.windows(4).any(|w| w == b"\r\n\r\n") {
+                return Ok::<bool, std::io::Error>(true);
+            }
+            if head.len() >= REQUEST_HEAD_BYTES_MAX {
+                return Ok(false);
+            }
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok(false);
+            }
+            head.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await
+    .unwrap_or(Ok(false))?;
+    if !complete {
+        return respond(
+            &mut stream,
+            431,
+            "text/plain",
+            "request head too large or incomplete\n",
+            false,
+        )
+        .await;
+    }
+    let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(line);
+    let mut parts = line.split(' ');
+    let method = parts.next().unwrap_or_default();
+    let path = parts.next().unwrap_or_default();
+    let path = path.split('?').next().unwrap_or_default();
+    let head_only = method == "HEAD";
+    if method != "GET" && !head_only {
+        return respond(
+            &mut stream,
+            405,
+            "text/plain",
+            "only GET and HEAD\n",
+            head_only,
+        )
+        .await;
+    }
+    match path {
+        "/health" => respond(&mut stream, 200, "text/plain", "ok\n", head_only).await,
+        "/ready" => {
+            if state.ready.load(Ordering::Acquire) {
+                respond(&mut stream, 200, "text/plain", "ready\n", head_only).await
+            } else {
+                respond(&mut stream, 503, "text/plain", "not ready\n", head_only).await
+            }
+        }
+        "/metrics" => {
+            let body = state.metrics.render(&state.topics.all());
+            respond(
+                &mut stream,
+                200,
+                "text/plain; version=0.0.4; charset=utf-8",
+                &body,
+                head_only,
+            )
+            .await
+        }
+        _ => {
+            respond(
+                &mut stream,
+                404,
+                "text/plain",
+                "not found: try /metrics, /health or /ready\n",
+                head_only,
+            )
+            .await
+        }
+    }
+}
+
+async fn respond(
+    stream: &mut TcpStream,
+    status: u16,
+    content_type: &str,
+    body: &str,
+    head_only: bool,
+) -> std::io::Result<()> {
+    let reason = match status {
+        200 => "OK",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        431 => "Request Header Fields Too Large",
+        503 => "Service Unavailable",
+        _ => "Error",
+    };
+    let head = format!(
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    if !head_only {
+        stream.write_all(body.as_bytes()).await?;
+    }
+    stream.shutdown().await
+}

@@ -1,0 +1,232 @@
+//! One partition on this broker: its log, what consumers may see of it, and the flusher
+//! that applies the flush policy with group commit.
+//!
+//! Group commit: appends only write to the page cache and wake the flusher. The flusher
+//! takes every batch appended so far, runs one fdatasync for all of them outside the
+//! log's lock, and publishes the new durable offset; batches that arrive while it syncs
+//! are covered by the next round. With `flush = always` consumers see only durable
+//! records, so nothing a consumer read can vanish in a power loss.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use quiver_log::{AppendError, AppendInfo, FlushPolicy, PartitionLog};
+use tokio::sync::{Notify, watch};
+
+use crate::metrics::Metrics;
+
+/// Why waiting for durability failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum DurabilityError {
+    #[error("the partition's storage failed; it accepts no more writes")]
+    StorageFailed,
+    #[error("the partition was deleted or the broker is stopping")]
+    Closed,
+}
+
+/// A partition's log and the signals around it.
+pub struct Partition {
+    pub topic: Arc<str>,
+    pub index: u32,
+    log: RwLock<PartitionLog>,
+    flush: FlushPolicy,
+    /// The high watermark: consumers read below it.
+    visible: watch::Sender<u64>,
+    /// Offsets below this are on disk.
+    durable: watch::Sender<u64>,
+    /// Set when appends are waiting for the flusher.
+    dirty: Notify,
+    closed: AtomicBool,
+    /// Set after an fsync failure: the page cache may hold data the disk lost, so the
+    /// partition refuses further writes (as Kafka takes a log directory offline).
+    failed: AtomicBool,
+}
+
+impl Partition {
+    /// Wraps an opened log. Call [`Partition::spawn_flusher`] once it sits in an `Arc`.
+    pub fn new(topic: Arc<str>, index: u32, log: PartitionLog, flush: FlushPolicy) -> Self {
+        let end = log.log_end_offset();
+        // Whatever survived recovery is on disk (recovery fsyncs what it truncates).
+        let (visible, _) = watch::channel(end);
+        let (durable, _) = watch::channel(end);
+        Self {
+            topic,
+            index,
+            log: RwLock::new(log),
+            flush,
+            visible,
+            durable,
+            dirty: Notify::new(),
+            closed: AtomicBool::new(false),
+            failed: AtomicBool::new(false),
+        }
+    }
+
+    /// Read access to the log. A poisoned lock means a panic mid-append, which leaves
+    /// the in-memory state suspect; the data on disk is still checked on restart.
+    pub fn log(&self) -> RwLockReadGuard<'_, PartitionLog> {
+        self.log
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn log_mut(&self) -> RwLockWriteGuard<'_, PartitionLog> {
+        self.log
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The high watermark.
+    pub fn high_watermark(&self) -> u64 {
+        *self.visible.borrow()
+    }
+
+    /// A receiver that wakes when the high watermark moves, for long-poll fetches.
+    pub fn watch_high_watermark(&self) -> watch::Receiver<u64> {
+        self.visible.subscribe()
+    }
+
+    /// Appends one batch, stamping its offsets. Returns once it is in the page cache.
+    pub fn append(&self, batch: BytesMut, now_ms: i64) -> Result<AppendInfo, PartitionAppendError> {
+        if self.failed.load(Ordering::Acquire) {
+            return Err(PartitionAppendError::StorageFailed);
+        }
+        if self.closed.load(Ordering::Acquire) {
+            return Err(PartitionAppendError::Closed);
+        }
+        let info = {
+            let mut log = self.log_mut();
+            let info = log.append(batch, 0, now_ms)?;
+            if self.flush != FlushPolicy::Always {
+                // Published under the lock so concurrent appends publish in order.
+                self.visible.send_replace(log.log_end_offset());
+            }
+            info
+        };
+        if self.flush != FlushPolicy::Os {
+            self.dirty.notify_one();
+        }
+        Ok(info)
+    }
+
+    /// Waits until every offset below `end_offset` is durable per the flush policy.
+    /// With `os` nothing is waited for: the page cache is the promise.
+    pub async fn wait_durable(&self, end_offset: u64) -> Result<(), DurabilityError> {
+        if self.flush == FlushPolicy::Os {
+            return Ok(());
+        }
+        let mut rx = self.durable.subscribe();
+        loop {
+            if *rx.borrow_and_update() >= end_offset {
+                return Ok(());
+            }
+            if self.failed.load(Ordering::Acquire) {
+                return Err(DurabilityError::StorageFailed);
+            }
+            if rx.changed().await.is_err() || self.closed.load(Ordering::Acquire) {
+                return Err(DurabilityError::Closed);
+            }
+        }
+    }
+
+    /// Deletes sealed segments past the retention limits.
+    pub fn enforce_retention(
+        &self,
+        now_ms: i64,
+    ) -> Result<quiver_log::RetentionReport, quiver_log::LogError> {
+        self.log_mut().enforce_retention(now_ms)
+    }
+
+    /// Stops the flusher and refuses further appends.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.dirty.notify_one();
+        // Wake durability waiters so they see `closed`.
+        self.durable.send_modify(|_| {});
+    }
+
+    /// Syncs everything appended so far, outside the log's lock. Returns the new durable
+    /// offset.
+    pub fn sync_now(&self, metrics: &Metrics) -> Result<u64, std::io::Error> {
+        let target = self.log().sync_target();
+        let up_to = target.up_to_offset;
+        if up_to <= *self.durable.borrow() && target.files.is_empty() {
+            return Ok(up_to);
+        }
+        let started = Instant::now();
+        let result = target.sync();
+        metrics
+            .flush_duration
+            .observe(started.elapsed().as_secs_f64());
+        if let Err(err) = result {
+            self.failed.store(true, Ordering::Release);
+            self.durable.send_modify(|_| {});
+            return Err(err);
+        }
+        self.log_mut().mark_synced(up_to);
+        self.durable.send_if_modified(|d| {
+            let moved = up_to > *d;
+            *d = (*d).max(up_to);
+            moved
+        });
+        if self.flush == FlushPolicy::Always {
+            self.visible.send_if_modified(|v| {
+                let moved = up_to > *v;
+                *v = (*v).max(up_to);
+                moved
+            });
+        }
+        Ok(up_to)
+    }
+
+    /// Starts the task that applies the flush policy; it ends when the partition closes.
+    pub fn spawn_flusher(self: &Arc<Self>, metrics: Arc<Metrics>) {
+        let interval = match self.flush {
+            FlushPolicy::Os => return,
+            FlushPolicy::Always => None,
+            FlushPolicy::Interval(every) => Some(every.max(Duration::from_millis(1))),
+        };
+        let partition = Arc::clone(self);
+        tokio::spawn(async move {
+            loop {
+                match interval {
+                    None => partition.dirty.notified().await,
+                    Some(every) => tokio::time::sleep(every).await,
+                }
+                if partition.closed.load(Ordering::Acquire)
+                    || partition.failed.load(Ordering::Acquire)
+                {
+                    return;
+                }
+                let worker = Arc::clone(&partition);
+                let metrics = Arc::clone(&metrics);
+                let synced = tokio::task::spawn_blocking(move || worker.sync_now(&metrics)).await;
+                match synced {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(err)) => {
+                        tracing::error!(topic = %partition.topic, partition = partition.index, %err,
+                            "fdatasync failed; the partition accepts no more writes");
+                        return;
+                    }
+                    Err(join) => {
+                        tracing::error!(%join, "flusher task failed");
+                        return;
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// Why an append failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PartitionAppendError {
+    #[error(transparent)]
+    Log(#[from] AppendError),
+    #[error("the partition's storage failed; it accepts no more writes")]
+    StorageFailed,
+    #[error("the partition was deleted or the broker is stopping")]
+    Closed,
+}

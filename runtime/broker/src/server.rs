@@ -1,0 +1,457 @@
+//! The QUIC endpoint: accepts connections, reads one request frame per stream, hands it
+//! to [`crate::dispatch`], and writes the answer back on the same stream.
+//!
+//! Bidirectional streams carry requests that expect an answer; unidirectional streams
+//! carry `acks = none` produces, which get none.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use quiver_wire::ErrorCode;
+use quiver_wire::frame::{
+    ErrorResponse, FRAME_LENGTH_BYTES, FrameError, REQUEST_HEAD_BYTES, RequestFrame, frame_length,
+};
+use tokio::sync::{Semaphore, watch};
+
+use crate::config::BrokerConfig;
+use crate::dispatch::{self, Outgoing, RequestError};
+use crate::metrics::Metrics;
+use crate::tls;
+use crate::topic::{TopicError, TopicRegistry};
+
+/// QUIC application close code sent when the broker stops.
+pub const CLOSE_SHUTDOWN: u32 = 0;
+/// QUIC stream reset / stop code for a request the broker refused to read.
+pub const STREAM_REFUSED: u32 = 1;
+/// How long shutdown waits for in-flight requests before closing connections.
+pub const SHUTDOWN_DRAIN_MAX: Duration = Duration::from_secs(10);
+/// A connection with no traffic for this long is closed; clients send keep-alives.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Shared state of a running broker.
+pub struct BrokerState {
+    pub config: BrokerConfig,
+    pub topics: TopicRegistry,
+    pub metrics: Arc<Metrics>,
+    /// `true` once the broker is stopping.
+    pub shutdown: watch::Sender<bool>,
+    /// Recovery done and the endpoint accepting.
+    pub ready: AtomicBool,
+    in_flight: Arc<Semaphore>,
+    connections: AtomicUsize,
+}
+
+/// Why the broker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("data directory {0} is in use by another broker")]
+    Locked(std::path::PathBuf),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error("cannot recover topics: {0}")]
+    Topics(#[from] TopicError),
+    #[error("cannot listen for QUIC on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot listen for admin HTTP on {addr}: {source}")]
+    AdminListen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("invalid configuration: {0}")]
+    Config(#[from] crate::config::ConfigError),
+}
+
+/// A started broker.
+pub struct RunningBroker {
+    pub quic_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    state: Arc<BrokerState>,
+    endpoint: quinn::Endpoint,
+    accept_task: tokio::task::JoinHandle<()>,
+    admin_task: tokio::task::JoinHandle<()>,
+    retention_task: tokio::task::JoinHandle<()>,
+    _lock: DataDirLock,
+}
+
+/// An exclusive `flock` on `DATA_DIR/.lock`, so two brokers never share a directory.
+struct DataDirLock(
+    #[allow(dead_code, reason = "held for its flock until the broker stops")] std::fs::File,
+);
+
+impl DataDirLock {
+    fn acquire(data_dir: &std::path::Path) -> Result<Self, StartError> {
+        use std::os::fd::AsRawFd;
+        let path = data_dir.join(".lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|source| StartError::DataDir {
+                path: path.clone(),
+                source,
+            })?;
+        // SAFETY: flock on a descriptor we own; it has no memory effects.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            return Err(StartError::Locked(data_dir.to_owned()));
+        }
+        Ok(Self(file))
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Starts a broker: recovers the data directory, then opens the QUIC endpoint and the
+/// admin listener. Returns once both accept.
+pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
+    config.validate()?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    let lock = DataDirLock::acquire(&config.data_dir)?;
+
+    let identity = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => tls::load_identity(cert, key)?,
+        _ => tls::ensure_generated(&config.data_dir, config.listen.ip())?,
+    };
+    let crypto = tls::server_crypto(identity)?;
+
+    // The admin listener comes up first so /health answers during recovery.
+    let admin = tokio::net::TcpListener::bind(config.admin_listen)
+        .await
+        .map_err(|source| StartError::AdminListen {
+            addr: config.admin_listen,
+            source,
+        })?;
+    let admin_addr = admin
+        .local_addr()
+        .map_err(|source| StartError::AdminListen {
+            addr: config.admin_listen,
+            source,
+        })?;
+
+    let metrics = Arc::new(Metrics::new());
+    let (shutdown, _) = watch::channel(false);
+    let data_dir = config.data_dir.clone();
+    let log_defaults = config.log.clone();
+    let flush = config.flush;
+    let recovery_metrics = Arc::clone(&metrics);
+    // Recovery reads and fsyncs files: keep it off the async workers.
+    let topics = tokio::task::spawn_blocking(move || {
+        TopicRegistry::open(&data_dir, log_defaults, flush, recovery_metrics, now_ms())
+    })
+    .await
+    .map_err(|e| {
+        StartError::Topics(TopicError::Io {
+            path: config.data_dir.clone(),
+            source: std::io::Error::other(e),
+        })
+    })??;
+
+    let state = Arc::new(BrokerState {
+        in_flight: Arc::new(Semaphore::new(config.requests_in_flight_max)),
+        config,
+        topics,
+        metrics,
+        shutdown,
+        ready: AtomicBool::new(false),
+        connections: AtomicUsize::new(0),
+    });
+    let admin_task = tokio::spawn(crate::admin::serve(admin, Arc::clone(&state)));
+
+    let quic_crypto = quinn::crypto::rustls::QuicServerConfig::try_from(crypto).map_err(|e| {
+        StartError::Tls(tls::TlsError::Rustls(rustls::Error::General(e.to_string())))
+    })?;
+    let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(quic_crypto));
+    server_config.transport_config(Arc::new(transport_config(&state.config)));
+    let endpoint =
+        quinn::Endpoint::server(server_config, state.config.listen).map_err(|source| {
+            StartError::Listen {
+                addr: state.config.listen,
+                source,
+            }
+        })?;
+    let quic_addr = endpoint.local_addr().map_err(|source| StartError::Listen {
+        addr: state.config.listen,
+        source,
+    })?;
+
+    let accept_task = tokio::spawn(accept_loop(endpoint.clone(), Arc::clone(&state)));
+    let retention_task = tokio::spawn(retention_loop(Arc::clone(&state)));
+    state.ready.store(true, Ordering::Release);
+    tracing::info!(%quic_addr, %admin_addr, data_dir = %state.config.data_dir.display(), "broker ready");
+    Ok(RunningBroker {
+        quic_addr,
+        admin_addr,
+        state,
+        endpoint,
+        accept_task,
+        admin_task,
+        retention_task,
+        _lock: lock,
+    })
+}
+
+/// Flow-control windows sized for a loopback or LAN bandwidth-delay product with room
+/// for a 16 MiB batch in flight per stream.
+fn transport_config(config: &BrokerConfig) -> quinn::TransportConfig {
+    let mut transport = quinn::TransportConfig::default();
+    transport.max_concurrent_bidi_streams(config.streams_per_connection_max.into());
+    transport.max_concurrent_uni_streams(config.streams_per_connection_max.into());
+    transport.stream_receive_window(quinn::VarInt::from_u32(32 * 1024 * 1024));
+    transport.receive_window(quinn::VarInt::from_u32(128 * 1024 * 1024));
+    transport.send_window(128 * 1024 * 1024);
+    if let Ok(idle) = IDLE_TIMEOUT.try_into() {
+        transport.max_idle_timeout(Some(idle));
+    }
+    transport
+}
+
+impl RunningBroker {
+    pub fn state(&self) -> &Arc<BrokerState> {
+        &self.state
+    }
+
+    /// Stops gracefully: stop accepting, let in-flight requests finish (long polls are
+    /// woken to answer now), flush every partition, close connections.
+    pub async fn shutdown(self) {
+        let state = &self.state;
+        state.ready.store(false, Ordering::Release);
+        state.shutdown.send_replace(true);
+        self.accept_task.abort();
+        self.retention_task.abort();
+        // Waiting for every permit means every in-flight request has answered.
+        let all = u32::try_from(state.config.requests_in_flight_max).unwrap_or(u32::MAX);
+        if tokio::time::timeout(SHUTDOWN_DRAIN_MAX, state.in_flight.acquire_many(all))
+            .await
+            .is_err()
+        {
+            tracing::warn!("in-flight requests did not finish within {SHUTDOWN_DRAIN_MAX:?}");
+        }
+        let flush_state = Arc::clone(state);
+        let flushed = tokio::task::spawn_blocking(move || {
+            for topic in flush_state.topics.all() {
+                for partition in &topic.partitions {
+                    if let Err(err) = partition.sync_now(&flush_state.metrics) {
+                        tracing::error!(topic = %topic.name, partition = partition.index, %err, "final flush failed");
+                    }
+                }
+            }
+            flush_state.topics.close_all();
+        })
+        .await;
+        if let Err(err) = flushed {
+            tracing::error!(%err, "final flush task failed");
+        }
+        self.endpoint
+            .close(CLOSE_SHUTDOWN.into(), b"broker shutting down");
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
+        self.admin_task.abort();
+        tracing::info!("broker stopped");
+    }
+}
+
+async fn accept_loop(endpoint: quinn::Endpoint, state: Arc<BrokerState>) {
+    while let Some(incoming) = endpoint.accept().await {
+        if state.connections.load(Ordering::Acquire) >= state.config.connections_max {
+            tracing::warn!(
+                limit = state.config.connections_max,
+                "connection refused: at the limit"
+            );
+            incoming.refuse();
+            continue;
+        }
+        let state = Arc::clone(&state);
+        tokio::spawn(async move {
+            let connection = match incoming.await {
+                Ok(c) => c,
+                Err(err) => {
+                    tracing::debug!(%err, "handshake failed");
+                    return;
+                }
+            };
+            state.connections.fetch_add(1, Ordering::AcqRel);
+            state.metrics.connections_open.inc();
+            serve_connection(connection, &state).await;
+            state.connections.fetch_sub(1, Ordering::AcqRel);
+            state.metrics.connections_open.dec();
+        });
+    }
+}
+
+async fn serve_connection(connection: quinn::Connection, state: &Arc<BrokerState>) {
+    let mut shutdown = state.shutdown.subscribe();
+    loop {
+        tokio::select! {
+            bi = connection.accept_bi() => match bi {
+                Ok((send, recv)) => {
+                    let state = Arc::clone(state);
+                    tokio::spawn(async move { serve_request(send, recv, state).await });
+                }
+                Err(_) => return,
+            },
+            uni = connection.accept_uni() => match uni {
+                Ok(recv) => {
+                    let state = Arc::clone(state);
+                    tokio::spawn(async move { serve_unanswered(recv, state).await });
+                }
+                Err(_) => return,
+            },
+            _ = shutdown.wait_for(|stopping| *stopping) => {
+                // Streams already accepted finish; new ones are not taken.
+                return;
+            }
+        }
+    }
+}
+
+/// Reads one length-prefixed request frame. The length is checked before allocating.
+async fn read_frame(recv: &mut quinn::RecvStream) -> Result<RequestFrame, RequestError> {
+    let mut prefix = [0u8; FRAME_LENGTH_BYTES];
+    recv.read_exact(&mut prefix)
+        .await
+        .map_err(RequestError::disconnected)?;
+    let len = frame_length(prefix, REQUEST_HEAD_BYTES).map_err(|e| match e {
+        FrameError::TooLarge(_) => RequestError::new(ErrorCode::BatchTooLarge, e.to_string()),
+        FrameError::TooShort { .. } => RequestError::new(ErrorCode::MalformedFrame, e.to_string()),
+    })?;
+    let mut body = BytesMut::zeroed(len);
+    recv.read_exact(&mut body)
+        .await
+        .map_err(RequestError::disconnected)?;
+    RequestFrame::parse(body)
+        .map_err(|e| RequestError::new(ErrorCode::MalformedFrame, e.to_string()))
+}
+
+async fn serve_request(
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    state: Arc<BrokerState>,
+) {
+    let Ok(_permit) = state.in_flight.acquire().await else {
+        return;
+    };
+    state.metrics.requests_in_flight.inc();
+    let started = Instant::now();
+    let outcome = match read_frame(&mut recv).await {
+        Ok(frame) => dispatch::handle(frame, &state, true).await,
+        Err(err) => Err((None, err)),
+    };
+    let api = match &outcome {
+        Ok((api, _)) => Some(*api),
+        Err((api, _)) => *api,
+    };
+    let api_name = api.map_or("unknown", |a| a.name());
+    state.metrics.requests.with_label_values(&[api_name]).inc();
+    let written = match outcome {
+        Ok((_, Outgoing::Frame(frame))) => send.write_all(&frame).await.map_err(|e| e.to_string()),
+        Ok((_, Outgoing::Chunks(mut chunks))) => send
+            .write_all_chunks(&mut chunks)
+            .await
+            .map_err(|e| e.to_string()),
+        Ok((_, Outgoing::Nothing)) => Ok(()),
+        Err((_, err)) => {
+            if err.disconnected {
+                // The client went away mid-request: nothing was applied, nobody to answer.
+                state.metrics.requests_in_flight.dec();
+                return;
+            }
+            state
+                .metrics
+                .request_errors
+                .with_label_values(&[api_name, err.code.name()])
+                .inc();
+            let _ = recv.stop(STREAM_REFUSED.into());
+            let frame: Bytes = ErrorResponse::encode(err.code, &err.message);
+            send.write_all(&frame).await.map_err(|e| e.to_string())
+        }
+    };
+    match written {
+        Ok(()) => {
+            let _ = send.finish();
+            // Wait for the peer to take the answer, so shutdown does not cut it off.
+            let _ = send.stopped().await;
+        }
+        Err(err) => tracing::debug!(%err, "could not write response"),
+    }
+    state
+        .metrics
+        .request_duration
+        .with_label_values(&[api_name])
+        .observe(started.elapsed().as_secs_f64());
+    state.metrics.requests_in_flight.dec();
+}
+
+async fn serve_unanswered(mut recv: quinn::RecvStream, state: Arc<BrokerState>) {
+    let Ok(_permit) = state.in_flight.acquire().await else {
+        return;
+    };
+    state.metrics.requests_in_flight.inc();
+    let outcome = match read_frame(&mut recv).await {
+        Ok(frame) => dispatch::handle(frame, &state, false).await,
+        Err(err) => Err((None, err)),
+    };
+    let api_name = match &outcome {
+        Ok((api, _)) => api.name(),
+        Err((api, _)) => api.map_or("unknown", |a| a.name()),
+    };
+    state.metrics.requests.with_label_values(&[api_name]).inc();
+    if let Err((_, err)) = outcome {
+        if !err.disconnected {
+            state
+                .metrics
+                .request_errors
+                .with_label_values(&[api_name, err.code.name()])
+                .inc();
+            tracing::debug!(code = %err.code, message = %err.message, "unanswered request failed");
+        }
+    }
+    state.metrics.requests_in_flight.dec();
+}
+
+/// Applies retention to every partition, once per `retention_check_interval`.
+async fn retention_loop(state: Arc<BrokerState>) {
+    let mut tick = tokio::time::interval(state.config.retention_check_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let worker = Arc::clone(&state);
+        let swept = tokio::task::spawn_blocking(move || {
+            for topic in worker.topics.all() {
+                for partition in &topic.partitions {
+                    match partition.enforce_retention(now_ms()) {
+                        Ok(report) if report.segments_deleted > 0 => tracing::info!(
+                            topic = %topic.name, partition = partition.index,
+                            segments = report.segments_deleted, bytes = report.bytes_deleted,
+                            "retention deleted segments"),
+                        Ok(_) => {}
+                        Err(err) => tracing::warn!(topic = %topic.name, partition = partition.index, %err, "retention failed"),
+                    }
+                }
+            }
+        })
+        .await;
+        if let Err(err) = swept {
+            tracing::error!(%err, "retention task failed");
+        }
+    }
+}

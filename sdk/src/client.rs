@@ -1,0 +1,445 @@
+//! The connection to a broker and the requests it can send. Every request opens its own
+//! QUIC stream on one shared connection, so slow requests (a long-poll fetch) never
+//! hold up others. A lost connection is replaced on the next request.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use quiver_wire::batch::{
+    BatchBuilder, BatchSplitter, DecodedRecord, ProducerStamp, Record, decode_records,
+};
+use quiver_wire::frame::{FRAME_LENGTH_BYTES, RESPONSE_HEAD_BYTES, frame_length, parse_response};
+use quiver_wire::message::*;
+use quiver_wire::topic::validate_topic_name;
+
+use crate::error::{ConnectError, RequestError};
+
+/// How to reach and trust a broker.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// `HOST:PORT` of the broker's QUIC listener.
+    pub broker: String,
+    /// PEM file of the CA that signed the broker's certificate.
+    pub ca_cert: Option<PathBuf>,
+    /// The name checked against the broker's certificate; defaults to the host part of
+    /// `broker`.
+    pub server_name: Option<String>,
+    /// Client certificate chain and key (PEM) for brokers that ask for one.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+    pub connect_timeout: Duration,
+    /// How long a request may take beyond any wait it asks the broker for.
+    pub request_timeout: Duration,
+}
+
+impl ClientConfig {
+    /// A config for `broker` trusting the CA at `ca_cert`.
+    pub fn new(broker: impl Into<String>, ca_cert: impl Into<PathBuf>) -> Self {
+        Self {
+            broker: broker.into(),
+            ca_cert: Some(ca_cert.into()),
+            server_name: None,
+            client_cert: None,
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Options of one fetch.
+#[derive(Debug, Clone, Copy)]
+pub struct FetchOptions {
+    /// How long the broker may wait for `min_bytes` to arrive.
+    pub max_wait: Duration,
+    pub min_bytes: u32,
+    /// A soft cap; the first batch comes whole even if larger.
+    pub max_bytes: u32,
+}
+
+impl Default for FetchOptions {
+    fn default() -> Self {
+        Self {
+            max_wait: Duration::from_millis(500),
+            min_bytes: 1,
+            max_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// Stored batches as the broker sent them, not decoded.
+#[derive(Debug, Clone)]
+pub struct FetchedBatches {
+    pub high_watermark: u64,
+    pub log_start_offset: u64,
+    pub log_end_offset: u64,
+    /// Back-to-back batches; split with [`quiver_wire::batch::BatchSplitter`].
+    pub batches: Bytes,
+}
+
+/// Records from one fetch.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    pub high_watermark: u64,
+    pub log_start_offset: u64,
+    pub log_end_offset: u64,
+    /// Records at or after the requested offset, in offset order.
+    pub records: Vec<DecodedRecord>,
+    /// Where the next fetch should start.
+    pub next_offset: u64,
+}
+
+/// Where a produced batch landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProduceReceipt {
+    pub partition: u32,
+    /// Offset of the batch's first record; record `i` of the batch has `base_offset + i`.
+    pub base_offset: u64,
+    pub record_count: u32,
+    pub log_append_time: i64,
+}
+
+/// A connection to one broker. Cheap to clone; clones share the connection.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: ClientConfig,
+    endpoint: quinn::Endpoint,
+    addr: SocketAddr,
+    server_name: String,
+    connection: tokio::sync::Mutex<Option<quinn::Connection>>,
+}
+
+impl Client {
+    /// Resolves the broker, sets up TLS and connects once, so a wrong address or CA
+    /// fails here rather than on the first request.
+    pub async fn connect(config: ClientConfig) -> Result<Self, ConnectError> {
+        let (host, _) = config
+            .broker
+            .rsplit_once(':')
+            .ok_or_else(|| ConnectError::InvalidAddress(config.broker.clone()))?;
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let addr = tokio::net::lookup_host(config.broker.as_str())
+            .await
+            .map_err(|e| ConnectError::Resolve {
+                host: host.clone(),
+                message: e.to_string(),
+            })?
+            .next()
+            .ok_or_else(|| ConnectError::Resolve {
+                host: host.clone(),
+                message: "no addresses".into(),
+            })?;
+        let client_config = crate::tls::quic_client_config(&config)?;
+        let bind: SocketAddr = if addr.is_ipv6() {
+            "[::]:0"
+        } else {
+            "0.0.0.0:0"
+        }
+        .parse()
+        .expect("constant address parses");
+        let mut endpoint =
+            quinn::Endpoint::client(bind).map_err(|e| ConnectError::Endpoint(e.to_string()))?;
+        endpoint.set_default_client_config(client_config);
+        let server_name = config.server_name.clone().unwrap_or(host);
+        let client = Self {
+            inner: Arc::new(Inner {
+                config,
+                endpoint,
+                addr,
+                server_name,
+                connection: tokio::sync::Mutex::new(None),
+            }),
+        };
+        client.connection().await?;
+        Ok(client)
+    }
+
+    /// The broker address this client talks to.
+    pub fn broker_addr(&self) -> SocketAddr {
+        self.inner.addr
+    }
+
+    async fn connection(&self) -> Result<quinn::Connection, ConnectError> {
+        let mut slot = self.inner.connection.lock().await;
+        if let Some(conn) = slot.as_ref() {
+            if conn.close_reason().is_none() {
+                return Ok(conn.clone());
+            }
+        }
+        let addr = self.inner.addr.to_string();
+        let connecting = self
+            .inner
+            .endpoint
+            .connect(self.inner.addr, &self.inner.server_name)
+            .map_err(|e| ConnectError::Connect {
+                addr: addr.clone(),
+                message: e.to_string(),
+            })?;
+        let after = self.inner.config.connect_timeout;
+        let conn = tokio::time::timeout(after, connecting)
+            .await
+            .map_err(|_| ConnectError::Timeout {
+                addr: addr.clone(),
+                after,
+            })?
+            .map_err(|e| ConnectError::Connect {
+                addr,
+                message: e.to_string(),
+            })?;
+        *slot = Some(conn.clone());
+        Ok(conn)
+    }
+
+    /// Sends one request frame (as chunks) and returns the success body.
+    async fn round_trip(
+        &self,
+        chunks: &mut [Bytes],
+        extra_wait: Duration,
+    ) -> Result<Bytes, RequestError> {
+        let limit = self.inner.config.request_timeout + extra_wait;
+        tokio::time::timeout(limit, async {
+            let conn = self.connection().await?;
+            let lost = |e: &dyn std::fmt::Display| RequestError::ConnectionLost(e.to_string());
+            let (mut send, mut recv) = conn.open_bi().await.map_err(|e| lost(&e))?;
+            send.write_all_chunks(chunks).await.map_err(|e| lost(&e))?;
+            let _ = send.finish();
+            let mut prefix = [0u8; FRAME_LENGTH_BYTES];
+            recv.read_exact(&mut prefix).await.map_err(|e| lost(&e))?;
+            let len = frame_length(prefix, RESPONSE_HEAD_BYTES)
+                .map_err(|e| RequestError::Protocol(e.to_string()))?;
+            let mut body = BytesMut::zeroed(len);
+            recv.read_exact(&mut body).await.map_err(|e| lost(&e))?;
+            match parse_response(body.freeze()) {
+                Ok(Ok(body)) => Ok(body),
+                Ok(Err(broker)) => Err(RequestError::Broker(broker)),
+                Err(e) => Err(RequestError::Protocol(e.to_string())),
+            }
+        })
+        .await
+        .map_err(|_| RequestError::Timeout(limit))?
+    }
+
+    /// Sends any request and decodes its typed response.
+    pub async fn call<R: Rpc>(&self, request: &R) -> Result<R::Response, RequestError> {
+        let body = self
+            .round_trip(&mut [request.encode_frame()], Duration::ZERO)
+            .await?;
+        R::Response::decode_body(body).map_err(|e| RequestError::Protocol(e.to_string()))
+    }
+
+    /// Creates a topic. `configs` are Kafka-style keys such as `retention.ms`.
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: u32,
+        replication_factor: u16,
+        configs: &[(String, String)],
+    ) -> Result<(), RequestError> {
+        validate_topic_name(name).map_err(|e| RequestError::InvalidArgument(e.to_string()))?;
+        let request = CreateTopicRequest {
+            name: name.to_owned(),
+            partitions,
+            replication_factor,
+            configs: configs.to_vec(),
+        };
+        self.call(&request).await.map(|_| ())
+    }
+
+    /// Deletes a topic and its data.
+    pub async fn delete_topic(&self, name: &str) -> Result<(), RequestError> {
+        self.call(&DeleteTopicRequest {
+            name: name.to_owned(),
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Every topic with its partitions.
+    pub async fn list_topics(&self) -> Result<Vec<TopicInfo>, RequestError> {
+        Ok(self.call(&MetadataRequest { topics: None }).await?.topics)
+    }
+
+    /// One topic with its partitions.
+    pub async fn describe_topic(&self, name: &str) -> Result<TopicInfo, RequestError> {
+        let response = self
+            .call(&MetadataRequest {
+                topics: Some(vec![name.to_owned()]),
+            })
+            .await?;
+        response
+            .topics
+            .into_iter()
+            .next()
+            .ok_or_else(|| RequestError::Protocol("metadata without the topic".into()))
+    }
+
+    /// Cluster metadata: brokers, controller and the given topics (all if `None`).
+    pub async fn metadata(
+        &self,
+        topics: Option<Vec<String>>,
+    ) -> Result<MetadataResponse, RequestError> {
+        self.call(&MetadataRequest { topics }).await
+    }
+
+    /// Sends one already-encoded batch. With `Acks::None` the broker answers nothing and
+    /// the result is `None` once the broker's QUIC stack has received the bytes.
+    pub async fn produce_batch(
+        &self,
+        topic: &str,
+        partition: u32,
+        acks: Acks,
+        batch: Bytes,
+    ) -> Result<Option<ProduceResponse>, RequestError> {
+        let timeout_ms =
+            u32::try_from(self.inner.config.request_timeout.as_millis()).unwrap_or(u32::MAX);
+        let head = ProduceRequest::encode_head(
+            topic,
+            partition,
+            acks,
+            timeout_ms.min(PRODUCE_TIMEOUT_MS_MAX),
+            batch.len(),
+        );
+        let mut chunks = [head, batch];
+        if acks == Acks::None {
+            let limit = self.inner.config.request_timeout;
+            return tokio::time::timeout(limit, async {
+                let conn = self.connection().await?;
+                let lost = |e: &dyn std::fmt::Display| RequestError::ConnectionLost(e.to_string());
+                let mut send = conn.open_uni().await.map_err(|e| lost(&e))?;
+                send.write_all_chunks(&mut chunks)
+                    .await
+                    .map_err(|e| lost(&e))?;
+                let _ = send.finish();
+                send.stopped().await.map_err(|e| lost(&e))?;
+                Ok(None)
+            })
+            .await
+            .map_err(|_| RequestError::Timeout(limit))?;
+        }
+        let body = self.round_trip(&mut chunks, Duration::ZERO).await?;
+        ProduceResponse::decode_body(body)
+            .map(Some)
+            .map_err(|e| RequestError::Protocol(e.to_string()))
+    }
+
+    /// Encodes `records` as one batch and sends it. Returns `None` for `Acks::None`.
+    pub async fn produce(
+        &self,
+        topic: &str,
+        partition: u32,
+        acks: Acks,
+        records: &[Record],
+    ) -> Result<Option<ProduceReceipt>, RequestError> {
+        let mut builder = BatchBuilder::new(ProducerStamp::NONE);
+        for record in records {
+            builder.push(record);
+        }
+        let record_count = builder.record_count();
+        let batch = builder
+            .finish()
+            .ok_or_else(|| RequestError::InvalidArgument("no records to produce".into()))?;
+        let response = self.produce_batch(topic, partition, acks, batch).await?;
+        Ok(response.map(|r| ProduceReceipt {
+            partition,
+            base_offset: r.base_offset,
+            record_count,
+            log_append_time: r.log_append_time,
+        }))
+    }
+
+    /// Fetches stored batches as they are, without decoding them.
+    pub async fn fetch_batches(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        options: FetchOptions,
+    ) -> Result<FetchedBatches, RequestError> {
+        let request = FetchRequest {
+            topic: topic.to_owned(),
+            partition,
+            offset,
+            max_wait_ms: u32::try_from(options.max_wait.as_millis())
+                .unwrap_or(u32::MAX)
+                .min(FETCH_WAIT_MS_MAX),
+            min_bytes: options.min_bytes,
+            max_bytes: options.max_bytes,
+        };
+        let body = self
+            .round_trip(&mut [request.encode_frame()], options.max_wait)
+            .await?;
+        let response =
+            FetchResponse::decode_body(body).map_err(|e| RequestError::Protocol(e.to_string()))?;
+        Ok(FetchedBatches {
+            high_watermark: response.high_watermark,
+            log_start_offset: response.log_start_offset,
+            log_end_offset: response.log_end_offset,
+            batches: response.batches,
+        })
+    }
+
+    /// Fetches and decodes records from `offset` on.
+    pub async fn fetch(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        options: FetchOptions,
+    ) -> Result<Fetched, RequestError> {
+        let fetched = self
+            .fetch_batches(topic, partition, offset, options)
+            .await?;
+        let mut records = Vec::new();
+        let mut next_offset = offset;
+        for batch in BatchSplitter::new(fetched.batches) {
+            let batch = batch.map_err(|e| RequestError::Protocol(e.to_string()))?;
+            for record in
+                decode_records(&batch).map_err(|e| RequestError::Protocol(e.to_string()))?
+            {
+                next_offset = next_offset.max(record.offset + 1);
+                if record.offset >= offset {
+                    records.push(record);
+                }
+            }
+        }
+        Ok(Fetched {
+            high_watermark: fetched.high_watermark,
+            log_start_offset: fetched.log_start_offset,
+            log_end_offset: fetched.log_end_offset,
+            records,
+            next_offset,
+        })
+    }
+
+    /// Looks up an offset: earliest, latest (the high watermark), or the first record at
+    /// or after a timestamp.
+    pub async fn list_offsets(
+        &self,
+        topic: &str,
+        partition: u32,
+        spec: OffsetSpec,
+    ) -> Result<ListOffsetsResponse, RequestError> {
+        self.call(&ListOffsetsRequest {
+            topic: topic.to_owned(),
+            partition,
+            spec,
+        })
+        .await
+    }
+
+    /// Closes the connection after in-flight streams are acknowledged.
+    pub async fn close(&self) {
+        if let Some(conn) = self.inner.connection.lock().await.take() {
+            conn.close(0u32.into(), b"client closed");
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.inner.endpoint.wait_idle()).await;
+    }
+}
