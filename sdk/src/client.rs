@@ -227,6 +227,12 @@ impl Client {
         .map_err(|_| RequestError::Timeout(limit))?
     }
 
+    /// Sends a pre-encoded request frame (length prefix included) and returns the body
+    /// of a successful answer. For tools that speak the wire format themselves.
+    pub async fn send_frame(&self, frame: Bytes) -> Result<Bytes, RequestError> {
+        self.round_trip(&mut [frame], Duration::ZERO).await
+    }
+
     /// Sends any request and decodes its typed response.
     pub async fn call<R: Rpc>(&self, request: &R) -> Result<R::Response, RequestError> {
         let body = self
