@@ -3,6 +3,7 @@
 //! Every failure prints one line on stderr and exits non-zero; nothing prints a
 //! backtrace to a user. The names and defaults here are a public contract (CLI.md).
 
+mod bench;
 mod connect;
 mod consume;
 mod produce;
@@ -34,6 +35,8 @@ enum Command {
     Produce(produce::ProduceArgs),
     /// Consume records and print them.
     Consume(consume::ConsumeArgs),
+    /// Load a broker and report throughput and latency.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -54,6 +57,7 @@ fn main() -> std::process::ExitCode {
             Command::Topic(cmd) => topic::run(cmd).await,
             Command::Produce(args) => produce::run(args).await,
             Command::Consume(args) => consume::run(args).await,
+            Command::Bench(args) => bench::run(args).await,
         }
     });
     // Background tasks (the broker's flushers, a consumer's fetchers) end with the runtime.

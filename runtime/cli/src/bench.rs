@@ -1,0 +1,401 @@
+//! `quiver bench produce|consume|e2e`: load a broker and report records/s, MB/s and
+//! latency percentiles from an HDR histogram.
+//!
+//! - `produce`: producers send batches of `--batch-bytes` as fast as the broker answers,
+//!   each keeping `IN_FLIGHT_PER_PRODUCER` batches in flight; latency is per batch, from
+//!   send to acknowledgement.
+//! - `consume`: reads the topic from its start to its high watermark as stored batches
+//!   (no decode), so it measures the broker's fetch path and the transport.
+//! - `e2e`: one producer at `--rate` records/s, one consumer long-polling; latency is per
+//!   record, from just before its batch is sent to its arrival at the consumer.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use quiver_sdk::{Acks, Client, ErrorCode, FetchOptions, OffsetSpec};
+use quiver_wire::batch::{
+    BatchBuilder, BatchHeader, BatchSplitter, ProducerStamp, Record, decode_records,
+};
+
+use crate::connect::ConnectArgs;
+
+/// Batches one producer keeps in flight.
+const IN_FLIGHT_PER_PRODUCER: usize = 4;
+/// Largest latency the histograms track, in microseconds (one minute).
+const LATENCY_MAX_US: u64 = 60_000_000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Workload {
+    Produce,
+    Consume,
+    E2e,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    #[arg(value_enum)]
+    workload: Workload,
+    #[arg(long, default_value = "bench")]
+    topic: String,
+    /// Records to produce (produce, e2e); consume reads whatever the topic holds.
+    #[arg(long, default_value_t = 1_000_000)]
+    records: u64,
+    #[arg(long, default_value_t = 1024)]
+    record_size: usize,
+    #[arg(long, default_value = "leader")]
+    acks: Acks,
+    /// Partitions of the topic when the bench creates it.
+    #[arg(long, default_value_t = 1)]
+    partitions: u32,
+    /// Concurrent producers (produce).
+    #[arg(long, default_value_t = 1)]
+    producers: u32,
+    #[arg(long, default_value_t = 512 * 1024)]
+    batch_bytes: usize,
+    /// Records per second offered by the e2e producer.
+    #[arg(long, default_value_t = 10_000)]
+    rate: u64,
+    /// Fetch through this registered plugin.
+    #[arg(long)]
+    plugin: Option<String>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    connect: ConnectArgs,
+}
+
+struct Report {
+    workload: &'static str,
+    records: u64,
+    bytes: u64,
+    elapsed: Duration,
+    latency: Option<Histogram<u64>>,
+}
+
+impl Report {
+    fn print(&self, json: bool) {
+        let secs = self.elapsed.as_secs_f64().max(1e-9);
+        let rps = self.records as f64 / secs;
+        let mbps = self.bytes as f64 / secs / 1e6;
+        let pct = |q: f64| {
+            self.latency
+                .as_ref()
+                .map(|h| h.value_at_quantile(q) as f64 / 1000.0)
+        };
+        let max = self.latency.as_ref().map(|h| h.max() as f64 / 1000.0);
+        if json {
+            let line = serde_json::json!({
+                "workload": self.workload,
+                "records": self.records,
+                "bytes": self.bytes,
+                "seconds": secs,
+                "records_per_second": rps,
+                "mb_per_second": mbps,
+                "latency_ms": {"p50": pct(0.5), "p99": pct(0.99), "p999": pct(0.999), "max": max},
+            });
+            println!("{line}");
+        } else {
+            println!(
+                "{}: {} records, {:.1} MB in {:.2} s: {:.0} records/s, {:.1} MB/s",
+                self.workload,
+                self.records,
+                self.bytes as f64 / 1e6,
+                secs,
+                rps,
+                mbps
+            );
+            if let (Some(p50), Some(p99), Some(p999), Some(max)) =
+                (pct(0.5), pct(0.99), pct(0.999), max)
+            {
+                println!("latency ms: p50 {p50:.3}  p99 {p99:.3}  p99.9 {p999:.3}  max {max:.3}");
+            }
+        }
+    }
+}
+
+fn histogram() -> anyhow::Result<Histogram<u64>> {
+    Histogram::new_with_bounds(1, LATENCY_MAX_US, 3).context("cannot create a latency histogram")
+}
+
+fn progress(total: u64, json: bool) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if json || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} records {per_sec} eta {eta}")
+    {
+        bar.set_style(style);
+    }
+    bar
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.plugin.is_some() {
+        bail!("--plugin needs WASM plugins, which this broker version does not offer yet");
+    }
+    if args.record_size < 8 {
+        bail!("--record-size must be at least 8 bytes (e2e stores a timestamp in each record)");
+    }
+    if args.partitions == 0 || args.producers == 0 {
+        bail!("--partitions and --producers must be at least 1");
+    }
+    let client = args.connect.connect().await?;
+    let partitions = ensure_topic(&client, &args).await?;
+    let report = match args.workload {
+        Workload::Produce => produce(&client, &args, partitions).await?,
+        Workload::Consume => consume(&client, &args, partitions).await?,
+        Workload::E2e => e2e(&client, &args, partitions).await?,
+    };
+    client.close().await;
+    report.print(args.json);
+    Ok(())
+}
+
+async fn ensure_topic(client: &Client, args: &BenchArgs) -> anyhow::Result<u32> {
+    match client.describe_topic(&args.topic).await {
+        Ok(topic) => Ok(topic.partitions.len() as u32),
+        Err(err) if err.code() == Some(ErrorCode::UnknownTopic) => {
+            let configs = [(
+                "max.message.bytes".to_owned(),
+                (args.batch_bytes + 64 * 1024).to_string(),
+            )];
+            client
+                .create_topic(&args.topic, args.partitions, 1, &configs)
+                .await?;
+            Ok(args.partitions)
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// One batch of `count` records of `size` bytes; the first 8 bytes of each value carry
+/// the send time in microseconds since the epoch (read by e2e).
+fn batch(count: u64, size: usize, stamp_micros: u64) -> Bytes {
+    let mut value = vec![b'q'; size];
+    value[..8].copy_from_slice(&stamp_micros.to_be_bytes());
+    let value = Bytes::from(value);
+    let mut builder = BatchBuilder::new(ProducerStamp::NONE);
+    let timestamp = (stamp_micros / 1000) as i64;
+    for _ in 0..count {
+        builder.push(&Record {
+            key: None,
+            value: Some(value.clone()),
+            headers: Vec::new(),
+            timestamp,
+        });
+    }
+    builder.finish().unwrap_or_default()
+}
+
+fn records_per_batch(args: &BenchArgs) -> u64 {
+    ((args.batch_bytes / (args.record_size + 8)).max(1)) as u64
+}
+
+async fn produce(client: &Client, args: &BenchArgs, partitions: u32) -> anyhow::Result<Report> {
+    let per_batch = records_per_batch(args);
+    let batches_total = args.records.div_ceil(per_batch);
+    let next_batch = Arc::new(AtomicU64::new(0));
+    let bar = progress(args.records, args.json);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for producer in 0..args.producers {
+        for lane in 0..IN_FLIGHT_PER_PRODUCER {
+            let client = client.clone();
+            let next_batch = Arc::clone(&next_batch);
+            let topic = args.topic.clone();
+            let (acks, size, records) = (args.acks, args.record_size, args.records);
+            let bar = bar.clone();
+            let partition_seed = producer as usize * IN_FLIGHT_PER_PRODUCER + lane;
+            tasks.push(tokio::spawn(async move {
+                let mut latency = histogram()?;
+                let mut sent = (0u64, 0u64);
+                let template = batch(per_batch, size, now_micros());
+                let mut turn = partition_seed;
+                loop {
+                    let index = next_batch.fetch_add(1, Ordering::Relaxed);
+                    if index >= batches_total {
+                        break;
+                    }
+                    let count = per_batch.min(records - index * per_batch);
+                    let body = if count == per_batch {
+                        template.clone()
+                    } else {
+                        batch(count, size, now_micros())
+                    };
+                    let partition = (turn % partitions as usize) as u32;
+                    turn += 1;
+                    let bytes = body.len() as u64;
+                    let sent_at = Instant::now();
+                    client.produce_batch(&topic, partition, acks, body).await?;
+                    latency.record(sent_at.elapsed().as_micros().max(1) as u64)?;
+                    sent.0 += count;
+                    sent.1 += bytes;
+                    bar.inc(count);
+                }
+                anyhow::Ok((sent, latency))
+            }));
+        }
+    }
+    let mut latency = histogram()?;
+    let (mut records, mut bytes) = (0, 0);
+    for task in tasks {
+        let ((r, b), h) = task.await.context("a producer task failed")??;
+        records += r;
+        bytes += b;
+        latency.add(h)?;
+    }
+    bar.finish_and_clear();
+    Ok(Report {
+        workload: "produce",
+        records,
+        bytes,
+        elapsed: started.elapsed(),
+        latency: Some(latency),
+    })
+}
+
+async fn consume(client: &Client, args: &BenchArgs, partitions: u32) -> anyhow::Result<Report> {
+    let options = FetchOptions {
+        max_wait: Duration::from_millis(100),
+        min_bytes: 1,
+        max_bytes: 8 * 1024 * 1024,
+    };
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    let bar = progress(0, args.json);
+    for partition in 0..partitions {
+        let client = client.clone();
+        let topic = args.topic.clone();
+        let bar = bar.clone();
+        tasks.push(tokio::spawn(async move {
+            let start = client
+                .list_offsets(&topic, partition, OffsetSpec::Earliest)
+                .await?;
+            let end = client
+                .list_offsets(&topic, partition, OffsetSpec::Latest)
+                .await?;
+            let (mut offset, end) = (start.offset.unwrap_or(0), end.offset.unwrap_or(0));
+            bar.inc_length(end - offset);
+            let (mut records, mut bytes) = (0u64, 0u64);
+            while offset < end {
+                let fetched = client
+                    .fetch_batches(&topic, partition, offset, options)
+                    .await?;
+                bytes += fetched.batches.len() as u64;
+                for batch in BatchSplitter::new(fetched.batches) {
+                    let header = BatchHeader::parse(&batch?)?;
+                    records += u64::from(header.record_count);
+                    offset = header.next_offset();
+                }
+                bar.set_position(offset);
+            }
+            anyhow::Ok((records, bytes))
+        }));
+    }
+    let (mut records, mut bytes) = (0, 0);
+    for task in tasks {
+        let (r, b) = task.await.context("a consumer task failed")??;
+        records += r;
+        bytes += b;
+    }
+    bar.finish_and_clear();
+    Ok(Report {
+        workload: "consume",
+        records,
+        bytes,
+        elapsed: started.elapsed(),
+        latency: None,
+    })
+}
+
+async fn e2e(client: &Client, args: &BenchArgs, partitions: u32) -> anyhow::Result<Report> {
+    if partitions != 1 {
+        bail!("e2e measures one partition; use a topic with 1 partition");
+    }
+    let start = client
+        .list_offsets(&args.topic, 0, OffsetSpec::Latest)
+        .await?
+        .offset
+        .unwrap_or(0);
+    let consumer = {
+        let client = client.clone();
+        let topic = args.topic.clone();
+        let total = args.records;
+        tokio::spawn(async move {
+            let options = FetchOptions {
+                max_wait: Duration::from_millis(500),
+                min_bytes: 1,
+                max_bytes: 4 * 1024 * 1024,
+            };
+            let mut latency = histogram()?;
+            let (mut offset, mut seen, mut bytes) = (start, 0u64, 0u64);
+            while seen < total {
+                let fetched = client.fetch_batches(&topic, 0, offset, options).await?;
+                let arrived = now_micros();
+                bytes += fetched.batches.len() as u64;
+                for batch in BatchSplitter::new(fetched.batches) {
+                    for record in decode_records(&batch?)? {
+                        if record.offset < offset {
+                            continue;
+                        }
+                        let value = record.value.unwrap_or_default();
+                        let sent = value
+                            .get(..8)
+                            .and_then(|b| b.try_into().ok())
+                            .map(u64::from_be_bytes)
+                            .unwrap_or(0);
+                        latency.record(arrived.saturating_sub(sent).max(1))?;
+                        offset = record.offset + 1;
+                        seen += 1;
+                    }
+                }
+            }
+            anyhow::Ok((seen, bytes, latency))
+        })
+    };
+    // Pace in small batches: 1 ms worth of records each, or 1 record when slower.
+    let per_batch = (args.rate / 1000).max(1);
+    let interval = Duration::from_secs_f64(per_batch as f64 / args.rate.max(1) as f64);
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let bar = progress(args.records, args.json);
+    let started = Instant::now();
+    let mut produced = 0;
+    while produced < args.records {
+        ticker.tick().await;
+        let count = per_batch.min(args.records - produced);
+        client
+            .produce_batch(
+                &args.topic,
+                0,
+                args.acks,
+                batch(count, args.record_size, now_micros()),
+            )
+            .await?;
+        produced += count;
+        bar.inc(count);
+    }
+    let (records, bytes, latency) = consumer.await.context("the consumer task failed")??;
+    bar.finish_and_clear();
+    Ok(Report {
+        workload: "e2e",
+        records,
+        bytes,
+        elapsed: started.elapsed(),
+        latency: Some(latency),
+    })
+}

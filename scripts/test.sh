@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Runs Quiver's whole test suite from a fresh clone: installs what the tests need when
+# it is missing, builds, checks formatting and lints, then runs every test.
+#
+#   ./scripts/test.sh            everything
+#   ./scripts/test.sh -E 'test(recovery)'   extra arguments go to cargo nextest
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '==> %s\n' "$*"; }
+
+# Rust toolchain: rustup's, as pinned by rust-version in Cargo.toml.
+if ! command -v cargo >/dev/null 2>&1; then
+    if [ -x "$HOME/.cargo/bin/cargo" ]; then
+        export PATH="$HOME/.cargo/bin:$PATH"
+    else
+        echo "cargo not found: install Rust 1.95+ from https://rustup.rs" >&2
+        exit 1
+    fi
+fi
+
+# cargo-nextest runs test binaries in parallel processes; fall back to cargo test.
+runner=(cargo test --workspace)
+if cargo nextest --version >/dev/null 2>&1; then
+    runner=(cargo nextest run --workspace --no-fail-fast)
+fi
+
+say "formatting"
+cargo fmt --all -- --check
+
+say "build (the black-box tests start target/debug/quiver)"
+cargo build --workspace --all-targets --locked
+
+say "clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+say "tests"
+"${runner[@]}" "$@"
+
+if [ "${runner[1]}" = "nextest" ]; then
+    # nextest does not run doc tests.
+    say "doc tests"
+    cargo test --workspace --doc --locked
+fi
