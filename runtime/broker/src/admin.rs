@@ -12,6 +12,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::metrics::BrokerFacts;
 use crate::server::BrokerState;
 
 /// The most bytes of request line and headers read before answering 431.
@@ -107,7 +108,11 @@ async fn answer(mut stream: TcpStream, state: &BrokerState) -> std::io::Result<(
             }
         }
         "/metrics" => {
-            let body = state.metrics.render(&state.topics.all());
+            let broker = BrokerFacts {
+                node_id: state.config.node_id,
+                data_dir: &state.config.data_dir,
+            };
+            let body = state.metrics.render(&state.topics.all(), broker);
             respond(
                 &mut stream,
                 200,

@@ -129,6 +129,7 @@ pub async fn handle(frame: RequestFrame, state: &Arc<BrokerState>, answered: boo
         Request::ApiVersions(_) => Ok(Outgoing::Frame(
             ApiVersionsResponse::current().encode_frame(),
         )),
+        Request::InitProducerId(_) => init_producer_id(state).await,
     };
     result.map(|out| (api, out)).map_err(|e| (Some(api), e))
 }
@@ -328,6 +329,16 @@ fn list_offsets(req: ListOffsetsRequest, state: &BrokerState) -> Result<Outgoing
     Ok(Outgoing::Frame(response.encode_frame()))
 }
 
+/// The topic's explicit configs plus the effective `max.message.bytes`, which
+/// producers need to refuse an oversized record before it takes a sequence number.
+fn effective_configs(topic: &crate::topic::Topic) -> Vec<(String, String)> {
+    let mut configs: BTreeMap<String, String> = topic.configs.clone();
+    if let Some(p) = topic.partitions.first() {
+        configs.insert("max.message.bytes".into(), p.log().config().batch_bytes_effective().to_string());
+    }
+    configs.into_iter().collect()
+}
+
 fn metadata(req: MetadataRequest, state: &BrokerState) -> Result<Outgoing, RequestError> {
     let topics = match req.topics {
         None => state.topics.all(),
@@ -355,11 +366,7 @@ fn metadata(req: MetadataRequest, state: &BrokerState) -> Result<Outgoing, Reque
             .iter()
             .map(|t| TopicInfo {
                 name: t.name.to_string(),
-                configs: t
-                    .configs
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
+                configs: effective_configs(t),
                 partitions: t
                     .partitions
                     .iter()
@@ -412,6 +419,15 @@ async fn create_topic(
     .await
     .map_err(|e| RequestError::new(ErrorCode::Unknown, e.to_string()))??;
     Ok(Outgoing::Frame(Empty.encode_frame()))
+}
+
+async fn init_producer_id(state: &Arc<BrokerState>) -> Result<Outgoing, RequestError> {
+    let worker = Arc::clone(state);
+    let producer_id = tokio::task::spawn_blocking(move || worker.producer_ids.allocate())
+        .await
+        .map_err(|e| RequestError::new(ErrorCode::Unknown, e.to_string()))?
+        .map_err(|e| RequestError::new(ErrorCode::StorageError, e.to_string()))?;
+    Ok(Outgoing::Frame(InitProducerIdResponse { producer_id, producer_epoch: 0 }.encode_frame()))
 }
 
 async fn delete_topic(

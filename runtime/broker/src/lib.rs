@@ -11,6 +11,7 @@ pub mod config;
 pub mod dispatch;
 pub mod metrics;
 pub mod partition;
+pub mod producer_id;
 pub mod server;
 pub mod tls;
 pub mod topic;

@@ -1,6 +1,11 @@
 //! Prometheus metrics. Names follow Prometheus conventions: `quiver_` prefix, base
 //! units, `_total` counters. Labels are bounded: per API, per error code, per topic —
-//! never per partition or per client. Hot paths record once per batch.
+//! never per partition or per client. Hot paths record once per batch; everything that
+//! can be read off the broker's state (log offsets and sizes, replica health, disk
+//! space) is sampled at scrape time in [`Metrics::render`] instead of being counted.
+
+use std::path::Path;
+use std::sync::Arc;
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
@@ -35,6 +40,82 @@ pub struct Metrics {
     log_size: IntGaugeVec,
     log_segments: IntGaugeVec,
     partitions: IntGaugeVec,
+    under_replicated_partitions: IntGaugeVec,
+    offline_partitions: IntGaugeVec,
+    data_dir_bytes_free: IntGauge,
+    data_dir_bytes_total: IntGauge,
+    broker_info: IntGaugeVec,
+}
+
+/// Facts about this broker that a scrape reports besides its topics.
+#[derive(Debug, Clone, Copy)]
+pub struct BrokerFacts<'a> {
+    pub node_id: u32,
+    /// The data directory, whose file system's free and total bytes are exported.
+    pub data_dir: &'a Path,
+}
+
+/// Replica health of one topic, counted over its partitions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReplicaHealth {
+    /// Partitions with fewer in-sync replicas than assigned ones.
+    pub under_replicated: u64,
+    /// Partitions with no in-sync replica, hence no leader to serve them.
+    pub offline: u64,
+}
+
+impl ReplicaHealth {
+    /// Counts a topic's partitions. This build does not replicate: each partition's one
+    /// replica is the local log, which leads it and is in sync by definition. The counts
+    /// still compare assigned with in-sync replicas so that the gauges keep their
+    /// meaning once replication lands and the in-sync count comes from the ISR.
+    pub fn of(topic: &Topic) -> Self {
+        let assigned = u64::from(topic.replication_factor);
+        let mut health = Self::default();
+        for _partition in &topic.partitions {
+            let in_sync = 1u64;
+            if in_sync < assigned {
+                health.under_replicated += 1;
+            }
+            if in_sync == 0 {
+                health.offline += 1;
+            }
+        }
+        health
+    }
+}
+
+/// Free (available to this unprivileged process) and total bytes of the file system
+/// holding `path`, from statvfs(3).
+pub fn file_system_bytes(path: &Path) -> std::io::Result<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
+    // SAFETY: `c_path` is a NUL-terminated string that outlives the call, and `stat`
+    // points to writable memory the size of a `statvfs`.
+    let rc = unsafe { libc::statvfs(c_path.as_ptr(), stat.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: statvfs returned 0, so it filled the struct (it was zeroed before anyway).
+    let stat = unsafe { stat.assume_init() };
+    let fragment = widen(stat.f_frsize);
+    // `f_bavail`, not `f_bfree`: blocks reserved for root are no use to the broker.
+    let free = widen(stat.f_bavail).saturating_mul(fragment);
+    let total = widen(stat.f_blocks).saturating_mul(fragment);
+    Ok((free, total))
+}
+
+/// statvfs field types differ between targets (`c_ulong`, `fsblkcnt_t`); none is signed
+/// or wider than 64 bits, so the fallback never applies in practice.
+fn widen<T: TryInto<u64>>(value: T) -> u64 {
+    value.try_into().unwrap_or(u64::MAX)
+}
+
+/// Clamps a count to the gauge's range.
+fn gauge_value(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
 }
 
 fn must<T>(result: prometheus::Result<T>) -> T {
@@ -93,6 +174,16 @@ impl Metrics {
             "Requests being handled (one stream each).",
         ));
         must(registry.register(Box::new(requests_in_flight.clone())));
+        let data_dir_bytes_free = must(IntGauge::new(
+            "quiver_data_dir_bytes_free",
+            "Bytes available to the broker on the data directory's file system.",
+        ));
+        must(registry.register(Box::new(data_dir_bytes_free.clone())));
+        let data_dir_bytes_total = must(IntGauge::new(
+            "quiver_data_dir_bytes_total",
+            "Size in bytes of the data directory's file system.",
+        ));
+        must(registry.register(Box::new(data_dir_bytes_total.clone())));
         #[cfg(target_os = "linux")]
         must(registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -155,6 +246,23 @@ impl Metrics {
                 &["topic"],
             ),
             partitions: gauge("quiver_partitions", "Partitions, by topic.", &["topic"]),
+            under_replicated_partitions: gauge(
+                "quiver_under_replicated_partitions",
+                "Partitions with fewer in-sync replicas than assigned replicas, by topic.",
+                &["topic"],
+            ),
+            offline_partitions: gauge(
+                "quiver_offline_partitions",
+                "Partitions without an in-sync replica to lead them, by topic.",
+                &["topic"],
+            ),
+            data_dir_bytes_free,
+            data_dir_bytes_total,
+            broker_info: gauge(
+                "quiver_broker_info",
+                "Always 1; labels name this broker's node id and version.",
+                &["node_id", "version"],
+            ),
             registry,
         }
     }
@@ -177,14 +285,28 @@ impl Metrics {
             &self.log_size,
             &self.log_segments,
             &self.partitions,
+            &self.under_replicated_partitions,
+            &self.offline_partitions,
         ] {
             let _ = vec.remove_label_values(&[topic]);
         }
     }
 
-    /// Renders the text exposition, sampling the log gauges first: they are read at
-    /// scrape time rather than updated on every append.
-    pub fn render(&self, topics: &[std::sync::Arc<Topic>]) -> String {
+    /// Renders the text exposition, sampling the gauges first: log offsets and sizes,
+    /// replica health and disk space are read at scrape time rather than updated on
+    /// every append.
+    pub fn render(&self, topics: &[Arc<Topic>], broker: BrokerFacts<'_>) -> String {
+        self.broker_info
+            .with_label_values(&[broker.node_id.to_string().as_str(), env!("CARGO_PKG_VERSION")])
+            .set(1);
+        match file_system_bytes(broker.data_dir) {
+            Ok((free, total)) => {
+                self.data_dir_bytes_free.set(gauge_value(free));
+                self.data_dir_bytes_total.set(gauge_value(total));
+            }
+            // Left at their last values: a scrape should not fail for want of one gauge.
+            Err(err) => tracing::warn!(%err, dir = %broker.data_dir.display(), "statvfs of the data directory failed"),
+        }
         for topic in topics {
             let (mut end, mut start, mut hw, mut size, mut segments) =
                 (0u64, 0u64, 0u64, 0u64, 0usize);
@@ -212,6 +334,13 @@ impl Metrics {
             self.partitions
                 .with_label_values(&label)
                 .set(topic.partitions.len() as i64);
+            let health = ReplicaHealth::of(topic);
+            self.under_replicated_partitions
+                .with_label_values(&label)
+                .set(gauge_value(health.under_replicated));
+            self.offline_partitions
+                .with_label_values(&label)
+                .set(gauge_value(health.offline));
         }
         let mut out = Vec::with_capacity(16 * 1024);
         if let Err(err) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {

@@ -36,6 +36,9 @@ pub struct Partition {
     visible: watch::Sender<u64>,
     /// Offsets below this are on disk.
     durable: watch::Sender<u64>,
+    /// The log end offset, published on every append (idempotent producers waiting for
+    /// an earlier batch watch it).
+    log_end: watch::Sender<u64>,
     /// Set when appends are waiting for the flusher.
     dirty: Notify,
     closed: AtomicBool,
@@ -51,6 +54,7 @@ impl Partition {
         // Whatever survived recovery is on disk (recovery fsyncs what it truncates).
         let (visible, _) = watch::channel(end);
         let (durable, _) = watch::channel(end);
+        let (log_end, _) = watch::channel(end);
         Self {
             topic,
             index,
@@ -58,6 +62,7 @@ impl Partition {
             flush,
             visible,
             durable,
+            log_end,
             dirty: Notify::new(),
             closed: AtomicBool::new(false),
             failed: AtomicBool::new(false),
@@ -99,6 +104,10 @@ impl Partition {
         let info = {
             let mut log = self.log_mut();
             let info = log.append(batch, 0, now_ms)?;
+            if info.duplicate {
+                return Ok(info);
+            }
+            self.log_end.send_replace(info.log_end_offset);
             if self.flush != FlushPolicy::Always {
                 // Published under the lock so concurrent appends publish in order.
                 self.visible.send_replace(log.log_end_offset());
@@ -109,6 +118,16 @@ impl Partition {
             self.dirty.notify_one();
         }
         Ok(info)
+    }
+
+    /// Checks an idempotent batch's sequence against the partition without appending.
+    pub fn check_sequence(&self, header: &quiver_wire::batch::BatchHeader) -> quiver_log::SequenceCheck {
+        self.log().check_sequence(header)
+    }
+
+    /// A receiver that wakes on every append.
+    pub fn watch_log_end(&self) -> watch::Receiver<u64> {
+        self.log_end.subscribe()
     }
 
     /// Waits until every offset below `end_offset` is durable per the flush policy.

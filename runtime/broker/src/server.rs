@@ -36,6 +36,7 @@ pub struct BrokerState {
     pub config: BrokerConfig,
     pub topics: TopicRegistry,
     pub metrics: Arc<Metrics>,
+    pub producer_ids: crate::producer_id::ProducerIdAllocator,
     /// `true` once the broker is stopping.
     pub shutdown: watch::Sender<bool>,
     /// Recovery done and the endpoint accepting.
@@ -70,6 +71,8 @@ pub enum StartError {
     },
     #[error("invalid configuration: {0}")]
     Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    ProducerIds(#[from] crate::producer_id::ProducerIdError),
 }
 
 /// A started broker.
@@ -167,7 +170,9 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
         })
     })??;
 
+    let producer_ids = crate::producer_id::ProducerIdAllocator::open(&config.data_dir)?;
     let state = Arc::new(BrokerState {
+        producer_ids,
         in_flight: Arc::new(Semaphore::new(config.requests_in_flight_max)),
         config,
         topics,

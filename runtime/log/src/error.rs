@@ -36,6 +36,13 @@ pub enum AppendError {
     InvalidBatch(#[from] BatchError),
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: io::Error },
+    /// An idempotent producer's batch skips sequence numbers; the missing batch may
+    /// still arrive.
+    #[error("out of order sequence: expected {expected}, received {received}")]
+    OutOfOrderSequence { expected: u32, received: u32 },
+    /// An idempotent producer's epoch is older than the partition's.
+    #[error("producer epoch {received} is fenced by epoch {current}")]
+    ProducerFenced { current: u16, received: u16 },
 }
 
 /// Why [`crate::PartitionLog::read`] or [`crate::PartitionLog::offset_for_timestamp`]

@@ -11,6 +11,7 @@ use quiver_wire::batch::{BatchHeader, stamp, validate};
 use crate::config::LogConfig;
 use crate::durability::SyncTarget;
 use crate::error::{AppendError, LogError, OpenError, ReadError};
+use crate::producer_state::{ProducerStateTable, SequenceCheck};
 use crate::recovery::{RecoveryReport, list_segments, load_sealed, recover_active};
 use crate::retention::{RetentionReport, SegmentSummary, segments_to_delete};
 use crate::segment::{
@@ -33,6 +34,9 @@ pub struct AppendInfo {
     pub bytes: usize,
     /// Whether a new segment was started for this batch.
     pub rolled: bool,
+    /// The batch was a retry of one already stored: nothing was written, and the
+    /// offsets are those it got the first time.
+    pub duplicate: bool,
 }
 
 /// Whole batches, as stored, for a fetch.
@@ -57,6 +61,7 @@ pub struct PartitionLog {
     log_start_offset: u64,
     flushed_offset: u64,
     size_bytes: u64,
+    producers: ProducerStateTable,
 }
 
 /// fsyncs a directory so that files created in it survive a power loss.
@@ -113,7 +118,7 @@ impl PartitionLog {
         let log_start_offset = segments.first().map_or(0, |s| s.base_offset);
         let log_end_offset = segments.last().map_or(0, |s| s.next_offset);
         let size_bytes = segments.iter().map(|s| s.size).sum();
-        let log = Self {
+        let mut log = Self {
             dir: dir.to_owned(),
             config,
             segments,
@@ -122,7 +127,9 @@ impl PartitionLog {
             // sealed: everything present is durable.
             flushed_offset: log_end_offset,
             size_bytes,
+            producers: ProducerStateTable::default(),
         };
+        log.producers = log.rebuild_producer_state()?;
         Ok((log, report))
     }
 
@@ -149,6 +156,27 @@ impl PartitionLog {
         now_ms: i64,
     ) -> Result<AppendInfo, AppendError> {
         let validated = validate(&batch, self.config.batch_bytes_effective())?;
+        match self.producers.check(&validated) {
+            SequenceCheck::Append => {}
+            SequenceCheck::Duplicate { base_offset, last_offset } => {
+                return Ok(AppendInfo {
+                    base_offset,
+                    last_offset,
+                    log_end_offset: self.log_end_offset(),
+                    max_timestamp: validated.max_timestamp,
+                    record_count: validated.record_count,
+                    bytes: 0,
+                    rolled: false,
+                    duplicate: true,
+                });
+            }
+            SequenceCheck::OutOfOrder { expected, received } => {
+                return Err(AppendError::OutOfOrderSequence { expected, received });
+            }
+            SequenceCheck::Fenced { current, received } => {
+                return Err(AppendError::ProducerFenced { current, received });
+            }
+        }
         let rolled = self.should_roll(&validated, batch.len(), now_ms);
         if rolled {
             self.roll()?;
@@ -174,6 +202,7 @@ impl PartitionLog {
                 source,
             })?;
         self.size_bytes += bytes as u64;
+        self.producers.record(&header);
         Ok(AppendInfo {
             base_offset,
             last_offset: header.last_offset(),
@@ -182,7 +211,40 @@ impl PartitionLog {
             record_count: header.record_count,
             bytes,
             rolled,
+            duplicate: false,
         })
+    }
+
+    /// How an idempotent producer's batch relates to what is stored, without
+    /// appending it.
+    pub fn check_sequence(&self, header: &BatchHeader) -> SequenceCheck {
+        self.producers.check(header)
+    }
+
+    /// Reads every batch header to rebuild the idempotent producers' state. Sealed
+    /// segments are mapped, so this touches only the header pages.
+    fn rebuild_producer_state(&self) -> Result<ProducerStateTable, OpenError> {
+        const CHUNK_BYTES: usize = 64 * 1024 * 1024;
+        let mut table = ProducerStateTable::default();
+        let (mut offset, end) = (self.log_start_offset, self.log_end_offset());
+        while offset < end {
+            let slice = self.read(offset, CHUNK_BYTES, end).map_err(|e| OpenError::Io {
+                path: self.dir.clone(),
+                source: io::Error::other(e.to_string()),
+            })?;
+            if slice.batches.is_empty() {
+                break;
+            }
+            for batch in &slice.batches {
+                let header = BatchHeader::parse(batch).map_err(|e| OpenError::Io {
+                    path: self.dir.clone(),
+                    source: io::Error::other(e.to_string()),
+                })?;
+                table.record(&header);
+                offset = header.next_offset();
+            }
+        }
+        Ok(table)
     }
 
     fn should_roll(&self, header: &BatchHeader, batch_bytes: usize, now_ms: i64) -> bool {

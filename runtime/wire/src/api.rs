@@ -11,10 +11,11 @@ pub enum ApiKey {
     CreateTopic,
     DeleteTopic,
     ApiVersions,
+    InitProducerId,
 }
 
 impl ApiKey {
-    pub const ALL: [ApiKey; 7] = [
+    pub const ALL: [ApiKey; 8] = [
         ApiKey::Produce,
         ApiKey::Fetch,
         ApiKey::ListOffsets,
@@ -22,6 +23,7 @@ impl ApiKey {
         ApiKey::CreateTopic,
         ApiKey::DeleteTopic,
         ApiKey::ApiVersions,
+        ApiKey::InitProducerId,
     ];
 
     pub const fn code(self) -> u16 {
@@ -33,6 +35,7 @@ impl ApiKey {
             ApiKey::CreateTopic => 5,
             ApiKey::DeleteTopic => 6,
             ApiKey::ApiVersions => 7,
+            ApiKey::InitProducerId => 8,
         }
     }
 
@@ -50,6 +53,7 @@ impl ApiKey {
             ApiKey::CreateTopic => "create_topic",
             ApiKey::DeleteTopic => "delete_topic",
             ApiKey::ApiVersions => "api_versions",
+            ApiKey::InitProducerId => "init_producer_id",
         }
     }
 
@@ -78,6 +82,7 @@ mod tests {
             (5, "create_topic"),
             (6, "delete_topic"),
             (7, "api_versions"),
+            (8, "init_producer_id"),
         ];
         assert_eq!(pinned.len(), ApiKey::ALL.len());
         for (key, (code, name)) in ApiKey::ALL.iter().zip(pinned) {

@@ -26,11 +26,17 @@ pub enum ErrorCode {
     InvalidConfig,
     NotLeader,
     UnsupportedCompression,
+    /// An idempotent producer's batch does not follow the last one stored: an earlier
+    /// batch is missing. Retriable: the earlier batch may still arrive.
+    OutOfOrderSequence,
+    /// An idempotent producer's epoch is older than the one the broker knows: a newer
+    /// instance of the producer exists.
+    InvalidProducerEpoch,
 }
 
 impl ErrorCode {
     /// Every code, in numeric order.
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 21] = [
         ErrorCode::Unknown,
         ErrorCode::UnknownTopic,
         ErrorCode::InvalidTopicName,
@@ -50,6 +56,8 @@ impl ErrorCode {
         ErrorCode::InvalidConfig,
         ErrorCode::NotLeader,
         ErrorCode::UnsupportedCompression,
+        ErrorCode::OutOfOrderSequence,
+        ErrorCode::InvalidProducerEpoch,
     ];
 
     /// The number on the wire. 0 means success and is not an error code.
@@ -74,6 +82,8 @@ impl ErrorCode {
             ErrorCode::InvalidConfig => 17,
             ErrorCode::NotLeader => 18,
             ErrorCode::UnsupportedCompression => 19,
+            ErrorCode::OutOfOrderSequence => 20,
+            ErrorCode::InvalidProducerEpoch => 21,
         }
     }
 
@@ -104,6 +114,8 @@ impl ErrorCode {
             ErrorCode::InvalidConfig => "INVALID_CONFIG",
             ErrorCode::NotLeader => "NOT_LEADER",
             ErrorCode::UnsupportedCompression => "UNSUPPORTED_COMPRESSION",
+            ErrorCode::OutOfOrderSequence => "OUT_OF_ORDER_SEQUENCE",
+            ErrorCode::InvalidProducerEpoch => "INVALID_PRODUCER_EPOCH",
         }
     }
 
@@ -116,6 +128,7 @@ impl ErrorCode {
                 | ErrorCode::Timeout
                 | ErrorCode::BrokerShuttingDown
                 | ErrorCode::NotLeader
+                | ErrorCode::OutOfOrderSequence
         )
     }
 }
@@ -154,6 +167,8 @@ mod tests {
             (17, "INVALID_CONFIG", false),
             (18, "NOT_LEADER", true),
             (19, "UNSUPPORTED_COMPRESSION", false),
+            (20, "OUT_OF_ORDER_SEQUENCE", true),
+            (21, "INVALID_PRODUCER_EPOCH", false),
         ];
         assert_eq!(pinned.len(), ErrorCode::ALL.len());
         for (code, (number, name, retriable)) in ErrorCode::ALL.iter().zip(pinned) {

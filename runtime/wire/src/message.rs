@@ -703,6 +703,41 @@ impl ResponseBody for ApiVersionsResponse {
     }
 }
 
+/// An empty body: asks the broker for a new idempotent producer id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct InitProducerIdRequest;
+
+impl Rpc for InitProducerIdRequest {
+    const API: ApiKey = ApiKey::InitProducerId;
+    type Response = InitProducerIdResponse;
+    fn encode_body(&self, _buf: &mut BytesMut) {}
+    fn decode_body(body: BytesMut) -> Result<Self, DecodeError> {
+        Reader::new(&body).finish()?;
+        Ok(InitProducerIdRequest)
+    }
+}
+
+/// `[producer_id:8][producer_epoch:2]`
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InitProducerIdResponse {
+    pub producer_id: u64,
+    pub producer_epoch: u16,
+}
+
+impl ResponseBody for InitProducerIdResponse {
+    fn encode_body(&self, buf: &mut BytesMut) {
+        buf.put_u64(self.producer_id);
+        buf.put_u16(self.producer_epoch);
+    }
+
+    fn decode_body(body: Bytes) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(&body);
+        let out = Self { producer_id: r.u64("producer_id")?, producer_epoch: r.u16("producer_epoch")? };
+        r.finish()?;
+        Ok(out)
+    }
+}
+
 /// Any request, as the broker sees it.
 #[derive(Debug)]
 pub enum Request {
@@ -713,6 +748,7 @@ pub enum Request {
     CreateTopic(CreateTopicRequest),
     DeleteTopic(DeleteTopicRequest),
     ApiVersions(ApiVersionsRequest),
+    InitProducerId(InitProducerIdRequest),
 }
 
 impl Request {
@@ -734,6 +770,7 @@ impl Request {
             ApiKey::CreateTopic => Request::CreateTopic(CreateTopicRequest::decode_body(body)?),
             ApiKey::DeleteTopic => Request::DeleteTopic(DeleteTopicRequest::decode_body(body)?),
             ApiKey::ApiVersions => Request::ApiVersions(ApiVersionsRequest::decode_body(body)?),
+            ApiKey::InitProducerId => Request::InitProducerId(InitProducerIdRequest::decode_body(body)?),
         })
     }
 
@@ -746,6 +783,7 @@ impl Request {
             Request::CreateTopic(_) => ApiKey::CreateTopic,
             Request::DeleteTopic(_) => ApiKey::DeleteTopic,
             Request::ApiVersions(_) => ApiKey::ApiVersions,
+            Request::InitProducerId(_) => ApiKey::InitProducerId,
         }
     }
 }
