@@ -6,8 +6,11 @@
 //! by earliest, latest or timestamp. One shared connection, one stream per request,
 //! transparent reconnection on the next request after a connection is lost.
 //!
-//! What it does not do yet: batching producers with retries and idempotence, and
-//! consumers with committed offsets and groups; those build on [`Client`].
+//! [`Producer`] adds batching per partition, retries with backoff until a delivery
+//! timeout, idempotence (no duplicates from retries, order kept per partition),
+//! lz4/zstd compression, bounded memory, and a receipt or callback per record.
+//!
+//! What it does not do yet: consumers with committed offsets and groups.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -19,14 +22,22 @@
 //! # Ok(()) }
 //! ```
 
+pub mod blocking;
 pub mod client;
 pub mod error;
 pub mod partitioner;
+pub mod producer;
 mod tls;
 
+pub use blocking::BlockingProducer;
 pub use client::{Client, ClientConfig, FetchOptions, Fetched, FetchedBatches, ProduceReceipt};
 pub use error::{ConnectError, RequestError};
 pub use partitioner::partition_for_key;
+pub use producer::{
+    DeliveryError, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordReceipt,
+    SendError,
+};
 pub use quiver_wire::ErrorCode;
+pub use quiver_wire::batch::Compression;
 pub use quiver_wire::batch::{DecodedRecord, Record, RecordHeader};
 pub use quiver_wire::message::{Acks, OffsetSpec, PartitionInfo, TopicInfo};

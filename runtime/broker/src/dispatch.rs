@@ -334,7 +334,10 @@ fn list_offsets(req: ListOffsetsRequest, state: &BrokerState) -> Result<Outgoing
 fn effective_configs(topic: &crate::topic::Topic) -> Vec<(String, String)> {
     let mut configs: BTreeMap<String, String> = topic.configs.clone();
     if let Some(p) = topic.partitions.first() {
-        configs.insert("max.message.bytes".into(), p.log().config().batch_bytes_effective().to_string());
+        configs.insert(
+            "max.message.bytes".into(),
+            p.log().config().batch_bytes_effective().to_string(),
+        );
     }
     configs.into_iter().collect()
 }
@@ -427,7 +430,13 @@ async fn init_producer_id(state: &Arc<BrokerState>) -> Result<Outgoing, RequestE
         .await
         .map_err(|e| RequestError::new(ErrorCode::Unknown, e.to_string()))?
         .map_err(|e| RequestError::new(ErrorCode::StorageError, e.to_string()))?;
-    Ok(Outgoing::Frame(InitProducerIdResponse { producer_id, producer_epoch: 0 }.encode_frame()))
+    Ok(Outgoing::Frame(
+        InitProducerIdResponse {
+            producer_id,
+            producer_epoch: 0,
+        }
+        .encode_frame(),
+    ))
 }
 
 async fn delete_topic(

@@ -297,7 +297,10 @@ impl Metrics {
     /// every append.
     pub fn render(&self, topics: &[Arc<Topic>], broker: BrokerFacts<'_>) -> String {
         self.broker_info
-            .with_label_values(&[broker.node_id.to_string().as_str(), env!("CARGO_PKG_VERSION")])
+            .with_label_values(&[
+                broker.node_id.to_string().as_str(),
+                env!("CARGO_PKG_VERSION"),
+            ])
             .set(1);
         match file_system_bytes(broker.data_dir) {
             Ok((free, total)) => {
@@ -305,7 +308,9 @@ impl Metrics {
                 self.data_dir_bytes_total.set(gauge_value(total));
             }
             // Left at their last values: a scrape should not fail for want of one gauge.
-            Err(err) => tracing::warn!(%err, dir = %broker.data_dir.display(), "statvfs of the data directory failed"),
+            Err(err) => {
+                tracing::warn!(%err, dir = %broker.data_dir.display(), "statvfs of the data directory failed")
+            }
         }
         for topic in topics {
             let (mut end, mut start, mut hw, mut size, mut segments) =

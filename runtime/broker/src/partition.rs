@@ -121,7 +121,10 @@ impl Partition {
     }
 
     /// Checks an idempotent batch's sequence against the partition without appending.
-    pub fn check_sequence(&self, header: &quiver_wire::batch::BatchHeader) -> quiver_log::SequenceCheck {
+    pub fn check_sequence(
+        &self,
+        header: &quiver_wire::batch::BatchHeader,
+    ) -> quiver_log::SequenceCheck {
         self.log().check_sequence(header)
     }
 

@@ -15,7 +15,10 @@ pub const PRODUCER_ID_BLOCK: u64 = 1_000;
 #[derive(Debug, thiserror::Error)]
 pub enum ProducerIdError {
     #[error("producer id block file {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("producer id block file {path} is corrupt")]
     Corrupt { path: PathBuf },
 }
@@ -36,16 +39,25 @@ impl ProducerIdAllocator {
     pub fn open(data_dir: &Path) -> Result<Self, ProducerIdError> {
         let path = data_dir.join("metadata").join("producer-ids");
         let next = match std::fs::read_to_string(&path) {
-            Ok(text) => text.trim().parse::<u64>().map_err(|_| ProducerIdError::Corrupt { path: path.clone() })?,
+            Ok(text) => text
+                .trim()
+                .parse::<u64>()
+                .map_err(|_| ProducerIdError::Corrupt { path: path.clone() })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
             Err(source) => return Err(ProducerIdError::Io { path, source }),
         };
-        Ok(Self { path, range: Mutex::new(Range { next, end: next }) })
+        Ok(Self {
+            path,
+            range: Mutex::new(Range { next, end: next }),
+        })
     }
 
     /// The next unused id. Blocking: writes the block file once per block.
     pub fn allocate(&self) -> Result<u64, ProducerIdError> {
-        let mut range = self.range.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut range = self
+            .range
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if range.next == range.end {
             let end = range.end + PRODUCER_ID_BLOCK;
             self.persist(end)?;
@@ -58,15 +70,23 @@ impl ProducerIdAllocator {
 
     fn persist(&self, end: u64) -> Result<(), ProducerIdError> {
         use std::io::Write;
-        let io = |source| ProducerIdError::Io { path: self.path.clone(), source };
-        let dir = self.path.parent().expect("the block file sits in metadata/");
+        let io = |source| ProducerIdError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        let dir = self
+            .path
+            .parent()
+            .expect("the block file sits in metadata/");
         std::fs::create_dir_all(dir).map_err(io)?;
         let tmp = self.path.with_extension("tmp");
         let mut file = std::fs::File::create(&tmp).map_err(io)?;
         file.write_all(end.to_string().as_bytes()).map_err(io)?;
         file.sync_all().map_err(io)?;
         std::fs::rename(&tmp, &self.path).map_err(io)?;
-        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io)
     }
 }
 
@@ -83,6 +103,9 @@ mod tests {
         drop(first);
         let second = ProducerIdAllocator::open(dir.path()).expect("reopen");
         let b = second.allocate().expect("id");
-        assert_eq!(b, PRODUCER_ID_BLOCK, "a reopened allocator starts a fresh block");
+        assert_eq!(
+            b, PRODUCER_ID_BLOCK,
+            "a reopened allocator starts a fresh block"
+        );
     }
 }

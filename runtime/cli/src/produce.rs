@@ -1,24 +1,18 @@
-//! `quiver produce`: one record per input line, batched per partition.
-//!
-//! Each partition has one batch in flight at a time, so records of a partition are
-//! stored in input order; partitions proceed in parallel.
+//! `quiver produce`: one record per input line, through the SDK's producer (batching,
+//! retries, idempotence, compression).
 
 use std::path::PathBuf;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
-use quiver_sdk::{Acks, Client, Record};
-use quiver_wire::batch::{BatchBuilder, ProducerStamp};
+use quiver_sdk::{Acks, Compression, Producer, ProducerConfig, ProducerRecord};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
-use tokio::sync::mpsc;
 
 use crate::connect::ConnectArgs;
 
-/// Target size of one batch; below the default `max.message.bytes` of 1 MiB.
-const BATCH_BYTES_TARGET: usize = 512 * 1024;
-/// Batches queued per partition before reading input pauses.
-const BATCHES_QUEUED_PER_PARTITION: usize = 2;
 /// The longest input line accepted as one record.
 const LINE_BYTES_MAX: usize = 1024 * 1024;
 
@@ -28,7 +22,7 @@ pub struct ProduceArgs {
     /// none | leader | all
     #[arg(long, default_value = "all")]
     acks: Acks,
-    /// Send every record to this partition [default: by key hash, or round-robin per batch]
+    /// Send every record to this partition [default: by key hash, or sticky per batch]
     #[arg(long)]
     partition: Option<u32>,
     /// Text before the first SEP of a line is the record key.
@@ -37,23 +31,31 @@ pub struct ProduceArgs {
     /// Read records from this file instead of stdin.
     #[arg(long)]
     file: Option<PathBuf>,
+    /// none | lz4 | zstd
+    #[arg(long, default_value = "none")]
+    compression: Compression,
+    /// How long a batch waits for more records before it is sent.
+    #[arg(long, default_value_t = 5)]
+    linger_ms: u64,
+    /// Target batch size in bytes.
+    #[arg(long, default_value_t = 256 * 1024)]
+    batch_bytes: usize,
+    /// Give up on a record after this long (retrying retriable errors until then).
+    #[arg(long, default_value_t = 120_000)]
+    delivery_timeout_ms: u64,
+    /// Turn off idempotence (retries may then store a record twice).
+    #[arg(long)]
+    no_idempotence: bool,
     #[command(flatten)]
     connect: ConnectArgs,
 }
 
 #[derive(Default)]
 struct Outcome {
-    acknowledged: u64,
-    sent_unacknowledged: u64,
-    failed: u64,
-    first_error: Option<String>,
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    acknowledged: AtomicU64,
+    unacknowledged: AtomicU64,
+    failed: AtomicU64,
+    first_error: Mutex<Option<String>>,
 }
 
 pub async fn run(args: ProduceArgs) -> anyhow::Result<()> {
@@ -79,25 +81,19 @@ pub async fn run(args: ProduceArgs) -> anyhow::Result<()> {
         ),
         None => Box::new(tokio::io::stdin()),
     };
-
-    let mut senders = Vec::with_capacity(partitions as usize);
-    let mut workers = Vec::with_capacity(partitions as usize);
-    for partition in 0..partitions {
-        let (tx, rx) = mpsc::channel::<(Bytes, u64)>(BATCHES_QUEUED_PER_PARTITION);
-        senders.push(tx);
-        workers.push(tokio::spawn(send_batches(
-            client.clone(),
-            args.topic.clone(),
-            partition,
-            args.acks,
-            rx,
-        )));
-    }
-
-    let mut builders: Vec<BatchBuilder> = (0..partitions)
-        .map(|_| BatchBuilder::new(ProducerStamp::NONE))
-        .collect();
-    let mut sticky = 0u32;
+    let producer = Producer::new(
+        client.clone(),
+        ProducerConfig {
+            acks: args.acks,
+            compression: args.compression,
+            linger: Duration::from_millis(args.linger_ms),
+            batch_bytes: args.batch_bytes,
+            delivery_timeout: Duration::from_millis(args.delivery_timeout_ms),
+            idempotence: !args.no_idempotence,
+            ..ProducerConfig::default()
+        },
+    );
+    let outcome = Arc::new(Outcome::default());
     let mut reader = BufReader::with_capacity(256 * 1024, input);
     let mut line = Vec::with_capacity(1024);
     let mut read = 0u64;
@@ -134,62 +130,59 @@ pub async fn run(args: ProduceArgs) -> anyhow::Result<()> {
             },
             _ => (None, Bytes::copy_from_slice(&line)),
         };
-        let partition = match (args.partition, &key) {
-            (Some(p), _) => p,
-            (None, Some(k)) => quiver_sdk::partition_for_key(k, partitions),
-            (None, None) => sticky,
-        };
-        let record = Record {
-            key,
-            value: Some(value),
-            headers: Vec::new(),
-            timestamp: now_ms(),
-        };
-        let builder = &mut builders[partition as usize];
-        if builder.record_count() > 0 && builder.encoded_len_with(&record) > BATCH_BYTES_TARGET {
-            let full = std::mem::replace(builder, BatchBuilder::new(ProducerStamp::NONE));
-            dispatch(&senders, partition, full).await?;
-            if args.partition.is_none() {
-                sticky = (sticky + 1) % partitions;
-            }
-        }
-        builders[partition as usize].push(&record);
+        let mut record = ProducerRecord::new(args.topic.clone(), value);
+        record.key = key;
+        record.partition = args.partition;
+        let outcome = Arc::clone(&outcome);
+        producer
+            .send_with_callback(record, move |result| match result {
+                Ok(receipt) if receipt.offset.is_some() => {
+                    outcome.acknowledged.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(_) => {
+                    outcome.unacknowledged.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(err) => {
+                    outcome.failed.fetch_add(1, Ordering::Relaxed);
+                    let mut first = outcome
+                        .first_error
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    first.get_or_insert_with(|| err.to_string());
+                }
+            })
+            .await;
     }
-    for (partition, builder) in builders.into_iter().enumerate() {
-        dispatch(&senders, partition as u32, builder).await?;
-    }
-    drop(senders);
-
-    let mut total = Outcome::default();
-    for worker in workers {
-        let outcome = worker.await.context("a sender task failed")?;
-        total.acknowledged += outcome.acknowledged;
-        total.sent_unacknowledged += outcome.sent_unacknowledged;
-        total.failed += outcome.failed;
-        total.first_error = total.first_error.or(outcome.first_error);
-    }
+    producer.close().await;
     client.close().await;
-    let acks = match args.acks {
-        Acks::None => "none",
-        Acks::Leader => "leader",
-        Acks::All => "all",
-    };
+    let failed = outcome.failed.load(Ordering::Relaxed);
     if args.acks == Acks::None {
         println!(
-            "{} records sent to {} without acknowledgement (acks=none), {} failed",
-            total.sent_unacknowledged, args.topic, total.failed
+            "{} records sent to {} without acknowledgement (acks=none), {failed} failed",
+            outcome.unacknowledged.load(Ordering::Relaxed),
+            args.topic
         );
     } else {
+        let acks = if args.acks == Acks::All {
+            "all"
+        } else {
+            "leader"
+        };
         println!(
-            "{} records acknowledged by {} (acks={acks}), {} failed",
-            total.acknowledged, args.topic, total.failed
+            "{} records acknowledged by {} (acks={acks}), {failed} failed",
+            outcome.acknowledged.load(Ordering::Relaxed),
+            args.topic
         );
     }
-    if total.failed > 0 {
+    if failed > 0 {
+        let first = outcome
+            .first_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
         bail!(
-            "{} of {read} records failed: {}",
-            total.failed,
-            total.first_error.unwrap_or_default()
+            "{failed} of {read} records failed: {}",
+            first.unwrap_or_default()
         );
     }
     Ok(())
@@ -197,40 +190,4 @@ pub async fn run(args: ProduceArgs) -> anyhow::Result<()> {
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-async fn dispatch(
-    senders: &[mpsc::Sender<(Bytes, u64)>],
-    partition: u32,
-    builder: BatchBuilder,
-) -> anyhow::Result<()> {
-    let count = u64::from(builder.record_count());
-    if let Some(batch) = builder.finish() {
-        senders[partition as usize]
-            .send((batch, count))
-            .await
-            .map_err(|_| anyhow::anyhow!("the sender for partition {partition} stopped"))?;
-    }
-    Ok(())
-}
-
-async fn send_batches(
-    client: Client,
-    topic: String,
-    partition: u32,
-    acks: Acks,
-    mut batches: mpsc::Receiver<(Bytes, u64)>,
-) -> Outcome {
-    let mut outcome = Outcome::default();
-    while let Some((batch, count)) = batches.recv().await {
-        match client.produce_batch(&topic, partition, acks, batch).await {
-            Ok(Some(_)) => outcome.acknowledged += count,
-            Ok(None) => outcome.sent_unacknowledged += count,
-            Err(err) => {
-                outcome.failed += count;
-                outcome.first_error.get_or_insert_with(|| err.to_string());
-            }
-        }
-    }
-    outcome
 }

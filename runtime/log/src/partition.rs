@@ -158,7 +158,10 @@ impl PartitionLog {
         let validated = validate(&batch, self.config.batch_bytes_effective())?;
         match self.producers.check(&validated) {
             SequenceCheck::Append => {}
-            SequenceCheck::Duplicate { base_offset, last_offset } => {
+            SequenceCheck::Duplicate {
+                base_offset,
+                last_offset,
+            } => {
                 return Ok(AppendInfo {
                     base_offset,
                     last_offset,
@@ -228,10 +231,12 @@ impl PartitionLog {
         let mut table = ProducerStateTable::default();
         let (mut offset, end) = (self.log_start_offset, self.log_end_offset());
         while offset < end {
-            let slice = self.read(offset, CHUNK_BYTES, end).map_err(|e| OpenError::Io {
-                path: self.dir.clone(),
-                source: io::Error::other(e.to_string()),
-            })?;
+            let slice = self
+                .read(offset, CHUNK_BYTES, end)
+                .map_err(|e| OpenError::Io {
+                    path: self.dir.clone(),
+                    source: io::Error::other(e.to_string()),
+                })?;
             if slice.batches.is_empty() {
                 break;
             }

@@ -54,7 +54,9 @@ pub struct ProducerStateTable {
 }
 
 fn last_sequence(header: &BatchHeader) -> u32 {
-    header.base_sequence.wrapping_add(header.record_count.saturating_sub(1))
+    header
+        .base_sequence
+        .wrapping_add(header.record_count.saturating_sub(1))
 }
 
 impl ProducerStateTable {
@@ -67,26 +69,43 @@ impl ProducerStateTable {
             return SequenceCheck::Append;
         };
         if header.producer_epoch < entry.epoch {
-            return SequenceCheck::Fenced { current: entry.epoch, received: header.producer_epoch };
+            return SequenceCheck::Fenced {
+                current: entry.epoch,
+                received: header.producer_epoch,
+            };
         }
         if header.producer_epoch > entry.epoch {
             return if header.base_sequence == 0 {
                 SequenceCheck::Append
             } else {
-                SequenceCheck::OutOfOrder { expected: 0, received: header.base_sequence }
+                SequenceCheck::OutOfOrder {
+                    expected: 0,
+                    received: header.base_sequence,
+                }
             };
         }
         let last = last_sequence(header);
-        if let Some(stored) =
-            entry.batches.iter().find(|b| b.first_sequence == header.base_sequence && b.last_sequence == last)
+        if let Some(stored) = entry
+            .batches
+            .iter()
+            .find(|b| b.first_sequence == header.base_sequence && b.last_sequence == last)
         {
-            return SequenceCheck::Duplicate { base_offset: stored.base_offset, last_offset: stored.last_offset };
+            return SequenceCheck::Duplicate {
+                base_offset: stored.base_offset,
+                last_offset: stored.last_offset,
+            };
         }
-        let expected = entry.batches.back().map_or(0, |b| b.last_sequence.wrapping_add(1));
+        let expected = entry
+            .batches
+            .back()
+            .map_or(0, |b| b.last_sequence.wrapping_add(1));
         if header.base_sequence == expected {
             SequenceCheck::Append
         } else {
-            SequenceCheck::OutOfOrder { expected, received: header.base_sequence }
+            SequenceCheck::OutOfOrder {
+                expected,
+                received: header.base_sequence,
+            }
         }
     }
 
@@ -95,14 +114,19 @@ impl ProducerStateTable {
         if header.producer_id == NO_PRODUCER_ID {
             return;
         }
-        if !self.producers.contains_key(&header.producer_id) && self.producers.len() >= PRODUCERS_MAX {
+        if !self.producers.contains_key(&header.producer_id)
+            && self.producers.len() >= PRODUCERS_MAX
+        {
             self.forget_least_recent();
         }
-        let entry = self.producers.entry(header.producer_id).or_insert_with(|| ProducerEntry {
-            epoch: header.producer_epoch,
-            batches: VecDeque::with_capacity(PRODUCER_BATCHES_KEPT),
-            last_offset: 0,
-        });
+        let entry = self
+            .producers
+            .entry(header.producer_id)
+            .or_insert_with(|| ProducerEntry {
+                epoch: header.producer_epoch,
+                batches: VecDeque::with_capacity(PRODUCER_BATCHES_KEPT),
+                last_offset: 0,
+            });
         if header.producer_epoch != entry.epoch {
             entry.epoch = header.producer_epoch;
             entry.batches.clear();
@@ -120,7 +144,11 @@ impl ProducerStateTable {
     }
 
     fn forget_least_recent(&mut self) {
-        let oldest = self.producers.iter().min_by_key(|(_, e)| e.last_offset).map(|(id, _)| *id);
+        let oldest = self
+            .producers
+            .iter()
+            .min_by_key(|(_, e)| e.last_offset)
+            .map(|(id, _)| *id);
         if let Some(id) = oldest {
             self.producers.remove(&id);
         }
@@ -141,7 +169,13 @@ mod tests {
     use super::*;
     use quiver_wire::batch::{BATCH_MAGIC, NO_PRODUCER_EPOCH, NO_SEQUENCE};
 
-    fn header(producer_id: u64, epoch: u16, base_sequence: u32, count: u32, base_offset: u64) -> BatchHeader {
+    fn header(
+        producer_id: u64,
+        epoch: u16,
+        base_sequence: u32,
+        count: u32,
+        base_offset: u64,
+    ) -> BatchHeader {
         BatchHeader {
             base_offset,
             batch_length: 0,
@@ -165,14 +199,36 @@ mod tests {
         let first = header(7, 0, 0, 3, 100);
         assert_eq!(table.check(&first), SequenceCheck::Append);
         table.record(&first);
-        assert_eq!(table.check(&first), SequenceCheck::Duplicate { base_offset: 100, last_offset: 102 });
-        assert_eq!(table.check(&header(7, 0, 5, 1, 0)), SequenceCheck::OutOfOrder { expected: 3, received: 5 });
+        assert_eq!(
+            table.check(&first),
+            SequenceCheck::Duplicate {
+                base_offset: 100,
+                last_offset: 102
+            }
+        );
+        assert_eq!(
+            table.check(&header(7, 0, 5, 1, 0)),
+            SequenceCheck::OutOfOrder {
+                expected: 3,
+                received: 5
+            }
+        );
         let second = header(7, 0, 3, 2, 103);
         assert_eq!(table.check(&second), SequenceCheck::Append);
         table.record(&second);
-        assert_eq!(table.check(&header(7, 1, 0, 1, 0)), SequenceCheck::Append, "a new epoch starts at 0");
+        assert_eq!(
+            table.check(&header(7, 1, 0, 1, 0)),
+            SequenceCheck::Append,
+            "a new epoch starts at 0"
+        );
         table.record(&header(7, 1, 0, 1, 105));
-        assert_eq!(table.check(&header(7, 0, 5, 1, 0)), SequenceCheck::Fenced { current: 1, received: 0 });
+        assert_eq!(
+            table.check(&header(7, 0, 5, 1, 0)),
+            SequenceCheck::Fenced {
+                current: 1,
+                received: 0
+            }
+        );
         let anonymous = header(NO_PRODUCER_ID, NO_PRODUCER_EPOCH, NO_SEQUENCE, 1, 0);
         assert_eq!(table.check(&anonymous), SequenceCheck::Append);
     }
@@ -183,9 +239,24 @@ mod tests {
         for i in 0..7u32 {
             table.record(&header(1, 0, i, 1, u64::from(i)));
         }
-        assert_eq!(table.check(&header(1, 0, 6, 1, 0)), SequenceCheck::Duplicate { base_offset: 6, last_offset: 6 });
-        assert_eq!(table.check(&header(1, 0, 2, 1, 0)), SequenceCheck::Duplicate { base_offset: 2, last_offset: 2 });
-        assert!(matches!(table.check(&header(1, 0, 1, 1, 0)), SequenceCheck::OutOfOrder { .. }));
+        assert_eq!(
+            table.check(&header(1, 0, 6, 1, 0)),
+            SequenceCheck::Duplicate {
+                base_offset: 6,
+                last_offset: 6
+            }
+        );
+        assert_eq!(
+            table.check(&header(1, 0, 2, 1, 0)),
+            SequenceCheck::Duplicate {
+                base_offset: 2,
+                last_offset: 2
+            }
+        );
+        assert!(matches!(
+            table.check(&header(1, 0, 1, 1, 0)),
+            SequenceCheck::OutOfOrder { .. }
+        ));
     }
 
     #[test]
@@ -195,6 +266,10 @@ mod tests {
             table.record(&header(id, 0, 0, 1, id));
         }
         assert_eq!(table.len(), PRODUCERS_MAX);
-        assert_eq!(table.check(&header(0, 0, 0, 1, 0)), SequenceCheck::Append, "the oldest was forgotten");
+        assert_eq!(
+            table.check(&header(0, 0, 0, 1, 0)),
+            SequenceCheck::Append,
+            "the oldest was forgotten"
+        );
     }
 }

@@ -754,9 +754,16 @@ fn damaged_indexes_are_rebuilt_identically() {
 }
 
 fn idempotent_batch(producer_id: u64, epoch: u16, base_sequence: u32, count: u32) -> BytesMut {
-    let mut builder = BatchBuilder::new(ProducerStamp { producer_id, producer_epoch: epoch, base_sequence });
+    let mut builder = BatchBuilder::new(ProducerStamp {
+        producer_id,
+        producer_epoch: epoch,
+        base_sequence,
+    });
     for i in 0..count {
-        builder.push(&Record::from_value(format!("p{producer_id}-s{}", base_sequence + i), 1_000));
+        builder.push(&Record::from_value(
+            format!("p{producer_id}-s{}", base_sequence + i),
+            1_000,
+        ));
     }
     BytesMut::from(&builder.finish().expect("non-empty")[..])
 }
@@ -769,7 +776,9 @@ fn idempotent_retries_are_answered_with_the_first_offsets_also_after_reopen() {
     let mut sequence = 0;
     let mut firsts = Vec::new();
     for _ in 0..150 {
-        let info = log.append(idempotent_batch(9, 0, sequence, 3), 0, 0).expect("append");
+        let info = log
+            .append(idempotent_batch(9, 0, sequence, 3), 0, 0)
+            .expect("append");
         assert!(!info.duplicate);
         firsts.push((sequence, info.base_offset));
         sequence += 3;
@@ -777,25 +786,45 @@ fn idempotent_retries_are_answered_with_the_first_offsets_also_after_reopen() {
     let end = log.log_end_offset();
     // A retry of one of the last five batches is recognised; nothing is written.
     let (seq, base) = firsts[148];
-    let retry = log.append(idempotent_batch(9, 0, seq, 3), 0, 0).expect("retry");
+    let retry = log
+        .append(idempotent_batch(9, 0, seq, 3), 0, 0)
+        .expect("retry");
     assert!(retry.duplicate);
     assert_eq!(retry.base_offset, base);
     assert_eq!(log.log_end_offset(), end);
     // A gap is refused; a fenced epoch is refused.
     let gap = log.append(idempotent_batch(9, 0, sequence + 3, 1), 0, 0);
-    assert!(matches!(gap, Err(AppendError::OutOfOrderSequence { .. })), "{gap:?}");
+    assert!(
+        matches!(gap, Err(AppendError::OutOfOrderSequence { .. })),
+        "{gap:?}"
+    );
     drop(log);
 
     let (mut log, _) = PartitionLog::open(dir.path(), config, 0).expect("reopen");
     assert!(log.segment_count() > 1, "the state spans several segments");
     let (seq, base) = firsts[149];
-    let retry = log.append(idempotent_batch(9, 0, seq, 3), 0, 0).expect("retry after reopen");
+    let retry = log
+        .append(idempotent_batch(9, 0, seq, 3), 0, 0)
+        .expect("retry after reopen");
     assert!(retry.duplicate, "state rebuilt from the log");
     assert_eq!(retry.base_offset, base);
-    let next = log.append(idempotent_batch(9, 0, sequence, 2), 0, 0).expect("next in sequence");
+    let next = log
+        .append(idempotent_batch(9, 0, sequence, 2), 0, 0)
+        .expect("next in sequence");
     assert_eq!(next.base_offset, end);
-    let newer = log.append(idempotent_batch(9, 1, 0, 1), 0, 0).expect("new epoch");
+    let newer = log
+        .append(idempotent_batch(9, 1, 0, 1), 0, 0)
+        .expect("new epoch");
     assert!(!newer.duplicate);
     let zombie = log.append(idempotent_batch(9, 0, sequence + 2, 1), 0, 0);
-    assert!(matches!(zombie, Err(AppendError::ProducerFenced { current: 1, received: 0 })), "{zombie:?}");
+    assert!(
+        matches!(
+            zombie,
+            Err(AppendError::ProducerFenced {
+                current: 1,
+                received: 0
+            })
+        ),
+        "{zombie:?}"
+    );
 }

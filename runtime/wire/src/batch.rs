@@ -82,7 +82,9 @@ impl std::str::FromStr for Compression {
             "none" => Ok(Compression::None),
             "lz4" => Ok(Compression::Lz4),
             "zstd" => Ok(Compression::Zstd),
-            other => Err(format!("unknown compression `{other}`: expected none, lz4 or zstd")),
+            other => Err(format!(
+                "unknown compression `{other}`: expected none, lz4 or zstd"
+            )),
         }
     }
 }
@@ -98,7 +100,8 @@ impl Compression {
             // In-memory zstd fails only on allocation failure or a bad level, neither of
             // which a caller can cause; fall back to storing uncompressed would change
             // the attributes, so this is an invariant.
-            Compression::Zstd => zstd::bulk::compress(section, ZSTD_LEVEL).expect("in-memory zstd compression succeeds"),
+            Compression::Zstd => zstd::bulk::compress(section, ZSTD_LEVEL)
+                .expect("in-memory zstd compression succeeds"),
         }
     }
 
@@ -110,13 +113,16 @@ impl Compression {
                 let declared = section
                     .get(..4)
                     .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
-                    .ok_or_else(|| BatchError::Decompression("lz4 section shorter than its size prefix".into()))?;
+                    .ok_or_else(|| {
+                        BatchError::Decompression("lz4 section shorter than its size prefix".into())
+                    })?;
                 if declared > RECORDS_DECOMPRESSED_BYTES_MAX {
                     return Err(BatchError::Decompression(format!(
                         "lz4 section declares {declared} bytes, over the {RECORDS_DECOMPRESSED_BYTES_MAX}-byte cap"
                     )));
                 }
-                lz4_flex::decompress_size_prepended(section).map_err(|e| BatchError::Decompression(e.to_string()))
+                lz4_flex::decompress_size_prepended(section)
+                    .map_err(|e| BatchError::Decompression(e.to_string()))
             }
             Compression::Zstd => zstd::bulk::decompress(section, RECORDS_DECOMPRESSED_BYTES_MAX)
                 .map_err(|e| BatchError::Decompression(e.to_string())),
@@ -779,19 +785,32 @@ mod tests {
         let mut section = Vec::new();
         section.extend_from_slice(&(u32::MAX).to_le_bytes());
         section.extend_from_slice(&[0u8; 16]);
-        assert!(matches!(Compression::Lz4.decompress(&section), Err(BatchError::Decompression(_))));
-        assert!(matches!(Compression::Zstd.decompress(&[1, 2, 3]), Err(BatchError::Decompression(_))));
+        assert!(matches!(
+            Compression::Lz4.decompress(&section),
+            Err(BatchError::Decompression(_))
+        ));
+        assert!(matches!(
+            Compression::Zstd.decompress(&[1, 2, 3]),
+            Err(BatchError::Decompression(_))
+        ));
     }
 
     #[test]
     fn compression_shrinks_repetitive_records() {
-        let records: Vec<Record> = (0..100).map(|i| Record::from_value(vec![b'a'; 500], i)).collect();
+        let records: Vec<Record> = (0..100)
+            .map(|i| Record::from_value(vec![b'a'; 500], i))
+            .collect();
         let plain = build(&records);
         for codec in [Compression::Lz4, Compression::Zstd] {
             let mut builder = BatchBuilder::new(ProducerStamp::NONE);
             records.iter().for_each(|r| builder.push(r));
             let packed = builder.finish_compressed(codec).expect("non-empty");
-            assert!(packed.len() * 4 < plain.len(), "{codec:?}: {} vs {}", packed.len(), plain.len());
+            assert!(
+                packed.len() * 4 < plain.len(),
+                "{codec:?}: {} vs {}",
+                packed.len(),
+                plain.len()
+            );
             let header = validate(&packed, BATCH_BYTES_MAX).expect("valid");
             assert_eq!(header.compression(), Ok(codec));
             assert_eq!(decode_records(&packed).expect("decodes").len(), 100);

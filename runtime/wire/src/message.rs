@@ -732,7 +732,10 @@ impl ResponseBody for InitProducerIdResponse {
 
     fn decode_body(body: Bytes) -> Result<Self, DecodeError> {
         let mut r = Reader::new(&body);
-        let out = Self { producer_id: r.u64("producer_id")?, producer_epoch: r.u16("producer_epoch")? };
+        let out = Self {
+            producer_id: r.u64("producer_id")?,
+            producer_epoch: r.u16("producer_epoch")?,
+        };
         r.finish()?;
         Ok(out)
     }
@@ -770,7 +773,9 @@ impl Request {
             ApiKey::CreateTopic => Request::CreateTopic(CreateTopicRequest::decode_body(body)?),
             ApiKey::DeleteTopic => Request::DeleteTopic(DeleteTopicRequest::decode_body(body)?),
             ApiKey::ApiVersions => Request::ApiVersions(ApiVersionsRequest::decode_body(body)?),
-            ApiKey::InitProducerId => Request::InitProducerId(InitProducerIdRequest::decode_body(body)?),
+            ApiKey::InitProducerId => {
+                Request::InitProducerId(InitProducerIdRequest::decode_body(body)?)
+            }
         })
     }
 
