@@ -25,6 +25,20 @@ if cargo nextest --version >/dev/null 2>&1; then
     runner=(cargo nextest run --workspace --no-fail-fast)
 fi
 
+# Prometheus and promtool: the observability test runs every dashboard and alert
+# expression against a real Prometheus (Debian's package).
+if ! command -v promtool >/dev/null 2>&1; then
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+        say "installing prometheus (for the observability test)"
+        apt-get update
+        DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus
+    else
+        echo "promtool not found: install Debian's prometheus package" \
+            "(sudo apt-get install --no-install-recommends prometheus)" >&2
+        exit 1
+    fi
+fi
+
 say "formatting"
 cargo fmt --all -- --check
 

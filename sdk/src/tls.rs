@@ -66,7 +66,12 @@ pub fn quic_client_config(config: &ClientConfig) -> Result<quinn::ClientConfig, 
     let mut client = quinn::ClientConfig::new(Arc::new(quic));
     let mut transport = quinn::TransportConfig::default();
     // Keep-alives hold the connection open between a consumer's polls.
-    transport.keep_alive_interval(Some(Duration::from_secs(5)));
+    transport.keep_alive_interval(Some(Duration::from_secs(2)));
+    // A broker that vanished without a restart is noticed after this long; a restarted
+    // one resets old connections at once (its stateless-reset key persists).
+    if let Ok(idle) = Duration::from_secs(10).try_into() {
+        transport.max_idle_timeout(Some(idle));
+    }
     transport.stream_receive_window(quinn::VarInt::from_u32(64 * 1024 * 1024));
     transport.receive_window(quinn::VarInt::from_u32(256 * 1024 * 1024));
     transport.send_window(128 * 1024 * 1024);

@@ -183,8 +183,7 @@ impl Broker {
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
         let stderr = Arc::new(Mutex::new(Vec::new()));
-        let (child, quic_addr, admin_addr) =
-            Self::spawn(data_dir, &env, quic_port, &stderr, 0)?;
+        let (child, quic_addr, admin_addr) = Self::spawn(data_dir, &env, quic_port, &stderr, 0)?;
         Ok(Broker {
             data_dir: data_dir.to_owned(),
             quic_addr,
@@ -236,10 +235,10 @@ impl Broker {
             let mut tx = Some(tx);
             for line in BufReader::new(pipe).lines() {
                 let Ok(line) = line else { break };
-                if let Some(addrs) = parse_listening(&line) {
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(addrs);
-                    }
+                if let Some(addrs) = parse_listening(&line)
+                    && let Some(tx) = tx.take()
+                {
+                    let _ = tx.send(addrs);
                 }
                 lines
                     .lock()
@@ -506,7 +505,10 @@ pub fn run_quiver(args: &[String], stdin: Option<&[u8]>, env: &[(&str, &str)]) -
         None => {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("`quiver {}` did not finish within {PROCESS_TIMEOUT:?}", args.join(" "));
+            panic!(
+                "`quiver {}` did not finish within {PROCESS_TIMEOUT:?}",
+                args.join(" ")
+            );
         }
     };
     if let Some(w) = writer {
@@ -610,7 +612,12 @@ pub fn batch_spans(data: &[u8]) -> Vec<BatchSpan> {
 }
 
 /// Every record of a partition from `from` up to the high watermark seen at the start.
-pub async fn fetch_all(client: &Client, topic: &str, partition: u32, from: u64) -> Vec<DecodedRecord> {
+pub async fn fetch_all(
+    client: &Client,
+    topic: &str,
+    partition: u32,
+    from: u64,
+) -> Vec<DecodedRecord> {
     let end = client
         .list_offsets(topic, partition, quiver_sdk::OffsetSpec::Latest)
         .await
@@ -687,8 +694,8 @@ impl RawConn {
             .with_no_client_auth();
         crypto.alpn_protocols = vec![quiver_wire::ALPN.to_vec()];
         let quic = quinn::crypto::rustls::QuicClientConfig::try_from(crypto).expect("QUIC TLS");
-        let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr"))
-            .expect("client endpoint");
+        let mut endpoint =
+            quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("client endpoint");
         endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic)));
         let conn = endpoint
             .connect(addr, "127.0.0.1")
@@ -738,4 +745,22 @@ pub fn error_message(body: &[u8]) -> String {
     }
     let len = u16::from_be_bytes([body[0], body[1]]) as usize;
     String::from_utf8_lossy(&body[2..(2 + len).min(body.len())]).into_owned()
+}
+
+/// Waits (bounded) until the high watermark of a partition reaches `end`, for reads
+/// right after an acknowledgement. See `acknowledged_batch_is_visible_to_the_next_request`
+/// for the test that holds the broker to read-your-writes without this wait.
+pub async fn wait_visible(client: &Client, topic: &str, partition: u32, end: u64) {
+    eventually(
+        &format!("{topic}/{partition} high watermark to reach {end}"),
+        Duration::from_secs(60),
+        || async move {
+            let latest = client
+                .list_offsets(topic, partition, quiver_sdk::OffsetSpec::Latest)
+                .await
+                .ok()?;
+            (latest.offset.unwrap_or(0) >= end).then_some(())
+        },
+    )
+    .await;
 }

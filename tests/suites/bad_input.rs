@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use quiver_sdk::{Acks, Client, ErrorCode, FetchOptions, OffsetSpec, Record, RequestError};
-use quiver_tests::{Broker, RawConn, error_message, fetch_all, now_ms};
+use quiver_tests::{Broker, RawConn, error_message, fetch_all, now_ms, wait_visible};
+use quiver_wire::ApiKey;
 use quiver_wire::batch::{BatchBuilder, ProducerStamp};
 use quiver_wire::message::{
     CreateTopicRequest, FetchRequest, MetadataRequest, ProduceRequest, Rpc,
@@ -19,8 +20,11 @@ struct Fixture {
     client: Client,
     _dir: tempfile::TempDir,
     snapshot: Snapshot,
-    stored: BTreeMap<(String, u32), Vec<(u64, Option<Bytes>)>>,
+    stored: Stored,
 }
+
+/// Every partition's records as (offset, value).
+type Stored = BTreeMap<(String, u32), Vec<(u64, Option<Bytes>)>>;
 
 /// Every topic with its partitions' (log start, high watermark, log end).
 type Snapshot = Vec<(String, Vec<(u64, u64, u64)>)>;
@@ -42,7 +46,10 @@ async fn snapshot(client: &Client) -> Snapshot {
         .collect()
 }
 
-async fn stored(client: &Client, snap: &Snapshot) -> BTreeMap<(String, u32), Vec<(u64, Option<Bytes>)>> {
+async fn stored(
+    client: &Client,
+    snap: &Snapshot,
+) -> BTreeMap<(String, u32), Vec<(u64, Option<Bytes>)>> {
     let mut out = BTreeMap::new();
     for (topic, parts) in snap {
         for p in 0..parts.len() as u32 {
@@ -69,9 +76,17 @@ impl Fixture {
         let dir = tempfile::tempdir().expect("tempdir");
         let broker = Broker::start(dir.path());
         let client = broker.client().await;
-        client.create_topic("data", 3, 1, &[]).await.expect("create data");
         client
-            .create_topic("small", 1, 1, &[("max.message.bytes".into(), "2048".into())])
+            .create_topic("data", 3, 1, &[])
+            .await
+            .expect("create data");
+        client
+            .create_topic(
+                "small",
+                1,
+                1,
+                &[("max.message.bytes".into(), "2048".into())],
+            )
             .await
             .expect("create small");
         for p in 0..3 {
@@ -85,6 +100,7 @@ impl Fixture {
                     .expect("produce")
                     .expect("answer");
             }
+            wait_visible(&client, "data", p, 40).await;
         }
         let snapshot = snapshot(&client).await;
         let stored = stored(&client, &snapshot).await;
@@ -113,19 +129,32 @@ impl Fixture {
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect();
         dirs.sort();
-        assert_eq!(dirs, ["data-0", "data-1", "data-2", "small-0"], "partition directories");
+        assert_eq!(
+            dirs,
+            ["data-0", "data-1", "data-2", "small-0"],
+            "partition directories"
+        );
 
         let end = now[0].1[0].2;
         let receipt = client
-            .produce("data", 0, Acks::All, &[Record::from_value("still serving", now_ms())])
+            .produce(
+                "data",
+                0,
+                Acks::All,
+                &[Record::from_value("still serving", now_ms())],
+            )
             .await
             .expect("produce after bad input")
             .expect("answer");
         assert_eq!(receipt.base_offset, end);
+        wait_visible(&client, "data", 0, end + 1).await;
         let fetched = fetch_all(&client, "data", 0, end).await;
         assert_eq!(fetched.len(), 1);
         // The original connection also still works.
-        self.client.list_topics().await.expect("old connection still serves");
+        self.client
+            .list_topics()
+            .await
+            .expect("old connection still serves");
         client.close().await;
         self.client.close().await;
     }
@@ -133,11 +162,20 @@ impl Fixture {
 
 /// Asserts `result` failed with `code` and a non-empty message; returns the message.
 #[track_caller]
-fn expect_code<T: std::fmt::Debug>(result: Result<T, RequestError>, code: ErrorCode, what: &str) -> String {
+fn expect_code<T: std::fmt::Debug>(
+    result: Result<T, RequestError>,
+    code: ErrorCode,
+    what: &str,
+) -> String {
     match result {
         Ok(v) => panic!("{what}: expected {code}, got success {v:?}"),
         Err(RequestError::Broker(e)) => {
-            assert_eq!(e.code, Some(code), "{what}: wrong code, message {:?}", e.message);
+            assert_eq!(
+                e.code,
+                Some(code),
+                "{what}: wrong code, message {:?}",
+                e.message
+            );
             assert!(!e.message.trim().is_empty(), "{what}: empty message");
             e.message
         }
@@ -172,8 +210,16 @@ async fn unknown_topic() {
     let f = Fixture::new().await;
     let c = &f.client;
     let one = [Record::from_value("x", now_ms())];
-    expect_code(c.produce("ghost", 0, Acks::All, &one).await, ErrorCode::UnknownTopic, "produce");
-    expect_code(c.produce("ghost", 0, Acks::Leader, &one).await, ErrorCode::UnknownTopic, "produce acks=leader");
+    expect_code(
+        c.produce("ghost", 0, Acks::All, &one).await,
+        ErrorCode::UnknownTopic,
+        "produce",
+    );
+    expect_code(
+        c.produce("ghost", 0, Acks::Leader, &one).await,
+        ErrorCode::UnknownTopic,
+        "produce acks=leader",
+    );
     expect_code(
         c.fetch("ghost", 0, 0, FetchOptions::default()).await,
         ErrorCode::UnknownTopic,
@@ -184,11 +230,21 @@ async fn unknown_topic() {
         ErrorCode::UnknownTopic,
         "list_offsets",
     );
-    let msg = expect_code(c.describe_topic("ghost").await, ErrorCode::UnknownTopic, "describe");
+    let msg = expect_code(
+        c.describe_topic("ghost").await,
+        ErrorCode::UnknownTopic,
+        "describe",
+    );
     assert!(msg.contains("ghost"), "message names the topic: {msg}");
-    expect_code(c.delete_topic("ghost").await, ErrorCode::UnknownTopic, "delete");
+    expect_code(
+        c.delete_topic("ghost").await,
+        ErrorCode::UnknownTopic,
+        "delete",
+    );
     // acks=none gets no answer, but must not create anything either.
-    c.produce("ghost", 0, Acks::None, &one).await.expect("acks=none sends");
+    c.produce("ghost", 0, Acks::None, &one)
+        .await
+        .expect("acks=none sends");
     f.assert_unchanged_and_serving().await;
 }
 
@@ -244,7 +300,10 @@ async fn partition_out_of_range() {
             ErrorCode::UnknownPartition,
             &format!("produce to partition {p}"),
         );
-        assert!(msg.contains(&p.to_string()), "message names the partition: {msg}");
+        assert!(
+            msg.contains(&p.to_string()),
+            "message names the partition: {msg}"
+        );
         expect_code(
             c.fetch("data", p, 0, FetchOptions::default()).await,
             ErrorCode::UnknownPartition,
@@ -301,16 +360,21 @@ async fn batch_with_bad_crc_or_framing() {
     let at = good.len() - 3;
     flipped[at] ^= 0x40;
     let msg = expect_code(
-        c.produce_batch("data", 0, Acks::All, flipped.freeze()).await,
+        c.produce_batch("data", 0, Acks::All, flipped.freeze())
+            .await,
         ErrorCode::CorruptBatch,
         "records byte flipped",
     );
-    assert!(msg.to_lowercase().contains("crc"), "message says CRC: {msg}");
+    assert!(
+        msg.to_lowercase().contains("crc"),
+        "message says CRC: {msg}"
+    );
     // A byte of the header under the CRC (the record count).
     let mut header_flip = BytesMut::from(&good[..]);
     header_flip[60] ^= 0x01;
     expect_code(
-        c.produce_batch("data", 0, Acks::All, header_flip.freeze()).await,
+        c.produce_batch("data", 0, Acks::All, header_flip.freeze())
+            .await,
         ErrorCode::CorruptBatch,
         "header byte flipped",
     );
@@ -324,7 +388,8 @@ async fn batch_with_bad_crc_or_framing() {
     );
     // Shorter than a header, and a batch with a byte too many.
     expect_code(
-        c.produce_batch("data", 0, Acks::All, Bytes::from_static(b"0123456789")).await,
+        c.produce_batch("data", 0, Acks::All, Bytes::from_static(b"0123456789"))
+            .await,
         ErrorCode::CorruptBatch,
         "10-byte batch",
     );
@@ -349,27 +414,47 @@ async fn malformed_frames() {
     let c = &f.client;
     // Garbage body for a known API.
     let garbage = frame(4, 0, &[0xff, 0xff, 0xff, 0xff, 0xff, 0x00, 0x13]);
-    expect_code(c.send_frame(garbage).await, ErrorCode::MalformedFrame, "garbage metadata body");
+    expect_code(
+        c.send_frame(garbage).await,
+        ErrorCode::MalformedFrame,
+        "garbage metadata body",
+    );
     // A fetch whose body stops inside the last field (length prefix consistent).
     let whole = fetch_frame("data", 0, 0);
     let body = &whole[8..whole.len() - 3];
-    expect_code(c.send_frame(frame(2, 0, body)).await, ErrorCode::MalformedFrame, "truncated fetch body");
+    expect_code(
+        c.send_frame(frame(2, 0, body)).await,
+        ErrorCode::MalformedFrame,
+        "truncated fetch body",
+    );
     // Trailing bytes after a whole body.
     let mut trailing = whole[8..].to_vec();
     trailing.extend_from_slice(b"junk");
-    expect_code(c.send_frame(frame(2, 0, &trailing)).await, ErrorCode::MalformedFrame, "trailing bytes");
+    expect_code(
+        c.send_frame(frame(2, 0, &trailing)).await,
+        ErrorCode::MalformedFrame,
+        "trailing bytes",
+    );
     // A frame shorter than its own head.
     let mut short = BytesMut::new();
     short.put_u32(2);
     short.put_u16(4);
-    expect_code(c.send_frame(short.freeze()).await, ErrorCode::MalformedFrame, "2-byte frame");
+    expect_code(
+        c.send_frame(short.freeze()).await,
+        ErrorCode::MalformedFrame,
+        "2-byte frame",
+    );
     // A topic name that is not UTF-8.
     let mut bad_utf8 = BytesMut::new();
     bad_utf8.put_u8(0);
     bad_utf8.put_u32(1);
     bad_utf8.put_u16(2);
     bad_utf8.put_slice(&[0xc3, 0x28]);
-    expect_code(c.send_frame(frame(4, 0, &bad_utf8)).await, ErrorCode::MalformedFrame, "non-UTF-8 name");
+    expect_code(
+        c.send_frame(frame(4, 0, &bad_utf8)).await,
+        ErrorCode::MalformedFrame,
+        "non-UTF-8 name",
+    );
     // A produce with an acks code that does not exist.
     let mut head = BytesMut::from(&ProduceRequest::encode_head("data", 0, Acks::All, 1000, 0)[..]);
     // [len:4][api:2][version:2][topic:2+4]["partition":4][acks:1]
@@ -382,12 +467,20 @@ async fn malformed_frames() {
     bad_acks.extend_from_slice(&batch);
     let len = (bad_acks.len() - 4) as u32;
     bad_acks[..4].copy_from_slice(&len.to_be_bytes());
-    expect_code(c.send_frame(Bytes::from(bad_acks)).await, ErrorCode::MalformedFrame, "acks code 9");
+    expect_code(
+        c.send_frame(Bytes::from(bad_acks)).await,
+        ErrorCode::MalformedFrame,
+        "acks code 9",
+    );
     // A metadata request asking for a million topics in a few bytes.
     let mut many = BytesMut::new();
     many.put_u8(0);
     many.put_u32(1_000_000);
-    expect_code(c.send_frame(frame(4, 0, &many)).await, ErrorCode::MalformedFrame, "array count lies");
+    expect_code(
+        c.send_frame(frame(4, 0, &many)).await,
+        ErrorCode::MalformedFrame,
+        "array count lies",
+    );
     f.assert_unchanged_and_serving().await;
 }
 
@@ -410,13 +503,23 @@ async fn truncated_frame_is_answered_with_malformed_frame() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_api_key() {
     let f = Fixture::new().await;
-    for api in [0u16, 8, 999, u16::MAX] {
+    let next = ApiKey::ALL
+        .iter()
+        .map(|k| k.code())
+        .max()
+        .expect("APIs exist")
+        + 1;
+    for api in [0u16, next, 999, u16::MAX] {
+        assert!(ApiKey::from_code(api).is_none(), "api key {api} exists");
         let msg = expect_code(
             f.client.send_frame(frame(api, 0, &[])).await,
             ErrorCode::UnknownApi,
             &format!("api key {api}"),
         );
-        assert!(msg.contains(&api.to_string()), "message names the key: {msg}");
+        assert!(
+            msg.contains(&api.to_string()),
+            "message names the key: {msg}"
+        );
     }
     f.assert_unchanged_and_serving().await;
 }
@@ -456,14 +559,20 @@ async fn fetch_offset_beyond_the_end() {
             ErrorCode::OffsetOutOfRange,
             &format!("fetch at {offset}"),
         );
-        assert!(msg.contains(&offset.to_string()), "message names the offset: {msg}");
+        assert!(
+            msg.contains(&offset.to_string()),
+            "message names the offset: {msg}"
+        );
     }
     // At the end exactly: an empty answer after the wait, not an error.
     let options = FetchOptions {
         max_wait: Duration::from_millis(50),
         ..FetchOptions::default()
     };
-    let at_end = c.fetch("data", 1, end, options).await.expect("fetch at the end");
+    let at_end = c
+        .fetch("data", 1, end, options)
+        .await
+        .expect("fetch at the end");
     assert!(at_end.records.is_empty());
     assert_eq!(at_end.high_watermark, end);
     f.assert_unchanged_and_serving().await;
@@ -503,7 +612,10 @@ async fn invalid_topic_configs() {
         (&[("retention.bytes", "-5")], "retention.bytes"),
         (&[("segment.bytes", "10")], "segment.bytes"),
         (&[("max.message.bytes", "999999999")], "max.message.bytes"),
-        (&[("retention.ms", "1000"), ("retention.ms", "2000")], "retention.ms"),
+        (
+            &[("retention.ms", "1000"), ("retention.ms", "2000")],
+            "retention.ms",
+        ),
     ];
     for (configs, key) in cases {
         let configs: Vec<(String, String)> = configs
@@ -548,7 +660,9 @@ async fn invalid_partition_or_replication_counts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_disconnecting_mid_request_changes_nothing() {
     let f = Fixture::new().await;
-    let values: Vec<Vec<u8>> = (0..50).map(|i| format!("half-sent {i:03}").repeat(20).into_bytes()).collect();
+    let values: Vec<Vec<u8>> = (0..50)
+        .map(|i| format!("half-sent {i:03}").repeat(20).into_bytes())
+        .collect();
     let refs: Vec<&[u8]> = values.iter().map(Vec::as_slice).collect();
     let batch = batch_of(&refs);
     let head = ProduceRequest::encode_head("data", 0, Acks::All, 30_000, batch.len());
@@ -557,7 +671,9 @@ async fn client_disconnecting_mid_request_changes_nothing() {
     let raw = RawConn::connect(f.broker.quic_addr, &f.broker.ca_cert()).await;
     let (mut send, _recv) = raw.conn.open_bi().await.expect("open stream");
     send.write_all(&head).await.expect("write head");
-    send.write_all(&batch[..batch.len() / 2]).await.expect("write half");
+    send.write_all(&batch[..batch.len() / 2])
+        .await
+        .expect("write half");
     // Let the bytes reach the broker before hanging up.
     tokio::time::sleep(Duration::from_millis(200)).await;
     raw.close_abruptly();
@@ -566,7 +682,9 @@ async fn client_disconnecting_mid_request_changes_nothing() {
     let raw2 = RawConn::connect(f.broker.quic_addr, &f.broker.ca_cert()).await;
     let (mut send, _recv) = raw2.conn.open_bi().await.expect("open stream");
     send.write_all(&head).await.expect("write head");
-    send.write_all(&batch[..batch.len() / 2]).await.expect("write half");
+    send.write_all(&batch[..batch.len() / 2])
+        .await
+        .expect("write half");
     tokio::time::sleep(Duration::from_millis(200)).await;
     send.reset(7u32.into()).expect("reset");
 
@@ -574,7 +692,9 @@ async fn client_disconnecting_mid_request_changes_nothing() {
     let mut uni = raw2.conn.open_uni().await.expect("open uni");
     let none_head = ProduceRequest::encode_head("data", 1, Acks::None, 30_000, batch.len());
     uni.write_all(&none_head).await.expect("write head");
-    uni.write_all(&batch[..batch.len() / 2]).await.expect("write half");
+    uni.write_all(&batch[..batch.len() / 2])
+        .await
+        .expect("write half");
     tokio::time::sleep(Duration::from_millis(200)).await;
     raw2.close_abruptly();
 
@@ -602,7 +722,13 @@ async fn frame_length_over_64_mib_is_refused_without_allocation() {
     let pid = f.broker.pid();
     let peak_before = vm_peak_kib(pid);
     let raw = RawConn::connect(f.broker.quic_addr, &f.broker.ca_cert()).await;
-    for declared in [64 * 1024 * 1024 + 1, u32::MAX - 1, u32::MAX, u32::MAX, u32::MAX] {
+    for declared in [
+        64 * 1024 * 1024 + 1,
+        u32::MAX - 1,
+        u32::MAX,
+        u32::MAX,
+        u32::MAX,
+    ] {
         let mut bytes = BytesMut::new();
         bytes.put_u32(declared);
         bytes.put_u16(1);
@@ -614,7 +740,10 @@ async fn frame_length_over_64_mib_is_refused_without_allocation() {
             .unwrap_or_else(|e| panic!("no answer to a {declared}-byte frame: {e}"));
         let code = ErrorCode::from_code(status);
         assert!(
-            matches!(code, Some(ErrorCode::BatchTooLarge | ErrorCode::MalformedFrame)),
+            matches!(
+                code,
+                Some(ErrorCode::BatchTooLarge | ErrorCode::MalformedFrame)
+            ),
             "a {declared}-byte frame got status {status} ({code:?}): {}",
             error_message(&body)
         );

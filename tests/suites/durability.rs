@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use quiver_sdk::{Acks, Client, ClientConfig, Record, RequestError};
-use quiver_tests::{Broker, eventually, fetch_all, now_ms, padded_value, seeded_rng};
+use quiver_tests::{Broker, eventually, fetch_all, now_ms, padded_value, seeded_rng, wait_visible};
 
 const PARTITIONS: u32 = 3;
 const RECORDS_PER_BATCH: usize = 20;
@@ -45,7 +45,13 @@ async fn connect(config: &ClientConfig, shared: &Shared) -> Option<Client> {
 
 /// Sends acks=all batches to `partition` until told to stop, retrying retriable errors
 /// (on a fresh connection when the old one is dead), and records every acknowledgement.
-async fn producer(task: usize, partition: u32, config: ClientConfig, shared: Arc<Shared>, seed: u64) {
+async fn producer(
+    task: usize,
+    partition: u32,
+    config: ClientConfig,
+    shared: Arc<Shared>,
+    seed: u64,
+) {
     use rand::SeedableRng;
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let Some(mut client) = connect(&config, &shared).await else {
@@ -138,10 +144,14 @@ async fn acknowledged_records_survive_kill_9() {
         )));
     }
 
-    eventually("a few hundred acknowledgements", Duration::from_secs(120), || {
-        let n = shared.ack_count.load(Ordering::Acquire);
-        async move { (n >= ACKS_BEFORE_KILL).then_some(()) }
-    })
+    eventually(
+        "a few hundred acknowledgements",
+        Duration::from_secs(120),
+        || {
+            let n = shared.ack_count.load(Ordering::Acquire);
+            async move { (n >= ACKS_BEFORE_KILL).then_some(()) }
+        },
+    )
     .await;
     broker.kill9();
     let acked_at_kill = shared.ack_count.load(Ordering::Acquire);
@@ -179,11 +189,23 @@ async fn acknowledged_records_survive_kill_9() {
 
     let acked = shared.acked.lock().expect("lock").clone();
     let client = broker.client().await;
+    for p in 0..PARTITIONS {
+        let end = acked
+            .iter()
+            .filter(|a| a.partition == p)
+            .map(|a| a.base_offset + a.values.len() as u64)
+            .max()
+            .unwrap_or(0);
+        wait_visible(&client, "dur", p, end).await;
+    }
     let mut stored: BTreeMap<u32, BTreeMap<u64, Bytes>> = BTreeMap::new();
     for p in 0..PARTITIONS {
         let records = fetch_all(&client, "dur", p, 0).await;
         for (i, r) in records.iter().enumerate() {
-            assert_eq!(r.offset, i as u64, "partition {p}: offsets dense from 0 after recovery");
+            assert_eq!(
+                r.offset, i as u64,
+                "partition {p}: offsets dense from 0 after recovery"
+            );
         }
         stored.insert(
             p,
@@ -211,7 +233,11 @@ async fn acknowledged_records_survive_kill_9() {
                 "acknowledged record lost or changed: partition {} offset {offset} \
                  (batch acknowledged {} the restart)",
                 batch.partition,
-                if batch.after_restart { "after" } else { "before" }
+                if batch.after_restart {
+                    "after"
+                } else {
+                    "before"
+                }
             );
         }
     }

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use bytes::Bytes;
 use quiver_sdk::{Acks, OffsetSpec, Record};
-use quiver_tests::{Broker, fetch_all, now_ms, padded_value, seeded_rng};
+use quiver_tests::{Broker, fetch_all, now_ms, padded_value, seeded_rng, wait_visible};
 
 const PARTITIONS: u32 = 3;
 const RECORDS: usize = 200_000;
@@ -99,17 +99,29 @@ async fn sdk_produces_and_fetches_200k_records_exactly_once_in_order() {
             (0..want_count).collect::<Vec<_>>(),
             "receipts of partition {p} are not dense from 0"
         );
+        wait_visible(&client, "bulk", p, want_count).await;
         let latest = client
             .list_offsets("bulk", p, OffsetSpec::Latest)
             .await
             .expect("list offsets");
-        assert_eq!(latest.offset, Some(want_count), "partition {p} high watermark");
+        assert_eq!(
+            latest.offset,
+            Some(want_count),
+            "partition {p} high watermark"
+        );
         assert_eq!(latest.log_start_offset, 0);
 
         let got = fetch_all(&client, "bulk", p, 0).await;
-        assert_eq!(got.len() as u64, want_count, "records back from partition {p}");
+        assert_eq!(
+            got.len() as u64,
+            want_count,
+            "records back from partition {p}"
+        );
         for (i, record) in got.iter().enumerate() {
-            assert_eq!(record.offset, i as u64, "partition {p}: offsets must be dense and ordered");
+            assert_eq!(
+                record.offset, i as u64,
+                "partition {p}: offsets must be dense and ordered"
+            );
             let value = record.value.as_ref().expect("value present");
             assert_eq!(
                 Some(value),
@@ -119,7 +131,10 @@ async fn sdk_produces_and_fetches_200k_records_exactly_once_in_order() {
             );
             assert_eq!(record.timestamp, ts, "timestamp kept");
             assert!(record.key.is_none());
-            assert!(seen.insert(value.clone()), "value {value:?} came back twice");
+            assert!(
+                seen.insert(value.clone()),
+                "value {value:?} came back twice"
+            );
         }
     }
     assert_eq!(seen.len(), RECORDS, "every record back exactly once");
@@ -187,22 +202,44 @@ async fn cli_produce_then_consume_json_round_trip() {
         let keys: Vec<&str> = object.keys().map(String::as_str).collect();
         assert_eq!(
             keys,
-            ["topic", "partition", "offset", "timestamp", "key", "value", "headers"],
+            [
+                "topic",
+                "partition",
+                "offset",
+                "timestamp",
+                "key",
+                "value",
+                "headers"
+            ],
             "fields of {line}"
         );
         assert_eq!(json["topic"], "lines");
         let partition = json["partition"].as_u64().expect("partition is a number");
-        assert!(partition < 2, "partition {partition} of a 2-partition topic");
+        assert!(
+            partition < 2,
+            "partition {partition} of a 2-partition topic"
+        );
         let offset = json["offset"].as_u64().expect("offset is a number");
         per_partition.entry(partition).or_default().push(offset);
         assert!(json["timestamp"].as_i64().expect("timestamp is a number") > 0);
-        assert!(json["key"].is_null(), "no key without --key-separator: {line}");
+        assert!(
+            json["key"].is_null(),
+            "no key without --key-separator: {line}"
+        );
         assert_eq!(json["headers"], serde_json::json!({}));
-        values.push(json["value"].as_str().expect("value is a string").to_owned());
+        values.push(
+            json["value"]
+                .as_str()
+                .expect("value is a string")
+                .to_owned(),
+        );
     }
     for (partition, offsets) in &per_partition {
         let dense: Vec<u64> = (0..offsets.len() as u64).collect();
-        assert_eq!(offsets, &dense, "partition {partition} offsets in order from 0");
+        assert_eq!(
+            offsets, &dense,
+            "partition {partition} offsets in order from 0"
+        );
     }
     values.sort();
     let mut want = input.clone();
@@ -212,7 +249,9 @@ async fn cli_produce_then_consume_json_round_trip() {
     // Keys: text before the first separator.
     let created = broker.cli(&["topic", "create", "keyed"]);
     assert_success("topic create keyed", &created);
-    let keyed: String = (0..50).map(|i| format!("user-{i}::payload {i} :: tail\n")).collect();
+    let keyed: String = (0..50)
+        .map(|i| format!("user-{i}::payload {i} :: tail\n"))
+        .collect();
     let produced = broker.cli_with_stdin(
         &["produce", "keyed", "--key-separator", "::"],
         Some(keyed.as_bytes()),
@@ -236,7 +275,11 @@ async fn cli_produce_then_consume_json_round_trip() {
         let json: serde_json::Value = serde_json::from_str(line).expect("JSON");
         assert_eq!(json["offset"], i as u64);
         assert_eq!(json["key"], format!("user-{i}"), "key of {line}");
-        assert_eq!(json["value"], format!("payload {i} :: tail"), "value of {line}");
+        assert_eq!(
+            json["value"],
+            format!("payload {i} :: tail"),
+            "value of {line}"
+        );
     }
 
     // The default format prints values only, one per line.
@@ -252,6 +295,75 @@ async fn cli_produce_then_consume_json_round_trip() {
     assert_success("consume values", &consumed);
     assert_eq!(
         stdout_lines(&consumed),
-        ["payload 0 :: tail", "payload 1 :: tail", "payload 2 :: tail"]
+        [
+            "payload 0 :: tail",
+            "payload 1 :: tail",
+            "payload 2 :: tail"
+        ]
     );
+}
+
+/// Read-your-writes: once a produce with acks=all is acknowledged, the very next
+/// request (list_offsets, fetch) sees the batch below the high watermark. Four
+/// partitions run the check at once, so the broker is busy as it would be in use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_batch_is_visible_to_the_next_request() {
+    const PARTITIONS: u32 = 4;
+    const ROUNDS: u64 = 500;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(dir.path());
+    let client = broker.client().await;
+    client
+        .create_topic("ryw", PARTITIONS, 1, &[])
+        .await
+        .expect("create topic");
+    let no_wait = quiver_sdk::FetchOptions {
+        max_wait: std::time::Duration::ZERO,
+        min_bytes: 0,
+        max_bytes: 1024 * 1024,
+    };
+    let mut tasks = tokio::task::JoinSet::new();
+    for p in 0..PARTITIONS {
+        let client = client.clone();
+        tasks.spawn(async move {
+            for i in 0..ROUNDS {
+                let value = format!("ryw-{p}-{i}");
+                let receipt = client
+                    .produce(
+                        "ryw",
+                        p,
+                        Acks::All,
+                        &[Record::from_value(value.clone(), now_ms())],
+                    )
+                    .await
+                    .expect("produce")
+                    .expect("acks=all answers");
+                assert_eq!(receipt.base_offset, i);
+                let latest = client
+                    .list_offsets("ryw", p, OffsetSpec::Latest)
+                    .await
+                    .expect("list offsets");
+                assert!(
+                    latest.offset >= Some(i + 1),
+                    "partition {p}: produce #{i} was acknowledged at offset {i}, but the next \
+                     list_offsets reports high watermark {:?}",
+                    latest.offset
+                );
+                let fetched = client.fetch("ryw", p, i, no_wait).await.expect("fetch");
+                assert_eq!(
+                    fetched.records.first().and_then(|r| r.value.clone()),
+                    Some(Bytes::from(value)),
+                    "partition {p}: produce #{i} acknowledged, but a fetch at its offset right \
+                     after returned {} records (high watermark {})",
+                    fetched.records.len(),
+                    fetched.high_watermark
+                );
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        if let Err(e) = done {
+            std::panic::resume_unwind(e.into_panic());
+        }
+    }
 }

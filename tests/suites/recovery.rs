@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use quiver_sdk::{Acks, Client, OffsetSpec, Record};
-use quiver_tests::{Broker, BatchSpan, batch_spans, fetch_all, now_ms, padded_value, seeded_rng};
+use quiver_tests::{
+    BatchSpan, Broker, batch_spans, fetch_all, now_ms, padded_value, seeded_rng, wait_visible,
+};
 use rand::Rng;
 
 const TOPIC: &str = "rec";
@@ -15,7 +17,12 @@ const BATCHES: usize = 70;
 /// random sizes; returns offset -> value of everything acknowledged.
 async fn produce_segments(client: &Client, rng: &mut impl Rng) -> BTreeMap<u64, Bytes> {
     client
-        .create_topic(TOPIC, 1, 1, &[("segment.bytes".into(), SEGMENT_BYTES.into())])
+        .create_topic(
+            TOPIC,
+            1,
+            1,
+            &[("segment.bytes".into(), SEGMENT_BYTES.into())],
+        )
         .await
         .expect("create topic");
     let mut produced = BTreeMap::new();
@@ -84,11 +91,20 @@ async fn check_served(broker: &Broker, produced: &BTreeMap<u64, Bytes>, end: u64
         );
     }
     let receipt = client
-        .produce(TOPIC, 0, Acks::All, &[Record::from_value("after recovery", now_ms())])
+        .produce(
+            TOPIC,
+            0,
+            Acks::All,
+            &[Record::from_value("after recovery", now_ms())],
+        )
         .await
         .expect("produce after recovery")
         .expect("answer");
-    assert_eq!(receipt.base_offset, end, "new records continue at the log end");
+    assert_eq!(
+        receipt.base_offset, end,
+        "new records continue at the log end"
+    );
+    wait_visible(&client, TOPIC, 0, end + 1).await;
     let tail = fetch_all(&client, TOPIC, 0, end).await;
     assert_eq!(tail.len(), 1);
     assert_eq!(tail[0].value.as_deref(), Some(&b"after recovery"[..]));

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use quiver_sdk::{Acks, Client, ErrorCode, FetchOptions, OffsetSpec, Record};
-use quiver_tests::{Broker, eventually, fetch_all, now_ms, padded_value, seeded_rng};
+use quiver_tests::{Broker, eventually, fetch_all, now_ms, padded_value, seeded_rng, wait_visible};
 
 const RETENTION_ENV: &[(&str, &str)] = &[("QUIVER_RETENTION_CHECK_INTERVAL_MS", "100")];
 const SEGMENT_BYTES: u64 = 4096;
@@ -38,6 +38,7 @@ async fn produce(
             produced.insert(receipt.base_offset + i as u64, v);
         }
     }
+    wait_visible(client, topic, 0, produced.len() as u64).await;
     produced
 }
 
@@ -62,17 +63,30 @@ async fn check_consumable(
     let start = earliest.offset.expect("earliest offset");
     assert_eq!(start, earliest.log_start_offset);
     let end = earliest.log_end_offset;
-    assert_eq!(end, produced.len() as u64, "retention never moves the log end");
+    assert_eq!(
+        end,
+        produced.len() as u64,
+        "retention never moves the log end"
+    );
     let records = fetch_all(client, topic, 0, start).await;
     assert_eq!(
         records.first().map(|r| r.offset),
         Some(start),
         "consuming from the beginning starts at the log start"
     );
-    assert_eq!(records.len() as u64, end - start, "records from log start to log end");
+    assert_eq!(
+        records.len() as u64,
+        end - start,
+        "records from log start to log end"
+    );
     for (i, r) in records.iter().enumerate() {
         assert_eq!(r.offset, start + i as u64);
-        assert_eq!(r.value.as_ref(), produced.get(&r.offset), "offset {}", r.offset);
+        assert_eq!(
+            r.value.as_ref(),
+            produced.get(&r.offset),
+            "offset {}",
+            r.offset
+        );
     }
     for below in [0, start - 1] {
         let err = client
@@ -133,7 +147,11 @@ async fn retention_by_size_deletes_oldest_segments() {
     );
     for f in &files {
         let len = std::fs::metadata(f).expect("stat").len();
-        assert!(len <= SEGMENT_BYTES, "{} is {len} bytes, over segment.bytes", f.display());
+        assert!(
+            len <= SEGMENT_BYTES,
+            "{} is {len} bytes, over segment.bytes",
+            f.display()
+        );
     }
 
     let info = client.describe_topic("sized").await.expect("describe");
@@ -161,8 +179,7 @@ async fn retention_by_size_deletes_oldest_segments() {
         "json",
     ]);
     assert!(output.status.success(), "consume: {output:?}");
-    let line: serde_json::Value =
-        serde_json::from_slice(&output.stdout).expect("one JSON record");
+    let line: serde_json::Value = serde_json::from_slice(&output.stdout).expect("one JSON record");
     assert_eq!(line["offset"], start);
 }
 
@@ -188,7 +205,10 @@ async fn retention_by_age_deletes_expired_segments() {
     let mut rng = seeded_rng("retention_by_age_deletes_expired_segments");
     let produced = produce(&client, "aged", 40, now_ms, &mut rng).await;
     let before = broker.log_files("aged", 0).len();
-    assert!(before >= 5, "40 KiB in 4 KiB segments rolls several: {before}");
+    assert!(
+        before >= 5,
+        "40 KiB in 4 KiB segments rolls several: {before}"
+    );
 
     let files = eventually(
         "age retention to delete every sealed segment",
@@ -204,12 +224,20 @@ async fn retention_by_age_deletes_expired_segments() {
         .await
         .expect("earliest");
     assert!(earliest.log_start_offset > 0, "log start moved past 0");
-    assert_eq!(earliest.log_start_offset, quiver_tests::segment_base(&files[0]));
+    assert_eq!(
+        earliest.log_start_offset,
+        quiver_tests::segment_base(&files[0])
+    );
     check_consumable(&client, "aged", &produced).await;
 
     // A topic without retention.ms keeps its old segments on the same broker.
     client
-        .create_topic("kept", 1, 1, &[("segment.bytes".into(), SEGMENT_BYTES.to_string())])
+        .create_topic(
+            "kept",
+            1,
+            1,
+            &[("segment.bytes".into(), SEGMENT_BYTES.to_string())],
+        )
         .await
         .expect("create topic");
     let old = now_ms() - 3_600_000;
@@ -217,7 +245,11 @@ async fn retention_by_age_deletes_expired_segments() {
     let kept = broker.log_files("kept", 0).len();
     // Several retention passes run (every 100 ms); the default retention is 7 days.
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    assert_eq!(broker.log_files("kept", 0).len(), kept, "default retention kept hour-old data");
+    assert_eq!(
+        broker.log_files("kept", 0).len(),
+        kept,
+        "default retention kept hour-old data"
+    );
     assert_eq!(
         client
             .list_offsets("kept", 0, OffsetSpec::Earliest)

@@ -70,10 +70,19 @@ impl ReplicaHealth {
     /// still compare assigned with in-sync replicas so that the gauges keep their
     /// meaning once replication lands and the in-sync count comes from the ISR.
     pub fn of(topic: &Topic) -> Self {
-        let assigned = u64::from(topic.replication_factor);
+        const LOCAL_REPLICA_IN_SYNC: u64 = 1;
+        Self::count(
+            topic.replication_factor,
+            topic.partitions.iter().map(|_| LOCAL_REPLICA_IN_SYNC),
+        )
+    }
+
+    /// Counts partitions given the assigned replicas per partition and each
+    /// partition's in-sync replicas.
+    pub fn count(assigned: u16, in_sync_per_partition: impl IntoIterator<Item = u64>) -> Self {
+        let assigned = u64::from(assigned);
         let mut health = Self::default();
-        for _partition in &topic.partitions {
-            let in_sync = 1u64;
+        for in_sync in in_sync_per_partition {
             if in_sync < assigned {
                 health.under_replicated += 1;
             }
@@ -309,7 +318,8 @@ impl Metrics {
             }
             // Left at their last values: a scrape should not fail for want of one gauge.
             Err(err) => {
-                tracing::warn!(%err, dir = %broker.data_dir.display(), "statvfs of the data directory failed")
+                let dir = broker.data_dir.display();
+                tracing::warn!(%err, %dir, "statvfs of the data directory failed");
             }
         }
         for topic in topics {
@@ -358,5 +368,60 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replica_health_compares_in_sync_with_assigned_replicas() {
+        let healthy = ReplicaHealth::count(1, [1, 1, 1]);
+        assert_eq!(healthy, ReplicaHealth::default());
+        let degraded = ReplicaHealth::count(3, [3, 2, 0]);
+        assert_eq!(
+            degraded,
+            ReplicaHealth {
+                under_replicated: 2,
+                offline: 1
+            }
+        );
+    }
+
+    #[test]
+    fn file_system_bytes_reports_the_data_directory() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (free, total) = file_system_bytes(dir.path()).expect("statvfs of a temp dir");
+        assert!(total > 0 && free <= total, "free {free} of total {total}");
+        assert!(file_system_bytes(&dir.path().join("missing")).is_err());
+    }
+
+    #[test]
+    fn render_exports_broker_info_and_disk_space() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let facts = BrokerFacts {
+            node_id: 7,
+            data_dir: dir.path(),
+        };
+        let text = Metrics::new().render(&[], facts);
+        let version = env!("CARGO_PKG_VERSION");
+        assert!(
+            text.contains(&format!(
+                "quiver_broker_info{{node_id=\"7\",version=\"{version}\"}} 1"
+            )),
+            "{text}"
+        );
+        for name in [
+            "quiver_data_dir_bytes_free ",
+            "quiver_data_dir_bytes_total ",
+        ] {
+            let value: u64 = text
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or_else(|| panic!("{name} missing from {text}"));
+            assert!(value > 0, "{name}{value}");
+        }
     }
 }

@@ -188,11 +188,8 @@ impl Partition {
             return Err(err);
         }
         self.log_mut().mark_synced(up_to);
-        self.durable.send_if_modified(|d| {
-            let moved = up_to > *d;
-            *d = (*d).max(up_to);
-            moved
-        });
+        // Readers first: a producer woken by the durable offset may read right away,
+        // and must find its records visible.
         if self.flush == FlushPolicy::Always {
             self.visible.send_if_modified(|v| {
                 let moved = up_to > *v;
@@ -200,6 +197,11 @@ impl Partition {
                 moved
             });
         }
+        self.durable.send_if_modified(|d| {
+            let moved = up_to > *d;
+            *d = (*d).max(up_to);
+            moved
+        });
         Ok(up_to)
     }
 

@@ -188,13 +188,23 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
     })?;
     let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(quic_crypto));
     server_config.transport_config(Arc::new(transport_config(&state.config)));
-    let endpoint =
-        quinn::Endpoint::server(server_config, state.config.listen).map_err(|source| {
-            StartError::Listen {
-                addr: state.config.listen,
-                source,
-            }
-        })?;
+    let endpoint_config =
+        quinn::EndpointConfig::new(Arc::new(tls::reset_key(&state.config.data_dir)?));
+    let listen = state.config.listen;
+    let socket = std::net::UdpSocket::bind(listen).map_err(|source| StartError::Listen {
+        addr: listen,
+        source,
+    })?;
+    let endpoint = quinn::Endpoint::new(
+        endpoint_config,
+        Some(server_config),
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )
+    .map_err(|source| StartError::Listen {
+        addr: listen,
+        source,
+    })?;
     let quic_addr = endpoint.local_addr().map_err(|source| StartError::Listen {
         addr: state.config.listen,
         source,
@@ -331,10 +341,19 @@ async fn serve_connection(connection: quinn::Connection, state: &Arc<BrokerState
 
 /// Reads one length-prefixed request frame. The length is checked before allocating.
 async fn read_frame(recv: &mut quinn::RecvStream) -> Result<RequestFrame, RequestError> {
+    // A stream the client finished early is a malformed request from a client still
+    // waiting for the answer; a reset or lost connection leaves nobody to answer.
+    let short = |err: quinn::ReadExactError, expected: usize| match err {
+        quinn::ReadExactError::FinishedEarly(got) => RequestError::new(
+            ErrorCode::MalformedFrame,
+            format!("request stream ended after {got} of {expected} bytes"),
+        ),
+        other => RequestError::disconnected(other),
+    };
     let mut prefix = [0u8; FRAME_LENGTH_BYTES];
     recv.read_exact(&mut prefix)
         .await
-        .map_err(RequestError::disconnected)?;
+        .map_err(|e| short(e, FRAME_LENGTH_BYTES))?;
     let len = frame_length(prefix, REQUEST_HEAD_BYTES).map_err(|e| match e {
         FrameError::TooLarge(_) => RequestError::new(ErrorCode::BatchTooLarge, e.to_string()),
         FrameError::TooShort { .. } => RequestError::new(ErrorCode::MalformedFrame, e.to_string()),
@@ -342,7 +361,7 @@ async fn read_frame(recv: &mut quinn::RecvStream) -> Result<RequestFrame, Reques
     let mut body = BytesMut::zeroed(len);
     recv.read_exact(&mut body)
         .await
-        .map_err(RequestError::disconnected)?;
+        .map_err(|e| short(e, len))?;
     RequestFrame::parse(body)
         .map_err(|e| RequestError::new(ErrorCode::MalformedFrame, e.to_string()))
 }

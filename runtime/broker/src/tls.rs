@@ -150,6 +150,39 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
     file.write_all(bytes).map_err(io(path))
 }
 
+/// Bytes of the stateless-reset secret.
+const RESET_KEY_BYTES: usize = 64;
+
+/// The secret that keys QUIC stateless resets, kept in `DATA_DIR/tls/reset.key` so it
+/// survives restarts: a broker that restarts after a crash then answers packets of its
+/// previous life's connections with a reset the clients recognise, and they reconnect
+/// at once instead of waiting for their idle timeout.
+pub fn reset_key(data_dir: &Path) -> Result<ring::hmac::Key, TlsError> {
+    let path = data_dir.join("tls").join("reset.key");
+    let secret = match std::fs::read(&path) {
+        Ok(bytes) if bytes.len() == RESET_KEY_BYTES => bytes,
+        Ok(_) => {
+            return Err(TlsError::Missing {
+                path,
+                what: "64-byte reset secret",
+            });
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            use ring::rand::SecureRandom;
+            let mut bytes = vec![0u8; RESET_KEY_BYTES];
+            ring::rand::SystemRandom::new()
+                .fill(&mut bytes)
+                .map_err(|_| TlsError::Rustls(rustls::Error::FailedToGetRandomBytes))?;
+            let dir = data_dir.join("tls");
+            std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+            write_private(&path, &bytes)?;
+            bytes
+        }
+        Err(source) => return Err(TlsError::Io { path, source }),
+    };
+    Ok(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &secret))
+}
+
 /// The rustls server configuration for QUIC: TLS 1.3 only, ALPN `quiver/1`.
 pub fn server_crypto(identity: Identity) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
