@@ -169,10 +169,10 @@ impl Client {
 
     async fn connection(&self) -> Result<quinn::Connection, ConnectError> {
         let mut slot = self.inner.connection.lock().await;
-        if let Some(conn) = slot.as_ref() {
-            if conn.close_reason().is_none() {
-                return Ok(conn.clone());
-            }
+        if let Some(conn) = slot.as_ref()
+            && conn.close_reason().is_none()
+        {
+            return Ok(conn.clone());
         }
         let addr = self.inner.addr.to_string();
         let connecting = self

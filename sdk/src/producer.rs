@@ -240,6 +240,9 @@ impl PartitionQueue {
     }
 }
 
+/// A topic name and a partition number.
+type PartitionKey = (Arc<str>, u32);
+
 #[derive(Clone, Copy)]
 struct TopicMeta {
     partitions: u32,
@@ -251,7 +254,7 @@ struct Shared {
     config: ProducerConfig,
     buffer: Arc<Semaphore>,
     topics: tokio::sync::Mutex<HashMap<String, TopicMeta>>,
-    queues: Mutex<HashMap<(Arc<str>, u32), Arc<PartitionQueue>>>,
+    queues: Mutex<HashMap<PartitionKey, Arc<PartitionQueue>>>,
     sticky: Mutex<HashMap<String, Arc<AtomicU32>>>,
     identity: tokio::sync::Mutex<Option<u64>>,
     /// Records accepted and not yet completed.
@@ -339,14 +342,13 @@ impl Producer {
                 true,
             )
             .await;
-        if let Err(err) = result {
-            if let Some(cb) = slot
+        if let Err(err) = result
+            && let Some(cb) = slot
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .take()
-            {
-                cb(Err(DeliveryError::Rejected(err)));
-            }
+        {
+            cb(Err(DeliveryError::Rejected(err)));
         }
     }
 

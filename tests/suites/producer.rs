@@ -88,7 +88,8 @@ async fn send_through_a_kill(
     assert_eq!(
         failed.load(Ordering::Relaxed),
         0,
-        "no record may fail: the broker came back within the timeout"
+        "no record may fail: the broker came back within the timeout; first error: {:?}",
+        first_error.lock().expect("lock")
     );
     assert_eq!(
         acked.load(Ordering::Relaxed),

@@ -439,15 +439,15 @@ async fn serve_unanswered(mut recv: quinn::RecvStream, state: Arc<BrokerState>) 
         Err((api, _)) => api.map_or("unknown", |a| a.name()),
     };
     state.metrics.requests.with_label_values(&[api_name]).inc();
-    if let Err((_, err)) = outcome {
-        if !err.disconnected {
-            state
-                .metrics
-                .request_errors
-                .with_label_values(&[api_name, err.code.name()])
-                .inc();
-            tracing::debug!(code = %err.code, message = %err.message, "unanswered request failed");
-        }
+    if let Err((_, err)) = outcome
+        && !err.disconnected
+    {
+        state
+            .metrics
+            .request_errors
+            .with_label_values(&[api_name, err.code.name()])
+            .inc();
+        tracing::debug!(code = %err.code, message = %err.message, "unanswered request failed");
     }
     state.metrics.requests_in_flight.dec();
 }

@@ -106,8 +106,8 @@ pub fn log_config_for(
             }
             "max.message.bytes" => {
                 let v: usize = value.parse().map_err(|_| invalid())?;
-                if v > quiver_wire::batch::BATCH_BYTES_MAX
-                    || v < quiver_wire::batch::BATCH_HEADER_BYTES
+                if !(quiver_wire::batch::BATCH_HEADER_BYTES..=quiver_wire::batch::BATCH_BYTES_MAX)
+                    .contains(&v)
                 {
                     return Err(TopicError::InvalidConfig(format!(
                         "max.message.bytes {v} is outside {}..={}",

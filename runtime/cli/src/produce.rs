@@ -65,13 +65,13 @@ pub async fn run(args: ProduceArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot produce to `{}`", args.topic))?;
     let partitions = topic.partitions.len() as u32;
-    if let Some(p) = args.partition {
-        if p >= partitions {
-            bail!(
-                "partition {p} does not exist: topic `{}` has partitions 0..{partitions}",
-                args.topic
-            );
-        }
+    if let Some(p) = args.partition
+        && p >= partitions
+    {
+        bail!(
+            "partition {p} does not exist: topic `{}` has partitions 0..{partitions}",
+            args.topic
+        );
     }
     let input: Box<dyn AsyncRead + Unpin + Send> = match &args.file {
         Some(path) => Box::new(
