@@ -1,9 +1,9 @@
 //! `quiver bench produce|consume|e2e`: load a broker and report records/s, MB/s and
 //! latency percentiles from an HDR histogram.
 //!
-//! - `produce`: producers send batches of `--batch-bytes` as fast as the broker answers,
-//!   each keeping `IN_FLIGHT_PER_PRODUCER` batches in flight; latency is per batch, from
-//!   send to acknowledgement.
+//! - `produce`: `--producers` SDK producers (one connection each) send records as fast
+//!   as they are acknowledged; latency is per record, from `send` to its delivery
+//!   callback.
 //! - `consume`: reads the topic from its start to its high watermark as stored batches
 //!   (no decode), so it measures the broker's fetch path and the transport.
 //! - `e2e`: one producer at `--rate` records/s, one consumer long-polling; latency is per
@@ -16,15 +16,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
-use quiver_sdk::{Acks, Client, ErrorCode, FetchOptions, OffsetSpec};
+use quiver_sdk::{
+    Acks, Client, Compression, ErrorCode, FetchOptions, OffsetSpec, Producer, ProducerConfig, ProducerRecord,
+};
 use quiver_wire::batch::{
     BatchBuilder, BatchHeader, BatchSplitter, ProducerStamp, Record, decode_records,
 };
 
 use crate::connect::ConnectArgs;
 
-/// Batches one producer keeps in flight.
-const IN_FLIGHT_PER_PRODUCER: usize = 4;
 /// Largest latency the histograms track, in microseconds (one minute).
 const LATENCY_MAX_US: u64 = 60_000_000;
 
@@ -54,8 +54,14 @@ pub struct BenchArgs {
     /// Concurrent producers (produce).
     #[arg(long, default_value_t = 1)]
     producers: u32,
-    #[arg(long, default_value_t = 512 * 1024)]
+    #[arg(long, default_value_t = 256 * 1024)]
     batch_bytes: usize,
+    /// none | lz4 | zstd (produce)
+    #[arg(long, default_value = "none")]
+    compression: Compression,
+    /// How long a producer batch waits for more records (produce).
+    #[arg(long, default_value_t = 5)]
+    linger_ms: u64,
     /// Records per second offered by the e2e producer.
     #[arg(long, default_value_t = 10_000)]
     rate: u64,
@@ -201,68 +207,86 @@ fn batch(count: u64, size: usize, stamp_micros: u64) -> Bytes {
     builder.finish().unwrap_or_default()
 }
 
-fn records_per_batch(args: &BenchArgs) -> u64 {
-    ((args.batch_bytes / (args.record_size + 8)).max(1)) as u64
-}
 
-async fn produce(client: &Client, args: &BenchArgs, partitions: u32) -> anyhow::Result<Report> {
-    let per_batch = records_per_batch(args);
-    let batches_total = args.records.div_ceil(per_batch);
-    let next_batch = Arc::new(AtomicU64::new(0));
+/// Produces through the SDK's [`Producer`], as applications do: per-record latency is
+/// from `send` to the delivery callback.
+async fn produce(client: &Client, args: &BenchArgs, _partitions: u32) -> anyhow::Result<Report> {
+    let latency = Arc::new(std::sync::Mutex::new(histogram()?));
+    let bytes = Arc::new(AtomicU64::new(0));
+    let delivered = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
     let bar = progress(args.records, args.json);
+    let value = Bytes::from(vec![b'q'; args.record_size]);
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for producer in 0..args.producers {
-        for lane in 0..IN_FLIGHT_PER_PRODUCER {
-            let client = client.clone();
-            let next_batch = Arc::clone(&next_batch);
-            let topic = args.topic.clone();
-            let (acks, size, records) = (args.acks, args.record_size, args.records);
-            let bar = bar.clone();
-            let partition_seed = producer as usize * IN_FLIGHT_PER_PRODUCER + lane;
-            tasks.push(tokio::spawn(async move {
-                let mut latency = histogram()?;
-                let mut sent = (0u64, 0u64);
-                let template = batch(per_batch, size, now_micros());
-                let mut turn = partition_seed;
-                loop {
-                    let index = next_batch.fetch_add(1, Ordering::Relaxed);
-                    if index >= batches_total {
-                        break;
-                    }
-                    let count = per_batch.min(records - index * per_batch);
-                    let body = if count == per_batch {
-                        template.clone()
-                    } else {
-                        batch(count, size, now_micros())
-                    };
-                    let partition = (turn % partitions as usize) as u32;
-                    turn += 1;
-                    let bytes = body.len() as u64;
-                    let sent_at = Instant::now();
-                    client.produce_batch(&topic, partition, acks, body).await?;
-                    latency.record(sent_at.elapsed().as_micros().max(1) as u64)?;
-                    sent.0 += count;
-                    sent.1 += bytes;
-                    bar.inc(count);
-                }
-                anyhow::Ok((sent, latency))
-            }));
-        }
+    for producer_index in 0..u64::from(args.producers) {
+        // Each producer gets its own connection, as separate processes would.
+        let client = if producer_index == 0 { client.clone() } else { args.connect.connect().await? };
+        let producer = Producer::new(
+            client,
+            ProducerConfig {
+                acks: args.acks,
+                batch_bytes: args.batch_bytes,
+                compression: args.compression,
+                linger: Duration::from_millis(args.linger_ms),
+                ..ProducerConfig::default()
+            },
+        );
+        let share = args.records / u64::from(args.producers)
+            + u64::from(producer_index < args.records % u64::from(args.producers));
+        let (latency, bytes, delivered, failed, bar, value) = (
+            Arc::clone(&latency),
+            Arc::clone(&bytes),
+            Arc::clone(&delivered),
+            Arc::clone(&failed),
+            bar.clone(),
+            value.clone(),
+        );
+        let topic = args.topic.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..share {
+                let sent_at = Instant::now();
+                let (latency, bytes, delivered, failed, bar) = (
+                    Arc::clone(&latency),
+                    Arc::clone(&bytes),
+                    Arc::clone(&delivered),
+                    Arc::clone(&failed),
+                    bar.clone(),
+                );
+                let size = value.len() as u64;
+                producer
+                    .send_with_callback(ProducerRecord::new(topic.clone(), value.clone()), move |result| {
+                        if result.is_ok() {
+                            let micros = sent_at.elapsed().as_micros().max(1) as u64;
+                            let mut h = latency.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                            let _ = h.record(micros.min(LATENCY_MAX_US));
+                            delivered.fetch_add(1, Ordering::Relaxed);
+                            bytes.fetch_add(size, Ordering::Relaxed);
+                            bar.inc(1);
+                        } else {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    })
+                    .await;
+            }
+            producer.close().await;
+        }));
     }
-    let mut latency = histogram()?;
-    let (mut records, mut bytes) = (0, 0);
     for task in tasks {
-        let ((r, b), h) = task.await.context("a producer task failed")??;
-        records += r;
-        bytes += b;
-        latency.add(h)?;
+        task.await.context("a producer task failed")?;
     }
     bar.finish_and_clear();
+    let failed = failed.load(Ordering::Relaxed);
+    if failed > 0 {
+        bail!("{failed} records failed");
+    }
+    let latency = Arc::try_unwrap(latency)
+        .map(|m| m.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner))
+        .map_err(|_| anyhow::anyhow!("latency histogram still shared"))?;
     Ok(Report {
         workload: "produce",
-        records,
-        bytes,
+        records: delivered.load(Ordering::Relaxed),
+        bytes: bytes.load(Ordering::Relaxed),
         elapsed: started.elapsed(),
         latency: Some(latency),
     })
