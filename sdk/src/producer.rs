@@ -596,9 +596,67 @@ impl Shared {
     }
 }
 
+/// The batches of one partition that may be on their way at once. A slot frees only
+/// when its batch *and every earlier one* are done, so the newest batch in flight is
+/// never more than `max_in_flight` batches ahead of the oldest unfinished one: the
+/// broker remembers the last 5 batches per producer, and a retry further back than that
+/// could no longer be recognised as a duplicate.
+struct FlightWindow {
+    slots: Semaphore,
+    tickets: Mutex<WindowTickets>,
+}
+
+#[derive(Default)]
+struct WindowTickets {
+    next: u64,
+    release_from: u64,
+    done: std::collections::BTreeSet<u64>,
+}
+
+impl FlightWindow {
+    fn new(size: usize) -> Self {
+        Self {
+            slots: Semaphore::new(size),
+            tickets: Mutex::new(WindowTickets::default()),
+        }
+    }
+
+    /// Waits for a slot and returns the batch's ticket; `None` if the window closed.
+    async fn enter(&self) -> Option<u64> {
+        self.slots.acquire().await.ok()?.forget();
+        let mut tickets = self
+            .tickets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let ticket = tickets.next;
+        tickets.next += 1;
+        Some(ticket)
+    }
+
+    /// Marks a batch done and frees the slots of the finished prefix.
+    fn leave(&self, ticket: u64) {
+        let mut tickets = self
+            .tickets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        tickets.done.insert(ticket);
+        let mut freed = 0;
+        loop {
+            let head = tickets.release_from;
+            if !tickets.done.remove(&head) {
+                break;
+            }
+            tickets.release_from += 1;
+            freed += 1;
+        }
+        drop(tickets);
+        self.slots.add_permits(freed);
+    }
+}
+
 /// Sends one partition's batches in order, up to `max_in_flight` at a time.
 async fn run_partition(shared: Arc<Shared>, queue: Arc<PartitionQueue>) {
-    let slots = Arc::new(Semaphore::new(shared.config.max_in_flight));
+    let window = Arc::new(FlightWindow::new(shared.config.max_in_flight));
     loop {
         let wake = queue.wake.notified();
         let next = {
@@ -622,7 +680,7 @@ async fn run_partition(shared: Arc<Shared>, queue: Arc<PartitionQueue>) {
         };
         match next {
             (Some(sealed), _) => {
-                let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+                let Some(ticket) = window.enter().await else {
                     return;
                 };
                 let flight = match seal(&shared, &queue, sealed).await {
@@ -633,12 +691,13 @@ async fn run_partition(shared: Arc<Shared>, queue: Arc<PartitionQueue>) {
                     }
                 };
                 queue.lock().in_flight += 1;
-                let (shared, queue) = (Arc::clone(&shared), Arc::clone(&queue));
+                let (shared, queue, window) =
+                    (Arc::clone(&shared), Arc::clone(&queue), Arc::clone(&window));
                 tokio::spawn(async move {
                     deliver(&shared, &queue, flight).await;
                     queue.lock().in_flight -= 1;
+                    window.leave(ticket);
                     queue.wake.notify_one();
-                    drop(slot);
                 });
             }
             (None, Some(deadline)) => {

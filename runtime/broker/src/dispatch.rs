@@ -93,6 +93,12 @@ impl From<PartitionAppendError> for RequestError {
                 BatchError::UnsupportedCompression(_) => ErrorCode::UnsupportedCompression,
                 _ => ErrorCode::CorruptBatch,
             },
+            PartitionAppendError::Log(AppendError::OutOfOrderSequence { .. }) => {
+                ErrorCode::OutOfOrderSequence
+            }
+            PartitionAppendError::Log(AppendError::ProducerFenced { .. }) => {
+                ErrorCode::InvalidProducerEpoch
+            }
             PartitionAppendError::Log(_) | PartitionAppendError::StorageFailed => {
                 ErrorCode::StorageError
             }
@@ -165,16 +171,51 @@ fn blocking<T>(f: impl FnOnce() -> T) -> T {
     }
 }
 
+/// How long an idempotent batch that arrived ahead of its predecessor waits for it.
+/// Requests travel on separate streams, so a producer's pipelined batches can reach the
+/// broker in another order than they were sent; a short wait keeps them in order
+/// without a round trip.
+pub const SEQUENCE_GAP_WAIT: Duration = Duration::from_millis(250);
+
+/// Waits while `header`'s batch is ahead of the partition's next expected sequence,
+/// until the gap closes or [`SEQUENCE_GAP_WAIT`] passes. The append that follows checks
+/// again and has the last word.
+async fn wait_for_predecessors(partition: &Partition, header: &BatchHeader) {
+    if header.producer_id == quiver_wire::batch::NO_PRODUCER_ID {
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + SEQUENCE_GAP_WAIT;
+    let mut appended = partition.watch_log_end();
+    loop {
+        match partition.check_sequence(header) {
+            quiver_log::SequenceCheck::OutOfOrder { expected, received }
+                if received.wrapping_sub(expected) < u32::MAX / 2 => {}
+            _ => return,
+        }
+        tokio::select! {
+            changed = appended.changed() => if changed.is_err() { return },
+            _ = tokio::time::sleep_until(deadline) => return,
+        }
+    }
+}
+
 async fn produce(
     req: ProduceRequest,
     state: &BrokerState,
     answered: bool,
 ) -> Result<Outgoing, RequestError> {
     let partition = partition(state, &req.topic, req.partition)?;
-    let bytes = req.batch.len();
+    if let Ok(header) = BatchHeader::parse(&req.batch) {
+        wait_for_predecessors(&partition, &header).await;
+    }
     let now = now_ms();
     let info = blocking(|| partition.append(req.batch, now))?;
-    let records = info.last_offset - info.base_offset + 1;
+    // A duplicate stored nothing new: count it as a request, not as data.
+    let (records, bytes) = if info.duplicate {
+        (0, 0)
+    } else {
+        (info.last_offset - info.base_offset + 1, info.bytes)
+    };
     let topic = [req.topic.as_str()];
     state
         .metrics

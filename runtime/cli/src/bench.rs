@@ -17,7 +17,8 @@ use anyhow::{Context, bail};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use quiver_sdk::{
-    Acks, Client, Compression, ErrorCode, FetchOptions, OffsetSpec, Producer, ProducerConfig, ProducerRecord,
+    Acks, Client, Compression, ErrorCode, FetchOptions, OffsetSpec, Producer, ProducerConfig,
+    ProducerRecord,
 };
 use quiver_wire::batch::{
     BatchBuilder, BatchHeader, BatchSplitter, ProducerStamp, Record, decode_records,
@@ -207,7 +208,6 @@ fn batch(count: u64, size: usize, stamp_micros: u64) -> Bytes {
     builder.finish().unwrap_or_default()
 }
 
-
 /// Produces through the SDK's [`Producer`], as applications do: per-record latency is
 /// from `send` to the delivery callback.
 async fn produce(client: &Client, args: &BenchArgs, _partitions: u32) -> anyhow::Result<Report> {
@@ -221,7 +221,11 @@ async fn produce(client: &Client, args: &BenchArgs, _partitions: u32) -> anyhow:
     let mut tasks = Vec::new();
     for producer_index in 0..u64::from(args.producers) {
         // Each producer gets its own connection, as separate processes would.
-        let client = if producer_index == 0 { client.clone() } else { args.connect.connect().await? };
+        let client = if producer_index == 0 {
+            client.clone()
+        } else {
+            args.connect.connect().await?
+        };
         let producer = Producer::new(
             client,
             ProducerConfig {
@@ -255,18 +259,23 @@ async fn produce(client: &Client, args: &BenchArgs, _partitions: u32) -> anyhow:
                 );
                 let size = value.len() as u64;
                 producer
-                    .send_with_callback(ProducerRecord::new(topic.clone(), value.clone()), move |result| {
-                        if result.is_ok() {
-                            let micros = sent_at.elapsed().as_micros().max(1) as u64;
-                            let mut h = latency.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                            let _ = h.record(micros.min(LATENCY_MAX_US));
-                            delivered.fetch_add(1, Ordering::Relaxed);
-                            bytes.fetch_add(size, Ordering::Relaxed);
-                            bar.inc(1);
-                        } else {
-                            failed.fetch_add(1, Ordering::Relaxed);
-                        }
-                    })
+                    .send_with_callback(
+                        ProducerRecord::new(topic.clone(), value.clone()),
+                        move |result| {
+                            if result.is_ok() {
+                                let micros = sent_at.elapsed().as_micros().max(1) as u64;
+                                let mut h = latency
+                                    .lock()
+                                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                                let _ = h.record(micros.min(LATENCY_MAX_US));
+                                delivered.fetch_add(1, Ordering::Relaxed);
+                                bytes.fetch_add(size, Ordering::Relaxed);
+                                bar.inc(1);
+                            } else {
+                                failed.fetch_add(1, Ordering::Relaxed);
+                            }
+                        },
+                    )
                     .await;
             }
             producer.close().await;
@@ -281,7 +290,10 @@ async fn produce(client: &Client, args: &BenchArgs, _partitions: u32) -> anyhow:
         bail!("{failed} records failed");
     }
     let latency = Arc::try_unwrap(latency)
-        .map(|m| m.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner))
+        .map(|m| {
+            m.into_inner()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        })
         .map_err(|_| anyhow::anyhow!("latency histogram still shared"))?;
     Ok(Report {
         workload: "produce",
