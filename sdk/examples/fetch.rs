@@ -8,6 +8,7 @@
 //! The broker and its CA come from `QUIVER_BROKER` (default `127.0.0.1:7420`) and
 //! `QUIVER_CA_CERT` (default `./quiver-data/tls/ca.pem`, where `quiver serve` writes it).
 
+use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -57,7 +58,11 @@ async fn run() -> anyhow::Result<()> {
         .context("cannot look up the latest offset")?
         .offset
         .context("the broker reported no latest offset")?;
-    println!("{topic}/{partition}: offsets {earliest}..{end}");
+    // `writeln!` rather than `println!`, so a closed pipe (`| head`) ends the program
+    // with an error instead of a panic.
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{topic}/{partition}: offsets {earliest}..{end}")
+        .context("cannot write to stdout")?;
 
     let options = FetchOptions {
         // Everything up to `end` is already readable, so the broker need not wait.
@@ -76,13 +81,15 @@ async fn run() -> anyhow::Result<()> {
                     .as_ref()
                     .map_or("(null)".into(), |b| String::from_utf8_lossy(b).into_owned())
             };
-            println!(
+            writeln!(
+                out,
                 "offset {} timestamp {} key {} value {}",
                 record.offset,
                 record.timestamp,
                 text(&record.key),
                 text(&record.value)
-            );
+            )
+            .context("cannot write to stdout")?;
         }
         // A fetch below the high watermark always returns at least one batch; if one
         // did not, looping again would spin.

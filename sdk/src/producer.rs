@@ -687,6 +687,7 @@ async fn run_partition(shared: Arc<Shared>, queue: Arc<PartitionQueue>) {
                     Ok(flight) => flight,
                     Err((deliveries, err)) => {
                         shared.settle(deliveries, |_, _| Err(DeliveryError::Fatal(err.clone())));
+                        window.leave(ticket);
                         continue;
                     }
                 };

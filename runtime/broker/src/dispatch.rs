@@ -17,9 +17,15 @@ use quiver_wire::message::*;
 use quiver_wire::topic::validate_topic_name;
 use quiver_wire::{ApiKey, ErrorCode};
 
+use crate::group::{GroupCoordinator, GroupError, Heartbeat, validate_group_id};
+use crate::offsets::{OFFSETS_TOPIC, OffsetStore};
 use crate::partition::{DurabilityError, Partition, PartitionAppendError};
 use crate::server::{BrokerState, now_ms};
 use crate::topic::TopicError;
+use quiver_wire::group::{
+    DescribeGroupRequest, DescribeGroupResponse, GroupHeartbeatRequest, GroupHeartbeatResponse,
+    ListGroupsResponse, OffsetCommitRequest, OffsetFetchRequest, OffsetFetchResponse,
+};
 
 /// What goes back on the stream.
 pub enum Outgoing {
@@ -131,11 +137,16 @@ pub async fn handle(frame: RequestFrame, state: &Arc<BrokerState>, answered: boo
         Request::ListOffsets(req) => list_offsets(req, state),
         Request::Metadata(req) => metadata(req, state),
         Request::CreateTopic(req) => create_topic(req, state).await,
-        Request::DeleteTopic(req) => delete_topic(req, state).await,
+        Request::DeleteTopic(req) => delete_topic_checked(req, state).await,
         Request::ApiVersions(_) => Ok(Outgoing::Frame(
             ApiVersionsResponse::current().encode_frame(),
         )),
         Request::InitProducerId(_) => init_producer_id(state).await,
+        Request::OffsetCommit(req) => offset_commit(req, state).await,
+        Request::OffsetFetch(req) => offset_fetch(req, state),
+        Request::GroupHeartbeat(req) => group_heartbeat(req, state),
+        Request::ListGroups(_) => list_groups(state),
+        Request::DescribeGroup(req) => describe_group(req, state),
     };
     result.map(|out| (api, out)).map_err(|e| (Some(api), e))
 }
@@ -480,6 +491,22 @@ async fn init_producer_id(state: &Arc<BrokerState>) -> Result<Outgoing, RequestE
     ))
 }
 
+async fn delete_topic_checked(
+    req: DeleteTopicRequest,
+    state: &Arc<BrokerState>,
+) -> Result<Outgoing, RequestError> {
+    if req
+        .name
+        .starts_with(quiver_wire::topic::INTERNAL_TOPIC_PREFIX)
+    {
+        return Err(RequestError::new(
+            ErrorCode::InvalidRequest,
+            format!("`{}` is an internal topic and cannot be deleted", req.name),
+        ));
+    }
+    delete_topic(req, state).await
+}
+
 async fn delete_topic(
     req: DeleteTopicRequest,
     state: &Arc<BrokerState>,
@@ -489,4 +516,137 @@ async fn delete_topic(
         .await
         .map_err(|e| RequestError::new(ErrorCode::Unknown, e.to_string()))??;
     Ok(Outgoing::Frame(Empty.encode_frame()))
+}
+
+impl From<GroupError> for RequestError {
+    fn from(err: GroupError) -> Self {
+        let code = match &err {
+            GroupError::UnknownMember { .. } => ErrorCode::UnknownMemberId,
+            GroupError::StaleEpoch { .. } => ErrorCode::StaleMemberEpoch,
+            GroupError::NotEmpty(_) => ErrorCode::GroupNotEmpty,
+            GroupError::InvalidGroup(_) => ErrorCode::InvalidGroupId,
+            GroupError::Full { .. } | GroupError::TooManyGroups => ErrorCode::InvalidRequest,
+        };
+        Self::new(code, err.to_string())
+    }
+}
+
+fn coordinator(state: &BrokerState) -> std::sync::MutexGuard<'_, GroupCoordinator> {
+    state
+        .groups
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Commits offsets: checks the member, writes them to the offsets topic, waits until
+/// that write is durable, then makes them visible.
+async fn offset_commit(
+    req: OffsetCommitRequest,
+    state: &Arc<BrokerState>,
+) -> Result<Outgoing, RequestError> {
+    coordinator(state).check_commit(&req.group, &req.member_id, req.member_epoch)?;
+    for o in &req.offsets {
+        partition(state, &o.topic, o.partition)?;
+    }
+    let Some(batch) = OffsetStore::encode_commit(&req.group, &req.offsets, now_ms()) else {
+        return Ok(Outgoing::Frame(Empty.encode_frame()));
+    };
+    let internal = partition(state, OFFSETS_TOPIC, 0)?;
+    let now = now_ms();
+    let info = blocking(|| internal.append(BytesMut::from(batch), now))?;
+    internal
+        .wait_durable(info.last_offset + 1)
+        .await
+        .map_err(|e| RequestError::new(ErrorCode::StorageError, e.to_string()))?;
+    state.offsets.apply(&req.group, &req.offsets);
+    Ok(Outgoing::Frame(Empty.encode_frame()))
+}
+
+fn offset_fetch(req: OffsetFetchRequest, state: &BrokerState) -> Result<Outgoing, RequestError> {
+    validate_group_id(&req.group)?;
+    let offsets = match req.partitions {
+        None => state
+            .offsets
+            .of_group(&req.group)
+            .into_iter()
+            .map(|c| (c.topic.clone(), c.partition, Some(c)))
+            .collect(),
+        Some(wanted) => wanted
+            .iter()
+            .flat_map(|tp| tp.partitions.iter().map(move |p| (tp.topic.clone(), *p)))
+            .map(|(topic, p)| {
+                let committed = state.offsets.get(&req.group, &topic, p);
+                (topic, p, committed)
+            })
+            .collect(),
+    };
+    Ok(Outgoing::Frame(
+        OffsetFetchResponse { offsets }.encode_frame(),
+    ))
+}
+
+fn group_heartbeat(
+    req: GroupHeartbeatRequest,
+    state: &BrokerState,
+) -> Result<Outgoing, RequestError> {
+    if let Some(topics) = &req.subscription {
+        for t in topics {
+            if state.topics.get(t).is_none() {
+                return Err(RequestError::new(
+                    ErrorCode::UnknownTopic,
+                    format!("topic `{t}` does not exist"),
+                ));
+            }
+        }
+    }
+    let partitions_of = |topic: &str| state.topics.get(topic).map(|t| t.partitions.len() as u32);
+    let outcome = coordinator(state).handle_heartbeat(
+        Heartbeat {
+            group: &req.group,
+            member_id: &req.member_id,
+            member_epoch: req.member_epoch,
+            session_timeout_ms: req.session_timeout_ms,
+            subscription: req.subscription.as_deref(),
+            owned: &req.owned,
+        },
+        &partitions_of,
+        now_ms(),
+    )?;
+    let response = GroupHeartbeatResponse {
+        member_id: outcome.member_id,
+        member_epoch: outcome.member_epoch,
+        heartbeat_interval_ms: outcome.heartbeat_interval_ms,
+        assignment: outcome.assignment,
+    };
+    Ok(Outgoing::Frame(response.encode_frame()))
+}
+
+fn list_groups(state: &BrokerState) -> Result<Outgoing, RequestError> {
+    let mut groups: BTreeMap<String, u32> =
+        state.offsets.groups().into_iter().map(|g| (g, 0)).collect();
+    for (group, members) in coordinator(state).list() {
+        groups.insert(group, members);
+    }
+    Ok(Outgoing::Frame(
+        ListGroupsResponse {
+            groups: groups.into_iter().collect(),
+        }
+        .encode_frame(),
+    ))
+}
+
+fn describe_group(
+    req: DescribeGroupRequest,
+    state: &BrokerState,
+) -> Result<Outgoing, RequestError> {
+    validate_group_id(&req.group)?;
+    let (group_epoch, members) = coordinator(state).describe(&req.group);
+    Ok(Outgoing::Frame(
+        DescribeGroupResponse {
+            group: req.group,
+            group_epoch,
+            members,
+        }
+        .encode_frame(),
+    ))
 }

@@ -9,7 +9,9 @@
 pub mod admin;
 pub mod config;
 pub mod dispatch;
+pub mod group;
 pub mod metrics;
+pub mod offsets;
 pub mod partition;
 pub mod producer_id;
 pub mod server;

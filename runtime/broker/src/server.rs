@@ -37,6 +37,10 @@ pub struct BrokerState {
     pub topics: TopicRegistry,
     pub metrics: Arc<Metrics>,
     pub producer_ids: crate::producer_id::ProducerIdAllocator,
+    /// Consumer group membership (soft state).
+    pub groups: std::sync::Mutex<crate::group::GroupCoordinator>,
+    /// Committed offsets, backed by the internal offsets topic.
+    pub offsets: crate::offsets::OffsetStore,
     /// `true` once the broker is stopping.
     pub shutdown: watch::Sender<bool>,
     /// Recovery done and the endpoint accepting.
@@ -73,6 +77,8 @@ pub enum StartError {
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
     ProducerIds(#[from] crate::producer_id::ProducerIdError),
+    #[error(transparent)]
+    Offsets(#[from] crate::offsets::OffsetsError),
 }
 
 /// A started broker.
@@ -84,6 +90,7 @@ pub struct RunningBroker {
     accept_task: tokio::task::JoinHandle<()>,
     admin_task: tokio::task::JoinHandle<()>,
     retention_task: tokio::task::JoinHandle<()>,
+    session_task: tokio::task::JoinHandle<()>,
     _lock: DataDirLock,
 }
 
@@ -160,7 +167,23 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
     let recovery_metrics = Arc::clone(&metrics);
     // Recovery reads and fsyncs files: keep it off the async workers.
     let topics = tokio::task::spawn_blocking(move || {
-        TopicRegistry::open(&data_dir, log_defaults, flush, recovery_metrics, now_ms())
+        let topics =
+            TopicRegistry::open(&data_dir, log_defaults, flush, recovery_metrics, now_ms())?;
+        if topics.get(crate::offsets::OFFSETS_TOPIC).is_none() {
+            topics.create(
+                crate::offsets::OFFSETS_TOPIC,
+                1,
+                1,
+                Default::default(),
+                1,
+                now_ms(),
+            )?;
+        }
+        let offsets_partition = topics
+            .get(crate::offsets::OFFSETS_TOPIC)
+            .and_then(|t| t.partitions.first().cloned())
+            .ok_or_else(|| TopicError::Unknown(crate::offsets::OFFSETS_TOPIC.to_owned()))?;
+        Ok::<_, TopicError>((topics, offsets_partition))
     })
     .await
     .map_err(|e| {
@@ -170,9 +193,13 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
         })
     })??;
 
+    let (topics, offsets_partition) = topics;
+    let offsets = crate::offsets::OffsetStore::load(&offsets_partition)?;
     let producer_ids = crate::producer_id::ProducerIdAllocator::open(&config.data_dir)?;
     let state = Arc::new(BrokerState {
         producer_ids,
+        groups: std::sync::Mutex::new(crate::group::GroupCoordinator::default()),
+        offsets,
         in_flight: Arc::new(Semaphore::new(config.requests_in_flight_max)),
         config,
         topics,
@@ -212,6 +239,7 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
 
     let accept_task = tokio::spawn(accept_loop(endpoint.clone(), Arc::clone(&state)));
     let retention_task = tokio::spawn(retention_loop(Arc::clone(&state)));
+    let session_task = tokio::spawn(session_loop(Arc::clone(&state)));
     state.ready.store(true, Ordering::Release);
     tracing::info!(%quic_addr, %admin_addr, data_dir = %state.config.data_dir.display(), "broker ready");
     Ok(RunningBroker {
@@ -222,6 +250,7 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
         accept_task,
         admin_task,
         retention_task,
+        session_task,
         _lock: lock,
     })
 }
@@ -254,6 +283,7 @@ impl RunningBroker {
         state.shutdown.send_replace(true);
         self.accept_task.abort();
         self.retention_task.abort();
+        self.session_task.abort();
         // Waiting for every permit means every in-flight request has answered.
         let all = u32::try_from(state.config.requests_in_flight_max).unwrap_or(u32::MAX);
         if tokio::time::timeout(SHUTDOWN_DRAIN_MAX, state.in_flight.acquire_many(all))
@@ -450,6 +480,28 @@ async fn serve_unanswered(mut recv: quinn::RecvStream, state: Arc<BrokerState>) 
         tracing::debug!(code = %err.code, message = %err.message, "unanswered request failed");
     }
     state.metrics.requests_in_flight.dec();
+}
+
+/// How often group sessions are checked for expiry.
+pub const SESSION_CHECK_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Expires consumer group members that stopped heartbeating.
+async fn session_loop(state: Arc<BrokerState>) {
+    let mut tick = tokio::time::interval(SESSION_CHECK_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let partitions_of =
+            |topic: &str| state.topics.get(topic).map(|t| t.partitions.len() as u32);
+        let expired = state
+            .groups
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .poll_expired(now_ms(), &partitions_of);
+        for (group, member) in expired {
+            tracing::info!(%group, %member, "group member's session expired; its partitions move");
+        }
+    }
 }
 
 /// Applies retention to every partition, once per `retention_check_interval`.

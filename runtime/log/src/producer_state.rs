@@ -37,7 +37,7 @@ struct ProducerEntry {
 /// What a new batch is, given what the partition holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SequenceCheck {
-    /// Append it: no producer id, a new producer, or the next sequence.
+    /// Append it: no producer id, a new producer's first batch, or the next sequence.
     Append,
     /// A retry of a stored batch: answer with its offsets, store nothing.
     Duplicate { base_offset: u64, last_offset: u64 },
@@ -65,8 +65,18 @@ impl ProducerStateTable {
         if header.producer_id == NO_PRODUCER_ID {
             return SequenceCheck::Append;
         }
+        // A producer's first batch starts at sequence 0. Anything else from an unknown
+        // producer is a later batch that overtook the first on another stream (or one
+        // whose predecessors retention deleted): storing it would break the order.
         let Some(entry) = self.producers.get(&header.producer_id) else {
-            return SequenceCheck::Append;
+            return if header.base_sequence == 0 {
+                SequenceCheck::Append
+            } else {
+                SequenceCheck::OutOfOrder {
+                    expected: 0,
+                    received: header.base_sequence,
+                }
+            };
         };
         if header.producer_epoch < entry.epoch {
             return SequenceCheck::Fenced {
@@ -228,6 +238,14 @@ mod tests {
                 current: 1,
                 received: 0
             }
+        );
+        assert_eq!(
+            table.check(&header(8, 0, 40, 1, 0)),
+            SequenceCheck::OutOfOrder {
+                expected: 0,
+                received: 40
+            },
+            "an unknown producer starts at 0"
         );
         let anonymous = header(NO_PRODUCER_ID, NO_PRODUCER_EPOCH, NO_SEQUENCE, 1, 0);
         assert_eq!(table.check(&anonymous), SequenceCheck::Append);

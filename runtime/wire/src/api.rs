@@ -12,10 +12,15 @@ pub enum ApiKey {
     DeleteTopic,
     ApiVersions,
     InitProducerId,
+    OffsetCommit,
+    OffsetFetch,
+    GroupHeartbeat,
+    ListGroups,
+    DescribeGroup,
 }
 
 impl ApiKey {
-    pub const ALL: [ApiKey; 8] = [
+    pub const ALL: [ApiKey; 13] = [
         ApiKey::Produce,
         ApiKey::Fetch,
         ApiKey::ListOffsets,
@@ -24,6 +29,11 @@ impl ApiKey {
         ApiKey::DeleteTopic,
         ApiKey::ApiVersions,
         ApiKey::InitProducerId,
+        ApiKey::OffsetCommit,
+        ApiKey::OffsetFetch,
+        ApiKey::GroupHeartbeat,
+        ApiKey::ListGroups,
+        ApiKey::DescribeGroup,
     ];
 
     pub const fn code(self) -> u16 {
@@ -36,6 +46,11 @@ impl ApiKey {
             ApiKey::DeleteTopic => 6,
             ApiKey::ApiVersions => 7,
             ApiKey::InitProducerId => 8,
+            ApiKey::OffsetCommit => 9,
+            ApiKey::OffsetFetch => 10,
+            ApiKey::GroupHeartbeat => 11,
+            ApiKey::ListGroups => 12,
+            ApiKey::DescribeGroup => 13,
         }
     }
 
@@ -54,6 +69,11 @@ impl ApiKey {
             ApiKey::DeleteTopic => "delete_topic",
             ApiKey::ApiVersions => "api_versions",
             ApiKey::InitProducerId => "init_producer_id",
+            ApiKey::OffsetCommit => "offset_commit",
+            ApiKey::OffsetFetch => "offset_fetch",
+            ApiKey::GroupHeartbeat => "group_heartbeat",
+            ApiKey::ListGroups => "list_groups",
+            ApiKey::DescribeGroup => "describe_group",
         }
     }
 
@@ -83,6 +103,11 @@ mod tests {
             (6, "delete_topic"),
             (7, "api_versions"),
             (8, "init_producer_id"),
+            (9, "offset_commit"),
+            (10, "offset_fetch"),
+            (11, "group_heartbeat"),
+            (12, "list_groups"),
+            (13, "describe_group"),
         ];
         assert_eq!(pinned.len(), ApiKey::ALL.len());
         for (key, (code, name)) in ApiKey::ALL.iter().zip(pinned) {

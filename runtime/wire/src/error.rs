@@ -32,11 +32,20 @@ pub enum ErrorCode {
     /// An idempotent producer's epoch is older than the one the broker knows: a newer
     /// instance of the producer exists.
     InvalidProducerEpoch,
+    /// The consumer group member is not (or no longer) in the group: its session
+    /// expired or it left. It must join again.
+    UnknownMemberId,
+    /// The member's epoch is behind the coordinator's: it must heartbeat to learn its
+    /// current assignment and epoch, then retry.
+    StaleMemberEpoch,
+    /// The operation needs a group without active members.
+    GroupNotEmpty,
+    InvalidGroupId,
 }
 
 impl ErrorCode {
     /// Every code, in numeric order.
-    pub const ALL: [ErrorCode; 21] = [
+    pub const ALL: [ErrorCode; 25] = [
         ErrorCode::Unknown,
         ErrorCode::UnknownTopic,
         ErrorCode::InvalidTopicName,
@@ -58,6 +67,10 @@ impl ErrorCode {
         ErrorCode::UnsupportedCompression,
         ErrorCode::OutOfOrderSequence,
         ErrorCode::InvalidProducerEpoch,
+        ErrorCode::UnknownMemberId,
+        ErrorCode::StaleMemberEpoch,
+        ErrorCode::GroupNotEmpty,
+        ErrorCode::InvalidGroupId,
     ];
 
     /// The number on the wire. 0 means success and is not an error code.
@@ -84,6 +97,10 @@ impl ErrorCode {
             ErrorCode::UnsupportedCompression => 19,
             ErrorCode::OutOfOrderSequence => 20,
             ErrorCode::InvalidProducerEpoch => 21,
+            ErrorCode::UnknownMemberId => 22,
+            ErrorCode::StaleMemberEpoch => 23,
+            ErrorCode::GroupNotEmpty => 24,
+            ErrorCode::InvalidGroupId => 25,
         }
     }
 
@@ -116,6 +133,10 @@ impl ErrorCode {
             ErrorCode::UnsupportedCompression => "UNSUPPORTED_COMPRESSION",
             ErrorCode::OutOfOrderSequence => "OUT_OF_ORDER_SEQUENCE",
             ErrorCode::InvalidProducerEpoch => "INVALID_PRODUCER_EPOCH",
+            ErrorCode::UnknownMemberId => "UNKNOWN_MEMBER_ID",
+            ErrorCode::StaleMemberEpoch => "STALE_MEMBER_EPOCH",
+            ErrorCode::GroupNotEmpty => "GROUP_NOT_EMPTY",
+            ErrorCode::InvalidGroupId => "INVALID_GROUP_ID",
         }
     }
 
@@ -129,6 +150,7 @@ impl ErrorCode {
                 | ErrorCode::BrokerShuttingDown
                 | ErrorCode::NotLeader
                 | ErrorCode::OutOfOrderSequence
+                | ErrorCode::StaleMemberEpoch
         )
     }
 }
@@ -169,6 +191,10 @@ mod tests {
             (19, "UNSUPPORTED_COMPRESSION", false),
             (20, "OUT_OF_ORDER_SEQUENCE", true),
             (21, "INVALID_PRODUCER_EPOCH", false),
+            (22, "UNKNOWN_MEMBER_ID", false),
+            (23, "STALE_MEMBER_EPOCH", true),
+            (24, "GROUP_NOT_EMPTY", false),
+            (25, "INVALID_GROUP_ID", false),
         ];
         assert_eq!(pinned.len(), ErrorCode::ALL.len());
         for (code, (number, name, retriable)) in ErrorCode::ALL.iter().zip(pinned) {

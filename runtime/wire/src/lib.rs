@@ -10,6 +10,7 @@ pub mod batch;
 pub mod codec;
 pub mod error;
 pub mod frame;
+pub mod group;
 pub mod message;
 pub mod topic;
 pub mod varint;

@@ -752,6 +752,11 @@ pub enum Request {
     DeleteTopic(DeleteTopicRequest),
     ApiVersions(ApiVersionsRequest),
     InitProducerId(InitProducerIdRequest),
+    OffsetCommit(crate::group::OffsetCommitRequest),
+    OffsetFetch(crate::group::OffsetFetchRequest),
+    GroupHeartbeat(crate::group::GroupHeartbeatRequest),
+    ListGroups(crate::group::ListGroupsRequest),
+    DescribeGroup(crate::group::DescribeGroupRequest),
 }
 
 impl Request {
@@ -776,6 +781,21 @@ impl Request {
             ApiKey::InitProducerId => {
                 Request::InitProducerId(InitProducerIdRequest::decode_body(body)?)
             }
+            ApiKey::OffsetCommit => {
+                Request::OffsetCommit(crate::group::OffsetCommitRequest::decode_body(body)?)
+            }
+            ApiKey::OffsetFetch => {
+                Request::OffsetFetch(crate::group::OffsetFetchRequest::decode_body(body)?)
+            }
+            ApiKey::GroupHeartbeat => {
+                Request::GroupHeartbeat(crate::group::GroupHeartbeatRequest::decode_body(body)?)
+            }
+            ApiKey::ListGroups => {
+                Request::ListGroups(crate::group::ListGroupsRequest::decode_body(body)?)
+            }
+            ApiKey::DescribeGroup => {
+                Request::DescribeGroup(crate::group::DescribeGroupRequest::decode_body(body)?)
+            }
         })
     }
 
@@ -789,6 +809,11 @@ impl Request {
             Request::DeleteTopic(_) => ApiKey::DeleteTopic,
             Request::ApiVersions(_) => ApiKey::ApiVersions,
             Request::InitProducerId(_) => ApiKey::InitProducerId,
+            Request::OffsetCommit(_) => ApiKey::OffsetCommit,
+            Request::OffsetFetch(_) => ApiKey::OffsetFetch,
+            Request::GroupHeartbeat(_) => ApiKey::GroupHeartbeat,
+            Request::ListGroups(_) => ApiKey::ListGroups,
+            Request::DescribeGroup(_) => ApiKey::DescribeGroup,
         }
     }
 }
