@@ -76,18 +76,13 @@ async fn run() -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot fetch from offset {offset}"))?;
         for record in &fetched.records {
-            let text = |bytes: &Option<bytes::Bytes>| {
-                bytes
-                    .as_ref()
-                    .map_or("(null)".into(), |b| String::from_utf8_lossy(b).into_owned())
-            };
             writeln!(
                 out,
                 "offset {} timestamp {} key {} value {}",
                 record.offset,
                 record.timestamp,
-                text(&record.key),
-                text(&record.value)
+                text(record.key.as_ref()),
+                text(record.value.as_ref())
             )
             .context("cannot write to stdout")?;
         }
@@ -120,4 +115,10 @@ async fn ensure_topic(client: &Client, topic: &str) -> anyhow::Result<()> {
         Err(err) if err.code() == Some(ErrorCode::TopicAlreadyExists) => Ok(()),
         Err(err) => Err(err).with_context(|| format!("cannot create topic `{topic}`")),
     }
+}
+
+/// A key or value for printing: records carry arbitrary bytes, often but not always
+/// UTF-8.
+fn text(bytes: Option<&bytes::Bytes>) -> std::borrow::Cow<'_, str> {
+    bytes.map_or("(null)".into(), |b| String::from_utf8_lossy(b))
 }

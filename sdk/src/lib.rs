@@ -10,7 +10,9 @@
 //! timeout, idempotence (no duplicates from retries, order kept per partition),
 //! lz4/zstd compression, bounded memory, and a receipt or callback per record.
 //!
-//! What it does not do yet: consumers with committed offsets and groups.
+//! [`Consumer`] reads assigned partitions or joins a consumer group, with seek
+//! (offset, beginning, end, timestamp), pause/resume, committed offsets kept by the
+//! broker (sync, async, explicit, auto-commit), and rebalance callbacks.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -24,6 +26,7 @@
 
 pub mod blocking;
 pub mod client;
+pub mod consumer;
 pub mod error;
 pub mod partitioner;
 pub mod producer;
@@ -31,6 +34,10 @@ mod tls;
 
 pub use blocking::BlockingProducer;
 pub use client::{Client, ClientConfig, FetchOptions, Fetched, FetchedBatches, ProduceReceipt};
+pub use consumer::{
+    Consumer, ConsumerConfig, ConsumerError, ConsumerRecord, OffsetReset, RebalanceListener,
+    TopicPartition,
+};
 pub use error::{ConnectError, RequestError};
 pub use partitioner::partition_for_key;
 pub use producer::{

@@ -191,11 +191,11 @@ impl GroupCoordinator {
             member.last_heartbeat_ms = now_ms;
             member.session_timeout_ms = session_timeout_ms;
             member.owned = from_wire(hb.owned);
-            if let Some(subscription) = hb.subscription {
-                if subscription != member.subscription.as_slice() {
-                    member.subscription = subscription.to_vec();
-                    membership_changed = true;
-                }
+            if let Some(subscription) = hb.subscription
+                && subscription != member.subscription.as_slice()
+            {
+                member.subscription = subscription.to_vec();
+                membership_changed = true;
             }
             hb.member_id.to_owned()
         };
@@ -456,7 +456,7 @@ mod tests {
     /// granted; returns the final grants.
     fn settle(
         c: &mut GroupCoordinator,
-        members: &mut Vec<(String, i32, Vec<TopicPartitions>)>,
+        members: &mut [(String, i32, Vec<TopicPartitions>)],
         now: i64,
     ) {
         for _ in 0..5 {

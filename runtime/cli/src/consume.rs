@@ -4,7 +4,10 @@ use std::io::Write;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use quiver_sdk::{Client, DecodedRecord, ErrorCode, FetchOptions, OffsetSpec};
+use quiver_sdk::{
+    Client, Consumer, ConsumerConfig, DecodedRecord, ErrorCode, FetchOptions, OffsetReset,
+    OffsetSpec,
+};
 use tokio::sync::mpsc;
 
 use crate::connect::ConnectArgs;
@@ -64,14 +67,12 @@ pub struct ConsumeArgs {
 type Chunk = (u32, Vec<DecodedRecord>);
 
 pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
-    if args.group.is_some() {
-        bail!(
-            "--group needs consumer groups, which this broker version does not offer yet; consume without --group"
-        );
-    }
     if args.plugin.is_some() {
         parse_pairs(&args.params, "--param")?;
         bail!("--plugin needs WASM plugins, which this broker version does not offer yet");
+    }
+    if let Some(group) = args.group.clone() {
+        return consume_in_group(args, group).await;
     }
     let client = args.connect.connect().await?;
     let topic = client
@@ -146,6 +147,97 @@ pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
     }
     drop(out);
     result
+}
+
+/// Consumes as a member of `group`: partitions come from the group's coordinator, and
+/// what is printed is committed (at-least-once: a crash re-delivers at most what was
+/// printed since the last commit).
+async fn consume_in_group(args: ConsumeArgs, group: String) -> anyhow::Result<()> {
+    if args.partition.is_some() || args.offset.is_some() || args.from_timestamp.is_some() {
+        bail!(
+            "--group takes partitions and positions from the group; drop --partition/--offset/--from-timestamp \
+             (move a group's positions with `quiver group reset-offsets`)"
+        );
+    }
+    let client = args.connect.connect().await?;
+    client
+        .describe_topic(&args.topic)
+        .await
+        .with_context(|| format!("cannot consume `{}`", args.topic))?;
+    let config = ConsumerConfig {
+        group: Some(group.clone()),
+        // Only used where the group has no committed offset, as in Kafka.
+        auto_offset_reset: if args.from_beginning {
+            OffsetReset::Earliest
+        } else {
+            OffsetReset::Latest
+        },
+        fetch: FetchOptions {
+            max_wait: FETCH_WAIT,
+            min_bytes: 1,
+            max_bytes: 4 * 1024 * 1024,
+        },
+        ..ConsumerConfig::default()
+    };
+    let mut consumer = Consumer::new(client.clone(), config);
+    consumer
+        .subscribe(&[args.topic.as_str()])
+        .context("cannot join the group")?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(256 * 1024, stdout.lock());
+    let mut printed = 0u64;
+    let mut last_record = tokio::time::Instant::now();
+    let idle = args.timeout.map(Duration::from_millis);
+    let result: anyhow::Result<()> = loop {
+        if args.count.is_some_and(|n| printed >= n) {
+            break Ok(());
+        }
+        if idle.is_some_and(|limit| last_record.elapsed() >= limit) {
+            break Ok(());
+        }
+        // Never take more than is left to print: positions (and so commits) cover
+        // exactly what was handed out.
+        let wanted = args.count.map_or(500, |n| (n - printed).min(500)) as usize;
+        consumer.set_max_poll_records(wanted);
+        let records = match consumer.poll(Duration::from_millis(500)).await {
+            Ok(records) => records,
+            Err(err) => break Err(anyhow::Error::new(err).context("consume failed")),
+        };
+        if !records.is_empty() {
+            last_record = tokio::time::Instant::now();
+        }
+        for record in &records {
+            let decoded = DecodedRecord {
+                offset: record.offset,
+                timestamp: record.timestamp,
+                key: record.key.clone(),
+                value: record.value.clone(),
+                headers: record.headers.clone(),
+            };
+            match print(
+                &mut out,
+                args.format,
+                &args.topic,
+                record.partition,
+                &decoded,
+            ) {
+                Ok(()) => printed += 1,
+                Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => break,
+                Err(err) => return Err(anyhow::anyhow!("cannot write output: {err}")),
+            }
+        }
+        if let Err(err) = out.flush() {
+            if err.kind() == std::io::ErrorKind::BrokenPipe {
+                break Ok(());
+            }
+            return Err(anyhow::anyhow!("cannot write output: {err}"));
+        }
+    };
+    let closed = consumer.close().await;
+    drop(out);
+    result?;
+    closed.context("cannot commit the group's offsets")?;
+    Ok(())
 }
 
 fn break_with(err: &std::io::Error) -> anyhow::Result<()> {

@@ -6,6 +6,7 @@
 mod bench;
 mod connect;
 mod consume;
+mod group;
 mod produce;
 mod serve;
 mod topic;
@@ -35,6 +36,9 @@ enum Command {
     Produce(produce::ProduceArgs),
     /// Consume records and print them.
     Consume(consume::ConsumeArgs),
+    /// List, describe and reset consumer groups.
+    #[command(subcommand)]
+    Group(group::GroupCommand),
     /// Load a broker and report throughput and latency.
     Bench(bench::BenchArgs),
 }
@@ -58,6 +62,7 @@ fn main() -> std::process::ExitCode {
             Command::Produce(args) => produce::run(args).await,
             Command::Consume(args) => consume::run(args).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::Group(cmd) => group::run(cmd).await,
         }
     });
     // Background tasks (the broker's flushers, a consumer's fetchers) end with the runtime.
