@@ -1,0 +1,454 @@
+//! The SDK consumer and consumer groups against real brokers: committed offsets across
+//! a restart, group assignment and failover, fencing, seek by timestamp, and the CLI's
+//! group commands.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use quiver_sdk::{
+    Acks, Client, Consumer, ConsumerConfig, ConsumerRecord, ErrorCode, OffsetReset, Record,
+    TopicPartition,
+};
+use quiver_tests::{Broker, eventually};
+use quiver_wire::group::{
+    CommittedOffset, DescribeGroupRequest, GroupHeartbeatRequest, OffsetCommitRequest,
+};
+
+fn group_config(group: &str) -> ConsumerConfig {
+    ConsumerConfig {
+        group: Some(group.to_owned()),
+        auto_commit: false,
+        auto_offset_reset: OffsetReset::Earliest,
+        session_timeout: Duration::from_millis(1_500),
+        ..ConsumerConfig::default()
+    }
+}
+
+async fn produce_values(
+    client: &Client,
+    topic: &str,
+    partition: u32,
+    values: impl IntoIterator<Item = String>,
+) {
+    let records: Vec<Record> = values
+        .into_iter()
+        .map(|v| Record::from_value(v, 1_000))
+        .collect();
+    for chunk in records.chunks(200) {
+        client
+            .produce(topic, partition, Acks::All, chunk)
+            .await
+            .expect("produce");
+    }
+}
+
+/// Polls until `n` records arrived (bounded).
+async fn poll_n(consumer: &mut Consumer, n: usize) -> Vec<ConsumerRecord> {
+    let mut out = Vec::new();
+    for _ in 0..200 {
+        if out.len() >= n {
+            break;
+        }
+        out.extend(
+            consumer
+                .poll(Duration::from_millis(200))
+                .await
+                .expect("poll"),
+        );
+    }
+    assert!(out.len() >= n, "expected {n} records, got {}", out.len());
+    out
+}
+
+fn value(r: &ConsumerRecord) -> String {
+    String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn committed_offsets_survive_a_broker_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut broker = Broker::start(dir.path());
+    let client = broker.client().await;
+    client
+        .create_topic("resume", 1, 1, &[])
+        .await
+        .expect("create");
+    produce_values(&client, "resume", 0, (0..100).map(|i| format!("r{i}"))).await;
+
+    let mut first = Consumer::new(client.clone(), group_config("g-resume"));
+    first.subscribe(&["resume"]).expect("subscribe");
+    first.set_max_poll_records(40);
+    let got = poll_n(&mut first, 40).await;
+    assert_eq!(got.len(), 40);
+    assert_eq!(got[0].offset, 0);
+    first.commit_sync().await.expect("commit");
+    let tp = TopicPartition::new("resume", 0);
+    assert_eq!(
+        first
+            .committed(std::slice::from_ref(&tp))
+            .await
+            .expect("committed"),
+        vec![(tp.clone(), Some(40))]
+    );
+    drop(first);
+
+    broker.sigterm();
+    broker.restart();
+    let client = broker.client().await;
+    let mut second = Consumer::new(client.clone(), group_config("g-resume"));
+    second.subscribe(&["resume"]).expect("subscribe");
+    let rest = poll_n(&mut second, 60).await;
+    assert_eq!(rest[0].offset, 40, "resumes at the committed offset");
+    assert_eq!(value(&rest[0]), "r40");
+    assert_eq!(rest.len(), 60);
+    second.close().await.expect("close");
+}
+
+/// Runs `consumer` until it has seen every partition's end or `rounds` polls passed;
+/// returns what it got.
+async fn drain(consumer: &mut Consumer, rounds: usize) -> Vec<ConsumerRecord> {
+    let mut out = Vec::new();
+    for _ in 0..rounds {
+        out.extend(
+            consumer
+                .poll(Duration::from_millis(100))
+                .await
+                .expect("poll"),
+        );
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_shares_partitions_and_takes_over_from_a_dead_member() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(dir.path());
+    let client = broker.client().await;
+    client
+        .create_topic("shared", 6, 1, &[])
+        .await
+        .expect("create");
+    for p in 0..6 {
+        produce_values(&client, "shared", p, (0..100).map(|i| format!("p{p}-{i}"))).await;
+    }
+    let mut members: Vec<Consumer> = (0..3)
+        .map(|_| {
+            let mut c = Consumer::new(client.clone(), group_config("g-shared"));
+            c.subscribe(&["shared"]).expect("subscribe");
+            c.set_max_poll_records(10);
+            c
+        })
+        .collect();
+    // Poll all three until the assignment settles: each partition with exactly one.
+    let mut consumed: Vec<Vec<ConsumerRecord>> = vec![Vec::new(), Vec::new(), Vec::new()];
+    let mut settled = false;
+    for _ in 0..200 {
+        for (i, m) in members.iter_mut().enumerate() {
+            consumed[i].extend(m.poll(Duration::from_millis(20)).await.expect("poll"));
+        }
+        let sets: Vec<BTreeSet<TopicPartition>> = members
+            .iter()
+            .map(|m| m.assignment().into_iter().collect())
+            .collect();
+        let total: usize = sets.iter().map(BTreeSet::len).sum();
+        let union: BTreeSet<&TopicPartition> = sets.iter().flatten().collect();
+        if total == 6 && union.len() == 6 && sets.iter().all(|s| s.len() == 2) {
+            settled = true;
+            break;
+        }
+    }
+    assert!(
+        settled,
+        "three members never settled on two partitions each"
+    );
+    // Everyone commits what it consumed so far; the third member then reads more
+    // without committing and dies.
+    for m in members.iter_mut() {
+        m.commit_sync().await.expect("commit");
+    }
+    let dead_committed: BTreeMap<TopicPartition, u64> = members[2]
+        .assignment()
+        .into_iter()
+        .map(|tp| {
+            let p = members[2].position(&tp).unwrap_or(0);
+            (tp, p)
+        })
+        .collect();
+    consumed[2].extend(drain(&mut members[2], 3).await);
+    let dead_position: BTreeMap<TopicPartition, u64> = dead_committed
+        .keys()
+        .map(|tp| (tp.clone(), members[2].position(tp).unwrap_or(0)))
+        .collect();
+    let dead = members.pop().expect("three members");
+    drop(dead);
+
+    // The survivors take everything over after the session timeout and read to the end.
+    let mut rounds = 0;
+    loop {
+        for (i, m) in members.iter_mut().enumerate() {
+            consumed[i].extend(m.poll(Duration::from_millis(50)).await.expect("poll"));
+        }
+        let owned: usize = members.iter().map(|m| m.assignment().len()).sum();
+        let done = owned == 6
+            && members
+                .iter()
+                .all(|m| m.assignment().iter().all(|tp| m.position(tp) == Some(100)));
+        if done {
+            break;
+        }
+        rounds += 1;
+        assert!(rounds < 600, "survivors never took over and finished");
+    }
+    let mut seen: BTreeMap<(u32, u64), usize> = BTreeMap::new();
+    for r in consumed.iter().flatten() {
+        *seen.entry((r.partition, r.offset)).or_default() += 1;
+    }
+    for p in 0..6u32 {
+        for o in 0..100u64 {
+            let count = seen.get(&(p, o)).copied().unwrap_or(0);
+            assert!(count >= 1, "partition {p} offset {o} was skipped");
+            let tp = TopicPartition::new("shared", p);
+            let redelivery_allowed = match (dead_committed.get(&tp), dead_position.get(&tp)) {
+                (Some(committed), Some(position)) => o >= *committed && o < *position,
+                _ => false,
+            };
+            if !redelivery_allowed {
+                assert_eq!(
+                    count, 1,
+                    "partition {p} offset {o} delivered {count} times though it was committed"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fenced_member_cannot_commit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(dir.path());
+    let client = broker.client().await;
+    client
+        .create_topic("fence", 1, 1, &[])
+        .await
+        .expect("create");
+    let join = client
+        .call(&GroupHeartbeatRequest {
+            group: "g-fence".into(),
+            member_id: String::new(),
+            member_epoch: 0,
+            session_timeout_ms: 500,
+            subscription: Some(vec!["fence".into()]),
+            owned: Vec::new(),
+        })
+        .await
+        .expect("join");
+    let commit = |epoch: i32| OffsetCommitRequest {
+        group: "g-fence".into(),
+        member_id: join.member_id.clone(),
+        member_epoch: epoch,
+        offsets: vec![CommittedOffset {
+            topic: "fence".into(),
+            partition: 0,
+            offset: 0,
+            metadata: String::new(),
+        }],
+    };
+    client
+        .call(&commit(join.member_epoch))
+        .await
+        .expect("a live member commits");
+    let stale = client
+        .call(&commit(join.member_epoch - 1))
+        .await
+        .expect_err("stale epoch");
+    assert_eq!(stale.code(), Some(ErrorCode::StaleMemberEpoch));
+    // It stops heartbeating; once its session expires it is a zombie.
+    eventually(
+        "the member's session expires",
+        Duration::from_secs(30),
+        || {
+            let client = client.clone();
+            async move {
+                let described = client
+                    .call(&DescribeGroupRequest {
+                        group: "g-fence".into(),
+                    })
+                    .await
+                    .ok()?;
+                described.members.is_empty().then_some(())
+            }
+        },
+    )
+    .await;
+    let zombie = client
+        .call(&commit(join.member_epoch))
+        .await
+        .expect_err("zombie commit");
+    assert_eq!(zombie.code(), Some(ErrorCode::UnknownMemberId));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seek_to_timestamp_lands_on_the_first_record_at_or_after_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(dir.path());
+    let client = broker.client().await;
+    client
+        .create_topic("times", 1, 1, &[])
+        .await
+        .expect("create");
+    for i in 0..50i64 {
+        let record = Record::from_value(format!("t{i}"), 10_000 + i * 1_000);
+        client
+            .produce("times", 0, Acks::All, &[record])
+            .await
+            .expect("produce");
+    }
+    let mut consumer = Consumer::new(
+        client.clone(),
+        ConsumerConfig {
+            auto_commit: false,
+            ..ConsumerConfig::default()
+        },
+    );
+    let tp = TopicPartition::new("times", 0);
+    consumer.assign([tp.clone()]);
+    let position = consumer.seek_to_timestamp(&tp, 22_500).await.expect("seek");
+    assert_eq!(
+        position, 13,
+        "record 13 is the first with timestamp >= 22500 (23000)"
+    );
+    let records = poll_n(&mut consumer, 1).await;
+    assert_eq!(records[0].offset, 13);
+    assert_eq!(records[0].timestamp, 23_000);
+    assert_eq!(
+        consumer.seek_to_timestamp(&tp, 10_000).await.expect("seek"),
+        0
+    );
+    assert_eq!(
+        consumer
+            .seek_to_timestamp(&tp, 99_000_000)
+            .await
+            .expect("seek"),
+        50,
+        "past the end"
+    );
+    consumer.seek(&tp, 7).expect("seek");
+    assert_eq!(poll_n(&mut consumer, 1).await[0].offset, 7);
+    consumer.seek(&tp, 0).expect("seek");
+    consumer.pause(std::slice::from_ref(&tp));
+    assert!(
+        consumer
+            .poll(Duration::from_millis(200))
+            .await
+            .expect("poll")
+            .is_empty(),
+        "paused"
+    );
+    assert_eq!(
+        consumer.position(&tp),
+        Some(0),
+        "pausing keeps the position"
+    );
+    consumer.resume(std::slice::from_ref(&tp));
+    assert_eq!(poll_n(&mut consumer, 1).await[0].offset, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_reset_offsets_is_what_the_next_group_consumer_sees() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(dir.path());
+    let client = broker.client().await;
+    client
+        .create_topic("cli-groups", 1, 1, &[])
+        .await
+        .expect("create");
+    produce_values(&client, "cli-groups", 0, (0..50).map(|i| format!("v{i}"))).await;
+
+    // The CLI consumes in a group and commits what it printed.
+    let out = broker.cli(&[
+        "consume",
+        "cli-groups",
+        "--group",
+        "g-cli",
+        "--from-beginning",
+        "--count",
+        "30",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(lines.len(), 30);
+    assert_eq!(lines[0], "v0");
+    let out = broker.cli(&["consume", "cli-groups", "--group", "g-cli", "--count", "5"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).lines().next(),
+        Some("v30"),
+        "resumes after the commit"
+    );
+
+    let described = broker.cli(&["group", "describe", "g-cli"]);
+    assert!(described.status.success());
+    let text = String::from_utf8_lossy(&described.stdout);
+    assert!(
+        text.contains("cli-groups\t0\t35\t50\t15"),
+        "committed 35, end 50, lag 15:\n{text}"
+    );
+    let listed = broker.cli(&["group", "list"]);
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("g-cli"));
+
+    let reset = broker.cli(&[
+        "group",
+        "reset-offsets",
+        "g-cli",
+        "--topic",
+        "cli-groups",
+        "--to-offset",
+        "10",
+    ]);
+    assert!(
+        reset.status.success(),
+        "{}",
+        String::from_utf8_lossy(&reset.stderr)
+    );
+    let mut consumer = Consumer::new(client.clone(), group_config("g-cli"));
+    consumer.subscribe(&["cli-groups"]).expect("subscribe");
+    let records = poll_n(&mut consumer, 1).await;
+    assert_eq!(
+        records[0].offset, 10,
+        "the next consumer starts where reset-offsets put the group"
+    );
+
+    // While a member is active, a reset is refused.
+    let refused = broker.cli(&[
+        "group",
+        "reset-offsets",
+        "g-cli",
+        "--topic",
+        "cli-groups",
+        "--to-earliest",
+    ]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("active members"));
+    consumer.close().await.expect("close");
+    let bad = broker.cli(&[
+        "group",
+        "reset-offsets",
+        "g-cli",
+        "--topic",
+        "cli-groups",
+        "--to-offset",
+        "999",
+    ]);
+    assert!(!bad.status.success(), "an offset past the end is refused");
+}
