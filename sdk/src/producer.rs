@@ -156,6 +156,8 @@ pub enum DeliveryError {
     Timeout { after: Duration, last: String },
     #[error("failed and not retried: {0}")]
     Fatal(RequestError),
+    #[error("still failing after {attempts} attempts (the `retries` limit): {last}")]
+    RetriesExhausted { attempts: u32, last: String },
     #[error("an earlier batch of partition {partition} failed, so this one cannot keep its order")]
     OrderingLost { partition: u32 },
     #[error("record refused: {0}")]
@@ -481,6 +483,14 @@ impl Producer {
                 limit: meta.max_message_bytes,
             });
         }
+        // A record the buffer could never hold would wait forever, and every send
+        // queued behind it with it.
+        if size > self.shared.config.buffer_bytes {
+            return Err(SendError::RecordTooLarge {
+                size,
+                limit: self.shared.config.buffer_bytes,
+            });
+        }
         let permits = u32::try_from(size).unwrap_or(u32::MAX);
         let buffer = Arc::clone(&self.shared.buffer);
         let permit = if wait {
@@ -512,7 +522,9 @@ impl Producer {
         self.shared.pending.fetch_add(1, Ordering::AcqRel);
         let mut state = queue.lock();
         let full = state.open.as_ref().is_some_and(|open| {
-            open.builder.encoded_len_with(&wire) > self.shared.config.batch_bytes
+            // Never build a batch the broker would refuse as too large.
+            open.builder.encoded_len_with(&wire)
+                > self.shared.config.batch_bytes.min(meta.max_message_bytes)
         });
         if full {
             if let Some(open) = state.open.take() {
@@ -727,9 +739,19 @@ async fn seal(
     let mut open = sealed.open;
     let mut producer_id = None;
     if shared.config.idempotence {
-        let id = match shared.producer_id().await {
-            Ok(id) => id,
-            Err(err) => return Err((open.deliveries, err)),
+        let deadline = open.created + shared.config.delivery_timeout;
+        let mut backoff = shared.config.retry_backoff;
+        let id = loop {
+            match shared.producer_id().await {
+                Ok(id) => break id,
+                // A broker restarting or a lost connection: ask again until the
+                // batch's delivery timeout, as for a produce.
+                Err(err) if err.is_retriable() && Instant::now() + backoff < deadline => {
+                    tokio::time::sleep(jittered(backoff)).await;
+                    backoff = (backoff * 2).min(shared.config.retry_backoff_max);
+                }
+                Err(err) => return Err((open.deliveries, err)),
+            }
         };
         // A new producer id starts a new sequence space; switch only once this
         // partition's batches under the old id have landed, so order holds.
@@ -836,13 +858,18 @@ async fn deliver(shared: &Shared, queue: &PartitionQueue, flight: Flight) {
         }
         let failure = if broken {
             DeliveryError::OrderingLost { partition }
-        } else if err.is_retriable() {
+        } else if !err.is_retriable() {
+            DeliveryError::Fatal(err)
+        } else if !retries_left {
+            DeliveryError::RetriesExhausted {
+                attempts,
+                last: err.to_string(),
+            }
+        } else {
             DeliveryError::Timeout {
                 after: config.delivery_timeout,
                 last: err.to_string(),
             }
-        } else {
-            DeliveryError::Fatal(err)
         };
         shared.settle(flight.deliveries, |_, _| Err(failure.clone()));
         return;
