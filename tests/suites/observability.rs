@@ -771,7 +771,16 @@ fn produce_and_consume(cli: &Cli) -> anyhow::Result<()> {
     cli.ok(&["produce", TOPIC], Some(input.as_bytes()))?;
     let count = RECORDS.to_string();
     let consumed = cli.ok(
-        &["consume", TOPIC, "--from-beginning", "--count", &count],
+        // In a group, so the consumer group lag and member series exist.
+        &[
+            "consume",
+            TOPIC,
+            "--group",
+            "observed-group",
+            "--from-beginning",
+            "--count",
+            &count,
+        ],
         None,
     )?;
     let lines = consumed.stdout.lines().count();

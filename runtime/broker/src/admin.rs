@@ -110,6 +110,8 @@ async fn answer(mut stream: TcpStream, state: &BrokerState) -> std::io::Result<(
         "/metrics" => {
             let broker = BrokerFacts {
                 node_id: state.config.node_id,
+                group_lag: group_lag(state),
+                group_members: group_members(state),
                 data_dir: &state.config.data_dir,
             };
             let body = state.metrics.render(&state.topics.all(), broker);
@@ -159,4 +161,37 @@ async fn respond(
         stream.write_all(body.as_bytes()).await?;
     }
     stream.shutdown().await
+}
+
+/// Lag per group and topic: high watermark minus committed offset, over the
+/// partitions the group committed.
+fn group_lag(state: &BrokerState) -> Vec<(String, String, u64)> {
+    let mut lag: std::collections::BTreeMap<(String, String), u64> =
+        std::collections::BTreeMap::new();
+    for group in state.offsets.groups() {
+        for committed in state.offsets.of_group(&group) {
+            let Some(topic) = state.topics.get(&committed.topic) else {
+                continue;
+            };
+            let Some(partition) = topic.partitions.get(committed.partition as usize) else {
+                continue;
+            };
+            let behind = partition.high_watermark().saturating_sub(committed.offset);
+            *lag.entry((group.clone(), committed.topic.clone()))
+                .or_default() += behind;
+        }
+    }
+    lag.into_iter().map(|((g, t), l)| (g, t, l)).collect()
+}
+
+fn group_members(state: &BrokerState) -> Vec<(String, u32)> {
+    let mut members: std::collections::BTreeMap<String, u32> =
+        state.offsets.groups().into_iter().map(|g| (g, 0)).collect();
+    let live = state
+        .groups
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .list();
+    members.extend(live);
+    members.into_iter().collect()
 }

@@ -45,12 +45,18 @@ pub struct Metrics {
     data_dir_bytes_free: IntGauge,
     data_dir_bytes_total: IntGauge,
     broker_info: IntGaugeVec,
+    group_lag: IntGaugeVec,
+    group_members: IntGaugeVec,
 }
 
 /// Facts about this broker that a scrape reports besides its topics.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct BrokerFacts<'a> {
     pub node_id: u32,
+    /// `(group, topic, lag)`: records not yet committed by the group, per topic.
+    pub group_lag: Vec<(String, String, u64)>,
+    /// `(group, members)` for every group with members or committed offsets.
+    pub group_members: Vec<(String, u32)>,
     /// The data directory, whose file system's free and total bytes are exported.
     pub data_dir: &'a Path,
 }
@@ -272,6 +278,16 @@ impl Metrics {
                 "Always 1; labels name this broker's node id and version.",
                 &["node_id", "version"],
             ),
+            group_lag: gauge(
+                "quiver_consumer_group_lag",
+                "Records between a group's committed offsets and the high watermarks, summed per topic.",
+                &["group", "topic"],
+            ),
+            group_members: gauge(
+                "quiver_consumer_group_members",
+                "Members of a consumer group.",
+                &["group"],
+            ),
             registry,
         }
     }
@@ -311,6 +327,19 @@ impl Metrics {
                 env!("CARGO_PKG_VERSION"),
             ])
             .set(1);
+        // Rebuilt each scrape so groups that vanished leave no stale series.
+        self.group_lag.reset();
+        for (group, topic, lag) in &broker.group_lag {
+            self.group_lag
+                .with_label_values(&[group.as_str(), topic.as_str()])
+                .set(gauge_value(*lag));
+        }
+        self.group_members.reset();
+        for (group, members) in &broker.group_members {
+            self.group_members
+                .with_label_values(&[group.as_str()])
+                .set(i64::from(*members));
+        }
         match file_system_bytes(broker.data_dir) {
             Ok((free, total)) => {
                 self.data_dir_bytes_free.set(gauge_value(free));
@@ -402,6 +431,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let facts = BrokerFacts {
             node_id: 7,
+            group_lag: vec![("g".into(), "t".into(), 5)],
+            group_members: vec![("g".into(), 2)],
             data_dir: dir.path(),
         };
         let text = Metrics::new().render(&[], facts);
@@ -410,6 +441,14 @@ mod tests {
             text.contains(&format!(
                 "quiver_broker_info{{node_id=\"7\",version=\"{version}\"}} 1"
             )),
+            "{text}"
+        );
+        assert!(
+            text.contains("quiver_consumer_group_lag{group=\"g\",topic=\"t\"} 5"),
+            "{text}"
+        );
+        assert!(
+            text.contains("quiver_consumer_group_members{group=\"g\"} 2"),
             "{text}"
         );
         for name in [
