@@ -22,6 +22,10 @@ use quiver_wire::group::{
 /// Bounds on the session timeout a member may ask for.
 pub const SESSION_TIMEOUT_MS_MIN: u32 = 500;
 pub const SESSION_TIMEOUT_MS_MAX: u32 = 300_000;
+/// The longest interval members are told to heartbeat at: a partition changes hands
+/// only after its old owner's and its new owner's next heartbeats, so this bounds how
+/// long a rebalance leaves partitions unread.
+pub const HEARTBEAT_INTERVAL_MS_MAX: u32 = 1_000;
 /// Groups one broker coordinates.
 pub const GROUPS_MAX: usize = 100_000;
 /// The longest group id.
@@ -216,7 +220,8 @@ impl GroupCoordinator {
         Ok(HeartbeatOutcome {
             member_id,
             member_epoch: member.epoch,
-            heartbeat_interval_ms: (member.session_timeout_ms / 3).clamp(100, 3_000),
+            heartbeat_interval_ms: (member.session_timeout_ms / 3)
+                .clamp(100, HEARTBEAT_INTERVAL_MS_MAX),
             assignment: to_wire(&member.granted),
         })
     }
