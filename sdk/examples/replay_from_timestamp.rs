@@ -111,7 +111,7 @@ async fn run() -> anyhow::Result<()> {
         for record in &records {
             let tp = TopicPartition::new(&*record.topic, record.partition);
             // Records appended after the start are past the end: not part of the replay.
-            if !remaining.get(&tp).is_some_and(|end| record.offset < *end) {
+            if remaining.get(&tp).is_none_or(|end| record.offset >= *end) {
                 continue;
             }
             let value = record.value.as_deref().unwrap_or_default();

@@ -30,7 +30,9 @@ pub mod consumer;
 pub mod error;
 pub mod partitioner;
 pub mod producer;
-mod tls;
+/// TLS and transport settings of the client's QUIC connections, for tools that open
+/// raw connections (benchmarks measuring the transport's ceiling).
+pub mod tls;
 
 pub use blocking::BlockingProducer;
 pub use client::{Client, ClientConfig, FetchOptions, Fetched, FetchedBatches, ProduceReceipt};

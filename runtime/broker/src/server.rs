@@ -257,7 +257,7 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
 
 /// Flow-control windows sized for a loopback or LAN bandwidth-delay product with room
 /// for a 16 MiB batch in flight per stream.
-fn transport_config(config: &BrokerConfig) -> quinn::TransportConfig {
+pub fn transport_config(config: &BrokerConfig) -> quinn::TransportConfig {
     let mut transport = quinn::TransportConfig::default();
     transport.max_concurrent_bidi_streams(config.streams_per_connection_max.into());
     transport.max_concurrent_uni_streams(config.streams_per_connection_max.into());

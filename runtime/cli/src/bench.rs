@@ -26,6 +26,10 @@ use quiver_wire::batch::{
 
 use crate::connect::ConnectArgs;
 
+/// Bytes of the bare-quinn ceiling transfer.
+const CEILING_QUIC_BYTES: u64 = 1024 * 1024 * 1024;
+/// Bytes of the sequential disk write.
+const CEILING_DISK_BYTES: u64 = 1024 * 1024 * 1024;
 /// Largest latency the histograms track, in microseconds (one minute).
 const LATENCY_MAX_US: u64 = 60_000_000;
 
@@ -34,6 +38,8 @@ pub enum Workload {
     Produce,
     Consume,
     E2e,
+    /// The machine's ceilings: a bare quinn transfer and fdatasync'd disk writes.
+    Ceiling,
 }
 
 #[derive(clap::Args, Debug)]
@@ -72,6 +78,13 @@ pub struct BenchArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// Also measure the bare-quinn ceiling in this run and print the result as a ratio
+    /// of it (produce, consume).
+    #[arg(long)]
+    ceiling: bool,
+    /// Directory on the disk to measure (ceiling) [default: ./quiver-data if present, else .]
+    #[arg(long)]
+    disk_dir: Option<std::path::PathBuf>,
     #[command(flatten)]
     connect: ConnectArgs,
 }
@@ -85,7 +98,9 @@ struct Report {
 }
 
 impl Report {
-    fn print(&self, json: bool) {
+    fn print(&self, json: bool, quic_ceiling: Option<f64>) {
+        let secs_total = self.elapsed.as_secs_f64().max(1e-9);
+        let ratio = quic_ceiling.map(|c| (self.bytes as f64 / secs_total) / c);
         let secs = self.elapsed.as_secs_f64().max(1e-9);
         let rps = self.records as f64 / secs;
         let mbps = self.bytes as f64 / secs / 1e6;
@@ -104,6 +119,8 @@ impl Report {
                 "records_per_second": rps,
                 "mb_per_second": mbps,
                 "latency_ms": {"p50": pct(0.5), "p99": pct(0.99), "p999": pct(0.999), "max": max},
+                "quic_ceiling_mb_per_second": quic_ceiling.map(|c| c / 1e6),
+                "ratio_to_quic_ceiling": ratio,
             });
             println!("{line}");
         } else {
@@ -120,6 +137,13 @@ impl Report {
                 (pct(0.5), pct(0.99), pct(0.999), max)
             {
                 println!("latency ms: p50 {p50:.3}  p99 {p99:.3}  p99.9 {p999:.3}  max {max:.3}");
+            }
+            if let (Some(ceiling), Some(ratio)) = (quic_ceiling, ratio) {
+                println!(
+                    "bare-quinn ceiling in this run: {:.1} MB/s; this run reached {:.2} of it",
+                    ceiling / 1e6,
+                    ratio
+                );
             }
         }
     }
@@ -153,15 +177,35 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.partitions == 0 || args.producers == 0 {
         bail!("--partitions and --producers must be at least 1");
     }
+    if args.workload == Workload::Ceiling {
+        let dir = args.disk_dir.clone().unwrap_or_else(|| {
+            let data = std::path::PathBuf::from("./quiver-data");
+            if data.is_dir() {
+                data
+            } else {
+                std::path::PathBuf::from(".")
+            }
+        });
+        let ceilings =
+            crate::ceiling::measure(CEILING_QUIC_BYTES, Some(&dir), CEILING_DISK_BYTES).await?;
+        crate::ceiling::print(&ceilings, args.json);
+        return Ok(());
+    }
+    let ceiling = if args.ceiling {
+        Some(crate::ceiling::quic(CEILING_QUIC_BYTES).await?)
+    } else {
+        None
+    };
     let client = args.connect.connect().await?;
     let partitions = ensure_topic(&client, &args).await?;
     let report = match args.workload {
         Workload::Produce => produce(&client, &args, partitions).await?,
         Workload::Consume => consume(&client, &args, partitions).await?,
         Workload::E2e => e2e(&client, &args, partitions).await?,
+        Workload::Ceiling => unreachable!("the ceiling workload returned above"),
     };
     client.close().await;
-    report.print(args.json);
+    report.print(args.json, ceiling);
     Ok(())
 }
 

@@ -4,6 +4,7 @@
 //! backtrace to a user. The names and defaults here are a public contract (CLI.md).
 
 mod bench;
+mod ceiling;
 mod connect;
 mod consume;
 mod group;
