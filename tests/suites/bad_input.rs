@@ -127,6 +127,8 @@ impl Fixture {
             .expect("logs dir")
             .filter_map(Result::ok)
             .map(|e| e.file_name().to_string_lossy().into_owned())
+            // The broker's internal topics live beside the user's.
+            .filter(|name| !name.starts_with("__"))
             .collect();
         dirs.sort();
         assert_eq!(

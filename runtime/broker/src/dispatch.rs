@@ -395,8 +395,18 @@ fn effective_configs(topic: &crate::topic::Topic) -> Vec<(String, String)> {
 }
 
 fn metadata(req: MetadataRequest, state: &BrokerState) -> Result<Outgoing, RequestError> {
-    let topics = match req.topics {
-        None => state.topics.all(),
+    let topics: Vec<Arc<crate::topic::Topic>> = match req.topics {
+        // Internal topics (`__consumer_offsets`) answer only when named, as Kafka's
+        // tools hide them from listings.
+        None => state
+            .topics
+            .all()
+            .into_iter()
+            .filter(|t| {
+                !t.name
+                    .starts_with(quiver_wire::topic::INTERNAL_TOPIC_PREFIX)
+            })
+            .collect(),
         Some(names) => names
             .iter()
             .map(|n| {
