@@ -452,3 +452,148 @@ async fn cli_reset_offsets_is_what_the_next_group_consumer_sees() {
     ]);
     assert!(!bad.status.success(), "an offset past the end is refused");
 }
+
+/// Records the rebalance callbacks it receives.
+struct Recorder(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl quiver_sdk::RebalanceListener for Recorder {
+    fn on_partitions_revoked(
+        &mut self,
+        revoked: &[TopicPartition],
+        positions: &BTreeMap<TopicPartition, u64>,
+    ) -> Vec<(TopicPartition, u64)> {
+        let mut log = self.0.lock().expect("lock");
+        for tp in revoked {
+            log.push(format!("revoked {tp} at {:?}", positions.get(tp)));
+        }
+        Vec::new()
+    }
+
+    fn on_partitions_assigned(&mut self, assigned: &[TopicPartition]) {
+        let mut log = self.0.lock().expect("lock");
+        for tp in assigned {
+            log.push(format!("assigned {tp}"));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_async_commits_auto_commit_resets_and_rebalance_callbacks() {
+    use futures_util::StreamExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(dir.path());
+    let client = broker.client().await;
+    client
+        .create_topic("misc", 2, 1, &[])
+        .await
+        .expect("create");
+    for p in 0..2 {
+        produce_values(&client, "misc", p, (0..20).map(|i| format!("m{p}-{i}"))).await;
+    }
+
+    // auto_offset_reset = error: nothing committed, so the first poll fails.
+    let mut strict = Consumer::new(
+        client.clone(),
+        ConsumerConfig {
+            auto_offset_reset: OffsetReset::Error,
+            ..group_config("g-strict")
+        },
+    );
+    strict.assign([TopicPartition::new("misc", 0)]);
+    assert!(matches!(
+        strict.poll(Duration::from_millis(100)).await,
+        Err(quiver_sdk::ConsumerError::NoOffset(_))
+    ));
+
+    // seek_to_beginning and seek_to_end.
+    let tp = TopicPartition::new("misc", 1);
+    strict.assign([tp.clone()]);
+    assert_eq!(strict.seek_to_end(&tp).await.expect("end"), 20);
+    assert_eq!(strict.seek_to_beginning(&tp).await.expect("beginning"), 0);
+
+    // A group member with a listener and auto-commit every 100 ms, read as a stream.
+    let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut member = Consumer::new(
+        client.clone(),
+        ConsumerConfig {
+            auto_commit: true,
+            auto_commit_interval: Duration::from_millis(100),
+            ..group_config("g-misc")
+        },
+    );
+    member.set_rebalance_listener(Recorder(std::sync::Arc::clone(&events)));
+    member.subscribe(&["misc"]).expect("subscribe");
+    let mut stream = Box::pin(member.into_stream());
+    let mut got = Vec::new();
+    while got.len() < 40 {
+        let next = tokio::time::timeout(Duration::from_secs(30), stream.next())
+            .await
+            .expect("a record within 30 s");
+        got.push(next.expect("stream open").expect("record"));
+    }
+    let mut per_partition: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
+    for r in &got {
+        per_partition.entry(r.partition).or_default().push(r.offset);
+    }
+    assert_eq!(per_partition.len(), 2);
+    for offsets in per_partition.values() {
+        assert_eq!(
+            offsets,
+            &(0..20).collect::<Vec<u64>>(),
+            "in order, each once"
+        );
+    }
+    {
+        let log = events.lock().expect("lock");
+        assert!(
+            log.contains(&"assigned misc/0".to_owned())
+                && log.contains(&"assigned misc/1".to_owned()),
+            "{log:?}"
+        );
+    }
+    // Auto-commit catches up within a few intervals while the stream is polled.
+    let observer = Consumer::new(client.clone(), group_config("g-misc"));
+    let both = [
+        TopicPartition::new("misc", 0),
+        TopicPartition::new("misc", 1),
+    ];
+    let mut committed = Vec::new();
+    for _ in 0..100 {
+        let _ = tokio::time::timeout(Duration::from_millis(50), stream.next()).await;
+        committed = observer.committed(&both).await.expect("committed");
+        if committed.iter().all(|(_, o)| *o == Some(20)) {
+            break;
+        }
+    }
+    assert!(
+        committed.iter().all(|(_, o)| *o == Some(20)),
+        "auto-commit reached the end: {committed:?}"
+    );
+    drop(stream);
+
+    // commit_async reports through its callback.
+    let mut manual = Consumer::new(
+        client.clone(),
+        ConsumerConfig {
+            auto_commit: false,
+            ..group_config("g-async")
+        },
+    );
+    manual.assign([TopicPartition::new("misc", 0)]);
+    let first = poll_n(&mut manual, 5).await;
+    assert_eq!(first[0].offset, 0);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    manual.commit_async(move |result| {
+        let _ = tx.send(result.is_ok());
+    });
+    assert!(rx.await.expect("callback ran"), "async commit succeeded");
+    let tp0 = TopicPartition::new("misc", 0);
+    let position = manual.position(&tp0);
+    assert_eq!(
+        manual
+            .committed(std::slice::from_ref(&tp0))
+            .await
+            .expect("committed"),
+        vec![(tp0, position)]
+    );
+}
