@@ -242,9 +242,6 @@ impl PartitionQueue {
     }
 }
 
-/// A topic name and a partition number.
-type PartitionKey = (Arc<str>, u32);
-
 #[derive(Clone, Copy)]
 struct TopicMeta {
     partitions: u32,
@@ -256,7 +253,8 @@ struct Shared {
     config: ProducerConfig,
     buffer: Arc<Semaphore>,
     topics: tokio::sync::Mutex<HashMap<String, TopicMeta>>,
-    queues: Mutex<HashMap<PartitionKey, Arc<PartitionQueue>>>,
+    /// Per topic, per partition: looked up by `&str` on every send, without allocating.
+    queues: Mutex<HashMap<String, HashMap<u32, Arc<PartitionQueue>>>>,
     sticky: Mutex<HashMap<String, Arc<AtomicU32>>>,
     identity: tokio::sync::Mutex<Option<u64>>,
     /// Records accepted and not yet completed.
@@ -389,7 +387,7 @@ impl Producer {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .values()
-            .cloned()
+            .flat_map(|partitions| partitions.values().cloned())
             .collect()
     }
 
@@ -442,18 +440,20 @@ impl Producer {
             .queues
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let key = (Arc::<str>::from(topic), partition);
-        if let Some(queue) = queues.get(&key) {
+        if let Some(queue) = queues.get(topic).and_then(|t| t.get(&partition)) {
             return Arc::clone(queue);
         }
         let queue = Arc::new(PartitionQueue {
-            topic: Arc::clone(&key.0),
+            topic: Arc::from(topic),
             partition,
             partitions,
             state: Mutex::new(QueueState::default()),
             wake: Notify::new(),
         });
-        queues.insert(key, Arc::clone(&queue));
+        queues
+            .entry(topic.to_owned())
+            .or_default()
+            .insert(partition, Arc::clone(&queue));
         tokio::spawn(run_partition(Arc::clone(&self.shared), Arc::clone(&queue)));
         queue
     }

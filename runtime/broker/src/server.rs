@@ -388,10 +388,20 @@ async fn read_frame(recv: &mut quinn::RecvStream) -> Result<RequestFrame, Reques
         FrameError::TooLarge(_) => RequestError::new(ErrorCode::BatchTooLarge, e.to_string()),
         FrameError::TooShort { .. } => RequestError::new(ErrorCode::MalformedFrame, e.to_string()),
     })?;
-    let mut body = BytesMut::zeroed(len);
-    recv.read_exact(&mut body)
-        .await
-        .map_err(|e| short(e, len))?;
+    // Chunks are appended to an unfilled buffer: one copy out of quinn's receive
+    // buffers, and no zeroing of memory about to be overwritten.
+    let mut body = BytesMut::with_capacity(len);
+    while body.len() < len {
+        match recv.read_chunk(len - body.len(), true).await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk.bytes),
+            Ok(None) => return Err(short(quinn::ReadExactError::FinishedEarly(body.len()), len)),
+            Err(err) => {
+                return Err(RequestError::disconnected(
+                    quinn::ReadExactError::ReadError(err),
+                ));
+            }
+        }
+    }
     RequestFrame::parse(body)
         .map_err(|e| RequestError::new(ErrorCode::MalformedFrame, e.to_string()))
 }
