@@ -436,3 +436,22 @@ async fn second_broker_on_the_same_data_dir_refuses_to_start() {
         .await
         .expect("the first broker still serves");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_can_be_turned_off() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start_with(dir.path(), &[("QUIVER_METRICS", "false")], None);
+    let client = broker.client().await;
+    client
+        .create_topic("quiet", 1, 1, &[])
+        .await
+        .expect("create");
+    client
+        .produce("quiet", 0, Acks::All, &[Record::from_value("x", now_ms())])
+        .await
+        .expect("produce");
+    let (status, body) = broker.http_get("/metrics");
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("disabled"));
+    assert_eq!(broker.http_get("/health").0, 200, "health still answers");
+}

@@ -107,6 +107,10 @@ async fn answer(mut stream: TcpStream, state: &BrokerState) -> std::io::Result<(
                 respond(&mut stream, 503, "text/plain", "not ready\n", head_only).await
             }
         }
+        "/metrics" if !state.metrics.enabled => {
+            let body = "metrics are disabled (metrics = false)\n";
+            respond(&mut stream, 404, "text/plain", body, head_only).await
+        }
         "/metrics" => {
             let broker = BrokerFacts {
                 node_id: state.config.node_id,

@@ -57,6 +57,8 @@ pub struct BrokerConfig {
     /// Send stored batches to consumers as they are (`true`), or decode and re-encode
     /// them (`false`). Only benchmarks turn this off, to measure what zero-copy saves.
     pub fetch_zero_copy: bool,
+    /// Export Prometheus metrics (`/metrics`) and record them on hot paths.
+    pub metrics: bool,
 }
 
 impl Default for BrokerConfig {
@@ -78,6 +80,7 @@ impl Default for BrokerConfig {
             requests_in_flight_max: 65_536,
             streams_per_connection_max: 1_024,
             fetch_zero_copy: true,
+            metrics: true,
         }
     }
 }
@@ -104,6 +107,7 @@ pub struct ConfigFile {
     pub requests_in_flight_max: Option<usize>,
     pub streams_per_connection_max: Option<u32>,
     pub fetch_zero_copy: Option<bool>,
+    pub metrics: Option<bool>,
 }
 
 /// Every key the file and the environment know, for `QUIVER_*` lookups.
@@ -126,6 +130,7 @@ pub const CONFIG_KEYS: &[&str] = &[
     "requests_in_flight_max",
     "streams_per_connection_max",
     "fetch_zero_copy",
+    "metrics",
 ];
 
 impl BrokerConfig {
@@ -178,6 +183,7 @@ impl BrokerConfig {
             "fetch_zero_copy",
             file.fetch_zero_copy.map(|v| v.to_string()),
         )?;
+        set("metrics", file.metrics.map(|v| v.to_string()))?;
         Ok(())
     }
 
@@ -251,6 +257,11 @@ impl BrokerConfig {
             "streams_per_connection_max" => {
                 self.streams_per_connection_max =
                     u32::try_from(int(value)?.max(1)).map_err(|e| invalid(e.to_string()))?;
+            }
+            "metrics" => {
+                self.metrics = value
+                    .parse()
+                    .map_err(|_| invalid(format!("`{value}` is not true or false")))?;
             }
             "fetch_zero_copy" => {
                 self.fetch_zero_copy = value

@@ -227,22 +227,7 @@ async fn produce(
     } else {
         (info.last_offset - info.base_offset + 1, info.bytes)
     };
-    let topic = [req.topic.as_str()];
-    state
-        .metrics
-        .produce_records
-        .with_label_values(&topic)
-        .inc_by(records);
-    state
-        .metrics
-        .produce_bytes
-        .with_label_values(&topic)
-        .inc_by(bytes as u64);
-    state
-        .metrics
-        .produce_batches
-        .with_label_values(&topic)
-        .inc();
+    state.metrics.produced(&req.topic, records, bytes as u64);
     if !answered || req.acks == Acks::None {
         return Ok(Outgoing::Nothing);
     }
@@ -300,23 +285,14 @@ async fn fetch(req: FetchRequest, state: &BrokerState) -> Result<Outgoing, Reque
         };
         let stopping = *shutdown.borrow_and_update();
         if slice.bytes >= req.min_bytes as usize || Instant::now() >= deadline || stopping {
-            let topic = [req.topic.as_str()];
-            state
-                .metrics
-                .fetch_batches
-                .with_label_values(&topic)
-                .inc_by(slice.batches.len() as u64);
+            let batch_count = slice.batches.len() as u64;
             let batches = if state.config.fetch_zero_copy {
                 slice.batches
             } else {
                 reencode(slice.batches)?
             };
             let total: usize = batches.iter().map(Bytes::len).sum();
-            state
-                .metrics
-                .fetch_bytes
-                .with_label_values(&topic)
-                .inc_by(total as u64);
+            state.metrics.fetched(&req.topic, batch_count, total as u64);
             let mut chunks = Vec::with_capacity(batches.len() + 1);
             chunks.push(FetchResponse::encode_head(hw, log_start, log_end, total));
             chunks.extend(batches);

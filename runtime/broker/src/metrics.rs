@@ -22,6 +22,9 @@ const LATENCY_BUCKETS_SECONDS: &[f64] = &[
 
 /// Every metric the broker exports.
 pub struct Metrics {
+    /// `false` when the operator turned metrics off (`metrics = false`): hot paths
+    /// record nothing and `/metrics` answers 404.
+    pub enabled: bool,
     registry: Registry,
     pub requests: IntCounterVec,
     pub request_errors: IntCounterVec,
@@ -140,6 +143,76 @@ fn must<T>(result: prometheus::Result<T>) -> T {
 }
 
 impl Metrics {
+    /// Metrics that record nothing, for `metrics = false`.
+    pub fn disabled() -> Self {
+        Self {
+            enabled: false,
+            ..Self::new()
+        }
+    }
+
+    /// One request handled.
+    pub fn request(&self, api: &str) {
+        if self.enabled {
+            self.requests.with_label_values(&[api]).inc();
+        }
+    }
+
+    /// One request answered with an error.
+    pub fn request_error(&self, api: &str, code: &str) {
+        if self.enabled {
+            self.request_errors.with_label_values(&[api, code]).inc();
+        }
+    }
+
+    pub fn request_duration(&self, api: &str, seconds: f64) {
+        if self.enabled {
+            self.request_duration
+                .with_label_values(&[api])
+                .observe(seconds);
+        }
+    }
+
+    pub fn in_flight(&self, delta: i64) {
+        if self.enabled {
+            self.requests_in_flight.add(delta);
+        }
+    }
+
+    pub fn connection(&self, delta: i64) {
+        if self.enabled {
+            self.connections_open.add(delta);
+        }
+    }
+
+    /// One batch appended (records and bytes are 0 for a duplicate).
+    pub fn produced(&self, topic: &str, records: u64, bytes: u64) {
+        if self.enabled {
+            let label = [topic];
+            self.produce_records
+                .with_label_values(&label)
+                .inc_by(records);
+            self.produce_bytes.with_label_values(&label).inc_by(bytes);
+            self.produce_batches.with_label_values(&label).inc();
+        }
+    }
+
+    /// One fetch answered.
+    pub fn fetched(&self, topic: &str, batches: u64, bytes: u64) {
+        if self.enabled {
+            let label = [topic];
+            self.fetch_batches.with_label_values(&label).inc_by(batches);
+            self.fetch_bytes.with_label_values(&label).inc_by(bytes);
+        }
+    }
+
+    /// One group-commit fdatasync.
+    pub fn flushed(&self, seconds: f64) {
+        if self.enabled {
+            self.flush_duration.observe(seconds);
+        }
+    }
+
     pub fn new() -> Self {
         let registry = Registry::new();
         let counter = |name: &str, help: &str, labels: &[&str]| {
@@ -204,6 +277,7 @@ impl Metrics {
             prometheus::process_collector::ProcessCollector::for_self(),
         )));
         Self {
+            enabled: true,
             requests,
             request_errors,
             request_duration,

@@ -179,9 +179,7 @@ impl Partition {
         }
         let started = Instant::now();
         let result = target.sync();
-        metrics
-            .flush_duration
-            .observe(started.elapsed().as_secs_f64());
+        metrics.flushed(started.elapsed().as_secs_f64());
         if let Err(err) = result {
             self.failed.store(true, Ordering::Release);
             self.durable.send_modify(|_| {});

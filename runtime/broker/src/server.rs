@@ -159,7 +159,11 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
             source,
         })?;
 
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(if config.metrics {
+        Metrics::new()
+    } else {
+        Metrics::disabled()
+    });
     let (shutdown, _) = watch::channel(false);
     let data_dir = config.data_dir.clone();
     let log_defaults = config.log.clone();
@@ -335,10 +339,10 @@ async fn accept_loop(endpoint: quinn::Endpoint, state: Arc<BrokerState>) {
                 }
             };
             state.connections.fetch_add(1, Ordering::AcqRel);
-            state.metrics.connections_open.inc();
+            state.metrics.connection(1);
             serve_connection(connection, &state).await;
             state.connections.fetch_sub(1, Ordering::AcqRel);
-            state.metrics.connections_open.dec();
+            state.metrics.connection(-1);
         });
     }
 }
@@ -414,7 +418,7 @@ async fn serve_request(
     let Ok(_permit) = state.in_flight.acquire().await else {
         return;
     };
-    state.metrics.requests_in_flight.inc();
+    state.metrics.in_flight(1);
     let started = Instant::now();
     let outcome = match read_frame(&mut recv).await {
         Ok(frame) => dispatch::handle(frame, &state, true).await,
@@ -425,7 +429,7 @@ async fn serve_request(
         Err((api, _)) => *api,
     };
     let api_name = api.map_or("unknown", |a| a.name());
-    state.metrics.requests.with_label_values(&[api_name]).inc();
+    state.metrics.request(api_name);
     let written = match outcome {
         Ok((_, Outgoing::Frame(frame))) => send.write_all(&frame).await.map_err(|e| e.to_string()),
         Ok((_, Outgoing::Chunks(mut chunks))) => send
@@ -436,14 +440,10 @@ async fn serve_request(
         Err((_, err)) => {
             if err.disconnected {
                 // The client went away mid-request: nothing was applied, nobody to answer.
-                state.metrics.requests_in_flight.dec();
+                state.metrics.in_flight(-1);
                 return;
             }
-            state
-                .metrics
-                .request_errors
-                .with_label_values(&[api_name, err.code.name()])
-                .inc();
+            state.metrics.request_error(api_name, err.code.name());
             let _ = recv.stop(STREAM_REFUSED.into());
             let frame: Bytes = ErrorResponse::encode(err.code, &err.message);
             send.write_all(&frame).await.map_err(|e| e.to_string())
@@ -459,17 +459,15 @@ async fn serve_request(
     }
     state
         .metrics
-        .request_duration
-        .with_label_values(&[api_name])
-        .observe(started.elapsed().as_secs_f64());
-    state.metrics.requests_in_flight.dec();
+        .request_duration(api_name, started.elapsed().as_secs_f64());
+    state.metrics.in_flight(-1);
 }
 
 async fn serve_unanswered(mut recv: quinn::RecvStream, state: Arc<BrokerState>) {
     let Ok(_permit) = state.in_flight.acquire().await else {
         return;
     };
-    state.metrics.requests_in_flight.inc();
+    state.metrics.in_flight(1);
     let outcome = match read_frame(&mut recv).await {
         Ok(frame) => dispatch::handle(frame, &state, false).await,
         Err(err) => Err((None, err)),
@@ -478,18 +476,14 @@ async fn serve_unanswered(mut recv: quinn::RecvStream, state: Arc<BrokerState>) 
         Ok((api, _)) => api.name(),
         Err((api, _)) => api.map_or("unknown", |a| a.name()),
     };
-    state.metrics.requests.with_label_values(&[api_name]).inc();
+    state.metrics.request(api_name);
     if let Err((_, err)) = outcome
         && !err.disconnected
     {
-        state
-            .metrics
-            .request_errors
-            .with_label_values(&[api_name, err.code.name()])
-            .inc();
+        state.metrics.request_error(api_name, err.code.name());
         tracing::debug!(code = %err.code, message = %err.message, "unanswered request failed");
     }
-    state.metrics.requests_in_flight.dec();
+    state.metrics.in_flight(-1);
 }
 
 /// How often group sessions are checked for expiry.
