@@ -114,12 +114,17 @@ async fn consume(consumer: &mut Consumer) -> anyhow::Result<()> {
     let mut last_record = tokio::time::Instant::now();
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
-    while last_record.elapsed() < IDLE_LIMIT {
+    loop {
+        if last_record.elapsed() >= IDLE_LIMIT {
+            eprintln!("no record for {IDLE_LIMIT:?}");
+            break;
+        }
         // Dropping a `poll` in progress loses no record: positions move only when
         // `poll` returns records.
         let records = tokio::select! {
             polled = consumer.poll(POLL_WAIT) => polled.context("poll failed")?,
-            _ = &mut ctrl_c => {
+            signal = &mut ctrl_c => {
+                signal.context("cannot listen for Ctrl-C")?;
                 eprintln!("interrupted");
                 break;
             }
@@ -142,14 +147,15 @@ async fn consume(consumer: &mut Consumer) -> anyhow::Result<()> {
         }
         out.flush().context("cannot write to stdout")?;
         printed += records.len() as u64;
-        // At-least-once: commit only after the batch is handled. A crash between the
-        // print and the commit prints this batch again in the next owner.
+        // At-least-once: commit only after the batch is handled. After a crash between
+        // the print and the commit, whoever reads these partitions next (another
+        // member, or this program restarted) prints the batch again.
         consumer
             .commit_sync()
             .await
             .context("cannot commit offsets")?;
     }
-    eprintln!("printed {printed} record(s); no record for {IDLE_LIMIT:?} or interrupted, leaving");
+    eprintln!("printed {printed} record(s); leaving the group");
     Ok(())
 }
 
