@@ -188,6 +188,8 @@ async fn consume_in_group(args: ConsumeArgs, group: String) -> anyhow::Result<()
     let mut printed = 0u64;
     let mut last_record = tokio::time::Instant::now();
     let idle = args.timeout.map(Duration::from_millis);
+    let stop = stop_signal();
+    tokio::pin!(stop);
     let result: anyhow::Result<()> = loop {
         if args.count.is_some_and(|n| printed >= n) {
             break Ok(());
@@ -199,7 +201,13 @@ async fn consume_in_group(args: ConsumeArgs, group: String) -> anyhow::Result<()
         // exactly what was handed out.
         let wanted = args.count.map_or(500, |n| (n - printed).min(500)) as usize;
         consumer.set_max_poll_records(wanted);
-        let records = match consumer.poll(Duration::from_millis(500)).await {
+        // Ctrl-C or SIGTERM: stop and close, so what was printed is committed and the
+        // partitions move at once instead of after the session timeout.
+        let polled = tokio::select! {
+            polled = consumer.poll(Duration::from_millis(500)) => polled,
+            _ = &mut stop => break Ok(()),
+        };
+        let records = match polled {
             Ok(records) => records,
             Err(err) => break Err(anyhow::Error::new(err).context("consume failed")),
         };
@@ -238,6 +246,22 @@ async fn consume_in_group(args: ConsumeArgs, group: String) -> anyhow::Result<()
     result?;
     closed.context("cannot commit the group's offsets")?;
     Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn stop_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
 }
 
 fn break_with(err: &std::io::Error) -> anyhow::Result<()> {

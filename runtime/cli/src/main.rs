@@ -45,6 +45,12 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    // Output piped into `head` and closed early ends the command quietly, as with any
+    // Unix tool, instead of a panic on the write.
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
