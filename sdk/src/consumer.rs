@@ -159,7 +159,9 @@ struct Membership {
     /// What this consumer holds (reported in every heartbeat).
     owned: BTreeSet<TopicPartition>,
     leaving: bool,
-    last_error: Option<String>,
+    /// The last heartbeat failure that retrying cannot fix (an unknown topic in the
+    /// subscription, an invalid group id); `poll` reports it.
+    fatal: Option<RequestError>,
 }
 
 struct Group {
@@ -477,6 +479,9 @@ impl Consumer {
         let Some(group) = &self.group else {
             return Ok(());
         };
+        if let Some(err) = lock(&group.state).fatal.clone() {
+            return Err(ConsumerError::Request(err));
+        }
         let (granted, owned) = {
             let state = lock(&group.state);
             match &state.granted {
@@ -789,7 +794,7 @@ async fn heartbeat_loop(
                 s.member_id = answer.member_id;
                 s.epoch = answer.member_epoch;
                 s.subscription_sent = true;
-                s.last_error = None;
+                s.fatal = None;
                 let granted = answer
                     .assignment
                     .iter()
@@ -812,7 +817,9 @@ async fn heartbeat_loop(
                     s.subscription_sent = false;
                     s.granted = Some(BTreeSet::new());
                 }
-                s.last_error = Some(err.to_string());
+                if !err.is_retriable() && err.code() != Some(ErrorCode::UnknownMemberId) {
+                    s.fatal = Some(err);
+                }
             }
         }
         tokio::select! {

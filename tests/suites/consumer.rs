@@ -597,3 +597,28 @@ async fn streams_async_commits_auto_commit_resets_and_rebalance_callbacks() {
         vec![(tp0, position)]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribing_to_a_missing_topic_fails_the_poll() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(dir.path());
+    let client = broker.client().await;
+    let mut consumer = Consumer::new(client.clone(), group_config("g-missing"));
+    consumer.subscribe(&["no-such-topic"]).expect("subscribe");
+    let mut failure = None;
+    for _ in 0..100 {
+        match consumer.poll(Duration::from_millis(100)).await {
+            Ok(records) => assert!(records.is_empty()),
+            Err(err) => {
+                failure = Some(err);
+                break;
+            }
+        }
+    }
+    match failure {
+        Some(quiver_sdk::ConsumerError::Request(err)) => {
+            assert_eq!(err.code(), Some(ErrorCode::UnknownTopic))
+        }
+        other => panic!("expected UNKNOWN_TOPIC from poll, got {other:?}"),
+    }
+}
