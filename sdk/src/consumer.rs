@@ -629,16 +629,22 @@ impl Consumer {
         let mut out = Vec::new();
         let max = self.config.max_poll_records.max(1);
         let mut progress = true;
+        // One shared topic name per partition and call, not one allocation per record.
+        let names: Vec<Arc<str>> = self
+            .assigned
+            .keys()
+            .map(|tp| Arc::from(tp.topic.as_str()))
+            .collect();
         while out.len() < max && progress {
             progress = false;
-            for (tp, state) in self.assigned.iter_mut() {
+            for ((tp, state), topic) in self.assigned.iter_mut().zip(&names) {
                 if state.paused || out.len() >= max {
                     continue;
                 }
                 if let Some(record) = state.buffer.pop_front() {
                     state.position = Some(record.offset + 1);
                     out.push(ConsumerRecord {
-                        topic: Arc::from(tp.topic.as_str()),
+                        topic: Arc::clone(topic),
                         partition: tp.partition,
                         offset: record.offset,
                         timestamp: record.timestamp,

@@ -137,7 +137,7 @@ pub async fn handle(frame: RequestFrame, state: &Arc<BrokerState>, answered: boo
         Request::ListOffsets(req) => list_offsets(req, state),
         Request::Metadata(req) => metadata(req, state),
         Request::CreateTopic(req) => create_topic(req, state).await,
-        Request::DeleteTopic(req) => delete_topic_checked(req, state).await,
+        Request::DeleteTopic(req) => delete_topic(req, state).await,
         Request::ApiVersions(_) => Ok(Outgoing::Frame(
             ApiVersionsResponse::current().encode_frame(),
         )),
@@ -477,7 +477,7 @@ async fn init_producer_id(state: &Arc<BrokerState>) -> Result<Outgoing, RequestE
     ))
 }
 
-async fn delete_topic_checked(
+async fn delete_topic(
     req: DeleteTopicRequest,
     state: &Arc<BrokerState>,
 ) -> Result<Outgoing, RequestError> {
@@ -490,13 +490,6 @@ async fn delete_topic_checked(
             format!("`{}` is an internal topic and cannot be deleted", req.name),
         ));
     }
-    delete_topic(req, state).await
-}
-
-async fn delete_topic(
-    req: DeleteTopicRequest,
-    state: &Arc<BrokerState>,
-) -> Result<Outgoing, RequestError> {
     let worker = Arc::clone(state);
     tokio::task::spawn_blocking(move || worker.topics.delete(&req.name))
         .await

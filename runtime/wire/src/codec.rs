@@ -165,18 +165,27 @@ pub trait WriteExt: BufMut {
 
 impl<T: BufMut + ?Sized> WriteExt for T {}
 
-/// Splits `[length:4][bytes:length]` off the front of `body` without copying.
-pub fn take_bytes(body: &mut Bytes, what: &'static str, max: usize) -> Result<Bytes, DecodeError> {
-    if body.len() < 4 {
-        return Err(DecodeError::Truncated(what));
-    }
-    let len = body.get_u32() as usize;
+/// Reads the `[length:4]` of a byte field at the front of `body` and checks it
+/// against `max` and the bytes that follow; returns the checked length.
+fn byte_field_len(body: &[u8], what: &'static str, max: usize) -> Result<usize, DecodeError> {
+    let prefix: [u8; 4] = body
+        .get(..4)
+        .and_then(|b| b.try_into().ok())
+        .ok_or(DecodeError::Truncated(what))?;
+    let len = u32::from_be_bytes(prefix) as usize;
     if len > max {
         return Err(DecodeError::TooLong { what, len, max });
     }
-    if body.len() < len {
+    if body.len() - 4 < len {
         return Err(DecodeError::Truncated(what));
     }
+    Ok(len)
+}
+
+/// Splits `[length:4][bytes:length]` off the front of `body` without copying.
+pub fn take_bytes(body: &mut Bytes, what: &'static str, max: usize) -> Result<Bytes, DecodeError> {
+    let len = byte_field_len(body, what, max)?;
+    body.advance(4);
     Ok(body.split_to(len))
 }
 
@@ -186,15 +195,7 @@ pub fn take_bytes_mut(
     what: &'static str,
     max: usize,
 ) -> Result<BytesMut, DecodeError> {
-    if body.len() < 4 {
-        return Err(DecodeError::Truncated(what));
-    }
-    let len = body.get_u32() as usize;
-    if len > max {
-        return Err(DecodeError::TooLong { what, len, max });
-    }
-    if body.len() < len {
-        return Err(DecodeError::Truncated(what));
-    }
+    let len = byte_field_len(body, what, max)?;
+    body.advance(4);
     Ok(body.split_to(len))
 }
