@@ -9,9 +9,7 @@
 //! since the previous entry. The file is a cache: it is never fsync'd and recovery
 //! rebuilds it from the `.log` when it is missing or does not check out.
 
-use std::fs::File;
-use std::io;
-use std::os::unix::fs::FileExt;
+use crate::entry_file::{EntryFile, IndexRecord};
 
 /// Bytes of one `.index` entry.
 pub const INDEX_ENTRY_BYTES: usize = 8;
@@ -40,53 +38,41 @@ impl IndexEntry {
     }
 }
 
-/// The entries of one segment's offset index, held in memory. Lookups never touch the
-/// file; the file only lets a restart skip a scan.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct OffsetIndex {
-    entries: Vec<IndexEntry>,
-}
+impl IndexRecord for IndexEntry {
+    const BYTES: usize = INDEX_ENTRY_BYTES;
 
-impl OffsetIndex {
-    /// Decodes a `.index` file's bytes. `None` when the size is not a whole number of
-    /// entries, when entries do not strictly increase in both fields, or when the first
-    /// entry is not the segment's first batch at position 0.
-    pub fn decode(raw: &[u8]) -> Option<Self> {
-        if !raw.len().is_multiple_of(INDEX_ENTRY_BYTES) {
-            return None;
-        }
-        let mut entries = Vec::with_capacity(raw.len() / INDEX_ENTRY_BYTES);
-        for chunk in raw.chunks_exact(INDEX_ENTRY_BYTES) {
-            let entry = IndexEntry::decode(chunk.try_into().ok()?);
-            if let Some(prev) = entries.last() {
-                let prev: &IndexEntry = prev;
-                if entry.relative_offset <= prev.relative_offset || entry.position <= prev.position
-                {
-                    return None;
-                }
-            } else if entry
-                != (IndexEntry {
+    fn encode_into(self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.encode());
+    }
+
+    fn decode_from(raw: &[u8]) -> Self {
+        let mut fixed = [0u8; INDEX_ENTRY_BYTES];
+        fixed.copy_from_slice(raw);
+        Self::decode(&fixed)
+    }
+
+    /// Both fields strictly increase, and the first entry is the segment's first batch
+    /// at position 0.
+    fn may_follow(self, prev: Option<Self>) -> bool {
+        match prev {
+            Some(prev) => {
+                self.relative_offset > prev.relative_offset && self.position > prev.position
+            }
+            None => {
+                self == (IndexEntry {
                     relative_offset: 0,
                     position: 0,
                 })
-            {
-                return None;
             }
-            entries.push(entry);
         }
-        Some(Self { entries })
     }
+}
 
-    /// Encodes every entry, in order, as the file holds them.
-    pub fn encode(&self) -> Vec<u8> {
-        self.entries.iter().flat_map(|e| e.encode()).collect()
-    }
+/// The entries of one segment's offset index, held in memory. Lookups never touch the
+/// file; the file only lets a restart skip a scan.
+pub type OffsetIndex = EntryFile<IndexEntry>;
 
-    /// The last entry, if any.
-    pub fn last(&self) -> Option<IndexEntry> {
-        self.entries.last().copied()
-    }
-
+impl EntryFile<IndexEntry> {
     /// The last entry whose relative offset is at most `relative_offset`: where a scan
     /// for that offset starts.
     pub fn floor(&self, relative_offset: u32) -> Option<IndexEntry> {
@@ -94,38 +80,6 @@ impl OffsetIndex {
             .entries
             .partition_point(|e| e.relative_offset <= relative_offset);
         after.checked_sub(1).map(|i| self.entries[i])
-    }
-
-    /// Adds an entry in memory and writes it at its place in `file`. On a failed write the
-    /// file is cut back and the entry is not added, so memory and file agree.
-    pub fn append(&mut self, entry: IndexEntry, file: &File) -> io::Result<()> {
-        let at = (self.entries.len() * INDEX_ENTRY_BYTES) as u64;
-        if let Err(e) = file.write_all_at(&entry.encode(), at) {
-            let _ = file.set_len(at);
-            return Err(e);
-        }
-        self.entries.push(entry);
-        Ok(())
-    }
-
-    /// Removes entries past the first `len`, in memory and in `file`. Used to undo an
-    /// append whose `.log` write failed.
-    pub fn truncate(&mut self, len: usize, file: &File) -> io::Result<()> {
-        if len < self.entries.len() {
-            self.entries.truncate(len);
-            file.set_len((len * INDEX_ENTRY_BYTES) as u64)?;
-        }
-        Ok(())
-    }
-
-    /// Adds an entry in memory only, for rebuilding from a scan.
-    pub fn push(&mut self, entry: IndexEntry) {
-        self.entries.push(entry);
-    }
-
-    /// Entries held.
-    pub fn len(&self) -> usize {
-        self.entries.len()
     }
 }
 

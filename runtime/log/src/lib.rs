@@ -21,6 +21,7 @@
 
 mod config;
 mod durability;
+mod entry_file;
 mod error;
 mod index;
 mod partition;

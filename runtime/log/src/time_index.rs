@@ -11,9 +11,7 @@
 //! and recovery can tell a time index that lost that entry. Like `.index`, a cache that
 //! recovery rebuilds.
 
-use std::fs::File;
-use std::io;
-use std::os::unix::fs::FileExt;
+use crate::entry_file::{EntryFile, IndexRecord};
 
 /// Bytes of one `.timeindex` entry.
 pub const TIME_INDEX_ENTRY_BYTES: usize = 12;
@@ -42,43 +40,31 @@ impl TimeEntry {
     }
 }
 
-/// The entries of one segment's time index, held in memory.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct TimeIndex {
-    entries: Vec<TimeEntry>,
+impl IndexRecord for TimeEntry {
+    const BYTES: usize = TIME_INDEX_ENTRY_BYTES;
+
+    fn encode_into(self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.encode());
+    }
+
+    fn decode_from(raw: &[u8]) -> Self {
+        let mut fixed = [0u8; TIME_INDEX_ENTRY_BYTES];
+        fixed.copy_from_slice(raw);
+        Self::decode(&fixed)
+    }
+
+    /// Timestamps never go backwards; offsets strictly increase.
+    fn may_follow(self, prev: Option<Self>) -> bool {
+        prev.is_none_or(|prev| {
+            self.max_timestamp >= prev.max_timestamp && self.relative_offset > prev.relative_offset
+        })
+    }
 }
 
-impl TimeIndex {
-    /// Decodes a `.timeindex` file's bytes. `None` when the size is not a whole number of
-    /// entries, when timestamps go backwards or when offsets do not strictly increase.
-    pub fn decode(raw: &[u8]) -> Option<Self> {
-        if !raw.len().is_multiple_of(TIME_INDEX_ENTRY_BYTES) {
-            return None;
-        }
-        let mut entries: Vec<TimeEntry> = Vec::with_capacity(raw.len() / TIME_INDEX_ENTRY_BYTES);
-        for chunk in raw.chunks_exact(TIME_INDEX_ENTRY_BYTES) {
-            let entry = TimeEntry::decode(chunk.try_into().ok()?);
-            if let Some(prev) = entries.last()
-                && (entry.max_timestamp < prev.max_timestamp
-                    || entry.relative_offset <= prev.relative_offset)
-            {
-                return None;
-            }
-            entries.push(entry);
-        }
-        Some(Self { entries })
-    }
+/// The entries of one segment's time index, held in memory.
+pub type TimeIndex = EntryFile<TimeEntry>;
 
-    /// Encodes every entry, in order, as the file holds them.
-    pub fn encode(&self) -> Vec<u8> {
-        self.entries.iter().flat_map(|e| e.encode()).collect()
-    }
-
-    /// The last entry, if any.
-    pub fn last(&self) -> Option<TimeEntry> {
-        self.entries.last().copied()
-    }
-
+impl EntryFile<TimeEntry> {
     /// The last entry whose timestamp is below `timestamp`: every batch up to its offset
     /// is older than `timestamp`, so a search for `timestamp` may start there.
     pub fn last_below(&self, timestamp: i64) -> Option<TimeEntry> {
@@ -102,37 +88,6 @@ impl TimeIndex {
             relative_offset,
         };
         (self.last() != Some(entry)).then_some(entry)
-    }
-
-    /// Adds an entry in memory and writes it at its place in `file`; on a failed write the
-    /// file is cut back and the entry is not added.
-    pub fn append(&mut self, entry: TimeEntry, file: &File) -> io::Result<()> {
-        let at = (self.entries.len() * TIME_INDEX_ENTRY_BYTES) as u64;
-        if let Err(e) = file.write_all_at(&entry.encode(), at) {
-            let _ = file.set_len(at);
-            return Err(e);
-        }
-        self.entries.push(entry);
-        Ok(())
-    }
-
-    /// Removes entries past the first `len`, in memory and in `file`.
-    pub fn truncate(&mut self, len: usize, file: &File) -> io::Result<()> {
-        if len < self.entries.len() {
-            self.entries.truncate(len);
-            file.set_len((len * TIME_INDEX_ENTRY_BYTES) as u64)?;
-        }
-        Ok(())
-    }
-
-    /// Adds an entry in memory only, for rebuilding from a scan.
-    pub fn push(&mut self, entry: TimeEntry) {
-        self.entries.push(entry);
-    }
-
-    /// Entries held.
-    pub fn len(&self) -> usize {
-        self.entries.len()
     }
 }
 
