@@ -9,10 +9,11 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use quiver_wire::batch::{
-    BatchBuilder, BatchSplitter, DecodedRecord, ProducerStamp, Record, decode_records,
+    BatchBuilder, BatchHeader, BatchSplitter, DecodedRecord, ProducerStamp, Record, decode_records,
 };
 use quiver_wire::frame::{FRAME_LENGTH_BYTES, RESPONSE_HEAD_BYTES, frame_length, parse_response};
 use quiver_wire::message::*;
+pub use quiver_wire::plugin::PluginCall;
 use quiver_wire::topic::validate_topic_name;
 
 use crate::error::{ConnectError, RequestError};
@@ -49,13 +50,16 @@ impl ClientConfig {
 }
 
 /// Options of one fetch.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct FetchOptions {
     /// How long the broker may wait for `min_bytes` to arrive.
     pub max_wait: Duration,
     pub min_bytes: u32,
     /// A soft cap; the first batch comes whole even if larger.
     pub max_bytes: u32,
+    /// A registered plugin the broker runs over this fetch's records (after the
+    /// topic's own fetch-stage plugins), with the parameters its `init` gets.
+    pub plugin: Option<PluginCall>,
 }
 
 impl Default for FetchOptions {
@@ -64,6 +68,7 @@ impl Default for FetchOptions {
             max_wait: Duration::from_millis(500),
             min_bytes: 1,
             max_bytes: 4 * 1024 * 1024,
+            plugin: None,
         }
     }
 }
@@ -378,6 +383,7 @@ impl Client {
                 .min(FETCH_WAIT_MS_MAX),
             min_bytes: options.min_bytes,
             max_bytes: options.max_bytes,
+            plugin: options.plugin.clone(),
         };
         let body = self
             .round_trip(&mut [request.encode_frame()], options.max_wait)
@@ -407,6 +413,14 @@ impl Client {
         let mut next_offset = offset;
         for batch in BatchSplitter::new(fetched.batches) {
             let batch = batch.map_err(|e| RequestError::Protocol(e.to_string()))?;
+            let header =
+                BatchHeader::parse(&batch).map_err(|e| RequestError::Protocol(e.to_string()))?;
+            if header.is_control() {
+                // A marker the broker stored (or sent) in place of records a plugin
+                // removed: step over its offsets, deliver nothing.
+                next_offset = next_offset.max(header.next_offset());
+                continue;
+            }
             for record in
                 decode_records(&batch).map_err(|e| RequestError::Protocol(e.to_string()))?
             {

@@ -203,6 +203,7 @@ fn fetch_frame(topic: &str, partition: u32, offset: u64) -> Bytes {
         max_wait_ms: 0,
         min_bytes: 0,
         max_bytes: 1024,
+        plugin: None,
     }
     .encode_frame()
 }

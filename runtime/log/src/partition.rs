@@ -151,12 +151,38 @@ impl PartitionLog {
     /// nothing was stored.
     pub fn append(
         &mut self,
+        batch: BytesMut,
+        leader_epoch: u32,
+        now_ms: i64,
+    ) -> Result<AppendInfo, AppendError> {
+        self.append_checked(batch, None, leader_epoch, now_ms)
+    }
+
+    /// Appends a batch a produce-stage plugin rewrote from `original`, the batch the
+    /// producer sent. The producer's sequence is checked against `original`, so a retry
+    /// of it is answered as a duplicate and the next batch follows on. The rewritten
+    /// batch carries the same producer and ends on the same sequence (its base sequence
+    /// is moved so that base + count - 1 is the original's last), which is what the
+    /// producer state rebuilt from the log at open needs.
+    pub fn append_transformed(
+        &mut self,
+        batch: BytesMut,
+        original: &BatchHeader,
+        leader_epoch: u32,
+        now_ms: i64,
+    ) -> Result<AppendInfo, AppendError> {
+        self.append_checked(batch, Some(original), leader_epoch, now_ms)
+    }
+
+    fn append_checked(
+        &mut self,
         mut batch: BytesMut,
+        original: Option<&BatchHeader>,
         leader_epoch: u32,
         now_ms: i64,
     ) -> Result<AppendInfo, AppendError> {
         let validated = validate(&batch, self.config.batch_bytes_effective())?;
-        match self.producers.check(&validated) {
+        match self.producers.check(original.unwrap_or(&validated)) {
             SequenceCheck::Append => {}
             SequenceCheck::Duplicate {
                 base_offset,

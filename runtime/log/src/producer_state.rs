@@ -21,7 +21,6 @@ pub const PRODUCERS_MAX: usize = 10_000;
 /// One remembered batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct BatchSequence {
-    first_sequence: u32,
     last_sequence: u32,
     base_offset: u64,
     last_offset: u64,
@@ -94,12 +93,11 @@ impl ProducerStateTable {
                 }
             };
         }
+        // A retry is recognised by its last sequence alone: sequences only grow within
+        // an epoch, and a batch a produce-stage plugin rewrote is stored with another
+        // first sequence (see `PartitionLog::append_transformed`).
         let last = last_sequence(header);
-        if let Some(stored) = entry
-            .batches
-            .iter()
-            .find(|b| b.first_sequence == header.base_sequence && b.last_sequence == last)
-        {
+        if let Some(stored) = entry.batches.iter().find(|b| b.last_sequence == last) {
             return SequenceCheck::Duplicate {
                 base_offset: stored.base_offset,
                 last_offset: stored.last_offset,
@@ -145,7 +143,6 @@ impl ProducerStateTable {
             entry.batches.pop_front();
         }
         entry.batches.push_back(BatchSequence {
-            first_sequence: header.base_sequence,
             last_sequence: last_sequence(header),
             base_offset: header.base_offset,
             last_offset: header.last_offset(),

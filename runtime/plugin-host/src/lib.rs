@@ -1,14 +1,21 @@
 //! Runs Quiver's WebAssembly plugins (contract: `plugins/ABI.md`, version 1).
 //!
-//! What it does: checks an uploaded module (size, no imports, the ABI's exports and
-//! version), compiles it once, and runs one guest call per batch in a sandbox with a
-//! memory bound and a CPU bound, turning traps, timeouts and malformed answers into
-//! [`PluginError`]s. What it does not do (yet): the registry of uploaded plugins,
-//! attachments to topics, and the broker's produce and fetch stages; those build on
-//! [`PluginEngine`].
+//! - [`sandbox`]: checks an uploaded module (size, no imports, the ABI's exports and
+//!   version), compiles it, and runs one guest call per batch with a memory bound and
+//!   a CPU bound, turning traps, timeouts and malformed answers into [`PluginError`]s.
+//! - [`registry`]: the plugins a broker knows by name and version, their attachments
+//!   to topics, the on-disk compile cache, and pools of initialised instances.
+//! - [`chain`]: runs a topic's attached plugins over one batch, applies each
+//!   attachment's `on_error`, and rebuilds batches for the log or for a consumer.
+//!
+//! No async and no network here: the broker calls these from blocking tasks.
 
 pub mod abi;
+pub mod chain;
+pub mod registry;
 pub mod sandbox;
 
 pub use abi::{ABI_VERSION, OutputRecord, PluginKind};
+pub use chain::{ChainOutcome, ChainRun, StepReport, run_chain};
+pub use registry::{Registry, RegistryError, Step};
 pub use sandbox::{Limits, Outcome, Plugin, PluginEngine, PluginError, PluginInstance};

@@ -209,6 +209,23 @@ impl PluginEngine {
         }
         let module =
             Module::new(&self.engine, wasm).map_err(|e| PluginError::Invalid(format!("{e:#}")))?;
+        self.check(name, module)
+    }
+
+    /// Loads machine code that [`Plugin::serialize`] wrote, checking it as an upload
+    /// is checked. Fails (and the caller compiles from the module instead) when the
+    /// file was written by another wasmtime version or engine configuration.
+    pub fn load_compiled(&self, name: &str, path: &std::path::Path) -> Result<Plugin, PluginError> {
+        // SAFETY: `deserialize_file` trusts the file to be machine code this engine
+        // wrote. The broker writes these files itself, into its own data directory,
+        // from modules it compiled; wasmtime also checks the version and configuration
+        // recorded in the file and refuses a mismatch.
+        let module = unsafe { Module::deserialize_file(&self.engine, path) }
+            .map_err(|e| PluginError::Engine(format!("{e:#}")))?;
+        self.check(name, module)
+    }
+
+    fn check(&self, name: &str, module: Module) -> Result<Plugin, PluginError> {
         if let Some(import) = module.imports().next() {
             return Err(PluginError::Import {
                 module: import.module().to_owned(),

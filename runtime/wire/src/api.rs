@@ -17,10 +17,14 @@ pub enum ApiKey {
     GroupHeartbeat,
     ListGroups,
     DescribeGroup,
+    PluginUpload,
+    PluginList,
+    PluginAttach,
+    PluginDetach,
 }
 
 impl ApiKey {
-    pub const ALL: [ApiKey; 13] = [
+    pub const ALL: [ApiKey; 17] = [
         ApiKey::Produce,
         ApiKey::Fetch,
         ApiKey::ListOffsets,
@@ -34,6 +38,10 @@ impl ApiKey {
         ApiKey::GroupHeartbeat,
         ApiKey::ListGroups,
         ApiKey::DescribeGroup,
+        ApiKey::PluginUpload,
+        ApiKey::PluginList,
+        ApiKey::PluginAttach,
+        ApiKey::PluginDetach,
     ];
 
     pub const fn code(self) -> u16 {
@@ -51,6 +59,10 @@ impl ApiKey {
             ApiKey::GroupHeartbeat => 11,
             ApiKey::ListGroups => 12,
             ApiKey::DescribeGroup => 13,
+            ApiKey::PluginUpload => 14,
+            ApiKey::PluginList => 15,
+            ApiKey::PluginAttach => 16,
+            ApiKey::PluginDetach => 17,
         }
     }
 
@@ -74,12 +86,20 @@ impl ApiKey {
             ApiKey::GroupHeartbeat => "group_heartbeat",
             ApiKey::ListGroups => "list_groups",
             ApiKey::DescribeGroup => "describe_group",
+            ApiKey::PluginUpload => "plugin_upload",
+            ApiKey::PluginList => "plugin_list",
+            ApiKey::PluginAttach => "plugin_attach",
+            ApiKey::PluginDetach => "plugin_detach",
         }
     }
 
     /// The oldest and newest version of this API this build speaks.
     pub const fn versions(self) -> (u16, u16) {
-        (0, 0)
+        match self {
+            // v1 adds the plugin a consumer asks for to the request.
+            ApiKey::Fetch => (0, 1),
+            _ => (0, 0),
+        }
     }
 
     pub const fn supports(self, version: u16) -> bool {
@@ -108,6 +128,10 @@ mod tests {
             (11, "group_heartbeat"),
             (12, "list_groups"),
             (13, "describe_group"),
+            (14, "plugin_upload"),
+            (15, "plugin_list"),
+            (16, "plugin_attach"),
+            (17, "plugin_detach"),
         ];
         assert_eq!(pinned.len(), ApiKey::ALL.len());
         for (key, (code, name)) in ApiKey::ALL.iter().zip(pinned) {

@@ -226,6 +226,11 @@ impl BatchHeader {
         self.last_offset() + 1
     }
 
+    /// A control batch: consumers advance past it without delivering its records.
+    pub fn is_control(&self) -> bool {
+        self.attributes & ATTR_CONTROL != 0
+    }
+
     /// The codec named by the attributes.
     pub fn compression(&self) -> Result<Compression, BatchError> {
         match self.attributes & ATTR_COMPRESSION_MASK {
@@ -470,7 +475,19 @@ impl BatchBuilder {
     }
 
     /// As [`BatchBuilder::finish`], compressing the records section with `codec`.
-    pub fn finish_compressed(mut self, codec: Compression) -> Option<Bytes> {
+    pub fn finish_compressed(self, codec: Compression) -> Option<Bytes> {
+        self.seal(codec, 0)
+    }
+
+    /// As [`BatchBuilder::finish`], marking the batch as a control batch: it takes
+    /// offsets like any batch, but consumers step over it instead of delivering its
+    /// records. The broker writes one where a batch's records were all removed (by a
+    /// plugin) and something must still take their place in the log.
+    pub fn finish_control(self) -> Option<Bytes> {
+        self.seal(Compression::None, ATTR_CONTROL)
+    }
+
+    fn seal(mut self, codec: Compression, flags: u16) -> Option<Bytes> {
         if self.record_count == 0 {
             return None;
         }
@@ -486,7 +503,7 @@ impl BatchBuilder {
         header.put_u32(0);
         header.put_u8(BATCH_MAGIC);
         header.put_u32(0);
-        header.put_u16(codec as u16);
+        header.put_u16(codec as u16 | flags);
         header.put_u32(self.record_count - 1);
         header.put_i64(self.first_timestamp);
         header.put_i64(self.max_timestamp);

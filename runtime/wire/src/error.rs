@@ -41,11 +41,18 @@ pub enum ErrorCode {
     /// The operation needs a group without active members.
     GroupNotEmpty,
     InvalidGroupId,
+    /// No plugin of that name is registered, or it is not attached to that topic.
+    UnknownPlugin,
+    /// An uploaded module breaks the plugin ABI or its limits; the message names what.
+    InvalidPlugin,
+    /// A plugin failed on this batch (trap, CPU or memory bound, malformed answer) and
+    /// its attachment's `on_error` is `fail`.
+    PluginFailed,
 }
 
 impl ErrorCode {
     /// Every code, in numeric order.
-    pub const ALL: [ErrorCode; 25] = [
+    pub const ALL: [ErrorCode; 28] = [
         ErrorCode::Unknown,
         ErrorCode::UnknownTopic,
         ErrorCode::InvalidTopicName,
@@ -71,6 +78,9 @@ impl ErrorCode {
         ErrorCode::StaleMemberEpoch,
         ErrorCode::GroupNotEmpty,
         ErrorCode::InvalidGroupId,
+        ErrorCode::UnknownPlugin,
+        ErrorCode::InvalidPlugin,
+        ErrorCode::PluginFailed,
     ];
 
     /// The number on the wire. 0 means success and is not an error code.
@@ -101,6 +111,9 @@ impl ErrorCode {
             ErrorCode::StaleMemberEpoch => 23,
             ErrorCode::GroupNotEmpty => 24,
             ErrorCode::InvalidGroupId => 25,
+            ErrorCode::UnknownPlugin => 26,
+            ErrorCode::InvalidPlugin => 27,
+            ErrorCode::PluginFailed => 28,
         }
     }
 
@@ -137,6 +150,9 @@ impl ErrorCode {
             ErrorCode::StaleMemberEpoch => "STALE_MEMBER_EPOCH",
             ErrorCode::GroupNotEmpty => "GROUP_NOT_EMPTY",
             ErrorCode::InvalidGroupId => "INVALID_GROUP_ID",
+            ErrorCode::UnknownPlugin => "UNKNOWN_PLUGIN",
+            ErrorCode::InvalidPlugin => "INVALID_PLUGIN",
+            ErrorCode::PluginFailed => "PLUGIN_FAILED",
         }
     }
 
@@ -195,6 +211,9 @@ mod tests {
             (23, "STALE_MEMBER_EPOCH", true),
             (24, "GROUP_NOT_EMPTY", false),
             (25, "INVALID_GROUP_ID", false),
+            (26, "UNKNOWN_PLUGIN", false),
+            (27, "INVALID_PLUGIN", false),
+            (28, "PLUGIN_FAILED", false),
         ];
         assert_eq!(pinned.len(), ErrorCode::ALL.len());
         for (code, (number, name, retriable)) in ErrorCode::ALL.iter().zip(pinned) {

@@ -12,6 +12,7 @@ pub mod error;
 pub mod frame;
 pub mod group;
 pub mod message;
+pub mod plugin;
 pub mod topic;
 pub mod varint;
 

@@ -216,6 +216,36 @@ pub struct FetchRequest {
     pub min_bytes: u32,
     /// A soft cap: the first batch is sent whole even if larger, so consumers progress.
     pub max_bytes: u32,
+    /// A registered plugin to run over this fetch's batches, after the topic's own
+    /// fetch-stage plugins (version 1).
+    pub plugin: Option<crate::plugin::PluginCall>,
+}
+
+impl FetchRequest {
+    /// Decodes a body of the given version: v0 ends after `max_bytes`; v1 adds
+    /// `[plugin:string][params:array<[key:string][value:string]>]`, an empty plugin
+    /// name meaning none.
+    pub fn decode_versioned(body: BytesMut, version: u16) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(&body);
+        let mut out = Self {
+            topic: r.string("topic")?,
+            partition: r.u32("partition")?,
+            offset: r.u64("offset")?,
+            max_wait_ms: r.u32("max_wait_ms")?,
+            min_bytes: r.u32("min_bytes")?,
+            max_bytes: r.u32("max_bytes")?,
+            plugin: None,
+        };
+        if version >= 1 {
+            let name = r.string("plugin")?;
+            let params = crate::plugin::read_params(&mut r)?;
+            if !name.is_empty() {
+                out.plugin = Some(crate::plugin::PluginCall { name, params });
+            }
+        }
+        r.finish()?;
+        Ok(out)
+    }
 }
 
 impl Rpc for FetchRequest {
@@ -229,20 +259,16 @@ impl Rpc for FetchRequest {
         buf.put_u32(self.max_wait_ms);
         buf.put_u32(self.min_bytes);
         buf.put_u32(self.max_bytes);
+        let (name, params) = match &self.plugin {
+            Some(call) => (call.name.as_str(), call.params.as_slice()),
+            None => ("", &[][..]),
+        };
+        buf.put_string(name);
+        crate::plugin::put_params(buf, params);
     }
 
     fn decode_body(body: BytesMut) -> Result<Self, DecodeError> {
-        let mut r = Reader::new(&body);
-        let out = Self {
-            topic: r.string("topic")?,
-            partition: r.u32("partition")?,
-            offset: r.u64("offset")?,
-            max_wait_ms: r.u32("max_wait_ms")?,
-            min_bytes: r.u32("min_bytes")?,
-            max_bytes: r.u32("max_bytes")?,
-        };
-        r.finish()?;
-        Ok(out)
+        Self::decode_versioned(body, ApiKey::Fetch.versions().1)
     }
 }
 
@@ -757,6 +783,10 @@ pub enum Request {
     GroupHeartbeat(crate::group::GroupHeartbeatRequest),
     ListGroups(crate::group::ListGroupsRequest),
     DescribeGroup(crate::group::DescribeGroupRequest),
+    PluginUpload(crate::plugin::PluginUploadRequest),
+    PluginList(crate::plugin::PluginListRequest),
+    PluginAttach(crate::plugin::PluginAttachRequest),
+    PluginDetach(crate::plugin::PluginDetachRequest),
 }
 
 impl Request {
@@ -772,7 +802,9 @@ impl Request {
         let body = frame.body;
         Ok(match api {
             ApiKey::Produce => Request::Produce(ProduceRequest::decode_body(body)?),
-            ApiKey::Fetch => Request::Fetch(FetchRequest::decode_body(body)?),
+            ApiKey::Fetch => {
+                Request::Fetch(FetchRequest::decode_versioned(body, frame.api_version)?)
+            }
             ApiKey::ListOffsets => Request::ListOffsets(ListOffsetsRequest::decode_body(body)?),
             ApiKey::Metadata => Request::Metadata(MetadataRequest::decode_body(body)?),
             ApiKey::CreateTopic => Request::CreateTopic(CreateTopicRequest::decode_body(body)?),
@@ -796,6 +828,18 @@ impl Request {
             ApiKey::DescribeGroup => {
                 Request::DescribeGroup(crate::group::DescribeGroupRequest::decode_body(body)?)
             }
+            ApiKey::PluginUpload => {
+                Request::PluginUpload(crate::plugin::PluginUploadRequest::decode_body(body)?)
+            }
+            ApiKey::PluginList => {
+                Request::PluginList(crate::plugin::PluginListRequest::decode_body(body)?)
+            }
+            ApiKey::PluginAttach => {
+                Request::PluginAttach(crate::plugin::PluginAttachRequest::decode_body(body)?)
+            }
+            ApiKey::PluginDetach => {
+                Request::PluginDetach(crate::plugin::PluginDetachRequest::decode_body(body)?)
+            }
         })
     }
 
@@ -814,6 +858,10 @@ impl Request {
             Request::GroupHeartbeat(_) => ApiKey::GroupHeartbeat,
             Request::ListGroups(_) => ApiKey::ListGroups,
             Request::DescribeGroup(_) => ApiKey::DescribeGroup,
+            Request::PluginUpload(_) => ApiKey::PluginUpload,
+            Request::PluginList(_) => ApiKey::PluginList,
+            Request::PluginAttach(_) => ApiKey::PluginAttach,
+            Request::PluginDetach(_) => ApiKey::PluginDetach,
         }
     }
 }

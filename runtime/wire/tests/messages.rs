@@ -41,8 +41,16 @@ proptest! {
 
     #[test]
     fn fetch(topic in name(), partition: u32, offset: u64, w: u32, min: u32, max: u32) {
-        let req = FetchRequest { topic, partition, offset, max_wait_ms: w, min_bytes: min, max_bytes: max };
-        prop_assert_eq!(request_round_trip(&req), req);
+        let req = FetchRequest { topic, partition, offset, max_wait_ms: w, min_bytes: min, max_bytes: max, plugin: None };
+        prop_assert_eq!(request_round_trip(&req), req.clone());
+        let with_plugin = FetchRequest {
+            plugin: Some(quiver_wire::plugin::PluginCall {
+                name: "only-eu".into(),
+                params: vec![("field".into(), "region".into())],
+            }),
+            ..req
+        };
+        prop_assert_eq!(request_round_trip(&with_plugin), with_plugin);
     }
 
     #[test]
@@ -128,4 +136,21 @@ fn unknown_api_and_version_are_distinct_errors() {
         Request::decode(frame(2, 7)).err(),
         Some(DecodeError::UnsupportedVersion { api: 2, version: 7 })
     );
+}
+
+#[test]
+fn fetch_v0_bodies_still_decode() {
+    use bytes::BufMut;
+    use quiver_wire::codec::WriteExt;
+    let mut body = BytesMut::new();
+    body.put_string("orders");
+    body.put_u32(2);
+    body.put_u64(40);
+    body.put_u32(100);
+    body.put_u32(1);
+    body.put_u32(1 << 20);
+    let req = FetchRequest::decode_versioned(body.clone(), 0).expect("v0 decodes");
+    assert_eq!((req.partition, req.offset, req.plugin), (2, 40, None));
+    // The same body is a truncated v1 request.
+    assert!(FetchRequest::decode_versioned(body, 1).is_err());
 }

@@ -1,0 +1,179 @@
+//! The registry: persistence across reopen, the compile cache, replacing a version,
+//! attachments in order, and a chain applying each attachment's `on_error`.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+
+use common::{IDENTITY_MAP, KEEP_EVEN, module, records};
+use quiver_plugin_host::chain::{ChainOutcome, run_chain};
+use quiver_plugin_host::{Limits, PluginEngine, Registry, RegistryError};
+use quiver_wire::plugin::{Attachment, OnError, PluginStage};
+
+/// Traps on every call.
+const TRAP: &str = r#"
+  (func (export "filter") (param i32 i32) (result i64) unreachable)
+"#;
+
+fn open(dir: &std::path::Path) -> Registry {
+    Registry::open(dir, PluginEngine::new(Limits::default()).expect("engine")).expect("opens")
+}
+
+fn attach(registry: &Registry, plugin: &str, stage: PluginStage, on_error: OnError) {
+    registry
+        .attach(Attachment {
+            topic: "orders".into(),
+            plugin: plugin.into(),
+            stage,
+            params: Vec::new(),
+            on_error,
+        })
+        .expect("attaches");
+}
+
+#[test]
+fn plugins_and_attachments_survive_reopen_and_load_from_the_cache() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = {
+        let registry = open(dir.path());
+        let info = registry
+            .upload("keep-even", &module(KEEP_EVEN), 1_000)
+            .expect("uploads");
+        assert_eq!(info.kind, "filter");
+        assert_eq!(info.version.len(), 64);
+        attach(&registry, "keep-even", PluginStage::Fetch, OnError::Skip);
+        assert_eq!(registry.loads.compiled.load(Ordering::Relaxed), 1);
+        info
+    };
+    let registry = open(dir.path());
+    let (plugins, attachments) = registry.list();
+    assert_eq!(plugins, vec![first]);
+    assert_eq!(attachments.len(), 1);
+    assert_eq!(attachments[0].on_error, OnError::Skip);
+    assert_eq!(registry.loads.from_cache.load(Ordering::Relaxed), 1);
+    assert_eq!(registry.loads.compiled.load(Ordering::Relaxed), 0);
+    let steps = registry.chain("orders", PluginStage::Fetch);
+    let run = run_chain(&registry, &steps, PluginStage::Fetch, records(4));
+    match run.outcome {
+        ChainOutcome::Records(kept) => {
+            assert_eq!(kept.iter().map(|r| r.offset).collect::<Vec<_>>(), [100, 102]);
+        }
+        other => panic!("expected records, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_cache_file_wasmtime_refuses_is_rebuilt_from_the_module() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let version = open(dir.path())
+        .upload("keep-even", &module(KEEP_EVEN), 1)
+        .expect("uploads")
+        .version;
+    let cache = dir.path().join("compiled").join(format!("{version}.cwasm"));
+    std::fs::write(&cache, b"not machine code").expect("overwrite");
+    let registry = open(dir.path());
+    assert_eq!(registry.loads.compiled.load(Ordering::Relaxed), 1);
+    assert_ne!(std::fs::read(&cache).expect("cache"), b"not machine code");
+}
+
+#[test]
+fn uploading_under_a_name_replaces_its_version_for_the_next_batch() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let registry = open(dir.path());
+    registry.upload("view", &module(KEEP_EVEN), 1).expect("uploads");
+    attach(&registry, "view", PluginStage::Fetch, OnError::Fail);
+    let before = registry.chain("orders", PluginStage::Fetch);
+    let v2 = registry
+        .upload("view", &module(IDENTITY_MAP), 2)
+        .expect("replaces");
+    assert_eq!(registry.list().0.len(), 1);
+    let after = registry.chain("orders", PluginStage::Fetch);
+    assert_eq!(after[0].version, v2.version);
+    assert_ne!(before[0].version, after[0].version);
+    // A chain resolved before the upload still finishes with the version it holds.
+    let run = run_chain(&registry, &before, PluginStage::Fetch, records(2));
+    assert!(matches!(run.outcome, ChainOutcome::Records(ref r) if r.len() == 1));
+    let run = run_chain(&registry, &after, PluginStage::Fetch, records(2));
+    assert!(matches!(run.outcome, ChainOutcome::Records(ref r) if r.len() == 2));
+}
+
+#[test]
+fn chains_run_in_order_and_apply_on_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let registry = open(dir.path());
+    registry.upload("keep-even", &module(KEEP_EVEN), 1).expect("uploads");
+    registry.upload("trap", &module(TRAP), 1).expect("uploads");
+
+    attach(&registry, "trap", PluginStage::Produce, OnError::Pass);
+    attach(&registry, "keep-even", PluginStage::Produce, OnError::Fail);
+    let steps = registry.chain("orders", PluginStage::Produce);
+    let run = run_chain(&registry, &steps, PluginStage::Produce, records(4));
+    assert!(matches!(run.outcome, ChainOutcome::Records(ref r) if r.len() == 2));
+    assert_eq!(run.reports.len(), 2);
+    assert_eq!(run.reports[0].error, Some("trap"));
+
+    registry.detach("orders", "trap").expect("detaches");
+    registry.detach("orders", "keep-even").expect("detaches");
+    for (policy, expected) in [
+        (OnError::Fail, "failed"),
+        (OnError::Skip, "skipped"),
+        (OnError::DeadLetter("orders-dlq".into()), "dead-letter"),
+    ] {
+        attach(&registry, "keep-even", PluginStage::Fetch, OnError::Fail);
+        attach(&registry, "trap", PluginStage::Fetch, policy);
+        let steps = registry.chain("orders", PluginStage::Fetch);
+        let run = run_chain(&registry, &steps, PluginStage::Fetch, records(4));
+        let got = match &run.outcome {
+            ChainOutcome::Failed { plugin, .. } if plugin == "trap" => "failed",
+            ChainOutcome::Skipped { plugin, .. } if plugin == "trap" => "skipped",
+            ChainOutcome::DeadLetter { topic, headers, .. } if topic == "orders-dlq" => {
+                assert!(headers.iter().any(|h| h.key == "quiver.plugin.error"));
+                "dead-letter"
+            }
+            other => panic!("unexpected {other:?}"),
+        };
+        assert_eq!(got, expected);
+        registry.detach("orders", "trap").expect("detaches");
+        registry.detach("orders", "keep-even").expect("detaches");
+    }
+}
+
+#[test]
+fn bad_requests_are_refused_with_their_reason() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let registry = open(dir.path());
+    assert!(matches!(
+        registry.upload("bad/name", &module(KEEP_EVEN), 1),
+        Err(RegistryError::InvalidName(_))
+    ));
+    assert!(matches!(
+        registry.upload("junk", b"not wasm", 1),
+        Err(RegistryError::Plugin(_))
+    ));
+    let err = registry
+        .attach(Attachment {
+            topic: "orders".into(),
+            plugin: "missing".into(),
+            stage: PluginStage::Fetch,
+            params: Vec::new(),
+            on_error: OnError::Fail,
+        })
+        .expect_err("unknown plugin");
+    assert_eq!(err.to_string(), "no plugin named `missing` is registered");
+    registry.upload("keep-even", &module(KEEP_EVEN), 1).expect("uploads");
+    assert!(matches!(
+        registry.attach(Attachment {
+            topic: "orders".into(),
+            plugin: "keep-even".into(),
+            stage: PluginStage::Produce,
+            params: Vec::new(),
+            on_error: OnError::DeadLetter("orders".into()),
+        }),
+        Err(RegistryError::DeadLetterLoop(_))
+    ));
+    assert!(matches!(
+        registry.detach("orders", "keep-even"),
+        Err(RegistryError::NotAttached { .. })
+    ));
+    assert!(registry.list().1.is_empty());
+}
