@@ -72,7 +72,7 @@ async fn run() -> anyhow::Result<()> {
     let mut offset = earliest;
     while offset < end {
         let fetched = client
-            .fetch(&topic, partition, offset, options)
+            .fetch(&topic, partition, offset, &options)
             .await
             .with_context(|| format!("cannot fetch from offset {offset}"))?;
         for record in &fetched.records {

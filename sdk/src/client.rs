@@ -14,6 +14,10 @@ use quiver_wire::batch::{
 use quiver_wire::frame::{FRAME_LENGTH_BYTES, RESPONSE_HEAD_BYTES, frame_length, parse_response};
 use quiver_wire::message::*;
 pub use quiver_wire::plugin::PluginCall;
+use quiver_wire::plugin::{
+    Attachment, PLUGIN_MODULE_BYTES_MAX, PluginAttachRequest, PluginDetachRequest, PluginInfo,
+    PluginListRequest, PluginUploadRequest, validate_params, validate_plugin_name,
+};
 use quiver_wire::topic::validate_topic_name;
 
 use crate::error::{ConnectError, RequestError};
@@ -273,6 +277,55 @@ impl Client {
         .map(|_| ())
     }
 
+    /// Registers a WebAssembly plugin under `name` (replacing the name's current
+    /// version for every attachment, from the next batch on). The broker checks the
+    /// module against the plugin ABI and compiles it before answering.
+    pub async fn upload_plugin(
+        &self,
+        name: &str,
+        module: impl Into<Bytes>,
+    ) -> Result<PluginInfo, RequestError> {
+        validate_plugin_name(name).map_err(|e| RequestError::InvalidArgument(e.to_string()))?;
+        let module = module.into();
+        if module.len() > PLUGIN_MODULE_BYTES_MAX {
+            return Err(RequestError::InvalidArgument(format!(
+                "module of {} bytes exceeds the wire limit of {PLUGIN_MODULE_BYTES_MAX} bytes",
+                module.len()
+            )));
+        }
+        self.call(&PluginUploadRequest {
+            name: name.to_owned(),
+            module,
+        })
+        .await
+    }
+
+    /// Every registered plugin, and every attachment of a plugin to a topic.
+    pub async fn list_plugins(&self) -> Result<(Vec<PluginInfo>, Vec<Attachment>), RequestError> {
+        let response = self.call(&PluginListRequest).await?;
+        Ok((response.plugins, response.attachments))
+    }
+
+    /// Attaches a registered plugin to a topic's produce or fetch stage, after the
+    /// stage's existing plugins. The broker initialises the plugin with `params` once
+    /// to check them.
+    pub async fn attach_plugin(&self, attachment: Attachment) -> Result<(), RequestError> {
+        validate_params(&attachment.params).map_err(RequestError::InvalidArgument)?;
+        self.call(&PluginAttachRequest { attachment })
+            .await
+            .map(|_| ())
+    }
+
+    /// Detaches every attachment of `plugin` from `topic`.
+    pub async fn detach_plugin(&self, topic: &str, plugin: &str) -> Result<(), RequestError> {
+        self.call(&PluginDetachRequest {
+            topic: topic.to_owned(),
+            plugin: plugin.to_owned(),
+        })
+        .await
+        .map(|_| ())
+    }
+
     /// Every topic with its partitions.
     pub async fn list_topics(&self) -> Result<Vec<TopicInfo>, RequestError> {
         Ok(self.call(&MetadataRequest { topics: None }).await?.topics)
@@ -372,7 +425,7 @@ impl Client {
         topic: &str,
         partition: u32,
         offset: u64,
-        options: FetchOptions,
+        options: &FetchOptions,
     ) -> Result<FetchedBatches, RequestError> {
         let request = FetchRequest {
             topic: topic.to_owned(),
@@ -404,10 +457,10 @@ impl Client {
         topic: &str,
         partition: u32,
         offset: u64,
-        options: FetchOptions,
+        options: &FetchOptions,
     ) -> Result<Fetched, RequestError> {
         let fetched = self
-            .fetch_batches(topic, partition, offset, options)
+            .fetch_batches(topic, partition, offset, &options)
             .await?;
         let mut records = Vec::new();
         let mut next_offset = offset;

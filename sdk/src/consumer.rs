@@ -673,13 +673,16 @@ impl Consumer {
         }
         let options = FetchOptions {
             max_wait: wait,
-            ..self.config.fetch
+            ..self.config.fetch.clone()
         };
         let mut tasks = Vec::with_capacity(wanted.len());
         for (tp, offset) in wanted {
             let client = self.client.clone();
+            let options = options.clone();
             tasks.push(tokio::spawn(async move {
-                let result = client.fetch(&tp.topic, tp.partition, offset, options).await;
+                let result = client
+                    .fetch(&tp.topic, tp.partition, offset, &options)
+                    .await;
                 (tp, offset, result)
             }));
         }

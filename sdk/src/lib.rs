@@ -50,3 +50,6 @@ pub use quiver_wire::ErrorCode;
 pub use quiver_wire::batch::Compression;
 pub use quiver_wire::batch::{DecodedRecord, Record, RecordHeader};
 pub use quiver_wire::message::{Acks, OffsetSpec, PartitionInfo, TopicInfo};
+pub use quiver_wire::plugin::{
+    Attachment, OnError, PluginCall, PluginInfo, PluginStage, dead_letter_header,
+};

@@ -638,12 +638,13 @@ pub async fn fetch_range(
         max_wait: Duration::from_millis(100),
         min_bytes: 1,
         max_bytes: 4 * 1024 * 1024,
+        ..Default::default()
     };
     let mut out = Vec::new();
     let mut offset = from;
     while offset < end {
         let fetched = client
-            .fetch(topic, partition, offset, options)
+            .fetch(topic, partition, offset, &options)
             .await
             .unwrap_or_else(|e| panic!("fetch {topic}/{partition} at {offset}: {e}"));
         assert!(

@@ -224,7 +224,7 @@ async fn unknown_topic() {
         "produce acks=leader",
     );
     expect_code(
-        c.fetch("ghost", 0, 0, FetchOptions::default()).await,
+        c.fetch("ghost", 0, 0, &FetchOptions::default()).await,
         ErrorCode::UnknownTopic,
         "fetch",
     );
@@ -308,7 +308,7 @@ async fn partition_out_of_range() {
             "message names the partition: {msg}"
         );
         expect_code(
-            c.fetch("data", p, 0, FetchOptions::default()).await,
+            c.fetch("data", p, 0, &FetchOptions::default()).await,
             ErrorCode::UnknownPartition,
             &format!("fetch partition {p}"),
         );
@@ -558,7 +558,7 @@ async fn fetch_offset_beyond_the_end() {
     assert_eq!(end, 40);
     for offset in [end + 1, end + 1000, u64::MAX] {
         let msg = expect_code(
-            c.fetch("data", 1, offset, FetchOptions::default()).await,
+            c.fetch("data", 1, offset, &FetchOptions::default()).await,
             ErrorCode::OffsetOutOfRange,
             &format!("fetch at {offset}"),
         );
@@ -573,7 +573,7 @@ async fn fetch_offset_beyond_the_end() {
         ..FetchOptions::default()
     };
     let at_end = c
-        .fetch("data", 1, end, options)
+        .fetch("data", 1, end, &options)
         .await
         .expect("fetch at the end");
     assert!(at_end.records.is_empty());

@@ -321,10 +321,12 @@ async fn acknowledged_batch_is_visible_to_the_next_request() {
         max_wait: std::time::Duration::ZERO,
         min_bytes: 0,
         max_bytes: 1024 * 1024,
+        ..Default::default()
     };
     let mut tasks = tokio::task::JoinSet::new();
     for p in 0..PARTITIONS {
         let client = client.clone();
+        let no_wait = no_wait.clone();
         tasks.spawn(async move {
             for i in 0..ROUNDS {
                 let value = format!("ryw-{p}-{i}");
@@ -349,7 +351,7 @@ async fn acknowledged_batch_is_visible_to_the_next_request() {
                      list_offsets reports high watermark {:?}",
                     latest.offset
                 );
-                let fetched = client.fetch("ryw", p, i, no_wait).await.expect("fetch");
+                let fetched = client.fetch("ryw", p, i, &no_wait).await.expect("fetch");
                 assert_eq!(
                     fetched.records.first().and_then(|r| r.value.clone()),
                     Some(Bytes::from(value)),

@@ -90,7 +90,7 @@ async fn check_consumable(
     }
     for below in [0, start - 1] {
         let err = client
-            .fetch(topic, 0, below, FetchOptions::default())
+            .fetch(topic, 0, below, &FetchOptions::default())
             .await
             .expect_err("fetch below the log start must fail");
         assert_eq!(

@@ -117,6 +117,17 @@ async fn answer(mut stream: TcpStream, state: &BrokerState) -> std::io::Result<(
                 group_lag: group_lag(state),
                 group_members: group_members(state),
                 data_dir: &state.config.data_dir,
+                plugins_registered: state.plugins.plugin_count(),
+                plugin_loads_from_cache: state
+                    .plugins
+                    .loads
+                    .from_cache
+                    .load(std::sync::atomic::Ordering::Relaxed),
+                plugin_loads_compiled: state
+                    .plugins
+                    .loads
+                    .compiled
+                    .load(std::sync::atomic::Ordering::Relaxed),
             };
             let body = state.metrics.render(&state.topics.all(), broker);
             respond(

@@ -59,6 +59,8 @@ pub struct BrokerConfig {
     pub fetch_zero_copy: bool,
     /// Export Prometheus metrics (`/metrics`) and record them on hot paths.
     pub metrics: bool,
+    /// Bounds on WebAssembly plugins: upload size, memory per instance, CPU per batch.
+    pub plugins: quiver_plugin_host::Limits,
 }
 
 impl Default for BrokerConfig {
@@ -81,6 +83,7 @@ impl Default for BrokerConfig {
             streams_per_connection_max: 1_024,
             fetch_zero_copy: true,
             metrics: true,
+            plugins: quiver_plugin_host::Limits::default(),
         }
     }
 }
@@ -108,6 +111,9 @@ pub struct ConfigFile {
     pub streams_per_connection_max: Option<u32>,
     pub fetch_zero_copy: Option<bool>,
     pub metrics: Option<bool>,
+    pub plugin_module_bytes_max: Option<usize>,
+    pub plugin_memory_bytes_max: Option<usize>,
+    pub plugin_call_ms_max: Option<u64>,
 }
 
 /// Every key the file and the environment know, for `QUIVER_*` lookups.
@@ -131,6 +137,9 @@ pub const CONFIG_KEYS: &[&str] = &[
     "streams_per_connection_max",
     "fetch_zero_copy",
     "metrics",
+    "plugin_module_bytes_max",
+    "plugin_memory_bytes_max",
+    "plugin_call_ms_max",
 ];
 
 impl BrokerConfig {
@@ -184,6 +193,18 @@ impl BrokerConfig {
             file.fetch_zero_copy.map(|v| v.to_string()),
         )?;
         set("metrics", file.metrics.map(|v| v.to_string()))?;
+        set(
+            "plugin_module_bytes_max",
+            file.plugin_module_bytes_max.map(|v| v.to_string()),
+        )?;
+        set(
+            "plugin_memory_bytes_max",
+            file.plugin_memory_bytes_max.map(|v| v.to_string()),
+        )?;
+        set(
+            "plugin_call_ms_max",
+            file.plugin_call_ms_max.map(|v| v.to_string()),
+        )?;
         Ok(())
     }
 
@@ -267,6 +288,29 @@ impl BrokerConfig {
                 self.fetch_zero_copy = value
                     .parse()
                     .map_err(|_| invalid(format!("`{value}` is not true or false")))?;
+            }
+            "plugin_module_bytes_max" => {
+                let v = int(value)? as usize;
+                let hard = quiver_wire::plugin::PLUGIN_MODULE_BYTES_MAX;
+                if v == 0 || v > hard {
+                    return Err(invalid(format!("{v} is not between 1 and {hard} bytes")));
+                }
+                self.plugins.module_bytes_max = v;
+            }
+            "plugin_memory_bytes_max" => {
+                let v = int(value)? as usize;
+                // One WebAssembly page is 64 KiB; 4 GiB is all a wasm32 guest can address.
+                if !(64 * 1024..=4 << 30).contains(&v) {
+                    return Err(invalid(format!("{v} is not between 64 KiB and 4 GiB")));
+                }
+                self.plugins.memory_bytes_max = v;
+            }
+            "plugin_call_ms_max" => {
+                let v = int(value)?;
+                if !(1..=60_000).contains(&v) {
+                    return Err(invalid(format!("{v} is not between 1 and 60000 ms")));
+                }
+                self.plugins.call_time_max = Duration::from_millis(v);
             }
             other => {
                 return Err(ConfigError::Invalid {

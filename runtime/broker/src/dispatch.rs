@@ -147,6 +147,10 @@ pub async fn handle(frame: RequestFrame, state: &Arc<BrokerState>, answered: boo
         Request::GroupHeartbeat(req) => group_heartbeat(req, state),
         Request::ListGroups(_) => list_groups(state),
         Request::DescribeGroup(req) => describe_group(req, state),
+        Request::PluginUpload(req) => crate::plugins::upload(req, state).await,
+        Request::PluginList(_) => crate::plugins::list(state),
+        Request::PluginAttach(req) => crate::plugins::attach(req, state).await,
+        Request::PluginDetach(req) => crate::plugins::detach(req, state),
     };
     result.map(|out| (api, out)).map_err(|e| (Some(api), e))
 }
@@ -175,7 +179,7 @@ fn partition(state: &BrokerState, topic: &str, index: u32) -> Result<Arc<Partiti
 
 /// Runs short blocking work (a write to the page cache, a segment roll) without
 /// stalling other tasks on this worker.
-fn blocking<T>(f: impl FnOnce() -> T) -> T {
+pub(crate) fn blocking<T>(f: impl FnOnce() -> T) -> T {
     match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
         Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
         _ => f(),
@@ -220,7 +224,26 @@ async fn produce(
         wait_for_predecessors(&partition, &header).await;
     }
     let now = now_ms();
-    let info = blocking(|| partition.append(req.batch, now))?;
+    let info = if state
+        .plugins
+        .has_chain(&req.topic, quiver_wire::plugin::PluginStage::Produce)
+    {
+        let steps = state
+            .plugins
+            .chain(&req.topic, quiver_wire::plugin::PluginStage::Produce);
+        crate::plugins::produce_through(
+            state,
+            &partition,
+            &req.topic,
+            req.partition,
+            steps,
+            req.batch,
+            now,
+        )
+        .await?
+    } else {
+        blocking(|| partition.append(req.batch, now))?
+    };
     // A duplicate stored nothing new: count it as a request, not as data.
     let (records, bytes) = if info.duplicate {
         (0, 0)
@@ -271,6 +294,8 @@ async fn produce(
 
 async fn fetch(req: FetchRequest, state: &BrokerState) -> Result<Outgoing, RequestError> {
     let partition = partition(state, &req.topic, req.partition)?;
+    // Resolved once per request: a plugin replaced meanwhile serves the next fetch.
+    let steps = crate::plugins::fetch_steps(state, &req.topic, req.plugin.as_ref())?;
     let max_bytes = req.max_bytes.clamp(1, FETCH_BYTES_MAX) as usize;
     let deadline =
         Instant::now() + Duration::from_millis(u64::from(req.max_wait_ms.min(FETCH_WAIT_MS_MAX)));
@@ -285,12 +310,21 @@ async fn fetch(req: FetchRequest, state: &BrokerState) -> Result<Outgoing, Reque
         };
         let stopping = *shutdown.borrow_and_update();
         if slice.bytes >= req.min_bytes as usize || Instant::now() >= deadline || stopping {
-            let batch_count = slice.batches.len() as u64;
-            let batches = if state.config.fetch_zero_copy {
-                slice.batches
-            } else {
-                reencode(slice.batches)?
-            };
+            let mut batches = slice.batches;
+            if !steps.is_empty() {
+                batches = crate::plugins::fetch_through(
+                    state,
+                    &req.topic,
+                    req.partition,
+                    &steps,
+                    batches,
+                )
+                .await?;
+            }
+            let batch_count = batches.len() as u64;
+            if !state.config.fetch_zero_copy {
+                batches = reencode(batches)?;
+            }
             let total: usize = batches.iter().map(Bytes::len).sum();
             state.metrics.fetched(&req.topic, batch_count, total as u64);
             let mut chunks = Vec::with_capacity(batches.len() + 1);
@@ -491,9 +525,15 @@ async fn delete_topic(
         ));
     }
     let worker = Arc::clone(state);
+    let name = req.name.clone();
     tokio::task::spawn_blocking(move || worker.topics.delete(&req.name))
         .await
         .map_err(|e| RequestError::new(ErrorCode::Unknown, e.to_string()))??;
+    // The topic is gone; its attachments go with it. A failure here leaves attachments
+    // that match no topic and never run, so it is logged rather than reported.
+    if let Err(err) = state.plugins.forget_topic(&name) {
+        tracing::warn!(topic = %name, %err, "could not drop the deleted topic's plugin attachments");
+    }
     Ok(Outgoing::Frame(Empty.encode_frame()))
 }
 

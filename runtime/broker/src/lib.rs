@@ -13,6 +13,7 @@ pub mod group;
 pub mod metrics;
 pub mod offsets;
 pub mod partition;
+pub mod plugins;
 pub mod producer_id;
 pub mod server;
 pub mod tls;

@@ -50,6 +50,16 @@ pub struct Metrics {
     broker_info: IntGaugeVec,
     group_lag: IntGaugeVec,
     group_members: IntGaugeVec,
+    pub plugin_calls: IntCounterVec,
+    pub plugin_errors: IntCounterVec,
+    pub plugin_call_duration: HistogramVec,
+    pub plugin_records_in: IntCounterVec,
+    pub plugin_records_out: IntCounterVec,
+    pub plugin_batches_skipped: IntCounterVec,
+    pub plugin_dead_letter_records: IntCounterVec,
+    plugin_memory: IntGaugeVec,
+    plugin_loads: IntCounterVec,
+    plugins_registered: IntGauge,
 }
 
 /// Facts about this broker that a scrape reports besides its topics.
@@ -62,6 +72,11 @@ pub struct BrokerFacts<'a> {
     pub group_members: Vec<(String, u32)>,
     /// The data directory, whose file system's free and total bytes are exported.
     pub data_dir: &'a Path,
+    /// Plugins registered, and how many were loaded from the compile cache and how
+    /// many compiled since start.
+    pub plugins_registered: usize,
+    pub plugin_loads_from_cache: u64,
+    pub plugin_loads_compiled: u64,
 }
 
 /// Replica health of one topic, counted over its partitions.
@@ -206,6 +221,53 @@ impl Metrics {
         }
     }
 
+    /// One plugin call over one batch.
+    pub fn plugin_call(&self, stage: &str, report: &quiver_plugin_host::StepReport) {
+        if !self.enabled {
+            return;
+        }
+        let labels = [report.plugin.as_str(), stage];
+        self.plugin_calls.with_label_values(&labels).inc();
+        self.plugin_call_duration
+            .with_label_values(&labels)
+            .observe(report.elapsed.as_secs_f64());
+        self.plugin_records_in
+            .with_label_values(&labels)
+            .inc_by(report.records_in as u64);
+        match report.error {
+            Some(kind) => self
+                .plugin_errors
+                .with_label_values(&[report.plugin.as_str(), stage, kind])
+                .inc(),
+            None => {
+                self.plugin_records_out
+                    .with_label_values(&labels)
+                    .inc_by(report.records_out as u64);
+                self.plugin_memory
+                    .with_label_values(&[report.plugin.as_str()])
+                    .set(gauge_value(report.memory_bytes as u64));
+            }
+        }
+    }
+
+    /// A batch a failing plugin's `skip` policy dropped.
+    pub fn plugin_skipped(&self, plugin: &str, stage: &str) {
+        if self.enabled {
+            self.plugin_batches_skipped
+                .with_label_values(&[plugin, stage])
+                .inc();
+        }
+    }
+
+    /// Records a failing plugin's `dead-letter` policy sent to its topic.
+    pub fn plugin_dead_lettered(&self, plugin: &str, stage: &str, records: u64) {
+        if self.enabled {
+            self.plugin_dead_letter_records
+                .with_label_values(&[plugin, stage])
+                .inc_by(records);
+        }
+    }
+
     /// One group-commit fdatasync.
     pub fn flushed(&self, seconds: f64) {
         if self.enabled {
@@ -252,6 +314,20 @@ impl Metrics {
             .buckets(LATENCY_BUCKETS_SECONDS.to_vec()),
         ));
         must(registry.register(Box::new(flush_duration.clone())));
+        let plugin_call_duration = must(HistogramVec::new(
+            HistogramOpts::new(
+                "quiver_plugin_call_duration_seconds",
+                "Time one plugin call over one batch took, by plugin and stage.",
+            )
+            .buckets(LATENCY_BUCKETS_SECONDS.to_vec()),
+            &["plugin", "stage"],
+        ));
+        must(registry.register(Box::new(plugin_call_duration.clone())));
+        let plugins_registered = must(IntGauge::new(
+            "quiver_plugins_registered",
+            "Plugins registered on this broker.",
+        ));
+        must(registry.register(Box::new(plugins_registered.clone())));
         let connections_open = must(IntGauge::new(
             "quiver_connections_open",
             "Open QUIC connections.",
@@ -362,6 +438,48 @@ impl Metrics {
                 "Members of a consumer group.",
                 &["group"],
             ),
+            plugin_calls: counter(
+                "quiver_plugin_calls_total",
+                "Plugin calls, one per batch, by plugin and stage.",
+                &["plugin", "stage"],
+            ),
+            plugin_errors: counter(
+                "quiver_plugin_errors_total",
+                "Plugin calls that failed, by plugin, stage and kind (trap, timeout, memory, answer, guest, init).",
+                &["plugin", "stage", "kind"],
+            ),
+            plugin_call_duration,
+            plugin_records_in: counter(
+                "quiver_plugin_records_in_total",
+                "Records passed to plugins, by plugin and stage.",
+                &["plugin", "stage"],
+            ),
+            plugin_records_out: counter(
+                "quiver_plugin_records_out_total",
+                "Records plugins kept or produced, by plugin and stage.",
+                &["plugin", "stage"],
+            ),
+            plugin_batches_skipped: counter(
+                "quiver_plugin_batches_skipped_total",
+                "Batches dropped because a plugin failed and its on_error is skip.",
+                &["plugin", "stage"],
+            ),
+            plugin_dead_letter_records: counter(
+                "quiver_plugin_dead_letter_records_total",
+                "Records sent to a dead-letter topic because a plugin failed on their batch.",
+                &["plugin", "stage"],
+            ),
+            plugin_memory: gauge(
+                "quiver_plugin_memory_bytes",
+                "Linear memory of a plugin's instance after its latest call, by plugin.",
+                &["plugin"],
+            ),
+            plugin_loads: counter(
+                "quiver_plugin_loads_total",
+                "Plugin versions made ready since start, by source: cache (compile cache on disk) or compile.",
+                &["source"],
+            ),
+            plugins_registered,
             registry,
         }
     }
@@ -401,6 +519,15 @@ impl Metrics {
                 env!("CARGO_PKG_VERSION"),
             ])
             .set(1);
+        self.plugins_registered
+            .set(gauge_value(broker.plugins_registered as u64));
+        for (source, total) in [
+            ("cache", broker.plugin_loads_from_cache),
+            ("compile", broker.plugin_loads_compiled),
+        ] {
+            let counter = self.plugin_loads.with_label_values(&[source]);
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
         // Rebuilt each scrape so groups that vanished leave no stale series.
         self.group_lag.reset();
         for (group, topic, lag) in &broker.group_lag {
@@ -508,6 +635,9 @@ mod tests {
             group_lag: vec![("g".into(), "t".into(), 5)],
             group_members: vec![("g".into(), 2)],
             data_dir: dir.path(),
+            plugins_registered: 0,
+            plugin_loads_from_cache: 0,
+            plugin_loads_compiled: 0,
         };
         let text = Metrics::new().render(&[], facts);
         let version = env!("CARGO_PKG_VERSION");

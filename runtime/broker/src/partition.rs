@@ -95,6 +95,26 @@ impl Partition {
 
     /// Appends one batch, stamping its offsets. Returns once it is in the page cache.
     pub fn append(&self, batch: BytesMut, now_ms: i64) -> Result<AppendInfo, PartitionAppendError> {
+        self.append_checked(batch, None, now_ms)
+    }
+
+    /// Appends a batch a produce-stage plugin rewrote from `original`, checking the
+    /// producer's sequence against `original` (see `PartitionLog::append_transformed`).
+    pub fn append_transformed(
+        &self,
+        batch: BytesMut,
+        original: &quiver_wire::batch::BatchHeader,
+        now_ms: i64,
+    ) -> Result<AppendInfo, PartitionAppendError> {
+        self.append_checked(batch, Some(original), now_ms)
+    }
+
+    fn append_checked(
+        &self,
+        batch: BytesMut,
+        original: Option<&quiver_wire::batch::BatchHeader>,
+        now_ms: i64,
+    ) -> Result<AppendInfo, PartitionAppendError> {
         if self.failed.load(Ordering::Acquire) {
             return Err(PartitionAppendError::StorageFailed);
         }
@@ -103,7 +123,10 @@ impl Partition {
         }
         let info = {
             let mut log = self.log_mut();
-            let info = log.append(batch, 0, now_ms)?;
+            let info = match original {
+                Some(original) => log.append_transformed(batch, original, 0, now_ms)?,
+                None => log.append(batch, 0, now_ms)?,
+            };
             if info.duplicate {
                 return Ok(info);
             }

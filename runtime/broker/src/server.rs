@@ -41,6 +41,8 @@ pub struct BrokerState {
     pub groups: std::sync::Mutex<crate::group::GroupCoordinator>,
     /// Committed offsets, backed by the internal offsets topic.
     pub offsets: crate::offsets::OffsetStore,
+    /// Uploaded WebAssembly plugins and their attachments to topics.
+    pub plugins: quiver_plugin_host::Registry,
     /// `true` once the broker is stopping.
     pub shutdown: watch::Sender<bool>,
     /// Recovery done and the endpoint accepting.
@@ -79,6 +81,8 @@ pub enum StartError {
     ProducerIds(#[from] crate::producer_id::ProducerIdError),
     #[error(transparent)]
     Offsets(#[from] crate::offsets::OffsetsError),
+    #[error("cannot open the plugin registry: {0}")]
+    Plugins(#[from] quiver_plugin_host::RegistryError),
 }
 
 /// A started broker.
@@ -200,7 +204,22 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
     let (topics, offsets_partition) = topics;
     let offsets = crate::offsets::OffsetStore::load(&offsets_partition)?;
     let producer_ids = crate::producer_id::ProducerIdAllocator::open(&config.data_dir)?;
+    let plugin_dir = config.data_dir.join("plugins");
+    let plugin_limits = config.plugins;
+    // Loading plugins reads the compile cache (or compiles): blocking work.
+    let plugins = tokio::task::spawn_blocking(move || {
+        let engine = quiver_plugin_host::PluginEngine::new(plugin_limits)?;
+        quiver_plugin_host::Registry::open(&plugin_dir, engine)
+    })
+    .await
+    .map_err(|e| {
+        StartError::Plugins(quiver_plugin_host::RegistryError::Io {
+            path: config.data_dir.join("plugins"),
+            source: std::io::Error::other(e),
+        })
+    })??;
     let state = Arc::new(BrokerState {
+        plugins,
         producer_ids,
         groups: std::sync::Mutex::new(crate::group::GroupCoordinator::default()),
         offsets,

@@ -17,8 +17,8 @@ use anyhow::{Context, bail};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use quiver_sdk::{
-    Acks, Client, Compression, ErrorCode, FetchOptions, OffsetSpec, Producer, ProducerConfig,
-    ProducerRecord,
+    Acks, Client, Compression, ErrorCode, FetchOptions, OffsetSpec, PluginCall, Producer,
+    ProducerConfig, ProducerRecord,
 };
 use quiver_wire::batch::{
     BatchBuilder, BatchHeader, BatchSplitter, ProducerStamp, Record, decode_records,
@@ -72,9 +72,12 @@ pub struct BenchArgs {
     /// Records per second offered by the e2e producer.
     #[arg(long, default_value_t = 10_000)]
     rate: u64,
-    /// Fetch through this registered plugin.
+    /// Fetch through this registered plugin (consume).
     #[arg(long)]
     plugin: Option<String>,
+    /// Plugin parameter as key=value; repeatable.
+    #[arg(long = "param", value_name = "KEY=VALUE", requires = "plugin", value_parser = parse_param)]
+    params: Vec<(String, String)>,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -167,9 +170,16 @@ fn progress(total: u64, json: bool) -> indicatif::ProgressBar {
     bar
 }
 
+fn parse_param(pair: &str) -> Result<(String, String), String> {
+    match pair.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("`{pair}` is not KEY=VALUE")),
+    }
+}
+
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    if args.plugin.is_some() {
-        bail!("--plugin needs WASM plugins, which this broker version does not offer yet");
+    if args.plugin.is_some() && args.workload != Workload::Consume {
+        bail!("--plugin applies to the consume workload (fetches through the plugin)");
     }
     if args.record_size < 8 {
         bail!("--record-size must be at least 8 bytes (e2e stores a timestamp in each record)");
@@ -353,6 +363,10 @@ async fn consume(client: &Client, args: &BenchArgs, partitions: u32) -> anyhow::
         max_wait: Duration::from_millis(100),
         min_bytes: 1,
         max_bytes: 8 * 1024 * 1024,
+        plugin: args.plugin.clone().map(|name| PluginCall {
+            name,
+            params: args.params.clone(),
+        }),
     };
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -361,6 +375,7 @@ async fn consume(client: &Client, args: &BenchArgs, partitions: u32) -> anyhow::
         let client = client.clone();
         let topic = args.topic.clone();
         let bar = bar.clone();
+        let options = options.clone();
         tasks.push(tokio::spawn(async move {
             let start = client
                 .list_offsets(&topic, partition, OffsetSpec::Earliest)
@@ -373,12 +388,14 @@ async fn consume(client: &Client, args: &BenchArgs, partitions: u32) -> anyhow::
             let (mut records, mut bytes) = (0u64, 0u64);
             while offset < end {
                 let fetched = client
-                    .fetch_batches(&topic, partition, offset, options)
+                    .fetch_batches(&topic, partition, offset, &options)
                     .await?;
                 bytes += fetched.batches.len() as u64;
                 for batch in BatchSplitter::new(fetched.batches) {
                     let header = BatchHeader::parse(&batch?)?;
-                    records += u64::from(header.record_count);
+                    if !header.is_control() {
+                        records += u64::from(header.record_count);
+                    }
                     offset = header.next_offset();
                 }
                 bar.set_position(offset);
@@ -420,11 +437,12 @@ async fn e2e(client: &Client, args: &BenchArgs, partitions: u32) -> anyhow::Resu
                 max_wait: Duration::from_millis(500),
                 min_bytes: 1,
                 max_bytes: 4 * 1024 * 1024,
+                ..Default::default()
             };
             let mut latency = histogram()?;
             let (mut offset, mut seen, mut bytes) = (start, 0u64, 0u64);
             while seen < total {
-                let fetched = client.fetch_batches(&topic, 0, offset, options).await?;
+                let fetched = client.fetch_batches(&topic, 0, offset, &options).await?;
                 let arrived = now_micros();
                 bytes += fetched.batches.len() as u64;
                 for batch in BatchSplitter::new(fetched.batches) {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use quiver_sdk::{
     Client, Consumer, ConsumerConfig, DecodedRecord, ErrorCode, FetchOptions, OffsetReset,
-    OffsetSpec,
+    OffsetSpec, PluginCall,
 };
 use tokio::sync::mpsc;
 
@@ -67,14 +67,32 @@ pub struct ConsumeArgs {
 type Chunk = (u32, Vec<DecodedRecord>);
 
 pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
-    if args.plugin.is_some() {
-        parse_pairs(&args.params, "--param")?;
-        bail!("--plugin needs WASM plugins, which this broker version does not offer yet");
-    }
+    let plugin = match &args.plugin {
+        Some(name) => Some(PluginCall {
+            name: name.clone(),
+            params: parse_pairs(&args.params, "--param")?,
+        }),
+        None => None,
+    };
     if let Some(group) = args.group.clone() {
-        return consume_in_group(args, group).await;
+        return consume_in_group(args, group, plugin).await;
     }
     let client = args.connect.connect().await?;
+    if let Some(call) = &plugin {
+        // Fail before fetching when the plugin is not registered.
+        let (plugins, _) = client.list_plugins().await?;
+        if !plugins.iter().any(|p| p.name == call.name) {
+            bail!("no plugin named `{}` is registered", call.name);
+        }
+    }
+    consume_partitions(args, client, plugin).await
+}
+
+async fn consume_partitions(
+    args: ConsumeArgs,
+    client: Client,
+    plugin: Option<PluginCall>,
+) -> anyhow::Result<()> {
     let topic = client
         .describe_topic(&args.topic)
         .await
@@ -98,6 +116,7 @@ pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
             args.topic.clone(),
             partition,
             start,
+            plugin.clone(),
             tx.clone(),
         )));
     }
@@ -152,7 +171,11 @@ pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
 /// Consumes as a member of `group`: partitions come from the group's coordinator, and
 /// what is printed is committed (at-least-once: a crash re-delivers at most what was
 /// printed since the last commit).
-async fn consume_in_group(args: ConsumeArgs, group: String) -> anyhow::Result<()> {
+async fn consume_in_group(
+    args: ConsumeArgs,
+    group: String,
+    plugin: Option<PluginCall>,
+) -> anyhow::Result<()> {
     if args.partition.is_some() || args.offset.is_some() || args.from_timestamp.is_some() {
         bail!(
             "--group takes partitions and positions from the group; drop --partition/--offset/--from-timestamp \
@@ -176,6 +199,7 @@ async fn consume_in_group(args: ConsumeArgs, group: String) -> anyhow::Result<()
             max_wait: FETCH_WAIT,
             min_bytes: 1,
             max_bytes: 4 * 1024 * 1024,
+            plugin,
         },
         ..ConsumerConfig::default()
     };
@@ -298,15 +322,17 @@ async fn fetch_loop(
     topic: String,
     partition: u32,
     mut offset: u64,
+    plugin: Option<PluginCall>,
     tx: mpsc::Sender<anyhow::Result<Chunk>>,
 ) {
     let options = FetchOptions {
         max_wait: FETCH_WAIT,
         min_bytes: 1,
         max_bytes: 4 * 1024 * 1024,
+        plugin,
     };
     loop {
-        match client.fetch(&topic, partition, offset, options).await {
+        match client.fetch(&topic, partition, offset, &options).await {
             Ok(fetched) => {
                 offset = fetched.next_offset;
                 if !fetched.records.is_empty()

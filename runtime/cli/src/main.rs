@@ -8,6 +8,7 @@ mod ceiling;
 mod connect;
 mod consume;
 mod group;
+mod plugin;
 mod produce;
 mod serve;
 mod topic;
@@ -40,6 +41,9 @@ enum Command {
     /// List, describe and reset consumer groups.
     #[command(subcommand)]
     Group(group::GroupCommand),
+    /// Upload, list, attach, detach and test WebAssembly plugins.
+    #[command(subcommand)]
+    Plugin(plugin::PluginCommand),
     /// Load a broker and report throughput and latency.
     Bench(bench::BenchArgs),
 }
@@ -70,6 +74,7 @@ fn main() -> std::process::ExitCode {
             Command::Consume(args) => consume::run(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::Group(cmd) => group::run(cmd).await,
+            Command::Plugin(cmd) => plugin::run(cmd).await,
         }
     });
     // Background tasks (the broker's flushers, a consumer's fetchers) end with the runtime.

@@ -57,7 +57,11 @@ pub struct ChainRun {
     pub reports: Vec<StepReport>,
 }
 
-fn call(registry: &Registry, step: &Step, records: &[DecodedRecord]) -> Result<(Outcome, usize), PluginError> {
+fn call(
+    registry: &Registry,
+    step: &Step,
+    records: &[DecodedRecord],
+) -> Result<(Outcome, usize), PluginError> {
     let mut instance = registry.checkout(step)?;
     let outcome = instance.run(records)?;
     let memory = instance.memory_bytes();
@@ -124,7 +128,9 @@ pub fn run_chain(
         };
         match result {
             Ok((outcome, memory)) => {
-                if original.is_none() && !matches!(&outcome, Outcome::Keep(k) if k.iter().all(|k| *k)) {
+                if original.is_none()
+                    && !matches!(&outcome, Outcome::Keep(k) if k.iter().all(|k| *k))
+                {
                     original = Some(current.clone());
                 }
                 let (next, did_change) = apply(current, outcome);
@@ -359,7 +365,10 @@ mod tests {
     fn stored_batch(base: u64, values: &[&str]) -> (BatchHeader, Vec<DecodedRecord>) {
         let mut builder = BatchBuilder::new(ProducerStamp::NONE);
         for (i, v) in values.iter().enumerate() {
-            builder.push(&Record::from_value(Bytes::copy_from_slice(v.as_bytes()), 1000 + i as i64));
+            builder.push(&Record::from_value(
+                Bytes::copy_from_slice(v.as_bytes()),
+                1000 + i as i64,
+            ));
         }
         let mut batch = BytesMut::from(builder.finish().expect("records"));
         stamp(&mut batch, base, 3);
@@ -468,8 +477,12 @@ mod tests {
             Err(RebuildError::TooLarge { .. })
         ));
         // Splitting the produced batch back gives the same records.
-        let again = produce_batch(&header, decode_records(&original).expect("decodes"), 1 << 20)
-            .expect("fits");
+        let again = produce_batch(
+            &header,
+            decode_records(&original).expect("decodes"),
+            1 << 20,
+        )
+        .expect("fits");
         assert_eq!(BatchSplitter::new(again).count(), 1);
     }
 }

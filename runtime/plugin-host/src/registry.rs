@@ -151,11 +151,7 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RegistryError> {
 /// The version name of a module: the hex SHA-256 of its bytes.
 pub fn version_of(module: &[u8]) -> String {
     let digest = ring::digest::digest(&ring::digest::SHA256, module);
-    digest
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl Registry {
@@ -374,7 +370,12 @@ impl Registry {
     /// Forgets a deleted topic's attachments.
     pub fn forget_topic(&self, topic: &str) -> Result<(), RegistryError> {
         let _writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        if !self.read_state().attachments.iter().any(|a| a.topic == topic) {
+        if !self
+            .read_state()
+            .attachments
+            .iter()
+            .any(|a| a.topic == topic)
+        {
             return Ok(());
         }
         let mut next = self.snapshot_manifest();

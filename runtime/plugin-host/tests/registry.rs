@@ -56,7 +56,10 @@ fn plugins_and_attachments_survive_reopen_and_load_from_the_cache() {
     let run = run_chain(&registry, &steps, PluginStage::Fetch, records(4));
     match run.outcome {
         ChainOutcome::Records(kept) => {
-            assert_eq!(kept.iter().map(|r| r.offset).collect::<Vec<_>>(), [100, 102]);
+            assert_eq!(
+                kept.iter().map(|r| r.offset).collect::<Vec<_>>(),
+                [100, 102]
+            );
         }
         other => panic!("expected records, got {other:?}"),
     }
@@ -80,7 +83,9 @@ fn a_cache_file_wasmtime_refuses_is_rebuilt_from_the_module() {
 fn uploading_under_a_name_replaces_its_version_for_the_next_batch() {
     let dir = tempfile::tempdir().expect("tempdir");
     let registry = open(dir.path());
-    registry.upload("view", &module(KEEP_EVEN), 1).expect("uploads");
+    registry
+        .upload("view", &module(KEEP_EVEN), 1)
+        .expect("uploads");
     attach(&registry, "view", PluginStage::Fetch, OnError::Fail);
     let before = registry.chain("orders", PluginStage::Fetch);
     let v2 = registry
@@ -101,7 +106,9 @@ fn uploading_under_a_name_replaces_its_version_for_the_next_batch() {
 fn chains_run_in_order_and_apply_on_error() {
     let dir = tempfile::tempdir().expect("tempdir");
     let registry = open(dir.path());
-    registry.upload("keep-even", &module(KEEP_EVEN), 1).expect("uploads");
+    registry
+        .upload("keep-even", &module(KEEP_EVEN), 1)
+        .expect("uploads");
     registry.upload("trap", &module(TRAP), 1).expect("uploads");
 
     attach(&registry, "trap", PluginStage::Produce, OnError::Pass);
@@ -160,7 +167,9 @@ fn bad_requests_are_refused_with_their_reason() {
         })
         .expect_err("unknown plugin");
     assert_eq!(err.to_string(), "no plugin named `missing` is registered");
-    registry.upload("keep-even", &module(KEEP_EVEN), 1).expect("uploads");
+    registry
+        .upload("keep-even", &module(KEEP_EVEN), 1)
+        .expect("uploads");
     assert!(matches!(
         registry.attach(Attachment {
             topic: "orders".into(),

@@ -458,7 +458,10 @@ mod tests {
             topic: "orders".into(),
             plugin: "only-eu".into(),
             stage: PluginStage::Fetch,
-            params: vec![("field".into(), "region".into()), ("value".into(), "eu".into())],
+            params: vec![
+                ("field".into(), "region".into()),
+                ("value".into(), "eu".into()),
+            ],
             on_error: OnError::DeadLetter("orders-dlq".into()),
         }
     }

@@ -58,4 +58,3 @@ pub const IDENTITY_MAP: &str = r#"
     (i64.or (i64.shl (i64.extend_i32_u (local.get $ptr)) (i64.const 32))
             (i64.extend_i32_u (local.get $len))))
 "#;
-
