@@ -1,0 +1,785 @@
+//! WebAssembly plugins through a real broker: hostile modules refused or contained,
+//! `on_error` policies (dead-letter, skip, pass, fail), the fetch stage's offsets and
+//! zero-copy, the registry across a restart, replacing a version mid-stream, and the
+//! example plugins of `plugins/examples` built from source.
+//!
+//! The WAT plugins here are written from `plugins/ABI.md` alone and uploaded as text
+//! (the broker accepts both WebAssembly formats).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use quiver_sdk::{
+    Acks, Attachment, Client, ErrorCode, FetchOptions, OnError, PluginCall, PluginStage, Producer,
+    ProducerConfig, ProducerRecord, Record, RecordHeader,
+};
+use quiver_tests::{Broker, fetch_all};
+use quiver_wire::batch::{BatchBuilder, BatchHeader, BatchSplitter, ProducerStamp};
+
+/// Memory, the version export and a bump allocator the transformation resets.
+const PRELUDE: &str = r#"
+  (memory (export "memory") 2)
+  (global $bump (mut i32) (i32.const 1024))
+  (func (export "quiver_abi_version") (result i32) (i32.const 1))
+  (func (export "alloc") (param $size i32) (result i32)
+    (local $p i32)
+    (local.set $p (global.get $bump))
+    (global.set $bump (i32.add (global.get $bump) (local.get $size)))
+    (local.get $p))
+"#;
+
+/// A filter answering `[count][bits]` with every bit of `$fill` set per byte.
+fn filter_filling(fill: u8) -> String {
+    format!(
+        r#"(func (export "filter") (param $ptr i32) (param $len i32) (result i64)
+    (local $count i32) (local $out i32) (local $bytes i32)
+    (local.set $count (i32.load (local.get $ptr)))
+    (local.set $out (global.get $bump))
+    (i32.store (local.get $out) (local.get $count))
+    (local.set $bytes (i32.shr_u (i32.add (local.get $count) (i32.const 7)) (i32.const 3)))
+    (memory.fill (i32.add (local.get $out) (i32.const 4)) (i32.const {fill}) (local.get $bytes))
+    (global.set $bump (i32.const 1024))
+    (i64.or (i64.shl (i64.extend_i32_u (local.get $out)) (i64.const 32))
+            (i64.extend_i32_u (i32.add (i32.const 4) (local.get $bytes)))))"#
+    )
+}
+
+/// Traps when the batch's first record's value starts with `x`; keeps all otherwise.
+/// The first value sits after `[count:4][offset_delta:4][timestamp:8][key_len:4][key]
+/// [value_len:4]`.
+fn trap_on_x() -> String {
+    r#"(func (export "filter") (param $ptr i32) (param $len i32) (result i64)
+    (local $key i32) (local $out i32) (local $count i32) (local $bytes i32)
+    (local.set $key (i32.load (i32.add (local.get $ptr) (i32.const 16))))
+    (if (i32.lt_s (local.get $key) (i32.const 0)) (then (local.set $key (i32.const 0))))
+    (if (i32.eq (i32.load8_u (i32.add (i32.add (local.get $ptr) (i32.const 24)) (local.get $key)))
+                (i32.const 120))
+        (then unreachable))
+    (local.set $count (i32.load (local.get $ptr)))
+    (local.set $out (global.get $bump))
+    (i32.store (local.get $out) (local.get $count))
+    (local.set $bytes (i32.shr_u (i32.add (local.get $count) (i32.const 7)) (i32.const 3)))
+    (memory.fill (i32.add (local.get $out) (i32.const 4)) (i32.const 255) (local.get $bytes))
+    (global.set $bump (i32.const 1024))
+    (i64.or (i64.shl (i64.extend_i32_u (local.get $out)) (i64.const 32))
+            (i64.extend_i32_u (i32.add (i32.const 4) (local.get $bytes)))))"#
+        .to_owned()
+}
+
+fn wat(body: &str) -> String {
+    format!("(module {PRELUDE} {body})")
+}
+
+async fn upload(client: &Client, name: &str, body: &str) {
+    client
+        .upload_plugin(name, Bytes::from(wat(body)))
+        .await
+        .unwrap_or_else(|e| panic!("upload {name}: {e}"));
+}
+
+async fn attach(client: &Client, topic: &str, plugin: &str, stage: PluginStage, on_error: OnError) {
+    client
+        .attach_plugin(Attachment {
+            topic: topic.into(),
+            plugin: plugin.into(),
+            stage,
+            params: Vec::new(),
+            on_error,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("attach {plugin} to {topic}: {e}"));
+}
+
+/// Produces one batch of `values` and returns its base offset.
+async fn produce(
+    client: &Client,
+    topic: &str,
+    values: &[&str],
+) -> Result<u64, quiver_sdk::RequestError> {
+    let mut builder = BatchBuilder::new(ProducerStamp::NONE);
+    for v in values {
+        builder.push(&Record::from_value(
+            Bytes::copy_from_slice(v.as_bytes()),
+            1_000,
+        ));
+    }
+    let batch = builder.finish().expect("records");
+    let response = client.produce_batch(topic, 0, Acks::All, batch).await?;
+    Ok(response.expect("acks=all answers").base_offset)
+}
+
+fn values(records: &[quiver_sdk::DecodedRecord]) -> Vec<String> {
+    records
+        .iter()
+        .map(|r| String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned())
+        .collect()
+}
+
+fn header<'a>(headers: &'a [RecordHeader], key: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|h| h.key == key)
+        .and_then(|h| h.value.as_deref())
+        .and_then(|v| std::str::from_utf8(v).ok())
+}
+
+fn with_plugin(name: &str) -> FetchOptions {
+    FetchOptions {
+        max_wait: Duration::from_millis(50),
+        plugin: Some(PluginCall {
+            name: name.into(),
+            params: Vec::new(),
+        }),
+        ..FetchOptions::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_modules_are_refused_or_contained() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut broker = Broker::start(dir.path());
+    let client = broker.client().await;
+    for topic in ["hostile", "calm"] {
+        client.create_topic(topic, 1, 1, &[]).await.expect("create");
+        produce(&client, topic, &["a", "b", "c"])
+            .await
+            .expect("produce");
+    }
+
+    // Refused at upload, with the reason.
+    let refused = [
+        (
+            "wasi",
+            format!(
+                r#"(module (import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32))) {PRELUDE} {})"#,
+                filter_filling(255)
+            ),
+            "imports wasi_snapshot_preview1::fd_write",
+        ),
+        (
+            "abi-v2",
+            wat(&filter_filling(255))
+                .replace("(result i32) (i32.const 1))", "(result i32) (i32.const 2))"),
+            "speaks ABI version 2",
+        ),
+        (
+            "not-wasm",
+            "hello".to_owned(),
+            "not a valid WebAssembly module",
+        ),
+    ];
+    for (name, module, reason) in refused {
+        let err = client
+            .upload_plugin(name, Bytes::from(module))
+            .await
+            .expect_err(name);
+        assert_eq!(err.code(), Some(ErrorCode::InvalidPlugin), "{name}: {err}");
+        assert!(err.to_string().contains(reason), "{name}: {err}");
+    }
+
+    // Contained at run time: each fails the fetch with its reason, and the broker
+    // goes on serving.
+    let contained = [
+        (
+            "loop",
+            r#"(func (export "filter") (param i32 i32) (result i64) (loop $l (br $l)) (i64.const 0))"#,
+            "exceeded its CPU time",
+        ),
+        (
+            "bomb",
+            r#"(func (export "filter") (param i32 i32) (result i64)
+                 (loop $l (br_if $l (i32.ne (memory.grow (i32.const 16)) (i32.const -1))))
+                 unreachable)"#,
+            "trapped",
+        ),
+        (
+            "trap",
+            r#"(func (export "filter") (param i32 i32) (result i64) unreachable)"#,
+            "trapped",
+        ),
+        (
+            "out-of-bounds",
+            r#"(func (export "filter") (param i32 i32) (result i64) (i64.const 0x7fff000000000064))"#,
+            "answer out of bounds",
+        ),
+        (
+            "garbage",
+            r#"(func (export "filter") (param $p i32) (param $l i32) (result i64)
+                 (i32.store (i32.const 8) (i32.const 999999))
+                 (i64.const 0x0000000800000008))"#,
+            "answer malformed",
+        ),
+    ];
+    for (name, body, reason) in contained {
+        upload(&client, name, body).await;
+        let err = client
+            .fetch("hostile", 0, 0, &with_plugin(name))
+            .await
+            .expect_err(name);
+        assert_eq!(err.code(), Some(ErrorCode::PluginFailed), "{name}: {err}");
+        assert!(err.to_string().contains(reason), "{name}: {err}");
+        let calm = client
+            .fetch("calm", 0, 0, &FetchOptions::default())
+            .await
+            .expect("other topics keep being served");
+        assert_eq!(values(&calm.records), ["a", "b", "c"]);
+    }
+
+    // At the produce stage with on_error = fail, the producer gets the error and
+    // nothing is stored.
+    attach(
+        &client,
+        "hostile",
+        "trap",
+        PluginStage::Produce,
+        OnError::Fail,
+    )
+    .await;
+    let err = produce(&client, "hostile", &["d"])
+        .await
+        .expect_err("plugin fails");
+    assert_eq!(err.code(), Some(ErrorCode::PluginFailed), "{err}");
+    client
+        .detach_plugin("hostile", "trap")
+        .await
+        .expect("detach");
+    assert_eq!(
+        values(&fetch_all(&client, "hostile", 0, 0).await),
+        ["a", "b", "c"]
+    );
+
+    // Asking for a plugin nobody uploaded is its own error.
+    let err = client
+        .fetch("hostile", 0, 0, &with_plugin("missing"))
+        .await
+        .expect_err("unknown plugin");
+    assert_eq!(err.code(), Some(ErrorCode::UnknownPlugin), "{err}");
+
+    assert!(broker.is_running(), "the broker survived every plugin");
+    let (_, metrics) = broker.http_get("/metrics");
+    assert!(
+        metrics.contains(
+            r#"quiver_plugin_errors_total{kind="timeout",plugin="loop",stage="fetch"} 1"#
+        ),
+        "timeout counted:\n{}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("plugin_errors"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_batches_are_dead_lettered_skipped_or_passed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(dir.path());
+    let client = broker.client().await;
+    for topic in ["orders", "orders-dlq", "views", "views-dlq"] {
+        client.create_topic(topic, 1, 1, &[]).await.expect("create");
+    }
+    upload(&client, "picky", &trap_on_x()).await;
+
+    // Produce stage, dead-letter: the bad batch lands in the DLQ with the reason; the
+    // good batches around it are stored in order.
+    attach(
+        &client,
+        "orders",
+        "picky",
+        PluginStage::Produce,
+        OnError::DeadLetter("orders-dlq".into()),
+    )
+    .await;
+    produce(&client, "orders", &["good-1", "good-2"])
+        .await
+        .expect("good batch");
+    produce(&client, "orders", &["x-bad-1", "x-bad-2"])
+        .await
+        .expect("bad batch is acknowledged");
+    produce(&client, "orders", &["good-3"])
+        .await
+        .expect("good batch");
+    assert_eq!(
+        values(&fetch_all(&client, "orders", 0, 0).await),
+        ["good-1", "good-2", "good-3"]
+    );
+    let dead = fetch_all(&client, "orders-dlq", 0, 0).await;
+    assert_eq!(values(&dead), ["x-bad-1", "x-bad-2"]);
+    for record in &dead {
+        assert_eq!(header(&record.headers, "quiver.plugin"), Some("picky"));
+        assert_eq!(
+            header(&record.headers, "quiver.plugin.stage"),
+            Some("produce")
+        );
+        assert_eq!(
+            header(&record.headers, "quiver.source.topic"),
+            Some("orders")
+        );
+        let reason = header(&record.headers, "quiver.plugin.error").expect("reason");
+        assert!(reason.contains("trapped"), "{reason}");
+    }
+
+    // Skip and pass at the produce stage.
+    client
+        .detach_plugin("orders", "picky")
+        .await
+        .expect("detach");
+    attach(
+        &client,
+        "orders",
+        "picky",
+        PluginStage::Produce,
+        OnError::Skip,
+    )
+    .await;
+    produce(&client, "orders", &["x-skipped"])
+        .await
+        .expect("skipped batch is acknowledged");
+    client
+        .detach_plugin("orders", "picky")
+        .await
+        .expect("detach");
+    attach(
+        &client,
+        "orders",
+        "picky",
+        PluginStage::Produce,
+        OnError::Pass,
+    )
+    .await;
+    produce(&client, "orders", &["x-passed"])
+        .await
+        .expect("passed batch");
+    assert_eq!(
+        values(&fetch_all(&client, "orders", 0, 0).await),
+        ["good-1", "good-2", "good-3", "x-passed"]
+    );
+
+    // Fetch stage, dead-letter: the stored data is untouched; the consumer reads past
+    // the bad batch, whose records land in the DLQ with their source offsets.
+    let base = produce(&client, "views", &["v-1"]).await.expect("produce");
+    produce(&client, "views", &["x-v-2", "x-v-3"])
+        .await
+        .expect("produce");
+    produce(&client, "views", &["v-4"]).await.expect("produce");
+    attach(
+        &client,
+        "views",
+        "picky",
+        PluginStage::Fetch,
+        OnError::DeadLetter("views-dlq".into()),
+    )
+    .await;
+    let seen = fetch_all(&client, "views", 0, base).await;
+    assert_eq!(values(&seen), ["v-1", "v-4"]);
+    assert_eq!(seen.iter().map(|r| r.offset).collect::<Vec<_>>(), [0, 3]);
+    let dead = fetch_all(&client, "views-dlq", 0, 0).await;
+    assert_eq!(values(&dead), ["x-v-2", "x-v-3"]);
+    let offsets: Vec<_> = dead
+        .iter()
+        .map(|r| header(&r.headers, "quiver.source.offset").expect("offset"))
+        .collect();
+    assert_eq!(offsets, ["1", "2"]);
+    client
+        .detach_plugin("views", "picky")
+        .await
+        .expect("detach");
+    assert_eq!(
+        values(&fetch_all(&client, "views", 0, 0).await),
+        ["v-1", "x-v-2", "x-v-3", "v-4"],
+        "the fetch stage never changes what is stored"
+    );
+    let (_, metrics) = broker.http_get("/metrics");
+    assert!(
+        metrics.contains(
+            r#"quiver_plugin_dead_letter_records_total{plugin="picky",stage="produce"} 2"#
+        )
+    );
+    assert!(
+        metrics
+            .contains(r#"quiver_plugin_batches_skipped_total{plugin="picky",stage="produce"} 1"#)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetch_stage_keeps_offsets_and_zero_copy() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(dir.path());
+    let client = broker.client().await;
+    client.create_topic("t", 1, 1, &[]).await.expect("create");
+    produce(&client, "t", &["r0", "r1", "r2", "r3", "r4"])
+        .await
+        .expect("produce");
+    produce(&client, "t", &["r5", "r6", "r7"])
+        .await
+        .expect("produce");
+    upload(&client, "keep-all", &filter_filling(0xff)).await;
+    // Keeps positions 0, 2, 4, ... of every batch.
+    upload(&client, "keep-even", &filter_filling(0x55)).await;
+
+    let plain = client
+        .fetch_batches("t", 0, 0, &FetchOptions::default())
+        .await
+        .expect("fetch");
+    let through = client
+        .fetch_batches("t", 0, 0, &with_plugin("keep-all"))
+        .await
+        .expect("fetch");
+    assert_eq!(
+        plain.batches, through.batches,
+        "a filter keeping everything sends the stored bytes"
+    );
+
+    let even = client
+        .fetch("t", 0, 0, &with_plugin("keep-even"))
+        .await
+        .expect("fetch");
+    assert_eq!(
+        even.records.iter().map(|r| r.offset).collect::<Vec<_>>(),
+        [0, 2, 4, 5, 7]
+    );
+    assert_eq!(values(&even.records), ["r0", "r2", "r4", "r5", "r7"]);
+    assert_eq!(even.next_offset, 8);
+
+    // Attached to the topic, the filter applies to every consumer; chained with a
+    // consumer's own plugin, both apply in order.
+    attach(&client, "t", "keep-even", PluginStage::Fetch, OnError::Fail).await;
+    let attached = client
+        .fetch("t", 0, 0, &FetchOptions::default())
+        .await
+        .expect("fetch");
+    assert_eq!(values(&attached.records), ["r0", "r2", "r4", "r5", "r7"]);
+    let chained = client
+        .fetch("t", 0, 0, &with_plugin("keep-even"))
+        .await
+        .expect("fetch");
+    // Survivors of the first pass are renumbered per batch for the second: r0 r2 r4
+    // keep positions 0 and 2, r5 r7 keep position 0.
+    assert_eq!(values(&chained.records), ["r0", "r4", "r5"]);
+    assert_eq!(chained.next_offset, 8);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugins_survive_a_restart_from_the_compile_cache() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut broker = Broker::start(dir.path());
+    let client = broker.client().await;
+    client.create_topic("t", 1, 1, &[]).await.expect("create");
+    produce(&client, "t", &["r0", "r1", "r2"])
+        .await
+        .expect("produce");
+    upload(&client, "keep-even", &filter_filling(0x55)).await;
+    attach(&client, "t", "keep-even", PluginStage::Fetch, OnError::Skip).await;
+    let (before, attachments_before) = client.list_plugins().await.expect("list");
+    drop(client);
+
+    broker.restart();
+    let client = broker.client().await;
+    let (after, attachments_after) = client.list_plugins().await.expect("list");
+    assert_eq!(before, after);
+    assert_eq!(attachments_before, attachments_after);
+    let fetched = client
+        .fetch("t", 0, 0, &FetchOptions::default())
+        .await
+        .expect("fetch");
+    assert_eq!(values(&fetched.records), ["r0", "r2"]);
+    let (_, metrics) = broker.http_get("/metrics");
+    assert!(
+        metrics.contains(r#"quiver_plugin_loads_total{source="cache"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"quiver_plugin_loads_total{source="compile"} 0"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains("quiver_plugins_registered 1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replacing_a_plugin_while_a_consumer_streams_loses_nothing() {
+    const TOTAL: u64 = 20_000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(dir.path());
+    let client = broker.client().await;
+    client
+        .create_topic("stream", 1, 1, &[])
+        .await
+        .expect("create");
+    // Two versions that both keep every record, so loss or duplication shows.
+    upload(&client, "view", &filter_filling(0xff)).await;
+    attach(&client, "stream", "view", PluginStage::Fetch, OnError::Fail).await;
+
+    let producer = Producer::new(
+        client.clone(),
+        ProducerConfig {
+            acks: Acks::Leader,
+            linger: Duration::from_millis(1),
+            batch_bytes: 4 * 1024,
+            ..ProducerConfig::default()
+        },
+    );
+    let sending = tokio::spawn(async move {
+        let mut receipts = Vec::with_capacity(TOTAL as usize);
+        for i in 0..TOTAL {
+            let receipt = producer
+                .send(ProducerRecord::new("stream", format!("{i}")).partition(0))
+                .await
+                .expect("buffered");
+            receipts.push(receipt);
+        }
+        for receipt in receipts {
+            receipt.await.expect("acknowledged");
+        }
+    });
+
+    let consumer_client = client.clone();
+    let consuming = tokio::spawn(async move {
+        let mut seen = Vec::with_capacity(TOTAL as usize);
+        let mut offset = 0;
+        let options = FetchOptions {
+            max_wait: Duration::from_millis(100),
+            max_bytes: 16 * 1024,
+            ..FetchOptions::default()
+        };
+        while (seen.len() as u64) < TOTAL {
+            let fetched = consumer_client
+                .fetch("stream", 0, offset, &options)
+                .await
+                .expect("no fetch fails while the plugin is replaced");
+            seen.extend(values(&fetched.records));
+            offset = fetched.next_offset;
+        }
+        seen
+    });
+
+    let mut versions = BTreeMap::new();
+    for round in 0..6 {
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        // Alternate between two modules that differ only in a no-op.
+        let body = if round % 2 == 0 {
+            format!("{} (func $noop)", filter_filling(0xff))
+        } else {
+            filter_filling(0xff)
+        };
+        let info = client
+            .upload_plugin("view", Bytes::from(wat(&body)))
+            .await
+            .expect("replace");
+        versions.insert(info.version, round);
+    }
+    assert_eq!(versions.len(), 2, "two distinct versions were uploaded");
+    sending.await.expect("producer task");
+    let seen = tokio::time::timeout(Duration::from_secs(120), consuming)
+        .await
+        .expect("consumer finished")
+        .expect("consumer task");
+    let expected: Vec<String> = (0..TOTAL).map(|i| i.to_string()).collect();
+    assert_eq!(seen, expected, "every record exactly once, in order");
+}
+
+/// A built example plugin, by crate name.
+fn example(name: &str) -> Bytes {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../plugins/dist")
+        .join(format!("{name}.wasm"));
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; build the example plugins first with plugins/build.sh (scripts/test.sh does)",
+            path.display()
+        )
+    });
+    Bytes::from(bytes)
+}
+
+async fn attach_with(
+    client: &Client,
+    topic: &str,
+    plugin: &str,
+    stage: PluginStage,
+    params: &[(&str, &str)],
+) {
+    client
+        .attach_plugin(Attachment {
+            topic: topic.into(),
+            plugin: plugin.into(),
+            stage,
+            params: params
+                .iter()
+                .map(|(k, v)| ((*k).into(), (*v).into()))
+                .collect(),
+            on_error: OnError::Fail,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("attach {plugin} to {topic}: {e}"));
+}
+
+/// One example: its params, the input values, and the values expected out.
+struct ExampleCase {
+    plugin: &'static str,
+    params: &'static [(&'static str, &'static str)],
+    input: &'static [&'static str],
+    output: &'static [&'static str],
+}
+
+const EXAMPLES: &[ExampleCase] = &[
+    ExampleCase {
+        plugin: "json-field-filter",
+        params: &[("field", "user.country"), ("value", "NO")],
+        input: &[
+            r#"{"user":{"country":"NO"},"n":1}"#,
+            r#"{"user":{"country":"SE"},"n":2}"#,
+            "not json",
+            r#"{"user":{"country":"NO"},"n":3}"#,
+        ],
+        output: &[
+            r#"{"user":{"country":"NO"},"n":1}"#,
+            r#"{"user":{"country":"NO"},"n":3}"#,
+        ],
+    },
+    ExampleCase {
+        plugin: "regex-filter",
+        params: &[("pattern", "^ERROR [0-9]+")],
+        input: &["ERROR 42 disk", "INFO ok", "ERROR x", "ERROR 7"],
+        output: &["ERROR 42 disk", "ERROR 7"],
+    },
+    ExampleCase {
+        plugin: "pii-redact",
+        params: &[],
+        input: &[
+            "mail ola@example.com now",
+            "card 4111 1111 1111 1111 ok",
+            "nothing here",
+        ],
+        output: &["mail [email] now", "card [card] ok", "nothing here"],
+    },
+    ExampleCase {
+        plugin: "json-project",
+        params: &[("fields", "id,total")],
+        input: &[r#"{"id":1,"secret":"s","total":9.5}"#, r#"{"id":2}"#],
+        output: &[r#"{"id":1,"total":9.5}"#, r#"{"id":2}"#],
+    },
+    ExampleCase {
+        plugin: "json-array-split",
+        params: &[],
+        input: &[r#"[1,{"a":2},"three"]"#, r#"{"single":true}"#],
+        output: &["1", r#"{"a":2}"#, r#""three""#, r#"{"single":true}"#],
+    },
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn example_plugins_work_at_both_stages() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(dir.path());
+    let client = broker.client().await;
+    for case in EXAMPLES {
+        client
+            .upload_plugin(case.plugin, example(case.plugin))
+            .await
+            .unwrap_or_else(|e| panic!("upload {}: {e}", case.plugin));
+        for stage in [PluginStage::Produce, PluginStage::Fetch] {
+            let topic = format!("{}-{stage}", case.plugin);
+            client
+                .create_topic(&topic, 1, 1, &[])
+                .await
+                .expect("create");
+            attach_with(&client, &topic, case.plugin, stage, case.params).await;
+            produce(&client, &topic, case.input).await.expect("produce");
+            let got = values(&fetch_all(&client, &topic, 0, 0).await);
+            assert_eq!(got, case.output, "{} at the {stage} stage", case.plugin);
+            client
+                .detach_plugin(&topic, case.plugin)
+                .await
+                .expect("detach");
+            let stored = values(&fetch_all(&client, &topic, 0, 0).await);
+            let expected_stored = match stage {
+                PluginStage::Produce => case.output,
+                PluginStage::Fetch => case.input,
+            };
+            assert_eq!(
+                stored, expected_stored,
+                "{} stored after the {stage} stage",
+                case.plugin
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotent_producer_through_a_produce_filter_survives_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut broker = Broker::start(dir.path());
+    let client = broker.client().await;
+    client
+        .create_topic("logs", 1, 1, &[])
+        .await
+        .expect("create");
+    client
+        .upload_plugin("errors-only", example("regex-filter"))
+        .await
+        .expect("upload");
+    attach_with(
+        &client,
+        "logs",
+        "errors-only",
+        PluginStage::Produce,
+        &[("pattern", "^ERROR")],
+    )
+    .await;
+    let config = ProducerConfig {
+        acks: Acks::All,
+        linger: Duration::from_millis(1),
+        batch_bytes: 2 * 1024,
+        retry_backoff: Duration::from_millis(20),
+        ..ProducerConfig::default()
+    };
+    let send_round = |producer: Producer, round: u32| async move {
+        let mut receipts = Vec::new();
+        for i in 0..2_000u32 {
+            // Whole batches of INFO lines are removed by the filter and stored as
+            // markers; the producer's sequence must carry on past them, also when
+            // the last batches before the restart were all removed.
+            let line = if (i / 100) % 2 == 0 { "ERROR" } else { "INFO" };
+            let receipt = producer
+                .send(ProducerRecord::new("logs", format!("{line} {round}-{i}")).partition(0))
+                .await
+                .expect("buffered");
+            receipts.push(receipt);
+        }
+        for receipt in receipts {
+            receipt.await.expect("every record acknowledged");
+        }
+    };
+    let producer = Producer::new(client.clone(), config.clone());
+    send_round(producer.clone(), 0).await;
+    drop(client);
+    broker.restart();
+    let client = broker.client().await;
+    // The same producer carries on across the restart, with its id and sequence.
+    send_round(producer, 1).await;
+    let stored = values(&fetch_all(&client, "logs", 0, 0).await);
+    let expected: Vec<String> = (0..2u32)
+        .flat_map(|round| {
+            (0..2_000u32)
+                .filter(|i| (i / 100) % 2 == 0)
+                .map(move |i| format!("ERROR {round}-{i}"))
+        })
+        .collect();
+    assert_eq!(stored, expected);
+    // Markers took offsets; consumers skipped them.
+    let end = client
+        .list_offsets("logs", 0, quiver_sdk::OffsetSpec::Latest)
+        .await
+        .expect("offsets")
+        .log_end_offset;
+    assert!(end >= expected.len() as u64);
+    let batches = client
+        .fetch_batches("logs", 0, 0, &FetchOptions::default())
+        .await
+        .expect("fetch");
+    let controls = BatchSplitter::new(batches.batches)
+        .filter_map(Result::ok)
+        .filter(|b| BatchHeader::parse(b).is_ok_and(|h| h.is_control()))
+        .count();
+    assert!(controls > 0, "removed batches are stored as markers");
+}
