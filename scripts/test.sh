@@ -39,14 +39,24 @@ if ! command -v promtool >/dev/null 2>&1; then
     fi
 fi
 
+# The example plugins, built for wasm32 from source: the black-box plugin tests load
+# plugins/dist/*.wasm. build.sh uses rustup's wasm32 target when installed, else
+# Debian's Rust toolchain (installed here when missing and running as root).
+say "example plugins (wasm32)"
+./plugins/build.sh
+
 say "formatting"
 cargo fmt --all -- --check
+(cd plugins && cargo fmt --all -- --check)
 
 say "build (the black-box tests start target/debug/quiver)"
 cargo build --workspace --all-targets --locked
 
 say "clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+say "plugin guest SDK and examples (native unit tests)"
+(cd plugins && cargo clippy --workspace --all-targets --locked -- -D warnings && cargo test --workspace --locked)
 
 say "tests"
 "${runner[@]}" "$@"

@@ -74,12 +74,12 @@ fn leaf_equals(text: &str, expected: &str) -> bool {
     }
 }
 
-fn init(params: &Params) -> Result<()> {
+pub fn init(params: &Params) -> Result<()> {
     CONDITION.set(Condition::from_params(params)?)?;
     Ok(())
 }
 
-fn keep(record: &Record) -> Result<bool> {
+pub fn keep(record: &Record) -> Result<bool> {
     let condition = CONDITION.require()?;
     Ok(record.value.is_some_and(|v| condition.matches(v)))
 }
