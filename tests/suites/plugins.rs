@@ -783,3 +783,134 @@ async fn an_idempotent_producer_through_a_produce_filter_survives_a_restart() {
         .count();
     assert!(controls > 0, "removed batches are stored as markers");
 }
+
+fn stdout_ok(output: &std::process::Output, what: &str) -> String {
+    assert!(
+        output.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_uploads_attaches_tests_and_consumes_through_plugins() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(dir.path());
+    let keep_even = dir.path().join("keep-even.wat");
+    std::fs::write(&keep_even, wat(&filter_filling(0x55))).expect("write module");
+    let keep_even = keep_even.display().to_string();
+    let regex = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../plugins/dist/regex-filter.wasm")
+        .display()
+        .to_string();
+
+    // Locally, without a broker.
+    let input = dir.path().join("lines.txt");
+    std::fs::write(&input, "ERROR a\nINFO b\nERROR c\n").expect("write input");
+    let tested = quiver_tests::run_quiver(
+        &[
+            "plugin".into(),
+            "test".into(),
+            regex.clone(),
+            "--input".into(),
+            input.display().to_string(),
+            "--param".into(),
+            "pattern=^ERROR".into(),
+        ],
+        None,
+        &[],
+    );
+    assert_eq!(stdout_ok(&tested, "plugin test"), "ERROR a\nERROR c\n");
+    let refused = quiver_tests::run_quiver(
+        &["plugin".into(), "test".into(), regex.clone()],
+        Some(b"x\n"),
+        &[],
+    );
+    assert!(
+        !refused.status.success(),
+        "a missing pattern is refused by init"
+    );
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("init refused"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+
+    let uploaded = broker.cli(&["plugin", "upload", "keep-even", &keep_even]);
+    let line = stdout_ok(&uploaded, "plugin upload");
+    assert!(
+        line.starts_with("uploaded plugin keep-even version "),
+        "{line}"
+    );
+    stdout_ok(
+        &broker.cli(&["plugin", "upload", "errors", &regex]),
+        "plugin upload",
+    );
+    stdout_ok(&broker.cli(&["topic", "create", "logs"]), "topic create");
+    stdout_ok(
+        &broker.cli(&[
+            "plugin",
+            "attach",
+            "logs",
+            "errors",
+            "--stage",
+            "fetch",
+            "--param",
+            "pattern=^ERROR",
+            "--on-error",
+            "skip",
+        ]),
+        "plugin attach",
+    );
+    let list = stdout_ok(&broker.cli(&["plugin", "list"]), "plugin list");
+    assert!(list.contains("keep-even\tfilter\t"), "{list}");
+    assert!(
+        list.contains("logs\tfetch\terrors\tskip\tpattern=^ERROR"),
+        "{list}"
+    );
+    stdout_ok(
+        &broker.cli_with_stdin(
+            &["produce", "logs"],
+            Some(b"ERROR 1\nINFO 2\nERROR 3\nERROR 4\n"),
+        ),
+        "produce",
+    );
+    let consumed = broker.cli(&["consume", "logs", "--from-beginning", "--count", "3"]);
+    assert_eq!(
+        stdout_ok(&consumed, "consume"),
+        "ERROR 1\nERROR 3\nERROR 4\n"
+    );
+    // The consumer's own plugin runs after the topic's: positions 0 and 2 of the
+    // ERROR lines (the produce stored one batch).
+    let consumed = broker.cli(&[
+        "consume",
+        "logs",
+        "--from-beginning",
+        "--plugin",
+        "keep-even",
+        "--count",
+        "2",
+    ]);
+    assert_eq!(
+        stdout_ok(&consumed, "consume --plugin"),
+        "ERROR 1\nERROR 4\n"
+    );
+    let missing = broker.cli(&["consume", "logs", "--plugin", "nope", "--count", "1"]);
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no plugin named `nope`"));
+    let bad = broker.cli(&["plugin", "attach", "logs", "errors", "--stage", "sideways"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("use produce or fetch"));
+    stdout_ok(
+        &broker.cli(&["plugin", "detach", "logs", "errors"]),
+        "plugin detach",
+    );
+    let consumed = broker.cli(&["consume", "logs", "--from-beginning", "--count", "4"]);
+    assert_eq!(
+        stdout_ok(&consumed, "consume"),
+        "ERROR 1\nINFO 2\nERROR 3\nERROR 4\n"
+    );
+    let again = broker.cli(&["plugin", "detach", "logs", "errors"]);
+    assert!(!again.status.success(), "detaching twice is an error");
+}
