@@ -460,7 +460,7 @@ impl Client {
         options: &FetchOptions,
     ) -> Result<Fetched, RequestError> {
         let fetched = self
-            .fetch_batches(topic, partition, offset, &options)
+            .fetch_batches(topic, partition, offset, options)
             .await?;
         let mut records = Vec::new();
         let mut next_offset = offset;

@@ -9,6 +9,12 @@
 //! expression must evaluate, and the side left of its comparison must return data.
 //! A negative control (a metric the broker does not export) must fail the same check,
 //! so the check cannot pass vacuously.
+//!
+//! Plugin series exist only once plugins run and fail, so the test uploads two WAT
+//! plugins: one keeping every record, attached at the fetch stage of the topic it
+//! consumes, and one that always traps, attached at the produce stage of a topic with
+//! `on_error = skip` and of one with `on_error = dead-letter`, and named by a consumer
+//! whose fetch must then fail.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -28,6 +34,45 @@ const RECORDS: usize = 5000;
 const RATE_INTERVAL: &str = "30s";
 /// Prometheus scrapes and evaluates rules this often in the test.
 const SCRAPE_INTERVAL: &str = "1s";
+/// A filter keeping every record, attached at the fetch stage of [`TOPIC`].
+const KEEP_PLUGIN: &str = "keep-all";
+/// A filter that traps on every batch.
+const TRAP_PLUGIN: &str = "trap";
+/// Topic whose produce stage runs [`TRAP_PLUGIN`] with `on_error = skip`.
+const SKIP_TOPIC: &str = "obs-skip";
+/// Topic whose produce stage runs [`TRAP_PLUGIN`] with `on_error = dead-letter`.
+const DLQ_TOPIC: &str = "obs-dlq";
+/// Where [`DLQ_TOPIC`]'s failed batches go.
+const DEAD_TOPIC: &str = "obs-dead";
+
+/// Memory, the ABI version and a bump allocator the filter resets (plugins/ABI.md).
+const WAT_PRELUDE: &str = r#"
+  (memory (export "memory") 2)
+  (global $bump (mut i32) (i32.const 1024))
+  (func (export "quiver_abi_version") (result i32) (i32.const 1))
+  (func (export "alloc") (param $size i32) (result i32)
+    (local $p i32)
+    (local.set $p (global.get $bump))
+    (global.set $bump (i32.add (global.get $bump) (local.get $size)))
+    (local.get $p))
+"#;
+/// A filter answering `[count][bitmap]` with every bit set: every record stays.
+const KEEP_ALL_FILTER: &str = r#"
+  (func (export "filter") (param $ptr i32) (param $len i32) (result i64)
+    (local $count i32) (local $out i32) (local $bytes i32)
+    (local.set $count (i32.load (local.get $ptr)))
+    (local.set $out (global.get $bump))
+    (i32.store (local.get $out) (local.get $count))
+    (local.set $bytes (i32.shr_u (i32.add (local.get $count) (i32.const 7)) (i32.const 3)))
+    (memory.fill (i32.add (local.get $out) (i32.const 4)) (i32.const 255) (local.get $bytes))
+    (global.set $bump (i32.const 1024))
+    (i64.or (i64.shl (i64.extend_i32_u (local.get $out)) (i64.const 32))
+            (i64.extend_i32_u (i32.add (i32.const 4) (local.get $bytes)))))
+"#;
+/// A filter that traps on every batch.
+const TRAP_FILTER: &str = r#"
+  (func (export "filter") (param i32 i32) (result i64) unreachable)
+"#;
 
 const BROKER_START_TIMEOUT: Duration = Duration::from_secs(30);
 const CLI_TIMEOUT: Duration = Duration::from_secs(60);
@@ -97,6 +142,7 @@ fn every_dashboard_and_alert_expression_returns_data() -> anyhow::Result<()> {
         dir: tmp.path().to_path_buf(),
     };
     cli.ok(&["topic", "create", TOPIC, "--partitions", "2"], None)?;
+    install_plugins(&cli)?;
     produce_and_consume(&cli)?;
     // Failing requests, so that error counters exist: a metadata lookup of a missing
     // topic (UNKNOWN_TOPIC) and a second create (TOPIC_ALREADY_EXISTS).
@@ -764,8 +810,57 @@ impl Cli {
     }
 }
 
+/// Uploads [`KEEP_PLUGIN`] and [`TRAP_PLUGIN`] and attaches them: the first at the fetch
+/// stage of [`TOPIC`], the second at the produce stage of [`SKIP_TOPIC`] (skip) and of
+/// [`DLQ_TOPIC`] (dead-letter to [`DEAD_TOPIC`]).
+fn install_plugins(cli: &Cli) -> anyhow::Result<()> {
+    for topic in [SKIP_TOPIC, DLQ_TOPIC, DEAD_TOPIC] {
+        cli.ok(&["topic", "create", topic, "--partitions", "1"], None)?;
+    }
+    for (name, filter) in [(KEEP_PLUGIN, KEEP_ALL_FILTER), (TRAP_PLUGIN, TRAP_FILTER)] {
+        let file = cli.dir.join(format!("{name}.wat"));
+        std::fs::write(&file, format!("(module {WAT_PRELUDE} {filter})"))?;
+        let file = file.to_str().context("temporary path is UTF-8")?;
+        cli.ok(&["plugin", "upload", name, file], None)?;
+    }
+    cli.ok(
+        &["plugin", "attach", TOPIC, KEEP_PLUGIN, "--stage", "fetch"],
+        None,
+    )?;
+    cli.ok(
+        &[
+            "plugin",
+            "attach",
+            SKIP_TOPIC,
+            TRAP_PLUGIN,
+            "--stage",
+            "produce",
+            "--on-error",
+            "skip",
+        ],
+        None,
+    )?;
+    let dead_letter = format!("dead-letter:{DEAD_TOPIC}");
+    cli.ok(
+        &[
+            "plugin",
+            "attach",
+            DLQ_TOPIC,
+            TRAP_PLUGIN,
+            "--stage",
+            "produce",
+            "--on-error",
+            &dead_letter,
+        ],
+        None,
+    )?;
+    Ok(())
+}
+
 /// Produces [`RECORDS`] records, then reads [`RECORDS`] back from the beginning (the
-/// first round's, once the topic holds more).
+/// first round's, once the topic holds more), through [`KEEP_PLUGIN`]. Then makes
+/// [`TRAP_PLUGIN`] fail once at each policy: a produce it skips, a produce it
+/// dead-letters, and a consumer's fetch that must fail.
 fn produce_and_consume(cli: &Cli) -> anyhow::Result<()> {
     let input: String = (1..=RECORDS).map(|i| format!("{i}\n")).collect();
     cli.ok(&["produce", TOPIC], Some(input.as_bytes()))?;
@@ -787,6 +882,36 @@ fn produce_and_consume(cli: &Cli) -> anyhow::Result<()> {
     ensure!(
         lines == RECORDS,
         "consumed {lines} records, expected {RECORDS}"
+    );
+    // The trap's produce-stage policies answer the producer with success.
+    cli.ok(&["produce", SKIP_TOPIC], Some(b"skipped\n"))?;
+    cli.ok(&["produce", DLQ_TOPIC], Some(b"dead-lettered\n"))?;
+    // A plugin a consumer names fails its fetch with on_error = fail.
+    let trapped = cli.run(
+        &[
+            "consume",
+            TOPIC,
+            "--partition",
+            "0",
+            "--from-beginning",
+            "--plugin",
+            TRAP_PLUGIN,
+            "--count",
+            "1",
+            "--timeout",
+            "2000",
+        ],
+        None,
+    )?;
+    ensure!(
+        !trapped.status.success(),
+        "consuming through the trapping plugin succeeded:\n{}",
+        trapped.stdout
+    );
+    ensure!(
+        trapped.stderr.contains("PLUGIN_FAILED") && trapped.stderr.contains("trapped"),
+        "consuming through the trapping plugin failed for another reason:\n{}",
+        trapped.stderr
     );
     Ok(())
 }

@@ -445,7 +445,7 @@ impl Metrics {
             ),
             plugin_errors: counter(
                 "quiver_plugin_errors_total",
-                "Plugin calls that failed, by plugin, stage and kind (trap, timeout, memory, answer, guest, init).",
+                "Plugin calls that failed, by plugin, stage and kind (trap, timeout, memory, answer, guest, init, engine).",
                 &["plugin", "stage", "kind"],
             ),
             plugin_call_duration,

@@ -17,7 +17,11 @@ use quiver_plugin_host::abi::encode_records;
 use quiver_plugin_host::{Limits, Outcome, PluginEngine};
 use quiver_wire::batch::DecodedRecord;
 
-#[allow(dead_code, unused_imports, reason = "the example's exports and tests are not used here")]
+#[allow(
+    dead_code,
+    unused_imports,
+    reason = "the example's exports and tests are not used here"
+)]
 #[path = "../../../plugins/examples/json-field-filter/src/lib.rs"]
 mod json_field_filter;
 
@@ -29,7 +33,7 @@ fn records() -> Vec<DecodedRecord> {
     (0..RECORDS)
         .map(|i| {
             let value = format!(
-                r#"{{"id":{i:06},"user":{{"country":"{}","tier":"gold"}},"amount":{}.{:02}}}"#,
+                r#"{{"id":"{i:06}","user":{{"country":"{}","tier":"gold"}},"amount":{}.{:02}}}"#,
                 countries[i % 4],
                 i * 7 % 1000,
                 i % 100
@@ -62,7 +66,9 @@ fn bench(c: &mut Criterion) {
         )
     });
     let engine = PluginEngine::new(Limits::default()).expect("engine");
-    let plugin = engine.compile("json-field-filter", &wasm).expect("compiles");
+    let plugin = engine
+        .compile("json-field-filter", &wasm)
+        .expect("compiles");
     let input = records();
     let bytes: usize = input
         .iter()
