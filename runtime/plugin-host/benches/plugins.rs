@@ -33,7 +33,7 @@ fn records() -> Vec<DecodedRecord> {
     (0..RECORDS)
         .map(|i| {
             let value = format!(
-                r#"{{"id":"{i:06}","user":{{"country":"{}","tier":"gold"}},"amount":{}.{:02}}}"#,
+                r#"{{"id":"{i:06}","user":{{"country":"{}","tier":"gold"}},"amount":{}.{:02},"note":"lorem ipsum dolor sit amet"}}"#,
                 countries[i % 4],
                 i * 7 % 1000,
                 i % 100
