@@ -292,24 +292,22 @@ async fn produce(client: &Client, args: &BenchArgs, _partitions: u32) -> anyhow:
         );
         let share = args.records / u64::from(args.producers)
             + u64::from(producer_index < args.records % u64::from(args.producers));
-        let (latency, bytes, delivered, failed, bar, value) = (
+        let (latency, bytes, delivered, failed, value) = (
             Arc::clone(&latency),
             Arc::clone(&bytes),
             Arc::clone(&delivered),
             Arc::clone(&failed),
-            bar.clone(),
             value.clone(),
         );
         let topic = args.topic.clone();
         tasks.push(tokio::spawn(async move {
             for _ in 0..share {
                 let sent_at = Instant::now();
-                let (latency, bytes, delivered, failed, bar) = (
+                let (latency, bytes, delivered, failed) = (
                     Arc::clone(&latency),
                     Arc::clone(&bytes),
                     Arc::clone(&delivered),
                     Arc::clone(&failed),
-                    bar.clone(),
                 );
                 let size = value.len() as u64;
                 producer
@@ -324,7 +322,6 @@ async fn produce(client: &Client, args: &BenchArgs, _partitions: u32) -> anyhow:
                                 let _ = h.record(micros.min(LATENCY_MAX_US));
                                 delivered.fetch_add(1, Ordering::Relaxed);
                                 bytes.fetch_add(size, Ordering::Relaxed);
-                                bar.inc(1);
                             } else {
                                 failed.fetch_add(1, Ordering::Relaxed);
                             }
@@ -335,9 +332,22 @@ async fn produce(client: &Client, args: &BenchArgs, _partitions: u32) -> anyhow:
             producer.close().await;
         }));
     }
+    // The bar follows the delivered count from here rather than from every callback:
+    // a progress bar update reads the clock and may lock, which per record shows in
+    // the producer's profile.
+    let ticker = {
+        let (bar, delivered) = (bar.clone(), Arc::clone(&delivered));
+        tokio::spawn(async move {
+            loop {
+                bar.set_position(delivered.load(Ordering::Relaxed));
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
     for task in tasks {
         task.await.context("a producer task failed")?;
     }
+    ticker.abort();
     bar.finish_and_clear();
     let failed = failed.load(Ordering::Relaxed);
     if failed > 0 {
