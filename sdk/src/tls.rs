@@ -72,9 +72,10 @@ pub fn quic_client_config(config: &ClientConfig) -> Result<quinn::ClientConfig, 
     if let Ok(idle) = Duration::from_secs(10).try_into() {
         transport.max_idle_timeout(Some(idle));
     }
-    transport.stream_receive_window(quinn::VarInt::from_u32(64 * 1024 * 1024));
-    transport.receive_window(quinn::VarInt::from_u32(256 * 1024 * 1024));
-    transport.send_window(128 * 1024 * 1024);
+    // The broker's window sizes, for the same reason (see its `transport_config`).
+    transport.stream_receive_window(quinn::VarInt::from_u32(4 * 1024 * 1024));
+    transport.receive_window(quinn::VarInt::from_u32(16 * 1024 * 1024));
+    transport.send_window(16 * 1024 * 1024);
     transport.max_concurrent_bidi_streams(0u32.into());
     transport.max_concurrent_uni_streams(0u32.into());
     client.transport_config(Arc::new(transport));
