@@ -1,0 +1,571 @@
+//! The controller facade the broker uses: start, propose, read, watch, stop.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, InitializeError, RaftError};
+use openraft::{ChangeMembers, Config, ServerState, SnapshotPolicy};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::metadata::limits::COMMAND_BYTES_MAX;
+use crate::metadata::{CommandError, MetadataCommand, MetadataResponse, MetadataState};
+use crate::network::{
+    DynTransport, NetworkFactory, RaftRpc, RaftRpcReply, RaftTransport, RpcHandler,
+    SNAPSHOT_CHUNK_BYTES, TransportError,
+};
+use crate::storage::{AppliedView, DirLock, LogStore, StateMachineStore};
+use crate::type_config::{ControllerNode, ControllerRaft, NodeId};
+
+/// How a controller runs. [`ControllerConfig::new`] gives production defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControllerConfig {
+    pub node_id: NodeId,
+    /// The controller's own directory (the broker passes `DATA_DIR/controller`).
+    pub data_dir: PathBuf,
+    /// The founding controllers, `(id, "host:port")`, this one included; empty for a
+    /// single node. Like Kafka's `controller.quorum.voters`.
+    pub seeds: Vec<(NodeId, String)>,
+    /// This controller's address as the others reach it; defaults to its seed entry.
+    pub advertised_addr: Option<String>,
+    /// How often the leader heartbeats its followers.
+    pub heartbeat_interval: Duration,
+    /// A follower that hears no leader for a random time in this range stands for
+    /// election.
+    pub election_timeout_min: Duration,
+    pub election_timeout_max: Duration,
+    /// A snapshot is built once this many entries were applied since the last one.
+    pub snapshot_after_entries: u64,
+    /// Entries kept in the log behind a snapshot, so a follower that lags a little
+    /// catches up from the log instead of a whole snapshot.
+    pub entries_kept_after_snapshot: u64,
+    /// How long a proposal may wait to be committed before the caller hears
+    /// [`ProposeError::Timeout`].
+    pub propose_timeout: Duration,
+}
+
+impl ControllerConfig {
+    pub fn new(
+        node_id: NodeId,
+        data_dir: impl Into<PathBuf>,
+        seeds: Vec<(NodeId, String)>,
+    ) -> Self {
+        Self {
+            node_id,
+            data_dir: data_dir.into(),
+            seeds,
+            advertised_addr: None,
+            heartbeat_interval: Duration::from_millis(250),
+            election_timeout_min: Duration::from_millis(1_000),
+            election_timeout_max: Duration::from_millis(2_000),
+            snapshot_after_entries: 4_096,
+            entries_kept_after_snapshot: 512,
+            propose_timeout: Duration::from_secs(10),
+        }
+    }
+
+    fn raft_config(&self) -> Result<Config, StartError> {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        Config {
+            cluster_name: "quiver-controller".to_owned(),
+            heartbeat_interval: ms(self.heartbeat_interval),
+            election_timeout_min: ms(self.election_timeout_min),
+            election_timeout_max: ms(self.election_timeout_max),
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_after_entries),
+            max_in_snapshot_log_to_keep: self.entries_kept_after_snapshot,
+            snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES as u64,
+            ..Config::default()
+        }
+        .validate()
+        .map_err(|e| StartError::Config(e.to_string()))
+    }
+
+    /// This controller's address: the advertised one, else its seed entry, else
+    /// nothing (a single node that nobody else has to reach).
+    fn own_addr(&self) -> String {
+        self.advertised_addr
+            .clone()
+            .or_else(|| {
+                self.seeds
+                    .iter()
+                    .find(|(id, _)| *id == self.node_id)
+                    .map(|(_, addr)| addr.clone())
+            })
+            .unwrap_or_default()
+    }
+
+    /// The membership this node founds the cluster with, if it is the founder: the
+    /// lowest id among the seeds, or a node with no seeds but itself.
+    fn founding_members(&self) -> Result<Option<BTreeMap<NodeId, ControllerNode>>, StartError> {
+        let mut members = BTreeMap::new();
+        for (id, addr) in &self.seeds {
+            if addr.is_empty() {
+                return Err(StartError::Config(format!("seed {id} has no address")));
+            }
+            if members
+                .insert(*id, ControllerNode::new(addr.clone()))
+                .is_some()
+            {
+                return Err(StartError::Config(format!("seed {id} appears twice")));
+            }
+        }
+        if members.is_empty() {
+            members.insert(self.node_id, ControllerNode::new(self.own_addr()));
+            return Ok(Some(members));
+        }
+        if !members.contains_key(&self.node_id) {
+            // Not a founder: it waits for a member to add it.
+            return Ok(None);
+        }
+        let lowest = members.keys().next().copied();
+        Ok((lowest == Some(self.node_id)).then_some(members))
+    }
+}
+
+/// Why a controller did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("controller configuration is invalid: {0}")]
+    Config(String),
+    #[error("controller storage in {dir}: {source}")]
+    Storage { dir: PathBuf, source: io::Error },
+    #[error("controller Raft failed to start: {0}")]
+    Raft(String),
+}
+
+/// Why a proposal did not apply.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum ProposeError {
+    /// This controller is not the leader and could not forward the command: retry
+    /// with the leader, when one is known. Nothing was applied.
+    #[error("this controller is not the leader (leader: {leader_id:?} at {leader_addr:?})")]
+    NotLeader {
+        leader_id: Option<NodeId>,
+        leader_addr: Option<String>,
+    },
+    /// The command was committed and refused by the state machine; nothing changed.
+    #[error("metadata command refused: {0}")]
+    Rejected(CommandError),
+    /// The command is larger than a log entry may be.
+    #[error("metadata command is {bytes} bytes, more than {COMMAND_BYTES_MAX}")]
+    TooLarge { bytes: usize },
+    /// No answer in time: the command may or may not be applied.
+    #[error("no answer from the controller in time; the command may have applied")]
+    Timeout,
+    /// The controller is shutting down or failed; the command may have applied if
+    /// it was forwarded.
+    #[error("controller unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl ProposeError {
+    /// A stable name for the wire and for logs.
+    pub const fn name(&self) -> &'static str {
+        match self {
+            ProposeError::NotLeader { .. } => "NOT_CONTROLLER",
+            ProposeError::Rejected(e) => e.name(),
+            ProposeError::TooLarge { .. } => "COMMAND_TOO_LARGE",
+            ProposeError::Timeout => "CONTROLLER_TIMEOUT",
+            ProposeError::Unavailable(_) => "CONTROLLER_UNAVAILABLE",
+        }
+    }
+
+    /// Whether trying again (after finding the leader) can help.
+    pub const fn retriable(&self) -> bool {
+        match self {
+            ProposeError::NotLeader { .. }
+            | ProposeError::Timeout
+            | ProposeError::Unavailable(_) => true,
+            ProposeError::Rejected(e) => e.retriable(),
+            ProposeError::TooLarge { .. } => false,
+        }
+    }
+}
+
+/// Why a controller could not be added to the voters.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MembershipError {
+    #[error("this controller is not the leader (leader: {leader_id:?} at {leader_addr:?})")]
+    NotLeader {
+        leader_id: Option<NodeId>,
+        leader_addr: Option<String>,
+    },
+    #[error("controller address is empty")]
+    NoAddress,
+    #[error("membership change failed: {0}")]
+    Failed(String),
+    #[error("membership change did not finish in time")]
+    Timeout,
+}
+
+/// Why a shutdown did not finish cleanly.
+#[derive(Debug, thiserror::Error)]
+#[error("controller shutdown: {0}")]
+pub struct ShutdownError(String);
+
+/// What `quiver cluster status` shows about the controller quorum.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControllerStatus {
+    pub node_id: NodeId,
+    pub leader: Option<(NodeId, String)>,
+    pub term: u64,
+    /// The applied version: last applied index plus one.
+    pub applied_version: u64,
+    pub voters: Vec<(NodeId, String)>,
+    pub learners: Vec<(NodeId, String)>,
+}
+
+/// One controller of the cluster metadata quorum. Cheap to clone; all clones share
+/// the controller, and [`Controller::shutdown`] stops it for all of them.
+#[derive(Clone)]
+pub struct Controller {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    node_id: NodeId,
+    raft: ControllerRaft,
+    view: Arc<AppliedView>,
+    transport: Arc<dyn DynTransport>,
+    propose_timeout: Duration,
+    dir: PathBuf,
+    lock: Mutex<Option<Arc<DirLock>>>,
+}
+
+/// How long a shutdown waits for storage tasks (a snapshot being written) to let go
+/// of the directory.
+const RELEASE_WAIT: Duration = Duration::from_secs(30);
+
+impl Controller {
+    /// Starts controller `node_id` on `data_dir` with production settings.
+    ///
+    /// On its first start, the node with the lowest id among `seeds` founds the
+    /// cluster with all of them; with no seeds (or only itself) a node founds a
+    /// single-node cluster. Other seeds wait to hear from the founder, and a node
+    /// missing from `seeds` waits for a member to call [`Controller::add_voter`].
+    /// Starting again on the same directory resumes from the log and snapshot.
+    pub async fn start<T: RaftTransport>(
+        node_id: NodeId,
+        data_dir: impl AsRef<Path>,
+        seeds: Vec<(NodeId, String)>,
+        transport: T,
+    ) -> Result<Controller, StartError> {
+        Self::start_with(
+            ControllerConfig::new(node_id, data_dir.as_ref(), seeds),
+            transport,
+        )
+        .await
+    }
+
+    /// Starts a controller with explicit settings.
+    pub async fn start_with<T: RaftTransport>(
+        config: ControllerConfig,
+        transport: T,
+    ) -> Result<Controller, StartError> {
+        let raft_config = Arc::new(config.raft_config()?);
+        let founders = config.founding_members()?;
+        let dir = config.data_dir.clone();
+        let storage_error = |source| StartError::Storage {
+            dir: config.data_dir.clone(),
+            source,
+        };
+        let (lock, log, recovery, sm) = tokio::task::spawn_blocking({
+            let dir = dir.clone();
+            move || -> io::Result<_> {
+                let lock = Arc::new(DirLock::acquire(&dir)?);
+                let (log, recovery) = LogStore::open(&dir, lock.clone())?;
+                let sm = StateMachineStore::open(&dir, lock.clone())?;
+                Ok((lock, log, recovery, sm))
+            }
+        })
+        .await
+        .map_err(|e| StartError::Raft(format!("storage open task failed: {e}")))?
+        .map_err(storage_error)?;
+        if recovery.torn_bytes_cut > 0 {
+            tracing::warn!(
+                bytes = recovery.torn_bytes_cut,
+                "controller log: cut a torn tail"
+            );
+        }
+        let view = sm.view();
+        let transport: Arc<dyn DynTransport> = Arc::new(transport);
+        let network = NetworkFactory {
+            from: config.node_id,
+            transport: transport.clone(),
+        };
+        let raft = ControllerRaft::new(config.node_id, raft_config, network, log, sm)
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
+
+        let initialized = raft
+            .is_initialized()
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
+        if !initialized && let Some(members) = founders {
+            tracing::info!(
+                node = config.node_id,
+                members = ?members.keys().collect::<Vec<_>>(),
+                "founding the controller quorum"
+            );
+            match raft.initialize(members).await {
+                Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
+                Err(e) => return Err(StartError::Raft(e.to_string())),
+            }
+        }
+        tracing::info!(
+            node = config.node_id,
+            version = view.version(),
+            "controller started"
+        );
+        Ok(Controller {
+            inner: Arc::new(Inner {
+                node_id: config.node_id,
+                raft,
+                view,
+                transport,
+                propose_timeout: config.propose_timeout,
+                dir,
+                lock: Mutex::new(Some(lock)),
+            }),
+        })
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.inner.node_id
+    }
+
+    /// Proposes a metadata change and waits until it is applied. A follower forwards
+    /// the command to the leader once; when that is not possible the error names the
+    /// leader, if one is known.
+    ///
+    /// A retry after [`ProposeError::Timeout`] may apply a command twice; commands are
+    /// built so that a repeat is refused or harmless (a topic exists already, the
+    /// same registration answers the same epoch, an offset is stored again).
+    pub async fn propose(
+        &self,
+        command: MetadataCommand,
+    ) -> Result<MetadataResponse, ProposeError> {
+        let bytes = serde_json::to_vec(&command)
+            .map_err(|e| ProposeError::Unavailable(format!("command does not serialise: {e}")))?
+            .len();
+        if bytes > COMMAND_BYTES_MAX {
+            return Err(ProposeError::TooLarge { bytes });
+        }
+        match propose_local(
+            &self.inner.raft,
+            command.clone(),
+            self.inner.propose_timeout,
+        )
+        .await
+        {
+            Err(ProposeError::NotLeader {
+                leader_id: Some(leader),
+                leader_addr: Some(addr),
+            }) if leader != self.inner.node_id => self.forward(leader, addr, command).await,
+            answer => answer,
+        }
+    }
+
+    async fn forward(
+        &self,
+        leader: NodeId,
+        addr: String,
+        command: MetadataCommand,
+    ) -> Result<MetadataResponse, ProposeError> {
+        let sent = self
+            .inner
+            .transport
+            .send_boxed(leader, &addr, RaftRpc::Propose(command));
+        match tokio::time::timeout(self.inner.propose_timeout, sent).await {
+            Err(_) => Err(ProposeError::Timeout),
+            Ok(Ok(RaftRpcReply::Propose(answer))) => answer,
+            Ok(Ok(_)) => Err(ProposeError::Unavailable(
+                "the leader answered another RPC".to_owned(),
+            )),
+            Ok(Err(TransportError::Unreachable { .. })) => Err(ProposeError::NotLeader {
+                leader_id: Some(leader),
+                leader_addr: Some(addr),
+            }),
+            Ok(Err(e)) => Err(ProposeError::Unavailable(e.to_string())),
+        }
+    }
+
+    /// The metadata this controller has applied. It may lag the leader by the
+    /// entries in flight; use [`Controller::watch`] to wait for a version.
+    pub fn metadata(&self) -> Arc<MetadataState> {
+        self.inner.view.state()
+    }
+
+    /// The applied version: the index of the last applied log entry plus one.
+    pub fn version(&self) -> u64 {
+        self.inner.view.version()
+    }
+
+    /// Changes whenever the applied version moves.
+    pub fn watch(&self) -> watch::Receiver<u64> {
+        self.inner.view.subscribe()
+    }
+
+    /// Whether this controller is the leader, as far as it knows.
+    pub fn is_leader(&self) -> bool {
+        let metrics = self.inner.raft.metrics();
+        let metrics = metrics.borrow();
+        metrics.state == ServerState::Leader && metrics.current_leader == Some(self.inner.node_id)
+    }
+
+    /// The current leader's id and address, as far as this controller knows.
+    pub fn leader(&self) -> Option<(NodeId, String)> {
+        let metrics = self.inner.raft.metrics();
+        let metrics = metrics.borrow();
+        let leader = metrics.current_leader?;
+        let addr = metrics
+            .membership_config
+            .membership()
+            .get_node(&leader)
+            .map(|n| n.addr.clone())
+            .unwrap_or_default();
+        Some((leader, addr))
+    }
+
+    /// The quorum as this controller sees it.
+    pub fn status(&self) -> ControllerStatus {
+        let metrics = self.inner.raft.metrics();
+        let metrics = metrics.borrow();
+        let membership = metrics.membership_config.membership();
+        let voter_ids: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let mut voters = Vec::new();
+        let mut learners = Vec::new();
+        for (id, node) in membership.nodes() {
+            let entry = (*id, node.addr.clone());
+            if voter_ids.contains(id) {
+                voters.push(entry);
+            } else {
+                learners.push(entry);
+            }
+        }
+        let leader = metrics.current_leader.map(|id| {
+            let addr = membership
+                .get_node(&id)
+                .map(|n| n.addr.clone())
+                .unwrap_or_default();
+            (id, addr)
+        });
+        ControllerStatus {
+            node_id: self.inner.node_id,
+            leader,
+            term: metrics.current_term,
+            applied_version: self.inner.view.version(),
+            voters,
+            learners,
+        }
+    }
+
+    /// What the transport hands incoming RPCs to.
+    pub fn rpc_handler(&self) -> RpcHandler {
+        RpcHandler::new(self.inner.raft.clone(), self.inner.propose_timeout)
+    }
+
+    /// Adds a controller to the voters (on the leader): it first catches up as a
+    /// learner, then joins the quorum.
+    pub async fn add_voter(&self, node_id: NodeId, addr: String) -> Result<(), MembershipError> {
+        if addr.is_empty() {
+            return Err(MembershipError::NoAddress);
+        }
+        let raft = &self.inner.raft;
+        let work = async {
+            raft.add_learner(node_id, ControllerNode::new(addr), true)
+                .await
+                .map_err(membership_error)?;
+            let mut voters = BTreeSet::new();
+            voters.insert(node_id);
+            raft.change_membership(ChangeMembers::AddVoterIds(voters), false)
+                .await
+                .map_err(membership_error)?;
+            Ok(())
+        };
+        // Catching up may take a snapshot transfer: give it several proposal times.
+        tokio::time::timeout(self.inner.propose_timeout * 6, work)
+            .await
+            .map_err(|_| MembershipError::Timeout)?
+    }
+
+    /// Stops the controller and waits until its directory is released, so that a
+    /// controller can start on it again in this process. Idempotent.
+    pub async fn shutdown(&self) -> Result<(), ShutdownError> {
+        self.inner
+            .raft
+            .shutdown()
+            .await
+            .map_err(|e| ShutdownError(e.to_string()))?;
+        let held = self
+            .inner
+            .lock
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        let Some(held) = held else {
+            return Ok(());
+        };
+        let released: Weak<DirLock> = Arc::downgrade(&held);
+        drop(held);
+        // openraft stops its state machine worker and snapshot tasks shortly after
+        // the core; they hold the directory until then.
+        let deadline = tokio::time::Instant::now() + RELEASE_WAIT;
+        while released.strong_count() > 0 {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ShutdownError(format!(
+                    "storage tasks still hold {}",
+                    self.inner.dir.display()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tracing::info!(node = self.inner.node_id, "controller stopped");
+        Ok(())
+    }
+}
+
+fn membership_error(
+    e: RaftError<NodeId, ClientWriteError<NodeId, ControllerNode>>,
+) -> MembershipError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => MembershipError::NotLeader {
+            leader_id: f.leader_id,
+            leader_addr: f.leader_node.map(|n| n.addr),
+        },
+        other => MembershipError::Failed(other.to_string()),
+    }
+}
+
+/// Proposes on this node only: the answer, or where the leader is.
+pub(crate) async fn propose_local(
+    raft: &ControllerRaft,
+    command: MetadataCommand,
+    timeout: Duration,
+) -> Result<MetadataResponse, ProposeError> {
+    let kind = command.kind();
+    match tokio::time::timeout(timeout, raft.client_write(command)).await {
+        Err(_) => Err(ProposeError::Timeout),
+        Ok(Ok(written)) => match written.data {
+            MetadataResponse::Rejected(refusal) => Err(ProposeError::Rejected(refusal)),
+            answer => {
+                tracing::debug!(
+                    command = kind,
+                    index = written.log_id.index,
+                    "metadata command applied"
+                );
+                Ok(answer)
+            }
+        },
+        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+            Err(ProposeError::NotLeader {
+                leader_id: f.leader_id,
+                leader_addr: f.leader_node.map(|n| n.addr),
+            })
+        }
+        Ok(Err(e)) => Err(ProposeError::Unavailable(e.to_string())),
+    }
+}

@@ -1,0 +1,72 @@
+//! Committed consumer offsets.
+
+use std::collections::BTreeSet;
+
+use super::limits::{
+    GROUP_ID_BYTES_MAX, OFFSET_METADATA_BYTES_MAX, OFFSETS_MAX, OFFSETS_PER_COMMIT_MAX,
+};
+use super::{
+    CommandError, CommittedOffset, MetadataResponse, MetadataState, OffsetCommit, OffsetKey,
+};
+
+impl MetadataState {
+    /// Stores every offset or none: each must name an existing partition.
+    pub(super) fn commit_offsets(
+        &mut self,
+        group: &str,
+        offsets: &[OffsetCommit],
+    ) -> Result<MetadataResponse, CommandError> {
+        if group.is_empty() || group.len() > GROUP_ID_BYTES_MAX {
+            return Err(CommandError::InvalidOffsetCommit(format!(
+                "a group id is 1 to {GROUP_ID_BYTES_MAX} bytes"
+            )));
+        }
+        if offsets.len() > OFFSETS_PER_COMMIT_MAX {
+            return Err(CommandError::InvalidOffsetCommit(format!(
+                "{} offsets in one commit, more than {OFFSETS_PER_COMMIT_MAX}",
+                offsets.len()
+            )));
+        }
+        let mut new_keys = BTreeSet::new();
+        for commit in offsets {
+            if self.partition(&commit.topic, commit.partition).is_none() {
+                return Err(CommandError::UnknownPartition {
+                    topic: commit.topic.clone(),
+                    partition: commit.partition,
+                });
+            }
+            if commit.metadata.len() > OFFSET_METADATA_BYTES_MAX {
+                return Err(CommandError::InvalidOffsetCommit(format!(
+                    "offset metadata is at most {OFFSET_METADATA_BYTES_MAX} bytes"
+                )));
+            }
+            let key = key(group, commit);
+            if !self.offsets.contains_key(&key) {
+                new_keys.insert(key);
+            }
+        }
+        if self.offsets.len() + new_keys.len() > OFFSETS_MAX {
+            return Err(CommandError::TooManyOffsets { max: OFFSETS_MAX });
+        }
+        for commit in offsets {
+            self.offsets.insert(
+                key(group, commit),
+                CommittedOffset {
+                    offset: commit.offset,
+                    metadata: commit.metadata.clone(),
+                },
+            );
+        }
+        Ok(MetadataResponse::OffsetsCommitted {
+            count: u32::try_from(offsets.len()).expect("bounded by OFFSETS_PER_COMMIT_MAX"),
+        })
+    }
+}
+
+fn key(group: &str, commit: &OffsetCommit) -> OffsetKey {
+    OffsetKey {
+        group: group.to_owned(),
+        topic: commit.topic.clone(),
+        partition: commit.partition,
+    }
+}

@@ -1,0 +1,935 @@
+//! The state machine on its own: commands in, answers and state out.
+
+use std::collections::BTreeMap;
+
+use super::*;
+
+fn register(id: BrokerId) -> MetadataCommand {
+    MetadataCommand::RegisterBroker {
+        broker_id: id,
+        incarnation: u64::from(id) * 100,
+        address: format!("10.0.0.{id}:7420"),
+        now_ms: 1_000,
+    }
+}
+
+fn create(name: &str, partitions: u32, rf: u16) -> MetadataCommand {
+    MetadataCommand::CreateTopic {
+        name: name.to_owned(),
+        partitions,
+        replication_factor: rf,
+        configs: BTreeMap::new(),
+    }
+}
+
+fn alter(
+    broker: BrokerId,
+    topic: &str,
+    epoch: u32,
+    version: u32,
+    isr: &[BrokerId],
+) -> MetadataCommand {
+    MetadataCommand::AlterIsr {
+        broker_id: broker,
+        topic: topic.to_owned(),
+        partition: 0,
+        leader_epoch: epoch,
+        isr_version: version,
+        isr: isr.to_vec(),
+    }
+}
+
+fn fence(id: BrokerId) -> MetadataCommand {
+    MetadataCommand::FenceBroker { broker_id: id }
+}
+
+fn elect(topic: &str) -> MetadataCommand {
+    MetadataCommand::ElectLeader {
+        topic: topic.to_owned(),
+        partition: 0,
+    }
+}
+
+#[track_caller]
+fn ok(state: &mut MetadataState, command: MetadataCommand) -> MetadataResponse {
+    let answer = state.apply(&command);
+    state.check_invariants().expect("invariants hold");
+    answer.unwrap_or_else(|e| panic!("{} refused: {e}", command.kind()))
+}
+
+/// Applies a command that must be refused and checks that it changed nothing.
+#[track_caller]
+fn refused(state: &mut MetadataState, command: MetadataCommand) -> CommandError {
+    let before = state.clone();
+    let error = match state.apply(&command) {
+        Ok(answer) => panic!("{} accepted: {answer:?}", command.kind()),
+        Err(e) => e,
+    };
+    assert_eq!(
+        *state,
+        before,
+        "a refused {} changed the state",
+        command.kind()
+    );
+    error
+}
+
+fn cluster(brokers: u32) -> MetadataState {
+    let mut state = MetadataState::new();
+    for id in 1..=brokers {
+        ok(&mut state, register(id));
+    }
+    state
+}
+
+fn partition(state: &MetadataState, topic: &str) -> PartitionRecord {
+    state.partition(topic, 0).expect("partition exists").clone()
+}
+
+#[test]
+fn create_topic_assigns_replicas_round_robin_over_unfenced_brokers() {
+    let mut state = cluster(3);
+    let MetadataResponse::TopicCreated { partitions } = ok(&mut state, create("a", 3, 2)) else {
+        panic!("wrong answer");
+    };
+    let replicas: Vec<Vec<BrokerId>> = partitions.iter().map(|p| p.replicas.clone()).collect();
+    assert_eq!(replicas, vec![vec![1, 2], vec![2, 3], vec![3, 1]]);
+    for p in &partitions {
+        assert_eq!(p.leader, p.replicas.first().copied());
+        assert_eq!(p.leader_epoch, 0);
+        assert_eq!(p.isr, p.replicas);
+    }
+    // The next topic starts one broker further, so leaders spread.
+    ok(&mut state, create("b", 1, 1));
+    assert_eq!(partition(&state, "b").replicas, vec![2]);
+
+    // Fenced brokers get no replicas.
+    ok(&mut state, fence(2));
+    ok(&mut state, create("c", 2, 2));
+    for p in &state.topic("c").expect("created").partitions {
+        assert!(!p.replicas.contains(&2), "{p:?}");
+    }
+}
+
+#[test]
+fn create_topic_refusals() {
+    let mut state = cluster(2);
+    ok(&mut state, create("a", 1, 1));
+    assert_eq!(
+        refused(&mut state, create("a", 1, 1)).name(),
+        "TOPIC_ALREADY_EXISTS"
+    );
+    assert_eq!(
+        refused(&mut state, create("b", 1, 3)),
+        CommandError::NotEnoughBrokers {
+            needed: 3,
+            available: 2
+        }
+    );
+    assert_eq!(
+        refused(&mut state, create("b", 0, 1)).name(),
+        "INVALID_PARTITIONS"
+    );
+    assert_eq!(
+        refused(
+            &mut state,
+            create("b", limits::PARTITIONS_PER_TOPIC_MAX + 1, 1)
+        )
+        .name(),
+        "INVALID_PARTITIONS"
+    );
+    assert_eq!(
+        refused(&mut state, create("b", 1, 0)).name(),
+        "INVALID_REPLICATION_FACTOR"
+    );
+    for bad in ["", ".", "..", "a/b", "a b", &"x".repeat(250)] {
+        assert_eq!(
+            refused(&mut state, create(bad, 1, 1)).name(),
+            "INVALID_TOPIC_NAME"
+        );
+    }
+    let mut configs = BTreeMap::new();
+    configs.insert(UNCLEAN_LEADER_ELECTION_CONFIG.to_owned(), "yes".to_owned());
+    let error = refused(
+        &mut state,
+        MetadataCommand::CreateTopic {
+            name: "b".to_owned(),
+            partitions: 1,
+            replication_factor: 1,
+            configs,
+        },
+    );
+    assert_eq!(error.name(), "INVALID_CONFIG");
+    // No brokers at all.
+    assert_eq!(
+        refused(&mut MetadataState::new(), create("b", 1, 1)).name(),
+        "NOT_ENOUGH_BROKERS"
+    );
+}
+
+#[test]
+fn registration_is_idempotent_per_incarnation_and_heartbeats_check_the_epoch() {
+    let mut state = MetadataState::new();
+    let MetadataResponse::BrokerRegistered { broker_epoch, .. } = ok(&mut state, register(1))
+    else {
+        panic!("wrong answer");
+    };
+    // A retry answers the same epoch and changes nothing.
+    let before = state.clone();
+    assert_eq!(
+        ok(&mut state, register(1)),
+        MetadataResponse::BrokerRegistered {
+            broker_epoch,
+            leaders_elected: 0
+        }
+    );
+    assert_eq!(state, before);
+
+    // A restart (new incarnation) gets a new epoch; the old one is stale.
+    let restarted = MetadataCommand::RegisterBroker {
+        broker_id: 1,
+        incarnation: 7,
+        address: "10.0.0.1:7420".to_owned(),
+        now_ms: 2_000,
+    };
+    let MetadataResponse::BrokerRegistered {
+        broker_epoch: next, ..
+    } = ok(&mut state, restarted)
+    else {
+        panic!("wrong answer");
+    };
+    assert!(next > broker_epoch);
+    let stale = MetadataCommand::BrokerHeartbeat {
+        broker_id: 1,
+        broker_epoch,
+        now_ms: 3_000,
+    };
+    assert_eq!(refused(&mut state, stale).name(), "STALE_BROKER_EPOCH");
+    let current = MetadataCommand::BrokerHeartbeat {
+        broker_id: 1,
+        broker_epoch: next,
+        now_ms: 3_000,
+    };
+    ok(&mut state, current);
+    assert_eq!(state.broker(1).map(|b| b.last_heartbeat_ms), Some(3_000));
+
+    let unknown = MetadataCommand::BrokerHeartbeat {
+        broker_id: 9,
+        broker_epoch: 0,
+        now_ms: 0,
+    };
+    assert_eq!(refused(&mut state, unknown), CommandError::UnknownBroker(9));
+    for bad in ["", "host", ":7420", "host:", "host:99999", "a b:1"] {
+        let command = MetadataCommand::RegisterBroker {
+            broker_id: 2,
+            incarnation: 1,
+            address: bad.to_owned(),
+            now_ms: 0,
+        };
+        assert_eq!(
+            refused(&mut state, command).name(),
+            "INVALID_BROKER_ADDRESS"
+        );
+    }
+}
+
+#[test]
+fn brokers_to_fence_are_the_silent_unfenced_ones() {
+    let mut state = cluster(3);
+    let epoch = state.broker(2).map(|b| b.epoch).expect("registered");
+    ok(
+        &mut state,
+        MetadataCommand::BrokerHeartbeat {
+            broker_id: 2,
+            broker_epoch: epoch,
+            now_ms: 9_000,
+        },
+    );
+    ok(&mut state, fence(3));
+    // Brokers 1 and 3 last spoke at 1_000; 3 is fenced already.
+    assert_eq!(state.brokers_to_fence(10_000, 5_000), vec![1]);
+    assert_eq!(state.brokers_to_fence(5_000, 5_000), Vec::<BrokerId>::new());
+}
+
+#[test]
+fn stale_alter_isr_is_rejected() {
+    let mut state = cluster(3);
+    ok(&mut state, create("t", 1, 3));
+    // Leader 1 at epoch 0, version 0, shrinks the ISR: version 1.
+    ok(&mut state, alter(1, "t", 0, 0, &[1, 2]));
+    assert_eq!(partition(&state, "t").isr_version, 1);
+    // A delayed copy of the same proposal finds its base version gone.
+    assert_eq!(
+        refused(&mut state, alter(1, "t", 0, 0, &[1, 2])),
+        CommandError::StaleIsrVersion {
+            current: 1,
+            given: 0
+        }
+    );
+    // Broker 1 loses leadership: the epoch moves on, the version starts again.
+    ok(&mut state, fence(1));
+    let p = partition(&state, "t");
+    assert_eq!((p.leader, p.leader_epoch, p.isr_version), (Some(2), 1, 0));
+
+    // The old leader, in its old epoch, is fenced off.
+    assert_eq!(
+        refused(&mut state, alter(1, "t", 0, 1, &[1, 2, 3])),
+        CommandError::FencedLeaderEpoch {
+            current: 1,
+            given: 0
+        }
+    );
+    // A replica that is not the leader, in the current epoch.
+    assert_eq!(
+        refused(&mut state, alter(3, "t", 1, 0, &[2, 3])),
+        CommandError::NotLeader {
+            broker: 3,
+            leader: Some(2)
+        }
+    );
+    // An epoch from the future.
+    assert_eq!(
+        refused(&mut state, alter(2, "t", 2, 0, &[2])).name(),
+        "UNKNOWN_LEADER_EPOCH"
+    );
+    let unknown_partition = MetadataCommand::AlterIsr {
+        broker_id: 2,
+        topic: "t".to_owned(),
+        partition: 1,
+        leader_epoch: 1,
+        isr_version: 0,
+        isr: vec![2],
+    };
+    assert_eq!(
+        refused(&mut state, unknown_partition).name(),
+        "UNKNOWN_TOPIC_OR_PARTITION"
+    );
+
+    // The current leader, epoch and version, but an ISR that breaks a rule: the ISR
+    // stays and the decision takes the next version, so the proposal cannot apply
+    // later. Broker 1 is fenced and cannot rejoin.
+    let mut version = 0;
+    for (isr, reason) in [
+        (&[][..], "INVALID_ISR"),
+        (&[3], "INVALID_ISR"),
+        (&[2, 2], "INVALID_ISR"),
+        (&[2, 4], "INVALID_ISR"),
+        (&[1, 2], "INELIGIBLE_REPLICA"),
+    ] {
+        let before = partition(&state, "t");
+        let MetadataResponse::IsrAltered {
+            partition: after,
+            refusal,
+        } = ok(&mut state, alter(2, "t", 1, version, isr))
+        else {
+            panic!("wrong answer");
+        };
+        assert_eq!(refusal.map(|e| e.name()), Some(reason), "{isr:?}");
+        assert_eq!(after.isr, before.isr);
+        assert_eq!(after.isr_version, version + 1);
+        version += 1;
+    }
+
+    // A valid proposal: order follows the assignment, the version moves, the
+    // leader epoch does not.
+    let MetadataResponse::IsrAltered {
+        partition: after,
+        refusal,
+    } = ok(&mut state, alter(2, "t", 1, version, &[3, 2]))
+    else {
+        panic!("wrong answer");
+    };
+    assert_eq!(refusal, None);
+    assert_eq!(after.isr, vec![2, 3]);
+    assert_eq!((after.leader_epoch, after.isr_version), (1, version + 1));
+}
+
+#[test]
+fn election_chooses_from_the_isr_only() {
+    let mut state = cluster(3);
+    ok(&mut state, create("t", 1, 3));
+    assert_eq!(partition(&state, "t").replicas, vec![1, 2, 3]);
+    // Broker 2 falls out of the ISR.
+    ok(&mut state, alter(1, "t", 0, 0, &[1, 3]));
+    // Broker 1 dies: 2 is preferred over 3 but not in sync, so 3 leads.
+    ok(&mut state, fence(1));
+    let p = partition(&state, "t");
+    assert_eq!(
+        (p.leader, p.leader_epoch, p.isr.clone()),
+        (Some(3), 1, vec![3])
+    );
+
+    // An explicit election keeps 3: it is the only eligible ISR member.
+    let MetadataResponse::LeaderElected {
+        partition: p,
+        changed,
+    } = ok(&mut state, elect("t"))
+    else {
+        panic!("wrong answer");
+    };
+    assert!(!changed);
+    assert_eq!((p.leader, p.leader_epoch), (Some(3), 1));
+
+    // 3 dies too: nobody in the ISR is left, and unclean election is off, so the
+    // partition has no leader rather than electing out-of-sync broker 2.
+    ok(&mut state, fence(3));
+    let p = partition(&state, "t");
+    assert_eq!(
+        (p.leader, p.leader_epoch, p.isr.clone()),
+        (None, 2, vec![3])
+    );
+    let MetadataResponse::LeaderElected { changed, .. } = ok(&mut state, elect("t")) else {
+        panic!("wrong answer");
+    };
+    assert!(!changed);
+
+    // 3 comes back (heartbeat in its epoch): the leaderless partition elects it.
+    let epoch = state.broker(3).map(|b| b.epoch).expect("registered");
+    let answer = ok(
+        &mut state,
+        MetadataCommand::BrokerHeartbeat {
+            broker_id: 3,
+            broker_epoch: epoch,
+            now_ms: 5_000,
+        },
+    );
+    assert_eq!(
+        answer,
+        MetadataResponse::HeartbeatAccepted {
+            unfenced: true,
+            leaders_elected: 1
+        }
+    );
+    let p = partition(&state, "t");
+    assert_eq!((p.leader, p.leader_epoch), (Some(3), 3));
+}
+
+#[test]
+fn explicit_election_moves_leadership_to_the_preferred_replica() {
+    let mut state = cluster(2);
+    ok(&mut state, create("t", 1, 2));
+    ok(&mut state, fence(1));
+    assert_eq!(partition(&state, "t").leader, Some(2));
+    ok(&mut state, MetadataCommand::UnfenceBroker { broker_id: 1 });
+    // Broker 1 is unfenced but left the ISR; the leader has to add it back first.
+    assert_eq!(partition(&state, "t").isr, vec![2]);
+    let MetadataResponse::LeaderElected { changed, .. } = ok(&mut state, elect("t")) else {
+        panic!("wrong answer");
+    };
+    assert!(!changed);
+    ok(&mut state, alter(2, "t", 1, 0, &[1, 2]));
+    let MetadataResponse::LeaderElected {
+        partition: p,
+        changed,
+    } = ok(&mut state, elect("t"))
+    else {
+        panic!("wrong answer");
+    };
+    assert!(changed);
+    assert_eq!((p.leader, p.leader_epoch), (Some(1), 2));
+}
+
+#[test]
+fn fenced_broker_leaves_the_isr_but_never_empties_it() {
+    let mut state = cluster(3);
+    ok(&mut state, create("t", 1, 3));
+    let MetadataResponse::BrokerFenced {
+        leaders_changed,
+        isrs_shrunk,
+    } = ok(&mut state, fence(1))
+    else {
+        panic!("wrong answer");
+    };
+    assert_eq!((leaders_changed, isrs_shrunk), (1, 1));
+    let p = partition(&state, "t");
+    assert_eq!((p.leader, p.isr.clone()), (Some(2), vec![2, 3]));
+
+    ok(&mut state, fence(3));
+    let p = partition(&state, "t");
+    assert_eq!(
+        (p.leader, p.isr.clone(), p.leader_epoch),
+        (Some(2), vec![2], 1)
+    );
+
+    // The last member stays in the ISR even when fenced.
+    ok(&mut state, fence(2));
+    let p = partition(&state, "t");
+    assert_eq!(
+        (p.leader, p.isr.clone(), p.leader_epoch),
+        (None, vec![2], 2)
+    );
+
+    // Fencing again is a no-op.
+    let before = state.clone();
+    assert_eq!(
+        ok(&mut state, fence(2)),
+        MetadataResponse::BrokerFenced {
+            leaders_changed: 0,
+            isrs_shrunk: 0
+        }
+    );
+    assert_eq!(state, before);
+
+    // Broker 1 returns, but it is not in the ISR: still no leader.
+    ok(&mut state, MetadataCommand::UnfenceBroker { broker_id: 1 });
+    assert_eq!(partition(&state, "t").leader, None);
+    // Broker 2, the last ISR member, returns and leads again.
+    assert_eq!(
+        ok(&mut state, MetadataCommand::UnfenceBroker { broker_id: 2 }),
+        MetadataResponse::BrokerUnfenced { leaders_elected: 1 }
+    );
+    let p = partition(&state, "t");
+    assert_eq!((p.leader, p.leader_epoch), (Some(2), 3));
+    assert_eq!(
+        refused(&mut state, fence(9)),
+        CommandError::UnknownBroker(9)
+    );
+}
+
+#[test]
+fn unclean_election_takes_any_unfenced_replica() {
+    let mut state = cluster(2);
+    let mut configs = BTreeMap::new();
+    configs.insert(UNCLEAN_LEADER_ELECTION_CONFIG.to_owned(), "true".to_owned());
+    ok(
+        &mut state,
+        MetadataCommand::CreateTopic {
+            name: "t".to_owned(),
+            partitions: 1,
+            replication_factor: 2,
+            configs,
+        },
+    );
+    ok(&mut state, alter(1, "t", 0, 0, &[1]));
+    ok(&mut state, fence(1));
+    let p = partition(&state, "t");
+    assert_eq!(
+        (p.leader, p.isr.clone(), p.leader_epoch),
+        (Some(2), vec![2], 1)
+    );
+}
+
+#[test]
+fn delete_topic_drops_its_attachments_and_offsets() {
+    let mut state = cluster(1);
+    ok(&mut state, create("t", 2, 1));
+    ok(&mut state, create("u", 1, 1));
+    ok(&mut state, create("__consumer_offsets", 1, 1));
+    ok(&mut state, upload("p", "aa"));
+    ok(&mut state, attach("t", "p"));
+    ok(&mut state, attach("u", "p"));
+    ok(
+        &mut state,
+        commit("g", &[("t", 0, 5), ("t", 1, 6), ("u", 0, 7)]),
+    );
+
+    ok(
+        &mut state,
+        MetadataCommand::DeleteTopic {
+            name: "t".to_owned(),
+        },
+    );
+    assert!(state.topic("t").is_none());
+    assert_eq!(state.attachments().len(), 1);
+    assert_eq!(state.offsets().len(), 1);
+    assert_eq!(
+        state.committed_offset("g", "u", 0).map(|c| c.offset),
+        Some(7)
+    );
+
+    let again = MetadataCommand::DeleteTopic {
+        name: "t".to_owned(),
+    };
+    assert_eq!(refused(&mut state, again).name(), "UNKNOWN_TOPIC");
+    let internal = MetadataCommand::DeleteTopic {
+        name: "__consumer_offsets".to_owned(),
+    };
+    assert_eq!(refused(&mut state, internal).name(), "INTERNAL_TOPIC");
+}
+
+fn upload(name: &str, version: &str) -> MetadataCommand {
+    MetadataCommand::UploadPlugin {
+        name: name.to_owned(),
+        version: version.to_owned(),
+        kind: "filter".to_owned(),
+        size_bytes: 1_024,
+        uploaded_ms: 42,
+    }
+}
+
+fn attach(topic: &str, plugin: &str) -> MetadataCommand {
+    MetadataCommand::AttachPlugin {
+        topic: topic.to_owned(),
+        plugin: plugin.to_owned(),
+        stage: "produce".to_owned(),
+        params: vec![("k".to_owned(), "v".to_owned())],
+        on_error: "skip".to_owned(),
+    }
+}
+
+fn commit(group: &str, offsets: &[(&str, u32, u64)]) -> MetadataCommand {
+    MetadataCommand::CommitOffsets {
+        group: group.to_owned(),
+        offsets: offsets
+            .iter()
+            .map(|(topic, partition, offset)| OffsetCommit {
+                topic: (*topic).to_owned(),
+                partition: *partition,
+                offset: *offset,
+                metadata: String::new(),
+            })
+            .collect(),
+    }
+}
+
+#[test]
+fn plugins_upload_attach_detach() {
+    let mut state = cluster(1);
+    ok(&mut state, create("t", 1, 1));
+    assert_eq!(
+        ok(&mut state, upload("p", "aa")),
+        MetadataResponse::PluginUploaded {
+            previous_version: None
+        }
+    );
+    assert_eq!(
+        ok(&mut state, upload("p", "bb")),
+        MetadataResponse::PluginUploaded {
+            previous_version: Some("aa".to_owned())
+        }
+    );
+    assert_eq!(
+        state.plugins().get("p").map(|p| p.version.as_str()),
+        Some("bb")
+    );
+    assert_eq!(
+        refused(&mut state, upload("p q", "aa")).name(),
+        "INVALID_PLUGIN"
+    );
+    assert_eq!(
+        refused(&mut state, upload("p", "")).name(),
+        "INVALID_PLUGIN"
+    );
+
+    assert_eq!(
+        refused(&mut state, attach("nope", "p")).name(),
+        "UNKNOWN_TOPIC"
+    );
+    assert_eq!(
+        refused(&mut state, attach("t", "nope")).name(),
+        "UNKNOWN_PLUGIN"
+    );
+    let mut bad = attach("t", "p");
+    if let MetadataCommand::AttachPlugin { stage, .. } = &mut bad {
+        *stage = "consume".to_owned();
+    }
+    assert_eq!(refused(&mut state, bad).name(), "INVALID_ATTACHMENT");
+    for on_error in ["retry", "dead-letter:", "dead-letter:t", "dead-letter:a b"] {
+        let mut bad = attach("t", "p");
+        if let MetadataCommand::AttachPlugin { on_error: o, .. } = &mut bad {
+            *o = on_error.to_owned();
+        }
+        assert_eq!(
+            refused(&mut state, bad).name(),
+            "INVALID_ATTACHMENT",
+            "{on_error}"
+        );
+    }
+
+    let attach_with = |i: usize| {
+        let mut command = attach("t", "p");
+        if let MetadataCommand::AttachPlugin { params, .. } = &mut command {
+            params.push(("i".to_owned(), i.to_string()));
+        }
+        command
+    };
+    ok(&mut state, attach_with(0));
+    // A retried attachment, identical to the first, is not a second one.
+    let once = state.clone();
+    assert_eq!(
+        ok(&mut state, attach_with(0)),
+        MetadataResponse::PluginAttached
+    );
+    assert_eq!(state, once);
+    for i in 1..limits::ATTACHMENTS_PER_TOPIC_MAX {
+        ok(&mut state, attach_with(i));
+    }
+    assert_eq!(
+        refused(&mut state, attach_with(limits::ATTACHMENTS_PER_TOPIC_MAX)).name(),
+        "TOO_MANY_ATTACHMENTS"
+    );
+    assert_eq!(
+        state.attachments_of("t").count(),
+        limits::ATTACHMENTS_PER_TOPIC_MAX
+    );
+
+    let detach = MetadataCommand::DetachPlugin {
+        topic: "t".to_owned(),
+        plugin: "p".to_owned(),
+    };
+    assert_eq!(
+        ok(&mut state, detach.clone()),
+        MetadataResponse::PluginDetached {
+            removed: limits::ATTACHMENTS_PER_TOPIC_MAX as u32
+        }
+    );
+    assert_eq!(refused(&mut state, detach).name(), "NOT_ATTACHED");
+}
+
+#[test]
+fn offset_commits_are_all_or_nothing() {
+    let mut state = cluster(1);
+    ok(&mut state, create("t", 2, 1));
+    ok(&mut state, commit("g", &[("t", 0, 10), ("t", 1, 20)]));
+    ok(&mut state, commit("h", &[("t", 0, 1)]));
+    assert_eq!(
+        refused(&mut state, commit("g", &[("t", 0, 11), ("t", 2, 1)])).name(),
+        "UNKNOWN_TOPIC_OR_PARTITION"
+    );
+    assert_eq!(
+        state.committed_offset("g", "t", 0).map(|c| c.offset),
+        Some(10)
+    );
+    assert_eq!(
+        refused(&mut state, commit("", &[("t", 0, 1)])).name(),
+        "INVALID_OFFSET_COMMIT"
+    );
+    let group: Vec<u64> = state.group_offsets("g").map(|(_, c)| c.offset).collect();
+    assert_eq!(group, vec![10, 20]);
+
+    let too_long = MetadataCommand::CommitOffsets {
+        group: "g".to_owned(),
+        offsets: vec![OffsetCommit {
+            topic: "t".to_owned(),
+            partition: 0,
+            offset: 1,
+            metadata: "m".repeat(limits::OFFSET_METADATA_BYTES_MAX + 1),
+        }],
+    };
+    assert_eq!(
+        refused(&mut state, too_long).name(),
+        "INVALID_OFFSET_COMMIT"
+    );
+}
+
+#[test]
+fn offsets_are_bounded() {
+    let mut state = cluster(1);
+    let per_commit = limits::OFFSETS_PER_COMMIT_MAX;
+    ok(&mut state, create("t", per_commit as u32, 1));
+    let all: Vec<(&str, u32, u64)> = (0..per_commit as u32).map(|p| ("t", p, 1)).collect();
+    for g in 0..limits::OFFSETS_MAX / per_commit {
+        state
+            .apply(&commit(&format!("g{g}"), &all))
+            .expect("under the limit");
+    }
+    assert_eq!(state.offsets().len(), limits::OFFSETS_MAX);
+    // Updating existing offsets is fine; one more key is not.
+    ok(&mut state, commit("g0", &[("t", 0, 2)]));
+    assert_eq!(
+        refused(&mut state, commit("new", &[("t", 0, 1)])),
+        CommandError::TooManyOffsets {
+            max: limits::OFFSETS_MAX
+        }
+    );
+}
+
+#[test]
+fn state_round_trips_through_json() {
+    let mut state = cluster(3);
+    ok(&mut state, create("t", 3, 2));
+    ok(&mut state, upload("p", "aa"));
+    ok(&mut state, attach("t", "p"));
+    ok(&mut state, commit("g", &[("t", 0, 10)]));
+    ok(&mut state, fence(2));
+    let json = serde_json::to_vec(&state).expect("serialises");
+    let back: MetadataState = serde_json::from_slice(&json).expect("deserialises");
+    assert_eq!(back, state);
+}
+
+/// A small deterministic generator, so a failing run can be replayed from its seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        // xorshift64*
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn random_command(rng: &mut Rng, state: &MetadataState) -> MetadataCommand {
+    let broker = rng.below(6) as BrokerId; // 0 and 5 are never registered below
+    let topic = format!("t{}", rng.below(4));
+    let partition = rng.below(3) as u32;
+    match rng.below(10) {
+        0 => MetadataCommand::RegisterBroker {
+            broker_id: 1 + rng.below(4) as BrokerId,
+            incarnation: rng.below(3),
+            address: "h:1".to_owned(),
+            now_ms: rng.below(10_000),
+        },
+        1 => MetadataCommand::BrokerHeartbeat {
+            broker_id: broker,
+            broker_epoch: state.broker(broker).map_or(0, |b| b.epoch) + rng.below(2),
+            now_ms: rng.below(10_000),
+        },
+        2 => fence(broker),
+        3 => MetadataCommand::UnfenceBroker { broker_id: broker },
+        4 => {
+            let mut configs = BTreeMap::new();
+            if rng.below(2) == 0 {
+                configs.insert(UNCLEAN_LEADER_ELECTION_CONFIG.to_owned(), "true".to_owned());
+            }
+            MetadataCommand::CreateTopic {
+                name: topic,
+                partitions: 1 + rng.below(3) as u32,
+                replication_factor: 1 + rng.below(4) as u16,
+                configs,
+            }
+        }
+        5 => MetadataCommand::DeleteTopic { name: topic },
+        6 | 7 => {
+            // Mostly well-formed requests from the real leader, sometimes not.
+            let current = state.partition(&topic, partition).cloned();
+            let (sender, epoch, mut isr) = match &current {
+                Some(p) if rng.below(4) != 0 => (
+                    p.leader.unwrap_or(broker),
+                    p.leader_epoch,
+                    p.replicas
+                        .iter()
+                        .copied()
+                        .filter(|_| rng.below(3) != 0)
+                        .collect::<Vec<_>>(),
+                ),
+                _ => (broker, rng.below(3) as u32, vec![broker]),
+            };
+            if rng.below(3) != 0 && !isr.contains(&sender) {
+                isr.push(sender);
+            }
+            let version =
+                current.as_ref().map_or(0, |p| p.isr_version) + u32::from(rng.below(5) == 0);
+            MetadataCommand::AlterIsr {
+                broker_id: sender,
+                topic,
+                partition,
+                leader_epoch: epoch,
+                isr_version: version,
+                isr,
+            }
+        }
+        8 => MetadataCommand::ElectLeader { topic, partition },
+        _ => commit("g", &[(topic.as_str(), partition, rng.below(100))]),
+    }
+}
+
+/// Random command sequences: every answer keeps the invariants (leader in ISR, ISR
+/// in replicas and never empty, leaders unfenced), a refusal changes nothing, leader
+/// epochs never go back, and a replay of the same log reaches the same state.
+#[test]
+fn random_commands_keep_the_invariants() {
+    let seed = std::env::var("QUIVER_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5EED_0FC0_FFEE_u64);
+    println!("seed {seed} (set QUIVER_SEED to replay)");
+    let mut rng = Rng(seed | 1);
+    let mut state = MetadataState::new();
+    let mut log = Vec::new();
+    let mut accepted: BTreeMap<&'static str, u32> = BTreeMap::new();
+    let mut leader_changes = 0;
+    // Applied and refused-but-versioned ISR proposals.
+    let mut isr_decisions: BTreeMap<bool, u32> = BTreeMap::new();
+    for step in 0..5_000 {
+        let command = random_command(&mut rng, &state);
+        let before = state.clone();
+        match state.apply(&command) {
+            Ok(answer) => {
+                *accepted.entry(command.kind()).or_default() += 1;
+                if matches!(
+                    answer,
+                    MetadataResponse::LeaderElected { changed: true, .. }
+                ) || matches!(
+                    answer,
+                    MetadataResponse::BrokerFenced {
+                        leaders_changed: 1..,
+                        ..
+                    }
+                ) {
+                    leader_changes += 1;
+                }
+                if let MetadataResponse::IsrAltered { refusal, .. } = &answer {
+                    *isr_decisions.entry(refusal.is_none()).or_default() += 1;
+                }
+            }
+            Err(_) => assert_eq!(
+                state, before,
+                "step {step}: refused {command:?} changed the state"
+            ),
+        }
+        if let Err(broken) = state.check_invariants() {
+            panic!("seed {seed} step {step}: {command:?} broke an invariant: {broken}");
+        }
+        for (name, topic) in state.topics() {
+            let Some(old) = before.topic(name) else {
+                continue;
+            };
+            for (p, (new, old)) in topic.partitions.iter().zip(&old.partitions).enumerate() {
+                assert!(
+                    (new.leader_epoch, new.isr_version) >= (old.leader_epoch, old.isr_version),
+                    "seed {seed} step {step}: {name}/{p} epoch or version went back"
+                );
+                if new.isr != old.isr {
+                    assert!(
+                        (new.leader_epoch, new.isr_version) > (old.leader_epoch, old.isr_version),
+                        "seed {seed} step {step}: {name}/{p} ISR changed without a new version"
+                    );
+                }
+                if new.leader != old.leader {
+                    assert!(
+                        new.leader_epoch > old.leader_epoch,
+                        "leader change without epoch bump"
+                    );
+                }
+            }
+        }
+        log.push(command);
+    }
+    // Refuse to pass vacuously: the run must have exercised the interesting paths.
+    for kind in [
+        "create_topic",
+        "alter_isr",
+        "fence_broker",
+        "broker_heartbeat",
+        "commit_offsets",
+    ] {
+        assert!(
+            accepted.get(kind).copied().unwrap_or(0) > 10,
+            "seed {seed}: few {kind}: {accepted:?}"
+        );
+    }
+    println!(
+        "accepted {accepted:?}, leader changes {leader_changes}, ISR decisions {isr_decisions:?}"
+    );
+    assert!(
+        isr_decisions.values().all(|n| *n > 10),
+        "seed {seed}: ISR decisions {isr_decisions:?}"
+    );
+    assert!(
+        leader_changes > 10,
+        "seed {seed}: only {leader_changes} leader changes"
+    );
+
+    // Determinism: replaying the log gives the same state.
+    let mut replay = MetadataState::new();
+    for command in &log {
+        let _ = replay.apply(command);
+    }
+    assert_eq!(replay, state);
+}
