@@ -326,6 +326,14 @@ impl Client {
         .map(|_| ())
     }
 
+    /// What the broker knows of its cluster: the controller leader, voters, brokers
+    /// and whether each is fenced.
+    pub async fn cluster_status(
+        &self,
+    ) -> Result<quiver_wire::cluster::ClusterStatusResponse, RequestError> {
+        self.call(&quiver_wire::cluster::ClusterStatusRequest).await
+    }
+
     /// Every topic with its partitions.
     pub async fn list_topics(&self) -> Result<Vec<TopicInfo>, RequestError> {
         Ok(self.call(&MetadataRequest { topics: None }).await?.topics)

@@ -48,6 +48,9 @@ pub struct BrokerConfig {
     /// Operator-provided certificate chain and key (PEM); generated when absent.
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// The CA that signed the other brokers' certificates, for connections between
+    /// brokers; default `DATA_DIR/tls/ca.pem`.
+    pub tls_ca: Option<PathBuf>,
     /// Open QUIC connections at once.
     pub connections_max: usize,
     /// Requests in flight across all connections at once.
@@ -78,6 +81,7 @@ impl Default for BrokerConfig {
             retention_check_interval: Duration::from_secs(60),
             tls_cert: None,
             tls_key: None,
+            tls_ca: None,
             connections_max: 10_000,
             requests_in_flight_max: 65_536,
             streams_per_connection_max: 1_024,
@@ -106,6 +110,7 @@ pub struct ConfigFile {
     pub retention_check_interval_ms: Option<u64>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    pub tls_ca: Option<PathBuf>,
     pub connections_max: Option<usize>,
     pub requests_in_flight_max: Option<usize>,
     pub streams_per_connection_max: Option<u32>,
@@ -132,6 +137,7 @@ pub const CONFIG_KEYS: &[&str] = &[
     "retention_check_interval_ms",
     "tls_cert",
     "tls_key",
+    "tls_ca",
     "connections_max",
     "requests_in_flight_max",
     "streams_per_connection_max",
@@ -176,6 +182,7 @@ impl BrokerConfig {
         )?;
         set("tls_cert", file.tls_cert.map(|p| p.display().to_string()))?;
         set("tls_key", file.tls_key.map(|p| p.display().to_string()))?;
+        set("tls_ca", file.tls_ca.map(|p| p.display().to_string()))?;
         set(
             "connections_max",
             file.connections_max.map(|v| v.to_string()),
@@ -273,6 +280,7 @@ impl BrokerConfig {
             }
             "tls_cert" => self.tls_cert = Some(PathBuf::from(value)),
             "tls_key" => self.tls_key = Some(PathBuf::from(value)),
+            "tls_ca" => self.tls_ca = Some(PathBuf::from(value)),
             "connections_max" => self.connections_max = int(value)?.max(1) as usize,
             "requests_in_flight_max" => self.requests_in_flight_max = int(value)?.max(1) as usize,
             "streams_per_connection_max" => {
@@ -330,12 +338,22 @@ impl BrokerConfig {
                 message: "tls_cert and tls_key must be given together".into(),
             });
         }
-        if let Some((id, _)) = self.seeds.iter().find(|(id, _)| *id != self.node_id) {
+        let founding = self.seeds.iter().any(|(id, _)| *id != self.node_id);
+        if founding && !self.seeds.iter().any(|(id, _)| *id == self.node_id) {
             return Err(ConfigError::Invalid {
                 key: "seeds".into(),
                 message: format!(
-                    "node {id} is another broker: this build runs single-node only (clustering is not available yet)"
+                    "node {} is not among the seeds: list every founding node, this one included (joining a running cluster later is not available yet)",
+                    self.node_id
                 ),
+            });
+        }
+        let mut ids: Vec<u32> = self.seeds.iter().map(|(id, _)| *id).collect();
+        ids.sort_unstable();
+        if ids.windows(2).any(|w| w[0] == w[1]) {
+            return Err(ConfigError::Invalid {
+                key: "seeds".into(),
+                message: "a node id appears twice".into(),
             });
         }
         Ok(())
@@ -401,9 +419,17 @@ mod tests {
         config
             .set("seeds", "1@127.0.0.1:7420,2@127.0.0.1:7430")
             .expect("parses");
+        assert!(config.validate().is_ok(), "founding seeds with this node");
+        config
+            .set("seeds", "2@127.0.0.1:7430,3@127.0.0.1:7440")
+            .expect("parses");
         assert!(
             config.validate().is_err(),
-            "another node in seeds needs clustering"
+            "seeds that leave this node out are refused"
         );
+        config
+            .set("seeds", "1@127.0.0.1:7420,1@127.0.0.1:7430")
+            .expect("parses");
+        assert!(config.validate().is_err(), "a repeated id is refused");
     }
 }

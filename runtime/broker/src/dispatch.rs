@@ -151,6 +151,8 @@ pub async fn handle(frame: RequestFrame, state: &Arc<BrokerState>, answered: boo
         Request::PluginList(_) => crate::plugins::list(state),
         Request::PluginAttach(req) => crate::plugins::attach(req, state).await,
         Request::PluginDetach(req) => crate::plugins::detach(req, state),
+        Request::ControllerRpc(req) => crate::cluster::handle_rpc(req, state).await,
+        Request::ClusterStatus(_) => crate::cluster::status(state),
     };
     result.map(|out| (api, out)).map_err(|e| (Some(api), e))
 }

@@ -7,6 +7,7 @@
 //! the admin listener. What it does not do (yet): replication, consumer groups, plugins.
 
 pub mod admin;
+pub mod cluster;
 pub mod config;
 pub mod dispatch;
 pub mod group;

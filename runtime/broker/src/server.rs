@@ -43,6 +43,9 @@ pub struct BrokerState {
     pub offsets: crate::offsets::OffsetStore,
     /// Uploaded WebAssembly plugins and their attachments to topics.
     pub plugins: quiver_plugin_host::Registry,
+    /// This broker's controller and membership, in cluster mode (`--seeds` naming
+    /// other nodes); unset for a standalone broker.
+    pub cluster: std::sync::OnceLock<Arc<crate::cluster::ClusterMember>>,
     /// `true` once the broker is stopping.
     pub shutdown: watch::Sender<bool>,
     /// Recovery done and the endpoint accepting.
@@ -81,6 +84,8 @@ pub enum StartError {
     ProducerIds(#[from] crate::producer_id::ProducerIdError),
     #[error(transparent)]
     Offsets(#[from] crate::offsets::OffsetsError),
+    #[error("cannot start the controller: {0}")]
+    Controller(String),
     #[error("cannot open the plugin registry: {0}")]
     Plugins(#[from] quiver_plugin_host::RegistryError),
 }
@@ -220,6 +225,7 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
     })??;
     let state = Arc::new(BrokerState {
         plugins,
+        cluster: std::sync::OnceLock::new(),
         producer_ids,
         groups: std::sync::Mutex::new(crate::group::GroupCoordinator::default()),
         offsets,
@@ -261,6 +267,47 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
     })?;
 
     let accept_task = tokio::spawn(accept_loop(endpoint.clone(), Arc::clone(&state)));
+    // The controller starts once the listener accepts, so the other founding
+    // controllers' RPCs reach it.
+    if state
+        .config
+        .seeds
+        .iter()
+        .any(|(id, _)| *id != state.config.node_id)
+    {
+        let seeds: Vec<(u64, String)> = state
+            .config
+            .seeds
+            .iter()
+            .map(|(id, addr)| (u64::from(*id), addr.to_string()))
+            .collect();
+        let advertised = state
+            .config
+            .seeds
+            .iter()
+            .find(|(id, _)| *id == state.config.node_id)
+            .map_or_else(|| quic_addr.to_string(), |(_, addr)| addr.to_string());
+        let ca = state.config.tls_ca.clone().unwrap_or_else(|| {
+            crate::tls::GeneratedPaths::in_data_dir(&state.config.data_dir).ca_cert
+        });
+        let controller = quiver_cluster::Controller::start(
+            u64::from(state.config.node_id),
+            state.config.data_dir.join("controller"),
+            seeds,
+            crate::cluster::QuicRaftTransport::new(ca),
+        )
+        .await
+        .map_err(|e| StartError::Controller(e.to_string()))?;
+        let member = crate::cluster::ClusterMember::new(controller, state.config.node_id);
+        let _ = state.cluster.set(Arc::new(member));
+        tokio::spawn(crate::cluster::membership_loop(
+            Arc::clone(&state),
+            advertised,
+        ));
+        tracing::warn!(
+            "cluster mode: the controller quorum and broker membership run; topics are not yet placed or replicated across brokers"
+        );
+    }
     let retention_task = tokio::spawn(retention_loop(Arc::clone(&state)));
     let session_task = tokio::spawn(session_loop(Arc::clone(&state)));
     state.ready.store(true, Ordering::Release);
@@ -318,6 +365,11 @@ impl RunningBroker {
             .is_err()
         {
             tracing::warn!("in-flight requests did not finish within {SHUTDOWN_DRAIN_MAX:?}");
+        }
+        if let Some(member) = state.cluster.get()
+            && let Err(err) = member.controller.shutdown().await
+        {
+            tracing::warn!(%err, "controller shutdown");
         }
         let flush_state = Arc::clone(state);
         let flushed = tokio::task::spawn_blocking(move || {

@@ -5,6 +5,7 @@
 
 mod bench;
 mod ceiling;
+mod cluster;
 mod connect;
 mod consume;
 mod group;
@@ -41,6 +42,9 @@ enum Command {
     /// List, describe and reset consumer groups.
     #[command(subcommand)]
     Group(group::GroupCommand),
+    /// Cluster status: nodes, controller leader, under-replicated partitions.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
     /// Upload, list, attach, detach and test WebAssembly plugins.
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
@@ -75,6 +79,7 @@ fn main() -> std::process::ExitCode {
             Command::Bench(args) => bench::run(args).await,
             Command::Group(cmd) => group::run(cmd).await,
             Command::Plugin(cmd) => plugin::run(cmd).await,
+            Command::Cluster(cmd) => cluster::run(cmd).await,
         }
     });
     // Background tasks (the broker's flushers, a consumer's fetchers) end with the runtime.

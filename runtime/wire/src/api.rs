@@ -21,10 +21,12 @@ pub enum ApiKey {
     PluginList,
     PluginAttach,
     PluginDetach,
+    ControllerRpc,
+    ClusterStatus,
 }
 
 impl ApiKey {
-    pub const ALL: [ApiKey; 17] = [
+    pub const ALL: [ApiKey; 19] = [
         ApiKey::Produce,
         ApiKey::Fetch,
         ApiKey::ListOffsets,
@@ -42,6 +44,8 @@ impl ApiKey {
         ApiKey::PluginList,
         ApiKey::PluginAttach,
         ApiKey::PluginDetach,
+        ApiKey::ControllerRpc,
+        ApiKey::ClusterStatus,
     ];
 
     pub const fn code(self) -> u16 {
@@ -63,6 +67,8 @@ impl ApiKey {
             ApiKey::PluginList => 15,
             ApiKey::PluginAttach => 16,
             ApiKey::PluginDetach => 17,
+            ApiKey::ControllerRpc => 18,
+            ApiKey::ClusterStatus => 19,
         }
     }
 
@@ -90,6 +96,8 @@ impl ApiKey {
             ApiKey::PluginList => "plugin_list",
             ApiKey::PluginAttach => "plugin_attach",
             ApiKey::PluginDetach => "plugin_detach",
+            ApiKey::ControllerRpc => "controller_rpc",
+            ApiKey::ClusterStatus => "cluster_status",
         }
     }
 
@@ -132,6 +140,8 @@ mod tests {
             (15, "plugin_list"),
             (16, "plugin_attach"),
             (17, "plugin_detach"),
+            (18, "controller_rpc"),
+            (19, "cluster_status"),
         ];
         assert_eq!(pinned.len(), ApiKey::ALL.len());
         for (key, (code, name)) in ApiKey::ALL.iter().zip(pinned) {

@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod batch;
+pub mod cluster;
 pub mod codec;
 pub mod error;
 pub mod frame;

@@ -787,6 +787,8 @@ pub enum Request {
     PluginList(crate::plugin::PluginListRequest),
     PluginAttach(crate::plugin::PluginAttachRequest),
     PluginDetach(crate::plugin::PluginDetachRequest),
+    ControllerRpc(crate::cluster::ControllerRpcRequest),
+    ClusterStatus(crate::cluster::ClusterStatusRequest),
 }
 
 impl Request {
@@ -840,6 +842,12 @@ impl Request {
             ApiKey::PluginDetach => {
                 Request::PluginDetach(crate::plugin::PluginDetachRequest::decode_body(body)?)
             }
+            ApiKey::ControllerRpc => {
+                Request::ControllerRpc(crate::cluster::ControllerRpcRequest::decode_body(body)?)
+            }
+            ApiKey::ClusterStatus => {
+                Request::ClusterStatus(crate::cluster::ClusterStatusRequest::decode_body(body)?)
+            }
         })
     }
 
@@ -862,6 +870,8 @@ impl Request {
             Request::PluginList(_) => ApiKey::PluginList,
             Request::PluginAttach(_) => ApiKey::PluginAttach,
             Request::PluginDetach(_) => ApiKey::PluginDetach,
+            Request::ControllerRpc(_) => ApiKey::ControllerRpc,
+            Request::ClusterStatus(_) => ApiKey::ClusterStatus,
         }
     }
 }

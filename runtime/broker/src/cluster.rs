@@ -1,0 +1,283 @@
+//! Cluster membership: the broker's controller (quiver-cluster, openraft) reached over
+//! the broker's own QUIC listener, broker registration, heartbeats, and fencing of
+//! brokers that stop heartbeating.
+//!
+//! A broker runs in cluster mode when `--seeds` names other nodes. It then starts its
+//! controller on `DATA_DIR/controller`, serves the controllers' Raft RPCs on API
+//! `controller_rpc`, registers itself, heartbeats every [`HEARTBEAT_INTERVAL`], and,
+//! while its controller leads, fences every broker silent for longer than
+//! [`SESSION_TIMEOUT`]. What this build does not do yet: place partitions through the
+//! controller or replicate them (topics stay local to the broker that created them),
+//! and add nodes that were not founding seeds.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use quiver_cluster::network::RPC_BYTES_MAX;
+use quiver_cluster::{
+    Controller, MetadataCommand, MetadataResponse, RaftRpc, RaftRpcReply, RaftTransport,
+    TransportError,
+};
+use quiver_sdk::{Client, ClientConfig};
+use quiver_wire::ErrorCode;
+use quiver_wire::cluster::{
+    BrokerStatus, ClusterStatusResponse, ControllerRpcRequest, ControllerRpcResponse,
+};
+use quiver_wire::message::ResponseBody;
+
+use crate::dispatch::{Outgoing, RequestError};
+use crate::server::{BrokerState, now_ms};
+
+/// How often a broker tells the controller it is alive.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+/// A broker silent for this long is fenced by the controller leader.
+pub const SESSION_TIMEOUT: Duration = Duration::from_secs(6);
+
+/// This broker's part in the cluster.
+pub struct ClusterMember {
+    pub controller: Controller,
+    pub broker_id: u32,
+    /// The epoch the controller gave this broker's registration; 0 until registered.
+    broker_epoch: AtomicU64,
+}
+
+impl ClusterMember {
+    pub fn new(controller: Controller, broker_id: u32) -> Self {
+        Self {
+            controller,
+            broker_id,
+            broker_epoch: AtomicU64::new(0),
+        }
+    }
+
+    pub fn broker_epoch(&self) -> u64 {
+        self.broker_epoch.load(Ordering::Acquire)
+    }
+}
+
+/// Carries controller RPCs to other brokers over QUIC, one request stream per RPC, with
+/// one cached connection per peer.
+pub struct QuicRaftTransport {
+    ca_cert: std::path::PathBuf,
+    peers: tokio::sync::Mutex<HashMap<u64, Client>>,
+}
+
+impl QuicRaftTransport {
+    pub fn new(ca_cert: std::path::PathBuf) -> Self {
+        Self {
+            ca_cert,
+            peers: tokio::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    async fn peer(&self, target: u64, addr: &str) -> Result<Client, TransportError> {
+        if let Some(client) = self.peers.lock().await.get(&target) {
+            return Ok(client.clone());
+        }
+        let mut config = ClientConfig::new(addr, &self.ca_cert);
+        // Raft has its own timers; a peer that does not answer is unreachable soon.
+        config.connect_timeout = Duration::from_secs(2);
+        config.request_timeout = Duration::from_secs(10);
+        let client = Client::connect(config)
+            .await
+            .map_err(|e| TransportError::Unreachable {
+                target,
+                reason: e.to_string(),
+            })?;
+        self.peers.lock().await.insert(target, client.clone());
+        Ok(client)
+    }
+}
+
+impl RaftTransport for QuicRaftTransport {
+    async fn send(
+        &self,
+        target: u64,
+        addr: &str,
+        rpc: RaftRpc,
+    ) -> Result<RaftRpcReply, TransportError> {
+        let payload = rpc.encode().map_err(TransportError::TooLarge)?;
+        let client = self.peer(target, addr).await?;
+        let request = ControllerRpcRequest {
+            payload: Bytes::from(payload),
+        };
+        match client.call(&request).await {
+            Ok(response) => {
+                RaftRpcReply::decode(&response.payload).map_err(|e| TransportError::Failed {
+                    target,
+                    reason: e.to_string(),
+                })
+            }
+            Err(err) => {
+                // A broken connection is reopened by the next call.
+                self.peers.lock().await.remove(&target);
+                Err(TransportError::Failed {
+                    target,
+                    reason: err.to_string(),
+                })
+            }
+        }
+    }
+}
+
+/// Serves one controller RPC from another broker.
+pub async fn handle_rpc(
+    req: ControllerRpcRequest,
+    state: &BrokerState,
+) -> Result<Outgoing, RequestError> {
+    let member = state.cluster.get().ok_or_else(|| {
+        RequestError::new(
+            ErrorCode::InvalidRequest,
+            "this broker runs standalone: it has no controller to answer Raft RPCs",
+        )
+    })?;
+    if req.payload.len() > RPC_BYTES_MAX {
+        return Err(RequestError::new(
+            ErrorCode::InvalidRequest,
+            format!("controller RPC of {} bytes", req.payload.len()),
+        ));
+    }
+    let rpc = RaftRpc::decode(&req.payload)
+        .map_err(|e| RequestError::new(ErrorCode::InvalidRequest, e.to_string()))?;
+    let reply = member.controller.rpc_handler().handle(rpc).await;
+    let payload = reply
+        .encode()
+        .map_err(|e| RequestError::new(ErrorCode::Unknown, e.to_string()))?;
+    Ok(Outgoing::Frame(
+        ControllerRpcResponse {
+            payload: Bytes::from(payload),
+        }
+        .encode_frame(),
+    ))
+}
+
+/// What this broker knows of its cluster.
+pub fn status(state: &BrokerState) -> Result<Outgoing, RequestError> {
+    let node_id = state.config.node_id;
+    let response = match state.cluster.get() {
+        None => ClusterStatusResponse {
+            node_id,
+            mode: "standalone".into(),
+            controller_leader: None,
+            controller_leader_address: String::new(),
+            term: 0,
+            voters: vec![node_id],
+            brokers: vec![BrokerStatus {
+                id: node_id,
+                address: state.config.listen.to_string(),
+                fenced: false,
+                broker_epoch: 0,
+            }],
+            under_replicated_partitions: 0,
+        },
+        Some(member) => {
+            let status = member.controller.status();
+            let metadata = member.controller.metadata();
+            ClusterStatusResponse {
+                node_id,
+                mode: "cluster".into(),
+                controller_leader: status.leader.as_ref().map(|(id, _)| *id),
+                controller_leader_address: status.leader.map(|(_, addr)| addr).unwrap_or_default(),
+                term: status.term,
+                voters: status
+                    .voters
+                    .iter()
+                    .filter_map(|(id, _)| u32::try_from(*id).ok())
+                    .collect(),
+                brokers: metadata
+                    .brokers()
+                    .iter()
+                    .map(|(id, b)| BrokerStatus {
+                        id: *id,
+                        address: b.address.clone(),
+                        fenced: b.fenced,
+                        broker_epoch: b.epoch,
+                    })
+                    .collect(),
+                under_replicated_partitions: u32::try_from(metadata.under_replicated_partitions())
+                    .unwrap_or(u32::MAX),
+            }
+        }
+    };
+    Ok(Outgoing::Frame(response.encode_frame()))
+}
+
+fn now_ms_u64() -> u64 {
+    u64::try_from(now_ms()).unwrap_or(0)
+}
+
+/// Registers this broker, then heartbeats until shutdown; while this broker's
+/// controller leads, fences brokers whose heartbeats stopped.
+pub async fn membership_loop(state: Arc<BrokerState>, advertised: String) {
+    let Some(member) = state.cluster.get() else {
+        return;
+    };
+    let mut shutdown = state.shutdown.subscribe();
+    // A new number per process start, so the controller tells a restart from a retry.
+    let incarnation = u64::try_from(now_ms()).unwrap_or(0) ^ u64::from(std::process::id());
+    let mut ticker = tokio::time::interval(HEARTBEAT_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        if member.broker_epoch() == 0 {
+            let command = MetadataCommand::RegisterBroker {
+                broker_id: member.broker_id,
+                incarnation,
+                address: advertised.clone(),
+                now_ms: now_ms_u64(),
+            };
+            match member.controller.propose(command).await {
+                Ok(MetadataResponse::BrokerRegistered { broker_epoch, .. }) => {
+                    member.broker_epoch.store(broker_epoch, Ordering::Release);
+                    tracing::info!(broker_epoch, "registered with the controller");
+                }
+                Ok(other) => tracing::warn!(?other, "unexpected answer to a registration"),
+                Err(err) => tracing::debug!(%err, "registration not accepted yet"),
+            }
+            continue;
+        }
+        let heartbeat = MetadataCommand::BrokerHeartbeat {
+            broker_id: member.broker_id,
+            broker_epoch: member.broker_epoch(),
+            now_ms: now_ms_u64(),
+        };
+        match member.controller.propose(heartbeat).await {
+            Ok(MetadataResponse::Rejected(err)) => {
+                // Another registration (a restart elsewhere with this id) replaced
+                // ours: register again.
+                tracing::warn!(%err, "heartbeat refused; registering again");
+                member.broker_epoch.store(0, Ordering::Release);
+            }
+            Ok(_) => {}
+            Err(err) => tracing::debug!(%err, "heartbeat not delivered"),
+        }
+        if member.controller.is_leader() {
+            let silent = member.controller.metadata().brokers_to_fence(
+                now_ms_u64(),
+                u64::try_from(SESSION_TIMEOUT.as_millis()).unwrap_or(u64::MAX),
+            );
+            for broker_id in silent {
+                match member
+                    .controller
+                    .propose(MetadataCommand::FenceBroker { broker_id })
+                    .await
+                {
+                    Ok(response) => {
+                        tracing::warn!(
+                            broker_id,
+                            ?response,
+                            "fenced a broker that stopped heartbeating"
+                        );
+                    }
+                    Err(err) => tracing::debug!(broker_id, %err, "fencing not committed"),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! Messages between brokers of a cluster and about the cluster: the controllers' Raft
+//! RPCs, carried opaquely, and the cluster status an operator asks for.
+//!
+//! Layouts as in [`crate::message`]: strings `[length:2][utf8]`, arrays
+//! `[count:4][elements]`, byte fields `[length:4][bytes]`, integers big-endian.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::api::ApiKey;
+use crate::codec::{DecodeError, Reader, WriteExt, take_bytes};
+use crate::message::{ResponseBody, Rpc};
+
+/// The largest controller RPC payload (the controller's own cap is 16 MiB).
+pub const CONTROLLER_RPC_BYTES_MAX: usize = 16 * 1024 * 1024 + 64 * 1024;
+/// Brokers one status answer lists.
+pub const CLUSTER_BROKERS_MAX: usize = 10_000;
+
+/// One Raft RPC from a controller to another: `[payload:bytes]`, the controller's own
+/// encoding. The answer has the same shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControllerRpcRequest {
+    pub payload: Bytes,
+}
+
+fn put_payload(buf: &mut BytesMut, payload: &Bytes) {
+    buf.put_u32(payload.len() as u32);
+    buf.put_slice(payload);
+}
+
+fn take_payload(mut body: Bytes) -> Result<Bytes, DecodeError> {
+    let payload = take_bytes(&mut body, "payload", CONTROLLER_RPC_BYTES_MAX)?;
+    Reader::new(&body).finish()?;
+    Ok(payload)
+}
+
+impl Rpc for ControllerRpcRequest {
+    const API: ApiKey = ApiKey::ControllerRpc;
+    type Response = ControllerRpcResponse;
+
+    fn encode_body(&self, buf: &mut BytesMut) {
+        put_payload(buf, &self.payload);
+    }
+
+    fn decode_body(body: BytesMut) -> Result<Self, DecodeError> {
+        Ok(Self {
+            payload: take_payload(body.freeze())?,
+        })
+    }
+}
+
+/// The answer to a [`ControllerRpcRequest`]: `[payload:bytes]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControllerRpcResponse {
+    pub payload: Bytes,
+}
+
+impl ResponseBody for ControllerRpcResponse {
+    fn encode_body(&self, buf: &mut BytesMut) {
+        put_payload(buf, &self.payload);
+    }
+
+    fn decode_body(body: Bytes) -> Result<Self, DecodeError> {
+        Ok(Self {
+            payload: take_payload(body)?,
+        })
+    }
+}
+
+/// Asks a broker what it knows of its cluster. Empty body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ClusterStatusRequest;
+
+impl Rpc for ClusterStatusRequest {
+    const API: ApiKey = ApiKey::ClusterStatus;
+    type Response = ClusterStatusResponse;
+    fn encode_body(&self, _buf: &mut BytesMut) {}
+    fn decode_body(body: BytesMut) -> Result<Self, DecodeError> {
+        Reader::new(&body).finish()?;
+        Ok(ClusterStatusRequest)
+    }
+}
+
+/// One broker as the controller's metadata records it:
+/// `[id:4][address:string][fenced:1][broker_epoch:8]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerStatus {
+    pub id: u32,
+    pub address: String,
+    /// Missed its heartbeats (or stopped): it leads nothing and is in no ISR.
+    pub fenced: bool,
+    pub broker_epoch: u64,
+}
+
+/// `[node_id:4][mode:string][leader:8 (u64::MAX: none)][leader_address:string][term:8]
+/// [voters:array<4>][brokers:array<BrokerStatus>][under_replicated:4]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterStatusResponse {
+    /// The broker that answered.
+    pub node_id: u32,
+    /// `cluster` (a controller quorum) or `standalone` (a single broker without one).
+    pub mode: String,
+    /// The controller leader's node id, if one is known.
+    pub controller_leader: Option<u64>,
+    pub controller_leader_address: String,
+    /// The controller's Raft term as this broker last saw it.
+    pub term: u64,
+    pub voters: Vec<u32>,
+    pub brokers: Vec<BrokerStatus>,
+    /// Partitions with fewer in-sync replicas than assigned ones.
+    pub under_replicated_partitions: u32,
+}
+
+impl ResponseBody for ClusterStatusResponse {
+    fn encode_body(&self, buf: &mut BytesMut) {
+        buf.put_u32(self.node_id);
+        buf.put_string(&self.mode);
+        buf.put_u64(self.controller_leader.unwrap_or(u64::MAX));
+        buf.put_string(&self.controller_leader_address);
+        buf.put_u64(self.term);
+        buf.put_array_len(self.voters.len());
+        for v in &self.voters {
+            buf.put_u32(*v);
+        }
+        buf.put_array_len(self.brokers.len());
+        for b in &self.brokers {
+            buf.put_u32(b.id);
+            buf.put_string(&b.address);
+            buf.put_bool(b.fenced);
+            buf.put_u64(b.broker_epoch);
+        }
+        buf.put_u32(self.under_replicated_partitions);
+    }
+
+    fn decode_body(body: Bytes) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(&body);
+        let node_id = r.u32("node_id")?;
+        let mode = r.string("mode")?;
+        let leader = r.u64("controller_leader")?;
+        let controller_leader_address = r.string("controller_leader_address")?;
+        let term = r.u64("term")?;
+        let n = r.array_len("voters", CLUSTER_BROKERS_MAX, 4)?;
+        let voters = (0..n).map(|_| r.u32("voter")).collect::<Result<_, _>>()?;
+        let n = r.array_len("brokers", CLUSTER_BROKERS_MAX, 15)?;
+        let brokers = (0..n)
+            .map(|_| {
+                Ok(BrokerStatus {
+                    id: r.u32("id")?,
+                    address: r.string("address")?,
+                    fenced: r.bool("fenced")?,
+                    broker_epoch: r.u64("broker_epoch")?,
+                })
+            })
+            .collect::<Result<_, DecodeError>>()?;
+        let under_replicated_partitions = r.u32("under_replicated_partitions")?;
+        r.finish()?;
+        Ok(Self {
+            node_id,
+            mode,
+            controller_leader: (leader != u64::MAX).then_some(leader),
+            controller_leader_address,
+            term,
+            voters,
+            brokers,
+            under_replicated_partitions,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_round_trips() {
+        let status = ClusterStatusResponse {
+            node_id: 2,
+            mode: "cluster".into(),
+            controller_leader: Some(1),
+            controller_leader_address: "127.0.0.1:7420".into(),
+            term: 4,
+            voters: vec![1, 2, 3],
+            brokers: vec![BrokerStatus {
+                id: 3,
+                address: "127.0.0.1:7440".into(),
+                fenced: true,
+                broker_epoch: 9,
+            }],
+            under_replicated_partitions: 0,
+        };
+        let mut buf = BytesMut::new();
+        status.encode_body(&mut buf);
+        assert_eq!(
+            ClusterStatusResponse::decode_body(buf.freeze()).expect("decodes"),
+            status
+        );
+        let none = ClusterStatusResponse {
+            controller_leader: None,
+            ..status
+        };
+        let mut buf = BytesMut::new();
+        none.encode_body(&mut buf);
+        assert_eq!(
+            ClusterStatusResponse::decode_body(buf.freeze()).expect("decodes"),
+            none
+        );
+    }
+
+    #[test]
+    fn rpc_payload_round_trips_and_is_bounded() {
+        let request = ControllerRpcRequest {
+            payload: Bytes::from_static(b"{\"Vote\":{}}"),
+        };
+        let mut buf = BytesMut::new();
+        request.encode_body(&mut buf);
+        assert_eq!(
+            ControllerRpcRequest::decode_body(buf).expect("decodes"),
+            request
+        );
+        let mut lying = BytesMut::new();
+        lying.put_u32(u32::MAX);
+        assert!(ControllerRpcRequest::decode_body(lying).is_err());
+    }
+}

@@ -1,0 +1,165 @@
+//! Three brokers founding a cluster on 127.0.0.1: the controller quorum forms over the
+//! brokers' QUIC listeners, every broker registers and heartbeats, a controller leader
+//! killed with -9 is replaced, the new leader fences the dead broker (a metadata change
+//! committed after the failover), and the broker rejoins when it restarts.
+
+use std::time::Duration;
+
+use quiver_tests::{Broker, eventually};
+use quiver_wire::cluster::ClusterStatusResponse;
+
+const NODES: u32 = 3;
+
+/// Free UDP ports on 127.0.0.1, released for the brokers to bind.
+fn free_ports(n: usize) -> Vec<u16> {
+    let sockets: Vec<std::net::UdpSocket> = (0..n)
+        .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").expect("bind"))
+        .collect();
+    sockets
+        .iter()
+        .map(|s| s.local_addr().expect("addr").port())
+        .collect()
+}
+
+async fn status(broker: &Broker) -> Option<ClusterStatusResponse> {
+    let client = quiver_sdk::Client::connect(broker.client_config())
+        .await
+        .ok()?;
+    client.cluster_status().await.ok()
+}
+
+/// The status once `ready` holds for it, polled from `broker`.
+async fn wait_for(
+    broker: &Broker,
+    what: &str,
+    ready: impl Fn(&ClusterStatusResponse) -> bool,
+) -> ClusterStatusResponse {
+    eventually(what, Duration::from_secs(60), || {
+        let ready = &ready;
+        async move { status(broker).await.filter(|s| ready(s)) }
+    })
+    .await
+}
+
+fn active(status: &ClusterStatusResponse, id: u32) -> bool {
+    status.brokers.iter().any(|b| b.id == id && !b.fenced)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_three_broker_cluster_survives_losing_its_controller_leader() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let ports = free_ports(NODES as usize);
+    let seeds: Vec<String> = (1..=NODES)
+        .zip(&ports)
+        .map(|(id, port)| format!("{id}@127.0.0.1:{port}"))
+        .collect();
+    let seeds = seeds.join(",");
+    let dirs: Vec<_> = (1..=NODES)
+        .map(|id| root.path().join(format!("node-{id}")))
+        .collect();
+    let start = |index: usize| {
+        let id = (index + 1).to_string();
+        Broker::start_with(
+            &dirs[index],
+            &[
+                ("QUIVER_NODE_ID", id.as_str()),
+                ("QUIVER_SEEDS", seeds.as_str()),
+            ],
+            Some(ports[index]),
+        )
+    };
+    // The first node makes the cluster's CA and certificate (for 127.0.0.1); the
+    // others start with copies, so every broker trusts every other.
+    let mut brokers = vec![start(0)];
+    for dir in &dirs[1..] {
+        let tls = dir.join("tls");
+        std::fs::create_dir_all(&tls).expect("tls dir");
+        for file in ["ca.pem", "ca.key", "server.pem", "server.key"] {
+            std::fs::copy(dirs[0].join("tls").join(file), tls.join(file)).expect("copy tls");
+        }
+    }
+    brokers.push(start(1));
+    brokers.push(start(2));
+
+    let formed = wait_for(
+        &brokers[1],
+        "a controller leader and three active brokers",
+        |s| {
+            s.mode == "cluster"
+                && s.controller_leader.is_some()
+                && s.voters == [1, 2, 3]
+                && (1..=NODES).all(|id| active(s, id))
+        },
+    )
+    .await;
+    for broker in &brokers {
+        let seen = wait_for(broker, "every node sees the same leader", |s| {
+            s.controller_leader == formed.controller_leader
+        })
+        .await;
+        assert_eq!(seen.brokers.len(), NODES as usize);
+    }
+
+    // Kill the controller leader; the two others elect a new one, which fences it.
+    let old_leader = formed.controller_leader.expect("a leader") as u32;
+    let old_index = (old_leader - 1) as usize;
+    brokers[old_index].kill9();
+    let survivor_index = (old_index + 1) % NODES as usize;
+    let after = wait_for(
+        &brokers[survivor_index],
+        "a new controller leader fencing the old one",
+        |s| {
+            s.controller_leader
+                .is_some_and(|l| l != u64::from(old_leader))
+                && s.brokers.iter().any(|b| b.id == old_leader && b.fenced)
+        },
+    )
+    .await;
+    assert!(
+        after.term > formed.term,
+        "a new term: {after:?} after {formed:?}"
+    );
+
+    // Back from the dead, it registers again and is unfenced.
+    brokers[old_index].restart();
+    let rejoined = wait_for(
+        &brokers[survivor_index],
+        "the restarted broker active again",
+        |s| active(s, old_leader),
+    )
+    .await;
+    let epoch_before = formed
+        .brokers
+        .iter()
+        .find(|b| b.id == old_leader)
+        .map(|b| b.broker_epoch);
+    let epoch_after = rejoined
+        .brokers
+        .iter()
+        .find(|b| b.id == old_leader)
+        .map(|b| b.broker_epoch);
+    assert!(
+        epoch_after > epoch_before,
+        "a restart registers with a new broker epoch"
+    );
+    let restarted = wait_for(
+        &brokers[old_index],
+        "the restarted node follows the leader",
+        |s| s.controller_leader == rejoined.controller_leader,
+    )
+    .await;
+    assert_eq!(restarted.voters, [1, 2, 3]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_without_seeds_reports_itself_standalone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(dir.path());
+    let status = status(&broker).await.expect("status");
+    assert_eq!(status.mode, "standalone");
+    assert_eq!(status.voters, [1]);
+    let out = broker.cli(&["cluster", "status"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("standalone"), "{text}");
+}
