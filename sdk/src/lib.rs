@@ -20,7 +20,7 @@
 //! let client = Client::connect(ClientConfig::new("127.0.0.1:7420", "quiver-data/tls/ca.pem")).await?;
 //! client.create_topic("events", 3, 1, &[]).await?;
 //! let receipt = client.produce("events", 0, Acks::All, &[Record::from_value("hello", 0)]).await?;
-//! let fetched = client.fetch("events", 0, 0, FetchOptions::default()).await?;
+//! let fetched = client.fetch("events", 0, 0, &FetchOptions::default()).await?;
 //! # Ok(()) }
 //! ```
 
