@@ -765,3 +765,25 @@ pub async fn wait_visible(client: &Client, topic: &str, partition: u32, end: u64
     )
     .await;
 }
+
+/// WAT plugins written from `plugins/ABI.md` (the broker takes the text format too).
+/// The text lives in `plugins/testdata`, shared with the plugin host's tests.
+pub mod wat {
+    /// Memory, the ABI version, and a bump allocator the transformation resets.
+    pub const PRELUDE: &str = include_str!("../../plugins/testdata/prelude.wat");
+
+    /// A filter that traps on every batch.
+    pub const TRAP_FILTER: &str =
+        r#"(func (export "filter") (param i32 i32) (result i64) unreachable)"#;
+
+    /// A filter whose bitmap bytes are all `fill`: 255 keeps every record, 0x55 keeps
+    /// positions 0, 2, 4, ... of each batch.
+    pub fn filter_filling(fill: u8) -> String {
+        include_str!("../../plugins/testdata/fill-filter.wat").replace("FILL", &fill.to_string())
+    }
+
+    /// A whole module: the prelude and `body`.
+    pub fn module(body: &str) -> String {
+        format!("(module {PRELUDE} {body})")
+    }
+}

@@ -45,35 +45,6 @@ const DLQ_TOPIC: &str = "obs-dlq";
 /// Where [`DLQ_TOPIC`]'s failed batches go.
 const DEAD_TOPIC: &str = "obs-dead";
 
-/// Memory, the ABI version and a bump allocator the filter resets (plugins/ABI.md).
-const WAT_PRELUDE: &str = r#"
-  (memory (export "memory") 2)
-  (global $bump (mut i32) (i32.const 1024))
-  (func (export "quiver_abi_version") (result i32) (i32.const 1))
-  (func (export "alloc") (param $size i32) (result i32)
-    (local $p i32)
-    (local.set $p (global.get $bump))
-    (global.set $bump (i32.add (global.get $bump) (local.get $size)))
-    (local.get $p))
-"#;
-/// A filter answering `[count][bitmap]` with every bit set: every record stays.
-const KEEP_ALL_FILTER: &str = r#"
-  (func (export "filter") (param $ptr i32) (param $len i32) (result i64)
-    (local $count i32) (local $out i32) (local $bytes i32)
-    (local.set $count (i32.load (local.get $ptr)))
-    (local.set $out (global.get $bump))
-    (i32.store (local.get $out) (local.get $count))
-    (local.set $bytes (i32.shr_u (i32.add (local.get $count) (i32.const 7)) (i32.const 3)))
-    (memory.fill (i32.add (local.get $out) (i32.const 4)) (i32.const 255) (local.get $bytes))
-    (global.set $bump (i32.const 1024))
-    (i64.or (i64.shl (i64.extend_i32_u (local.get $out)) (i64.const 32))
-            (i64.extend_i32_u (i32.add (i32.const 4) (local.get $bytes)))))
-"#;
-/// A filter that traps on every batch.
-const TRAP_FILTER: &str = r#"
-  (func (export "filter") (param i32 i32) (result i64) unreachable)
-"#;
-
 const BROKER_START_TIMEOUT: Duration = Duration::from_secs(30);
 const CLI_TIMEOUT: Duration = Duration::from_secs(60);
 const PROMETHEUS_READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -817,9 +788,13 @@ fn install_plugins(cli: &Cli) -> anyhow::Result<()> {
     for topic in [SKIP_TOPIC, DLQ_TOPIC, DEAD_TOPIC] {
         cli.ok(&["topic", "create", topic, "--partitions", "1"], None)?;
     }
-    for (name, filter) in [(KEEP_PLUGIN, KEEP_ALL_FILTER), (TRAP_PLUGIN, TRAP_FILTER)] {
+    let keep_all = quiver_tests::wat::filter_filling(0xff);
+    for (name, filter) in [
+        (KEEP_PLUGIN, keep_all.as_str()),
+        (TRAP_PLUGIN, quiver_tests::wat::TRAP_FILTER),
+    ] {
         let file = cli.dir.join(format!("{name}.wat"));
-        std::fs::write(&file, format!("(module {WAT_PRELUDE} {filter})"))?;
+        std::fs::write(&file, quiver_tests::wat::module(filter))?;
         let file = file.to_str().context("temporary path is UTF-8")?;
         cli.ok(&["plugin", "upload", name, file], None)?;
     }

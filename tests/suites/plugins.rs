@@ -14,36 +14,9 @@ use quiver_sdk::{
     Acks, Attachment, Client, ErrorCode, FetchOptions, OnError, PluginCall, PluginStage, Producer,
     ProducerConfig, ProducerRecord, Record, RecordHeader,
 };
+use quiver_tests::wat::{PRELUDE, TRAP_FILTER, filter_filling, module as wat};
 use quiver_tests::{Broker, fetch_all};
 use quiver_wire::batch::{BatchBuilder, BatchHeader, BatchSplitter, ProducerStamp};
-
-/// Memory, the version export and a bump allocator the transformation resets.
-const PRELUDE: &str = r#"
-  (memory (export "memory") 2)
-  (global $bump (mut i32) (i32.const 1024))
-  (func (export "quiver_abi_version") (result i32) (i32.const 1))
-  (func (export "alloc") (param $size i32) (result i32)
-    (local $p i32)
-    (local.set $p (global.get $bump))
-    (global.set $bump (i32.add (global.get $bump) (local.get $size)))
-    (local.get $p))
-"#;
-
-/// A filter answering `[count][bits]` with every bit of `$fill` set per byte.
-fn filter_filling(fill: u8) -> String {
-    format!(
-        r#"(func (export "filter") (param $ptr i32) (param $len i32) (result i64)
-    (local $count i32) (local $out i32) (local $bytes i32)
-    (local.set $count (i32.load (local.get $ptr)))
-    (local.set $out (global.get $bump))
-    (i32.store (local.get $out) (local.get $count))
-    (local.set $bytes (i32.shr_u (i32.add (local.get $count) (i32.const 7)) (i32.const 3)))
-    (memory.fill (i32.add (local.get $out) (i32.const 4)) (i32.const {fill}) (local.get $bytes))
-    (global.set $bump (i32.const 1024))
-    (i64.or (i64.shl (i64.extend_i32_u (local.get $out)) (i64.const 32))
-            (i64.extend_i32_u (i32.add (i32.const 4) (local.get $bytes)))))"#
-    )
-}
 
 /// Traps when the batch's first record's value starts with `x`; keeps all otherwise.
 /// The first value sits after `[count:4][offset_delta:4][timestamp:8][key_len:4][key]
@@ -65,10 +38,6 @@ fn trap_on_x() -> String {
     (i64.or (i64.shl (i64.extend_i32_u (local.get $out)) (i64.const 32))
             (i64.extend_i32_u (i32.add (i32.const 4) (local.get $bytes)))))"#
         .to_owned()
-}
-
-fn wat(body: &str) -> String {
-    format!("(module {PRELUDE} {body})")
 }
 
 async fn upload(client: &Client, name: &str, body: &str) {
@@ -193,11 +162,7 @@ async fn hostile_modules_are_refused_or_contained() {
                  unreachable)"#,
             "trapped",
         ),
-        (
-            "trap",
-            r#"(func (export "filter") (param i32 i32) (result i64) unreachable)"#,
-            "trapped",
-        ),
+        ("trap", TRAP_FILTER, "trapped"),
         (
             "out-of-bounds",
             r#"(func (export "filter") (param i32 i32) (result i64) (i64.const 0x7fff000000000064))"#,
@@ -321,36 +286,16 @@ async fn failed_batches_are_dead_lettered_skipped_or_passed() {
     }
 
     // Skip and pass at the produce stage.
-    client
-        .detach_plugin("orders", "picky")
-        .await
-        .expect("detach");
-    attach(
-        &client,
-        "orders",
-        "picky",
-        PluginStage::Produce,
-        OnError::Skip,
-    )
-    .await;
-    produce(&client, "orders", &["x-skipped"])
-        .await
-        .expect("skipped batch is acknowledged");
-    client
-        .detach_plugin("orders", "picky")
-        .await
-        .expect("detach");
-    attach(
-        &client,
-        "orders",
-        "picky",
-        PluginStage::Produce,
-        OnError::Pass,
-    )
-    .await;
-    produce(&client, "orders", &["x-passed"])
-        .await
-        .expect("passed batch");
+    for (policy, value) in [(OnError::Skip, "x-skipped"), (OnError::Pass, "x-passed")] {
+        client
+            .detach_plugin("orders", "picky")
+            .await
+            .expect("detach");
+        attach(&client, "orders", "picky", PluginStage::Produce, policy).await;
+        produce(&client, "orders", &[value])
+            .await
+            .expect("the batch is acknowledged");
+    }
     assert_eq!(
         values(&fetch_all(&client, "orders", 0, 0).await),
         ["good-1", "good-2", "good-3", "x-passed"]

@@ -192,6 +192,40 @@ async fn dead_letter(
     Ok(())
 }
 
+/// Sends a batch a plugin failed on to the attachment's dead-letter topic, with the
+/// failure's headers, and counts it. `failure` is a [`ChainOutcome::DeadLetter`].
+async fn dead_letter_batch(
+    state: &BrokerState,
+    failure: ChainOutcome,
+    records: Vec<DecodedRecord>,
+    topic: &str,
+    index: u32,
+    stage: PluginStage,
+) -> Result<(), RequestError> {
+    let ChainOutcome::DeadLetter {
+        topic: dlq,
+        plugin,
+        error,
+        headers,
+    } = failure
+    else {
+        return Ok(());
+    };
+    tracing::warn!(%plugin, %topic, partition = index, %stage, %error, dead_letter = %dlq, "plugin failed; batch dead-lettered");
+    let count = records.len() as u64;
+    dead_letter(
+        state,
+        &dlq,
+        index,
+        dead_letter_records(records, &headers, topic, index, stage),
+    )
+    .await?;
+    state
+        .metrics
+        .plugin_dead_lettered(&plugin, stage.name(), count);
+    Ok(())
+}
+
 /// Appends a produced batch through the topic's produce-stage plugins. The producer's
 /// sequence is judged on the batch it sent: a retry of a stored batch is answered as a
 /// duplicate without running any plugin, and whatever the plugins make of a new batch
@@ -236,24 +270,8 @@ pub async fn produce_through(
             state.metrics.plugin_skipped(&plugin, stage.name());
             produce_batch(&header, Vec::new(), limit).map_err(corrupt)?
         }
-        ChainOutcome::DeadLetter {
-            topic: dlq,
-            plugin,
-            error,
-            headers,
-        } => {
-            tracing::warn!(%plugin, %topic, partition = index, %error, dead_letter = %dlq, "plugin failed; batch dead-lettered");
-            let count = records.len() as u64;
-            dead_letter(
-                state,
-                &dlq,
-                index,
-                dead_letter_records(records, &headers, topic, index, stage),
-            )
-            .await?;
-            state
-                .metrics
-                .plugin_dead_lettered(&plugin, stage.name(), count);
+        failure @ ChainOutcome::DeadLetter { .. } => {
+            dead_letter_batch(state, failure, records, topic, index, stage).await?;
             produce_batch(&header, Vec::new(), limit).map_err(corrupt)?
         }
     };
@@ -320,24 +338,8 @@ pub async fn fetch_through(
                 state.metrics.plugin_skipped(&plugin, stage.name());
                 out.extend(fetch_batches(&header, Vec::new()));
             }
-            ChainOutcome::DeadLetter {
-                topic: dlq,
-                plugin,
-                error,
-                headers,
-            } => {
-                tracing::warn!(%plugin, %topic, partition = index, %error, dead_letter = %dlq, "plugin failed; batch dead-lettered");
-                let count = records.len() as u64;
-                dead_letter(
-                    state,
-                    &dlq,
-                    index,
-                    dead_letter_records(records, &headers, topic, index, stage),
-                )
-                .await?;
-                state
-                    .metrics
-                    .plugin_dead_lettered(&plugin, stage.name(), count);
+            failure @ ChainOutcome::DeadLetter { .. } => {
+                dead_letter_batch(state, failure, records, topic, index, stage).await?;
                 out.extend(fetch_batches(&header, Vec::new()));
             }
         }

@@ -5,7 +5,7 @@ mod common;
 
 use std::sync::atomic::Ordering;
 
-use common::{IDENTITY_MAP, KEEP_EVEN, module, records};
+use common::{IDENTITY_MAP, keep_even, module, records};
 use quiver_plugin_host::chain::{ChainOutcome, run_chain};
 use quiver_plugin_host::{Limits, PluginEngine, Registry, RegistryError};
 use quiver_wire::plugin::{Attachment, OnError, PluginStage};
@@ -37,7 +37,7 @@ fn plugins_and_attachments_survive_reopen_and_load_from_the_cache() {
     let first = {
         let registry = open(dir.path());
         let info = registry
-            .upload("keep-even", &module(KEEP_EVEN), 1_000)
+            .upload("keep-even", &module(&keep_even()), 1_000)
             .expect("uploads");
         assert_eq!(info.kind, "filter");
         assert_eq!(info.version.len(), 64);
@@ -69,7 +69,7 @@ fn plugins_and_attachments_survive_reopen_and_load_from_the_cache() {
 fn a_cache_file_wasmtime_refuses_is_rebuilt_from_the_module() {
     let dir = tempfile::tempdir().expect("tempdir");
     let version = open(dir.path())
-        .upload("keep-even", &module(KEEP_EVEN), 1)
+        .upload("keep-even", &module(&keep_even()), 1)
         .expect("uploads")
         .version;
     let cache = dir.path().join("compiled").join(format!("{version}.cwasm"));
@@ -84,7 +84,7 @@ fn uploading_under_a_name_replaces_its_version_for_the_next_batch() {
     let dir = tempfile::tempdir().expect("tempdir");
     let registry = open(dir.path());
     registry
-        .upload("view", &module(KEEP_EVEN), 1)
+        .upload("view", &module(&keep_even()), 1)
         .expect("uploads");
     attach(&registry, "view", PluginStage::Fetch, OnError::Fail);
     let before = registry.chain("orders", PluginStage::Fetch);
@@ -107,7 +107,7 @@ fn chains_run_in_order_and_apply_on_error() {
     let dir = tempfile::tempdir().expect("tempdir");
     let registry = open(dir.path());
     registry
-        .upload("keep-even", &module(KEEP_EVEN), 1)
+        .upload("keep-even", &module(&keep_even()), 1)
         .expect("uploads");
     registry.upload("trap", &module(TRAP), 1).expect("uploads");
 
@@ -150,7 +150,7 @@ fn bad_requests_are_refused_with_their_reason() {
     let dir = tempfile::tempdir().expect("tempdir");
     let registry = open(dir.path());
     assert!(matches!(
-        registry.upload("bad/name", &module(KEEP_EVEN), 1),
+        registry.upload("bad/name", &module(&keep_even()), 1),
         Err(RegistryError::InvalidName(_))
     ));
     assert!(matches!(
@@ -168,7 +168,7 @@ fn bad_requests_are_refused_with_their_reason() {
         .expect_err("unknown plugin");
     assert_eq!(err.to_string(), "no plugin named `missing` is registered");
     registry
-        .upload("keep-even", &module(KEEP_EVEN), 1)
+        .upload("keep-even", &module(&keep_even()), 1)
         .expect("uploads");
     assert!(matches!(
         registry.attach(Attachment {

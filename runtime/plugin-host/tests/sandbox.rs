@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{IDENTITY_MAP, KEEP_EVEN, PRELUDE, module, records, wat_module};
+use common::{IDENTITY_MAP, PRELUDE, keep_even, module, records, wat_module};
 use quiver_plugin_host::{Limits, Outcome, PluginEngine, PluginError, PluginKind};
 
 /// Whether a run's error is the one a hostile case must produce.
@@ -21,7 +21,7 @@ fn engine() -> PluginEngine {
 fn a_wat_filter_and_map_written_from_the_abi_run() {
     let engine = engine();
     let filter = engine
-        .compile("keep-even", &module(KEEP_EVEN))
+        .compile("keep-even", &module(&keep_even()))
         .expect("compiles");
     assert_eq!(filter.kind, PluginKind::Filter);
     let mut instance = engine.instantiate(&filter, &[]).expect("instance");
@@ -48,10 +48,11 @@ fn a_wat_filter_and_map_written_from_the_abi_run() {
 
 #[test]
 fn modules_breaking_the_contract_are_refused_at_upload() {
+    let keep_even = keep_even();
     let engine = engine();
     let refuse = |wasm: Vec<u8>| engine.compile("bad", &wasm).err().expect("refused");
     let wasi = wat_module(&format!(
-        r#"(module (import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32))) {PRELUDE} {KEEP_EVEN})"#
+        r#"(module (import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32))) {PRELUDE} {keep_even})"#
     ));
     assert_eq!(
         refuse(wasi),
@@ -61,7 +62,7 @@ fn modules_breaking_the_contract_are_refused_at_upload() {
         }
     );
     let wrong_version = wat_module(&format!(
-        "(module {} {KEEP_EVEN})",
+        "(module {} {keep_even})",
         PRELUDE.replace(
             "(func (export \"quiver_abi_version\") (result i32) (i32.const 1))",
             "(func (export \"quiver_abi_version\") (result i32) (i32.const 2))"
@@ -74,14 +75,14 @@ fn modules_breaking_the_contract_are_refused_at_upload() {
     );
     assert!(
         matches!(
-            refuse(module(&format!("{KEEP_EVEN} {IDENTITY_MAP}"))),
+            refuse(module(&format!("{keep_even} {IDENTITY_MAP}"))),
             PluginError::Kind(_)
         ),
         "two"
     );
     let no_alloc = wat_module(&format!(
         r#"(module (memory (export "memory") 1) (global $bump (mut i32) (i32.const 0))
-             (func (export "quiver_abi_version") (result i32) (i32.const 1)) {KEEP_EVEN})"#
+             (func (export "quiver_abi_version") (result i32) (i32.const 1)) {keep_even})"#
     ));
     assert_eq!(refuse(no_alloc), PluginError::MissingExport("alloc"));
     assert!(matches!(
@@ -94,7 +95,7 @@ fn modules_breaking_the_contract_are_refused_at_upload() {
     })
     .expect("engine");
     assert!(matches!(
-        small.compile("big", &module(KEEP_EVEN)),
+        small.compile("big", &module(&keep_even)),
         Err(PluginError::TooLarge { .. })
     ));
 }
@@ -103,7 +104,7 @@ fn modules_breaking_the_contract_are_refused_at_upload() {
 fn hostile_plugins_are_contained_and_the_engine_keeps_serving() {
     let engine = engine();
     let good = engine
-        .compile("keep-even", &module(KEEP_EVEN))
+        .compile("keep-even", &module(&keep_even()))
         .expect("compiles");
     let cases: Vec<(&str, String, Expected)> = vec![
         (
@@ -166,13 +167,14 @@ fn hostile_plugins_are_contained_and_the_engine_keeps_serving() {
 
 #[test]
 fn init_gets_the_parameters_and_may_refuse_them() {
+    let keep_even = keep_even();
     let engine = engine();
     // Accepts exactly one parameter.
     let init = r#"(func (export "init") (param $p i32) (param $l i32) (result i32)
                     (global.set $bump (i32.const 1024))
                     (i32.ne (i32.load (local.get $p)) (i32.const 1)))"#;
     let plugin = engine
-        .compile("init", &module(&format!("{init} {KEEP_EVEN}")))
+        .compile("init", &module(&format!("{init} {keep_even}")))
         .expect("compiles");
     let one = [("field".to_owned(), "status".to_owned())];
     let mut ok = engine
