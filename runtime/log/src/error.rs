@@ -94,3 +94,23 @@ pub enum BatchFault {
     #[error("batch does not fit the segment's 32-bit relative offsets and positions")]
     OutOfSpan,
 }
+
+/// Why [`crate::PartitionLog::truncate_to`] failed. A refusal (below the log start, not
+/// a batch boundary) changes nothing; an I/O error may leave the files cut while the
+/// log in memory is not: the caller must stop using the log and reopen it, which
+/// recovers whatever state the files are in.
+#[derive(Debug, thiserror::Error)]
+pub enum TruncateError {
+    #[error("cannot truncate to offset {offset}: the log starts at {log_start}")]
+    BelowLogStart { offset: u64, log_start: u64 },
+    #[error(
+        "offset {offset} is inside the batch at {batch_base}; truncation cuts at batch boundaries"
+    )]
+    NotBatchBoundary { offset: u64, batch_base: u64 },
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    #[error(transparent)]
+    Reopen(#[from] OpenError),
+}

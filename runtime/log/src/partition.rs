@@ -10,7 +10,7 @@ use quiver_wire::batch::{BatchHeader, stamp, validate};
 
 use crate::config::LogConfig;
 use crate::durability::SyncTarget;
-use crate::error::{AppendError, LogError, OpenError, ReadError};
+use crate::error::{AppendError, LogError, OpenError, ReadError, TruncateError};
 use crate::producer_state::{ProducerStateTable, SequenceCheck};
 use crate::recovery::{RecoveryReport, list_segments, load_sealed, recover_active};
 use crate::retention::{RetentionReport, SegmentSummary, segments_to_delete};
@@ -443,6 +443,85 @@ impl PartitionLog {
         }
         report.log_start_offset = self.log_start_offset;
         Ok(report)
+    }
+
+    /// Removes every batch at or after `offset`, so the next append gets `offset`. A
+    /// follower does this when it finds its log diverged from the leader's (the end of
+    /// the last leader epoch they share, KIP-101/KIP-279). `offset` must be a batch
+    /// boundary at or above the log start; at or beyond the log end it changes nothing.
+    ///
+    /// Sealed segments are mapped, and readers may hold slices of a mapping, so none is
+    /// cut in place: segments wholly after `offset` are unlinked (a mapping outlives
+    /// its file's name), and a sealed segment holding `offset` is rewritten up to it
+    /// into a new file renamed over the old one. That segment becomes the active one.
+    /// Indexes of the cut segment are rebuilt and the producer state is rebuilt from
+    /// what remains.
+    pub fn truncate_to(&mut self, offset: u64, now_ms: i64) -> Result<(), TruncateError> {
+        if offset >= self.log_end_offset() {
+            return Ok(());
+        }
+        if offset < self.log_start_offset {
+            return Err(TruncateError::BelowLogStart {
+                offset,
+                log_start: self.log_start_offset,
+            });
+        }
+        let at = self
+            .segments
+            .iter()
+            .rposition(|s| s.base_offset <= offset)
+            .unwrap_or(0);
+        let (position, header) = self.segments[at].locate(offset)?;
+        if header.base_offset != offset {
+            return Err(TruncateError::NotBatchBoundary {
+                offset,
+                batch_base: header.base_offset,
+            });
+        }
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| TruncateError::Io { path, source }
+        };
+        for gone in self.segments.drain(at + 1..) {
+            remove_if_present(&gone.log_path).map_err(io(&gone.log_path))?;
+            for extension in [INDEX_EXTENSION, TIME_INDEX_EXTENSION] {
+                let path = segment_path(&self.dir, gone.base_offset, extension);
+                remove_if_present(&path).map_err(io(&path))?;
+            }
+        }
+        let cut = self.segments.pop().expect("the segment holding the offset");
+        let (base, log_path) = (cut.base_offset, cut.log_path.clone());
+        match &cut.body {
+            crate::segment::Body::Sealed(mapped) => {
+                let len = usize::try_from(position)
+                    .unwrap_or(usize::MAX)
+                    .min(mapped.len());
+                let tmp = log_path.with_extension("truncating");
+                {
+                    let mut file = File::create(&tmp).map_err(io(&tmp))?;
+                    std::io::Write::write_all(&mut file, &mapped[..len]).map_err(io(&tmp))?;
+                    file.sync_all().map_err(io(&tmp))?;
+                }
+                fs::rename(&tmp, &log_path).map_err(io(&log_path))?;
+            }
+            crate::segment::Body::Active(active) => {
+                active.file.set_len(position).map_err(io(&log_path))?;
+                active.file.sync_all().map_err(io(&log_path))?;
+            }
+        }
+        drop(cut);
+        for extension in [INDEX_EXTENSION, TIME_INDEX_EXTENSION] {
+            let path = segment_path(&self.dir, base, extension);
+            remove_if_present(&path).map_err(io(&path))?;
+        }
+        sync_dir(&self.dir).map_err(io(&self.dir))?;
+        let mut report = RecoveryReport::default();
+        let active = recover_active(&self.dir, base, &self.config, now_ms, &mut report)?;
+        self.segments.push(active);
+        self.size_bytes = self.segments.iter().map(|s| s.size).sum();
+        self.flushed_offset = self.flushed_offset.min(offset);
+        self.producers = self.rebuild_producer_state()?;
+        Ok(())
     }
 
     /// The first offset still stored.

@@ -828,3 +828,63 @@ fn idempotent_retries_are_answered_with_the_first_offsets_also_after_reopen() {
         "{zombie:?}"
     );
 }
+
+/// Truncation to every batch boundary, in sealed and active segments, with a held
+/// read of the cut data staying valid, appends continuing at the cut, and a reopen
+/// agreeing with the log in memory.
+#[test]
+fn truncates_at_batch_boundaries_in_sealed_and_active_segments() {
+    let mut rng = Rng(0x7a11_c0de);
+    for cut_pick in 0..12u64 {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut log, _) = PartitionLog::open(dir.path(), small_config(), 0).expect("open");
+        let mut model = Model::default();
+        random_batches(&mut log, &mut model, &mut rng, 40);
+        assert!(log.segment_count() > 2, "the test needs sealed segments");
+        // A read that a consumer still holds across the truncation.
+        let held = log.read(0, usize::MAX, model.end()).expect("read");
+        let boundaries: Vec<u64> = model.batches.iter().map(|(base, _)| *base).collect();
+        let cut = boundaries[(cut_pick as usize * 7 + 3) % boundaries.len()];
+        log.truncate_to(cut, 0).expect("truncate");
+        model.batches.retain(|(base, _)| *base < cut);
+        assert_eq!(log.log_end_offset(), cut);
+        check_reads(&log, &model);
+        for (got, (_, want)) in held.batches.iter().zip(&model.batches) {
+            assert_eq!(got, want, "a slice read before the cut is intact");
+        }
+        random_batches(&mut log, &mut model, &mut rng, 10);
+        check_reads(&log, &model);
+        drop(log);
+        let (log, _) = PartitionLog::open(dir.path(), small_config(), 0).expect("reopen");
+        check_reads(&log, &model);
+    }
+}
+
+#[test]
+fn truncation_refuses_offsets_inside_a_batch_or_below_the_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut log, _) = PartitionLog::open(dir.path(), small_config(), 0).expect("open");
+    let mut model = Model::default();
+    append(&mut log, &mut model, batch_with(&[1, 2, 3], 10), 0, 0);
+    append(&mut log, &mut model, batch_with(&[4], 10), 0, 0);
+    let err = log.truncate_to(1, 0).expect_err("inside the first batch");
+    assert!(
+        matches!(
+            err,
+            quiver_log::TruncateError::NotBatchBoundary {
+                offset: 1,
+                batch_base: 0
+            }
+        ),
+        "{err}"
+    );
+    check_reads(&log, &model);
+    log.truncate_to(10, 0)
+        .expect("beyond the end changes nothing");
+    check_reads(&log, &model);
+    log.truncate_to(3, 0).expect("a boundary");
+    model.batches.truncate(1);
+    check_reads(&log, &model);
+    log.truncate_to(0, 0).expect("to the start");
+    assert_eq!(log.log_end_offset(), 0);
+}
