@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use quiver_sdk::{Acks, ErrorCode, Record};
 use quiver_tests::{Broker, eventually};
 use quiver_wire::cluster::ClusterStatusResponse;
 
@@ -39,6 +40,17 @@ async fn wait_for(
         async move { status(broker).await.filter(|s| ready(s)) }
     })
     .await
+}
+
+/// `(leader, replicas)` of every partition of `topic`, as `broker` describes it.
+async fn leaders_of(broker: &Broker, topic: &str) -> Vec<(u32, Vec<u32>)> {
+    let client = broker.client().await;
+    let described = client.describe_topic(topic).await.expect("describe");
+    described
+        .partitions
+        .iter()
+        .map(|p| (p.leader, p.replicas.clone()))
+        .collect()
 }
 
 fn active(status: &ClusterStatusResponse, id: u32) -> bool {
@@ -100,6 +112,49 @@ async fn a_three_broker_cluster_survives_losing_its_controller_leader() {
         assert_eq!(seen.brokers.len(), NODES as usize);
     }
 
+    // Topics go through the controller: created on one node, placed on all three,
+    // served by their leader only.
+    let client = brokers[1].client().await;
+    client
+        .create_topic("placed", 3, 3, &[])
+        .await
+        .expect("create through the controller");
+    let err = client
+        .create_topic("placed", 1, 1, &[])
+        .await
+        .expect_err("a second create");
+    assert_eq!(err.code(), Some(ErrorCode::TopicAlreadyExists), "{err}");
+    let err = client
+        .create_topic("too-wide", 1, 4, &[])
+        .await
+        .expect_err("more replicas than brokers");
+    assert_eq!(err.code(), Some(ErrorCode::InvalidRequest), "{err}");
+    let placed = leaders_of(&brokers[2], "placed").await;
+    let mut leaders: Vec<u32> = placed.iter().map(|(leader, _)| *leader).collect();
+    leaders.sort_unstable();
+    assert_eq!(leaders, [1, 2, 3], "leaders spread round-robin");
+    for (_, replicas) in &placed {
+        let mut sorted = replicas.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, [1, 2, 3]);
+    }
+    let (partition, leader) = placed
+        .iter()
+        .enumerate()
+        .find_map(|(p, (leader, _))| (*leader != 2).then_some((p as u32, *leader)))
+        .expect("a partition node 2 does not lead");
+    let record = [Record::from_value("x", 0)];
+    let err = client
+        .produce("placed", partition, Acks::Leader, &record)
+        .await
+        .expect_err("node 2 does not lead it");
+    assert_eq!(err.code(), Some(ErrorCode::NotLeader), "{err}");
+    let on_leader = brokers[(leader - 1) as usize].client().await;
+    on_leader
+        .produce("placed", partition, Acks::Leader, &record)
+        .await
+        .expect("the leader takes it");
+
     // Kill the controller leader; the two others elect a new one, which fences it.
     let old_leader = formed.controller_leader.expect("a leader") as u32;
     let old_index = (old_leader - 1) as usize;
@@ -119,6 +174,25 @@ async fn a_three_broker_cluster_survives_losing_its_controller_leader() {
         after.term > formed.term,
         "a new term: {after:?} after {formed:?}"
     );
+    // The partitions it led moved to the other replicas, and it left every ISR.
+    let survivor_client = brokers[survivor_index].client().await;
+    let moved = eventually(
+        "its partitions led by others",
+        Duration::from_secs(30),
+        || {
+            let client = survivor_client.clone();
+            async move {
+                let topic = client.describe_topic("placed").await.ok()?;
+                topic
+                    .partitions
+                    .iter()
+                    .all(|p| p.leader != old_leader && !p.isr.contains(&old_leader))
+                    .then_some(topic)
+            }
+        },
+    )
+    .await;
+    assert_eq!(moved.partitions.len(), 3);
 
     // Back from the dead, it registers again and is unfenced.
     brokers[old_index].restart();

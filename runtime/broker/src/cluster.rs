@@ -281,3 +281,201 @@ pub async fn membership_loop(state: Arc<BrokerState>, advertised: String) {
         }
     }
 }
+
+/// How long a topic request waits for this broker to apply the controller's decision
+/// locally before answering.
+const APPLY_WAIT: Duration = Duration::from_secs(15);
+
+fn propose_error(err: quiver_cluster::ProposeError) -> RequestError {
+    use quiver_cluster::ProposeError;
+    if let ProposeError::Rejected(refusal) = &err {
+        return rejected(refusal);
+    }
+    let code = match &err {
+        ProposeError::NotLeader { .. } | ProposeError::Unavailable(_) => ErrorCode::NotLeader,
+        ProposeError::Timeout => ErrorCode::Timeout,
+        _ => ErrorCode::InvalidRequest,
+    };
+    RequestError::new(code, format!("controller: {err}"))
+}
+
+fn rejected(err: &quiver_cluster::CommandError) -> RequestError {
+    let code = match err.name() {
+        "TOPIC_ALREADY_EXISTS" => ErrorCode::TopicAlreadyExists,
+        "UNKNOWN_TOPIC" => ErrorCode::UnknownTopic,
+        "INVALID_TOPIC_NAME" => ErrorCode::InvalidTopicName,
+        "INVALID_CONFIG" => ErrorCode::InvalidConfig,
+        _ => ErrorCode::InvalidRequest,
+    };
+    RequestError::new(code, format!("controller refused: {err}"))
+}
+
+/// Waits until the local topic registry agrees with `present` for `name`.
+async fn applied(state: &BrokerState, name: &str, present: bool) -> Result<(), RequestError> {
+    let deadline = tokio::time::Instant::now() + APPLY_WAIT;
+    while state.topics.get(name).is_some() != present {
+        if tokio::time::Instant::now() >= deadline {
+            return Err(RequestError::new(
+                ErrorCode::Timeout,
+                format!(
+                    "topic `{name}` committed by the controller but not yet applied on this broker"
+                ),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+/// Creates a topic through the controller, which places its replicas; answers once
+/// this broker holds it too.
+pub async fn create_topic(
+    state: &BrokerState,
+    member: &ClusterMember,
+    name: String,
+    partitions: u32,
+    replication_factor: u16,
+    configs: std::collections::BTreeMap<String, String>,
+) -> Result<Outgoing, RequestError> {
+    let command = MetadataCommand::CreateTopic {
+        name: name.clone(),
+        partitions,
+        replication_factor,
+        configs,
+    };
+    match member
+        .controller
+        .propose(command)
+        .await
+        .map_err(propose_error)?
+    {
+        MetadataResponse::Rejected(err) => return Err(rejected(&err)),
+        MetadataResponse::TopicCreated { .. } => {}
+        other => {
+            return Err(RequestError::new(
+                ErrorCode::Unknown,
+                format!("unexpected controller answer {other:?}"),
+            ));
+        }
+    }
+    applied(state, &name, true).await?;
+    Ok(Outgoing::Frame(quiver_wire::message::Empty.encode_frame()))
+}
+
+/// Deletes a topic through the controller; answers once this broker dropped it.
+pub async fn delete_topic(
+    state: &BrokerState,
+    member: &ClusterMember,
+    name: String,
+) -> Result<Outgoing, RequestError> {
+    let command = MetadataCommand::DeleteTopic { name: name.clone() };
+    if let MetadataResponse::Rejected(err) = member
+        .controller
+        .propose(command)
+        .await
+        .map_err(propose_error)?
+    {
+        return Err(rejected(&err));
+    }
+    applied(state, &name, false).await?;
+    Ok(Outgoing::Frame(quiver_wire::message::Empty.encode_frame()))
+}
+
+/// In cluster mode, refuses a produce or fetch for a partition this broker does not
+/// lead, naming the leader so the client can go there. Topics the controller does not
+/// know (the broker's internal ones) are served locally.
+pub fn require_leader(
+    state: &BrokerState,
+    topic: &str,
+    partition: u32,
+) -> Result<(), RequestError> {
+    let Some(member) = state.cluster.get() else {
+        return Ok(());
+    };
+    let metadata = member.controller.metadata();
+    let Some(record) = metadata
+        .topic(topic)
+        .and_then(|t| t.partitions.get(partition as usize))
+    else {
+        return Ok(());
+    };
+    match record.leader {
+        Some(leader) if leader == member.broker_id => Ok(()),
+        Some(leader) => {
+            let address = metadata
+                .broker(leader)
+                .map(|b| b.address.clone())
+                .unwrap_or_default();
+            Err(RequestError::new(
+                ErrorCode::NotLeader,
+                format!("{topic}/{partition} is led by node {leader} at {address}"),
+            ))
+        }
+        None => Err(RequestError::new(
+            ErrorCode::NotLeader,
+            format!("{topic}/{partition} has no leader: no in-sync replica is available"),
+        )),
+    }
+}
+
+/// Keeps this broker's topics in line with the controller's metadata: creates the
+/// topics it does not hold yet and deletes those the controller deleted. The broker's
+/// internal topics are its own and left alone.
+pub async fn reconcile_loop(state: Arc<BrokerState>) {
+    let Some(member) = state.cluster.get() else {
+        return;
+    };
+    let mut versions = member.controller.watch();
+    let mut shutdown = state.shutdown.subscribe();
+    loop {
+        let metadata = member.controller.metadata();
+        for (name, topic) in metadata.topics() {
+            if name.starts_with(quiver_wire::topic::INTERNAL_TOPIC_PREFIX)
+                || state.topics.get(name).is_some()
+            {
+                continue;
+            }
+            let created = crate::dispatch::blocking(|| {
+                state.topics.create(
+                    name,
+                    u32::try_from(topic.partitions.len()).unwrap_or(u32::MAX),
+                    topic.replication_factor,
+                    topic.configs.clone(),
+                    topic.replication_factor,
+                    now_ms(),
+                )
+            });
+            match created {
+                Ok(_) => {
+                    tracing::info!(topic = %name, "topic created from the controller's metadata")
+                }
+                Err(err) => {
+                    tracing::error!(topic = %name, %err, "cannot create a topic the controller holds")
+                }
+            }
+        }
+        for local in state.topics.all() {
+            if local
+                .name
+                .starts_with(quiver_wire::topic::INTERNAL_TOPIC_PREFIX)
+                || metadata.topic(&local.name).is_some()
+            {
+                continue;
+            }
+            let name = local.name.to_string();
+            drop(local);
+            match crate::dispatch::blocking(|| state.topics.delete(&name)) {
+                Ok(()) => {
+                    tracing::info!(topic = %name, "topic deleted after the controller's metadata")
+                }
+                Err(err) => {
+                    tracing::error!(topic = %name, %err, "cannot delete a topic the controller dropped")
+                }
+            }
+        }
+        tokio::select! {
+            changed = versions.changed() => if changed.is_err() { return },
+            _ = shutdown.changed() => return,
+        }
+    }
+}

@@ -221,6 +221,7 @@ async fn produce(
     state: &BrokerState,
     answered: bool,
 ) -> Result<Outgoing, RequestError> {
+    crate::cluster::require_leader(state, &req.topic, req.partition)?;
     let partition = partition(state, &req.topic, req.partition)?;
     if let Ok(header) = BatchHeader::parse(&req.batch) {
         wait_for_predecessors(&partition, &header).await;
@@ -295,6 +296,7 @@ async fn produce(
 }
 
 async fn fetch(req: FetchRequest, state: &BrokerState) -> Result<Outgoing, RequestError> {
+    crate::cluster::require_leader(state, &req.topic, req.partition)?;
     let partition = partition(state, &req.topic, req.partition)?;
     // Resolved once per request: a plugin replaced meanwhile serves the next fetch.
     let steps = crate::plugins::fetch_steps(state, &req.topic, req.plugin.as_ref())?;
@@ -432,13 +434,46 @@ fn metadata(req: MetadataRequest, state: &BrokerState) -> Result<Outgoing, Reque
             .collect::<Result<_, _>>()?,
     };
     let node = state.config.node_id;
-    let response = MetadataResponse {
-        controller: node,
-        brokers: vec![BrokerInfo {
+    let cluster = state.cluster.get().map(|m| {
+        (
+            m.controller.metadata(),
+            m.controller
+                .leader()
+                .and_then(|(id, _)| u32::try_from(id).ok()),
+        )
+    });
+    // In cluster mode leaders, replicas and the ISR come from the controller; the
+    // offsets are this broker's own view of its replica.
+    let placement = |topic: &str, index: u32| {
+        cluster.as_ref().and_then(|(metadata, _)| {
+            metadata
+                .topic(topic)
+                .and_then(|t| t.partitions.get(index as usize).cloned())
+        })
+    };
+    let brokers = match &cluster {
+        Some((metadata, _)) => metadata
+            .brokers()
+            .iter()
+            .filter(|(_, b)| !b.fenced)
+            .filter_map(|(id, b)| {
+                let addr: std::net::SocketAddr = b.address.parse().ok()?;
+                Some(BrokerInfo {
+                    node_id: *id,
+                    host: addr.ip().to_string(),
+                    port: addr.port(),
+                })
+            })
+            .collect(),
+        None => vec![BrokerInfo {
             node_id: node,
             host: state.config.listen.ip().to_string(),
             port: state.config.listen.port(),
         }],
+    };
+    let response = MetadataResponse {
+        controller: cluster.as_ref().and_then(|(_, l)| *l).unwrap_or(node),
+        brokers,
         topics: topics
             .iter()
             .map(|t| TopicInfo {
@@ -449,12 +484,23 @@ fn metadata(req: MetadataRequest, state: &BrokerState) -> Result<Outgoing, Reque
                     .iter()
                     .map(|p| {
                         let log = p.log();
+                        let (leader, leader_epoch, replicas, isr) =
+                            match placement(&t.name, p.index) {
+                                // No leader: u32::MAX, which names no broker.
+                                Some(r) => (
+                                    r.leader.unwrap_or(u32::MAX),
+                                    r.leader_epoch,
+                                    r.replicas,
+                                    r.isr,
+                                ),
+                                None => (node, 0, vec![node], vec![node]),
+                            };
                         PartitionInfo {
                             partition: p.index,
-                            leader: node,
-                            leader_epoch: 0,
-                            replicas: vec![node],
-                            isr: vec![node],
+                            leader,
+                            leader_epoch,
+                            replicas,
+                            isr,
                             log_start_offset: log.log_start_offset(),
                             high_watermark: p.high_watermark(),
                             log_end_offset: log.log_end_offset(),
@@ -481,6 +527,20 @@ async fn create_topic(
                 format!("config `{key}` given twice"),
             ));
         }
+    }
+    if let Some(member) = state.cluster.get() {
+        // Checked here so that a config the brokers cannot apply never reaches the
+        // cluster metadata.
+        crate::topic::log_config_for(&state.config.log, &configs)?;
+        return crate::cluster::create_topic(
+            state,
+            member,
+            req.name,
+            req.partitions,
+            req.replication_factor,
+            configs,
+        )
+        .await;
     }
     let worker = Arc::clone(state);
     tokio::task::spawn_blocking(move || {
@@ -525,6 +585,9 @@ async fn delete_topic(
             ErrorCode::InvalidRequest,
             format!("`{}` is an internal topic and cannot be deleted", req.name),
         ));
+    }
+    if let Some(member) = state.cluster.get() {
+        return crate::cluster::delete_topic(state, member, req.name).await;
     }
     let worker = Arc::clone(state);
     let name = req.name.clone();

@@ -304,6 +304,7 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
             Arc::clone(&state),
             advertised,
         ));
+        tokio::spawn(crate::cluster::reconcile_loop(Arc::clone(&state)));
         tracing::warn!(
             "cluster mode: the controller quorum and broker membership run; topics are not yet placed or replicated across brokers"
         );
