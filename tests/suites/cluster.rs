@@ -237,3 +237,195 @@ async fn a_broker_without_seeds_reports_itself_standalone() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("standalone"), "{text}");
 }
+
+/// Three brokers founding a cluster with `env` added; returns them with their data
+/// directories under `root`.
+fn start_cluster(root: &std::path::Path, env: &[(&str, &str)]) -> Vec<Broker> {
+    let ports = free_ports(NODES as usize);
+    let seeds: Vec<String> = (1..=NODES)
+        .zip(&ports)
+        .map(|(id, port)| format!("{id}@127.0.0.1:{port}"))
+        .collect();
+    let seeds = seeds.join(",");
+    let dirs: Vec<_> = (1..=NODES)
+        .map(|id| root.join(format!("node-{id}")))
+        .collect();
+    let start = |index: usize| {
+        let id = (index + 1).to_string();
+        let mut all = vec![
+            ("QUIVER_NODE_ID", id.as_str()),
+            ("QUIVER_SEEDS", seeds.as_str()),
+        ];
+        all.extend_from_slice(env);
+        Broker::start_with(&dirs[index], &all, Some(ports[index]))
+    };
+    let mut brokers = vec![start(0)];
+    for dir in &dirs[1..] {
+        let tls = dir.join("tls");
+        std::fs::create_dir_all(&tls).expect("tls dir");
+        for file in ["ca.pem", "ca.key", "server.pem", "server.key"] {
+            std::fs::copy(dirs[0].join("tls").join(file), tls.join(file)).expect("copy tls");
+        }
+    }
+    brokers.push(start(1));
+    brokers.push(start(2));
+    brokers
+}
+
+/// Every byte of a replica's log files, in segment order.
+fn log_bytes(broker: &Broker, topic: &str) -> Vec<u8> {
+    let mut files = broker.log_files(topic, 0);
+    files.sort();
+    files
+        .iter()
+        .flat_map(|f| std::fs::read(f).expect("read segment"))
+        .collect()
+}
+
+/// `(leader, leader_epoch, log_end_offset, high_watermark)` of partition 0 as `broker`
+/// sees it.
+async fn partition_view(broker: &Broker, topic: &str) -> Option<(u32, u32, u64, u64)> {
+    let client = quiver_sdk::Client::connect(broker.client_config())
+        .await
+        .ok()?;
+    let described = client.describe_topic(topic).await.ok()?;
+    let p = described.partitions.first()?;
+    Some((p.leader, p.leader_epoch, p.log_end_offset, p.high_watermark))
+}
+
+async fn send_all(client: &quiver_sdk::Client, topic: &str, prefix: &str, count: u32) {
+    let producer = quiver_sdk::Producer::new(
+        client.clone(),
+        quiver_sdk::ProducerConfig {
+            acks: Acks::All,
+            linger: Duration::from_millis(2),
+            batch_bytes: 4 * 1024,
+            ..quiver_sdk::ProducerConfig::default()
+        },
+    );
+    let mut receipts = Vec::new();
+    for i in 0..count {
+        let record = quiver_sdk::ProducerRecord::new(topic, format!("{prefix}-{i}")).partition(0);
+        receipts.push(producer.send(record).await.expect("buffered"));
+    }
+    for receipt in receipts {
+        receipt.await.expect("acknowledged by acks=all");
+    }
+}
+
+/// Waits until every live broker in `nodes` holds the leader's whole log, replicated.
+async fn wait_replicated(brokers: &[Broker], nodes: &[usize], topic: &str, end: u64) {
+    for &n in nodes {
+        eventually("the replica caught up", Duration::from_secs(60), || async {
+            partition_view(&brokers[n], topic)
+                .await
+                .filter(|(_, _, leo, hw)| *leo == end && *hw == end)
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replicated_partition_keeps_every_acknowledged_record_across_a_leader_kill() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let mut brokers = start_cluster(root.path(), &[("QUIVER_REPLICA_LAG_MAX_MS", "2000")]);
+    wait_for(&brokers[0], "three active brokers", |s| {
+        s.controller_leader.is_some() && (1..=NODES).all(|id| active(s, id))
+    })
+    .await;
+    let client = brokers[0].client().await;
+    client
+        .create_topic("rep", 1, 3, &[("min.insync.replicas".into(), "2".into())])
+        .await
+        .expect("create");
+    let (leader, epoch, _, _) = partition_view(&brokers[0], "rep").await.expect("described");
+    let leader_index = (leader - 1) as usize;
+    send_all(&brokers[leader_index].client().await, "rep", "first", 3000).await;
+    let (_, _, end, _) = partition_view(&brokers[leader_index], "rep")
+        .await
+        .expect("leader view");
+    assert_eq!(end, 3000);
+    wait_replicated(&brokers, &[0, 1, 2], "rep", end).await;
+    let reference = log_bytes(&brokers[leader_index], "rep");
+    for broker in &brokers {
+        assert!(
+            log_bytes(broker, "rep") == reference,
+            "replicas hold byte-identical logs"
+        );
+    }
+
+    // The leader dies; a follower from the ISR takes over in a new epoch and keeps
+    // taking acks=all writes with the two replicas left.
+    brokers[leader_index].kill9();
+    let survivor = (leader_index + 1) % NODES as usize;
+    let (new_leader, new_epoch, _, _) =
+        eventually("a new leader", Duration::from_secs(60), || async {
+            partition_view(&brokers[survivor], "rep")
+                .await
+                .filter(|(l, e, _, _)| *l != leader && *l != u32::MAX && *e > epoch)
+        })
+        .await;
+    let new_index = (new_leader - 1) as usize;
+    send_all(&brokers[new_index].client().await, "rep", "second", 1000).await;
+
+    // The old leader comes back as a follower and catches up.
+    brokers[leader_index].restart();
+    let (_, _, end, _) = partition_view(&brokers[new_index], "rep")
+        .await
+        .expect("leader view");
+    assert_eq!(end, 4000);
+    wait_replicated(&brokers, &[0, 1, 2], "rep", end).await;
+    let reference = log_bytes(&brokers[new_index], "rep");
+    for broker in &brokers {
+        assert!(
+            log_bytes(broker, "rep") == reference,
+            "replicas identical after the failover"
+        );
+    }
+    let client = brokers[new_index].client().await;
+    let values: Vec<String> = quiver_tests::fetch_all(&client, "rep", 0, 0)
+        .await
+        .iter()
+        .map(|r| String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned())
+        .collect();
+    let expected: Vec<String> = (0..3000)
+        .map(|i| format!("first-{i}"))
+        .chain((0..1000).map(|i| format!("second-{i}")))
+        .collect();
+    assert_eq!(
+        values, expected,
+        "every acknowledged record exactly once, in order"
+    );
+    assert!(new_epoch > epoch);
+
+    // With both followers gone no acks=all write is acknowledged: the high watermark
+    // cannot pass it. (The controller quorum lives on the same three brokers, so the
+    // ISR shrink that would turn this into NOT_ENOUGH_REPLICAS cannot commit either;
+    // the produce times out, retriable, and nothing becomes visible.)
+    for (i, broker) in brokers.iter_mut().enumerate() {
+        if i != new_index {
+            broker.kill9();
+        }
+    }
+    let mut config = brokers[new_index].client_config();
+    config.request_timeout = Duration::from_secs(3);
+    let client = quiver_sdk::Client::connect(config).await.expect("connect");
+    let err = client
+        .produce("rep", 0, Acks::All, &[Record::from_value("late", 0)])
+        .await
+        .expect_err("no acks=all without the followers");
+    assert!(
+        matches!(
+            err.code(),
+            Some(ErrorCode::NotEnoughReplicas | ErrorCode::Timeout)
+        ) || matches!(err, quiver_sdk::RequestError::Timeout(_)),
+        "{err}"
+    );
+    let (_, _, _, high_watermark) = partition_view(&brokers[new_index], "rep")
+        .await
+        .expect("leader view");
+    assert_eq!(
+        high_watermark, 4000,
+        "the unacknowledged record is not visible"
+    );
+}

@@ -36,11 +36,18 @@ pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 /// A broker silent for this long is fenced by the controller leader.
 pub const SESSION_TIMEOUT: Duration = Duration::from_secs(6);
 
+/// `broker_epoch` before the controller accepted this broker's registration (epochs
+/// start at 0).
+const UNREGISTERED: u64 = u64::MAX;
+
 /// This broker's part in the cluster.
 pub struct ClusterMember {
     pub controller: Controller,
     pub broker_id: u32,
-    /// The epoch the controller gave this broker's registration; 0 until registered.
+    /// The partition replicas this broker holds.
+    pub replication: crate::replication::Replication,
+    /// The epoch the controller gave this broker's registration; [`UNREGISTERED`]
+    /// until it answered.
     broker_epoch: AtomicU64,
 }
 
@@ -49,7 +56,8 @@ impl ClusterMember {
         Self {
             controller,
             broker_id,
-            broker_epoch: AtomicU64::new(0),
+            replication: crate::replication::Replication::default(),
+            broker_epoch: AtomicU64::new(UNREGISTERED),
         }
     }
 
@@ -225,7 +233,7 @@ pub async fn membership_loop(state: Arc<BrokerState>, advertised: String) {
             _ = ticker.tick() => {}
             _ = shutdown.changed() => return,
         }
-        if member.broker_epoch() == 0 {
+        if member.broker_epoch() == UNREGISTERED {
             let command = MetadataCommand::RegisterBroker {
                 broker_id: member.broker_id,
                 incarnation,
@@ -252,7 +260,7 @@ pub async fn membership_loop(state: Arc<BrokerState>, advertised: String) {
                 // Another registration (a restart elsewhere with this id) replaced
                 // ours: register again.
                 tracing::warn!(%err, "heartbeat refused; registering again");
-                member.broker_epoch.store(0, Ordering::Release);
+                member.broker_epoch.store(UNREGISTERED, Ordering::Release);
             }
             Ok(_) => {}
             Err(err) => tracing::debug!(%err, "heartbeat not delivered"),
@@ -473,6 +481,7 @@ pub async fn reconcile_loop(state: Arc<BrokerState>) {
                 }
             }
         }
+        crate::replication::reconcile(&state, member).await;
         tokio::select! {
             changed = versions.changed() => if changed.is_err() { return },
             _ = shutdown.changed() => return,

@@ -64,6 +64,9 @@ pub struct BrokerConfig {
     pub metrics: bool,
     /// Bounds on WebAssembly plugins: upload size, memory per instance, CPU per batch.
     pub plugins: quiver_plugin_host::Limits,
+    /// A follower that has not caught up with its leader for this long leaves the ISR
+    /// (cluster mode; Kafka's `replica.lag.time.max.ms`).
+    pub replica_lag_max_ms: u64,
 }
 
 impl Default for BrokerConfig {
@@ -88,6 +91,7 @@ impl Default for BrokerConfig {
             fetch_zero_copy: true,
             metrics: true,
             plugins: quiver_plugin_host::Limits::default(),
+            replica_lag_max_ms: 10_000,
         }
     }
 }
@@ -119,6 +123,7 @@ pub struct ConfigFile {
     pub plugin_module_bytes_max: Option<usize>,
     pub plugin_memory_bytes_max: Option<usize>,
     pub plugin_call_ms_max: Option<u64>,
+    pub replica_lag_max_ms: Option<u64>,
 }
 
 /// Every key the file and the environment know, for `QUIVER_*` lookups.
@@ -146,6 +151,7 @@ pub const CONFIG_KEYS: &[&str] = &[
     "plugin_module_bytes_max",
     "plugin_memory_bytes_max",
     "plugin_call_ms_max",
+    "replica_lag_max_ms",
 ];
 
 impl BrokerConfig {
@@ -211,6 +217,10 @@ impl BrokerConfig {
         set(
             "plugin_call_ms_max",
             file.plugin_call_ms_max.map(|v| v.to_string()),
+        )?;
+        set(
+            "replica_lag_max_ms",
+            file.replica_lag_max_ms.map(|v| v.to_string()),
         )?;
         Ok(())
     }
@@ -312,6 +322,13 @@ impl BrokerConfig {
                     return Err(invalid(format!("{v} is not between 64 KiB and 4 GiB")));
                 }
                 self.plugins.memory_bytes_max = v;
+            }
+            "replica_lag_max_ms" => {
+                let v = int(value)?;
+                if !(100..=600_000).contains(&v) {
+                    return Err(invalid(format!("{v} is not between 100 and 600000 ms")));
+                }
+                self.replica_lag_max_ms = v;
             }
             "plugin_call_ms_max" => {
                 let v = int(value)?;

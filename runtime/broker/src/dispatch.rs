@@ -109,6 +109,9 @@ impl From<PartitionAppendError> for RequestError {
                 ErrorCode::StorageError
             }
             PartitionAppendError::Closed => ErrorCode::UnknownTopic,
+            PartitionAppendError::Diverged { .. } | PartitionAppendError::Truncate(_) => {
+                ErrorCode::StorageError
+            }
         };
         Self::new(code, err.to_string())
     }
@@ -153,6 +156,7 @@ pub async fn handle(frame: RequestFrame, state: &Arc<BrokerState>, answered: boo
         Request::PluginDetach(req) => crate::plugins::detach(req, state),
         Request::ControllerRpc(req) => crate::cluster::handle_rpc(req, state).await,
         Request::ClusterStatus(_) => crate::cluster::status(state),
+        Request::ReplicaFetch(req) => crate::replication::handle_replica_fetch(req, state).await,
     };
     result.map(|out| (api, out)).map_err(|e| (Some(api), e))
 }
@@ -218,7 +222,7 @@ async fn wait_for_predecessors(partition: &Partition, header: &BatchHeader) {
 
 async fn produce(
     req: ProduceRequest,
-    state: &BrokerState,
+    state: &Arc<BrokerState>,
     answered: bool,
 ) -> Result<Outgoing, RequestError> {
     crate::cluster::require_leader(state, &req.topic, req.partition)?;
@@ -227,25 +231,32 @@ async fn produce(
         wait_for_predecessors(&partition, &header).await;
     }
     let now = now_ms();
-    let info = if state
-        .plugins
-        .has_chain(&req.topic, quiver_wire::plugin::PluginStage::Produce)
-    {
-        let steps = state
+    let wait = Duration::from_millis(u64::from(req.timeout_ms.min(PRODUCE_TIMEOUT_MS_MAX)));
+    let batch = req.batch;
+    let (topic, index) = (req.topic.as_str(), req.partition);
+    let append = async || -> Result<quiver_log::AppendInfo, RequestError> {
+        if state
             .plugins
-            .chain(&req.topic, quiver_wire::plugin::PluginStage::Produce);
-        crate::plugins::produce_through(
-            state,
-            &partition,
-            &req.topic,
-            req.partition,
-            steps,
-            req.batch,
-            now,
-        )
-        .await?
-    } else {
-        blocking(|| partition.append(req.batch, now))?
+            .has_chain(topic, quiver_wire::plugin::PluginStage::Produce)
+        {
+            let steps = state
+                .plugins
+                .chain(topic, quiver_wire::plugin::PluginStage::Produce);
+            crate::plugins::produce_through(state, &partition, topic, index, steps, batch, now)
+                .await
+        } else {
+            Ok(blocking(|| partition.append(batch, now))?)
+        }
+    };
+    let replicated = state
+        .cluster
+        .get()
+        .and_then(|m| m.replication.slot(&req.topic, req.partition));
+    let info = match &replicated {
+        Some(slot) => {
+            crate::replication::produce(state, slot, req.acks == Acks::All, wait, append).await?
+        }
+        None => append().await?,
     };
     // A duplicate stored nothing new: count it as a request, not as data.
     let (records, bytes) = if info.duplicate {
@@ -257,8 +268,8 @@ async fn produce(
     if !answered || req.acks == Acks::None {
         return Ok(Outgoing::Nothing);
     }
-    if req.acks == Acks::All {
-        let wait = Duration::from_millis(u64::from(req.timeout_ms.min(PRODUCE_TIMEOUT_MS_MAX)));
+    // A replicated acks=all produce waited for the high watermark above.
+    if req.acks == Acks::All && replicated.is_none() {
         match tokio::time::timeout(wait, partition.wait_durable(info.last_offset + 1)).await {
             Ok(Ok(())) => {}
             Ok(Err(DurabilityError::StorageFailed)) => {
@@ -564,6 +575,12 @@ async fn init_producer_id(state: &Arc<BrokerState>) -> Result<Outgoing, RequestE
         .await
         .map_err(|e| RequestError::new(ErrorCode::Unknown, e.to_string()))?
         .map_err(|e| RequestError::new(ErrorCode::StorageError, e.to_string()))?;
+    let producer_id = if state.cluster.get().is_some() {
+        crate::producer_id::cluster_unique(state.config.node_id, producer_id)
+            .map_err(|e| RequestError::new(ErrorCode::StorageError, e.to_string()))?
+    } else {
+        producer_id
+    };
     Ok(Outgoing::Frame(
         InitProducerIdResponse {
             producer_id,

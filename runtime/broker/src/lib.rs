@@ -16,6 +16,7 @@ pub mod offsets;
 pub mod partition;
 pub mod plugins;
 pub mod producer_id;
+pub mod replication;
 pub mod server;
 pub mod tls;
 pub mod topic;

@@ -45,6 +45,11 @@ pub struct Partition {
     /// Set after an fsync failure: the page cache may hold data the disk lost, so the
     /// partition refuses further writes (as Kafka takes a log directory offline).
     failed: AtomicBool,
+    /// Replicated in a cluster: the high watermark comes from the replication state
+    /// machine ([`Partition::set_high_watermark`]), not from appends or flushes.
+    replicated: AtomicBool,
+    /// The leader epoch this replica stamps on the batches it appends as leader.
+    leader_epoch: std::sync::atomic::AtomicU32,
 }
 
 impl Partition {
@@ -66,7 +71,68 @@ impl Partition {
             dirty: Notify::new(),
             closed: AtomicBool::new(false),
             failed: AtomicBool::new(false),
+            replicated: AtomicBool::new(false),
+            leader_epoch: std::sync::atomic::AtomicU32::new(0),
         }
+    }
+
+    /// Hands the high watermark to replication (see [`Partition::set_high_watermark`]).
+    /// Called once, before the partition serves as a replica.
+    pub fn set_replicated(&self, high_watermark: u64) {
+        self.replicated.store(true, Ordering::Release);
+        self.visible.send_replace(high_watermark);
+    }
+
+    pub fn is_replicated(&self) -> bool {
+        self.replicated.load(Ordering::Acquire)
+    }
+
+    /// Publishes the high watermark replication computed: consumers read below it.
+    pub fn set_high_watermark(&self, high_watermark: u64) {
+        self.visible.send_if_modified(|v| {
+            let moved = *v != high_watermark;
+            *v = high_watermark;
+            moved
+        });
+    }
+
+    /// The epoch stamped on the batches this replica appends as leader.
+    pub fn set_leader_epoch(&self, leader_epoch: u32) {
+        self.leader_epoch.store(leader_epoch, Ordering::Release);
+    }
+
+    pub fn leader_epoch(&self) -> u32 {
+        self.leader_epoch.load(Ordering::Acquire)
+    }
+
+    /// Appends a batch fetched from the leader as it is: its offsets (it must start at
+    /// this log's end) and its leader epoch.
+    pub fn append_replica(
+        &self,
+        batch: BytesMut,
+        now_ms: i64,
+    ) -> Result<AppendInfo, PartitionAppendError> {
+        let header = quiver_wire::batch::BatchHeader::parse(&batch)
+            .map_err(|e| PartitionAppendError::Log(AppendError::InvalidBatch(e)))?;
+        let end = self.log().log_end_offset();
+        if header.base_offset != end {
+            return Err(PartitionAppendError::Diverged {
+                expected: end,
+                received: header.base_offset,
+            });
+        }
+        self.append_stamped(batch, None, header.leader_epoch, now_ms)
+    }
+
+    /// Removes every record at or after `offset` (a follower whose log diverged).
+    pub fn truncate(&self, offset: u64, now_ms: i64) -> Result<(), PartitionAppendError> {
+        let mut log = self.log_mut();
+        log.truncate_to(offset, now_ms)
+            .map_err(|e| PartitionAppendError::Truncate(e.to_string()))?;
+        let end = log.log_end_offset();
+        self.log_end.send_replace(end);
+        self.durable.send_modify(|d| *d = (*d).min(end));
+        Ok(())
     }
 
     /// Read access to the log. A poisoned lock means a panic mid-append, which leaves
@@ -115,6 +181,16 @@ impl Partition {
         original: Option<&quiver_wire::batch::BatchHeader>,
         now_ms: i64,
     ) -> Result<AppendInfo, PartitionAppendError> {
+        self.append_stamped(batch, original, self.leader_epoch(), now_ms)
+    }
+
+    fn append_stamped(
+        &self,
+        batch: BytesMut,
+        original: Option<&quiver_wire::batch::BatchHeader>,
+        leader_epoch: u32,
+        now_ms: i64,
+    ) -> Result<AppendInfo, PartitionAppendError> {
         if self.failed.load(Ordering::Acquire) {
             return Err(PartitionAppendError::StorageFailed);
         }
@@ -124,14 +200,14 @@ impl Partition {
         let info = {
             let mut log = self.log_mut();
             let info = match original {
-                Some(original) => log.append_transformed(batch, original, 0, now_ms)?,
-                None => log.append(batch, 0, now_ms)?,
+                Some(original) => log.append_transformed(batch, original, leader_epoch, now_ms)?,
+                None => log.append(batch, leader_epoch, now_ms)?,
             };
             if info.duplicate {
                 return Ok(info);
             }
             self.log_end.send_replace(info.log_end_offset);
-            if self.flush != FlushPolicy::Always {
+            if self.flush != FlushPolicy::Always && !self.is_replicated() {
                 // Published under the lock so concurrent appends publish in order.
                 self.visible.send_replace(log.log_end_offset());
             }
@@ -211,7 +287,7 @@ impl Partition {
         self.log_mut().mark_synced(up_to);
         // Readers first: a producer woken by the durable offset may read right away,
         // and must find its records visible.
-        if self.flush == FlushPolicy::Always {
+        if self.flush == FlushPolicy::Always && !self.is_replicated() {
             self.visible.send_if_modified(|v| {
                 let moved = up_to > *v;
                 *v = (*v).max(up_to);
@@ -274,4 +350,8 @@ pub enum PartitionAppendError {
     StorageFailed,
     #[error("the partition was deleted or the broker is stopping")]
     Closed,
+    #[error("a replicated batch starts at offset {received}, but the log ends at {expected}")]
+    Diverged { expected: u64, received: u64 },
+    #[error("cannot truncate the log: {0}")]
+    Truncate(String),
 }

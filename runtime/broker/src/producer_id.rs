@@ -21,6 +21,8 @@ pub enum ProducerIdError {
     },
     #[error("producer id block file {path} is corrupt")]
     Corrupt { path: PathBuf },
+    #[error("this broker has handed out every producer id its node id leaves it")]
+    Exhausted,
 }
 
 struct Range {
@@ -90,9 +92,34 @@ impl ProducerIdAllocator {
     }
 }
 
+/// Bits of a cluster producer id left to the broker's own counter.
+const LOCAL_ID_BITS: u32 = 40;
+
+/// A producer id no other broker of the cluster hands out: the broker's node id above
+/// its own counter. Brokers allocate on their own (any broker answers
+/// `InitProducerId`), and a partition's replicas share one producer state, so two
+/// brokers giving out the same id would make one producer's batches look like the
+/// other's duplicates.
+pub fn cluster_unique(node_id: u32, local: u64) -> Result<u64, ProducerIdError> {
+    if local >> LOCAL_ID_BITS != 0 || node_id >= 1 << (63 - LOCAL_ID_BITS) {
+        return Err(ProducerIdError::Exhausted);
+    }
+    Ok((u64::from(node_id) << LOCAL_ID_BITS) | local)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cluster_ids_differ_between_brokers() {
+        let a = cluster_unique(1, 7).expect("id");
+        let b = cluster_unique(2, 7).expect("id");
+        assert_ne!(a, b);
+        assert_eq!(a & ((1 << 40) - 1), 7);
+        assert!(cluster_unique(1, 1 << 40).is_err());
+        assert_ne!(cluster_unique(u32::MAX >> 9, 0).ok(), Some(u64::MAX));
+    }
 
     #[test]
     fn ids_are_unique_across_reopen() {

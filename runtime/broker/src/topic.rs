@@ -25,6 +25,8 @@ pub const TOPIC_CONFIG_KEYS: &[&str] = &[
     "segment.bytes",
     "segment.ms",
     "max.message.bytes",
+    "min.insync.replicas",
+    "unclean.leader.election.enable",
 ];
 
 /// A topic and its partitions.
@@ -103,6 +105,17 @@ pub fn log_config_for(
                     )));
                 }
                 config.segment_bytes_max = v;
+            }
+            // Read by replication (cluster mode): acks=all needs this many in-sync
+            // replicas.
+            "min.insync.replicas" => {
+                let v: u16 = value.parse().map_err(|_| invalid())?;
+                if v == 0 {
+                    return Err(invalid());
+                }
+            }
+            "unclean.leader.election.enable" => {
+                value.parse::<bool>().map_err(|_| invalid())?;
             }
             "max.message.bytes" => {
                 let v: usize = value.parse().map_err(|_| invalid())?;

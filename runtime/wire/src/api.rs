@@ -23,10 +23,11 @@ pub enum ApiKey {
     PluginDetach,
     ControllerRpc,
     ClusterStatus,
+    ReplicaFetch,
 }
 
 impl ApiKey {
-    pub const ALL: [ApiKey; 19] = [
+    pub const ALL: [ApiKey; 20] = [
         ApiKey::Produce,
         ApiKey::Fetch,
         ApiKey::ListOffsets,
@@ -46,6 +47,7 @@ impl ApiKey {
         ApiKey::PluginDetach,
         ApiKey::ControllerRpc,
         ApiKey::ClusterStatus,
+        ApiKey::ReplicaFetch,
     ];
 
     pub const fn code(self) -> u16 {
@@ -69,6 +71,7 @@ impl ApiKey {
             ApiKey::PluginDetach => 17,
             ApiKey::ControllerRpc => 18,
             ApiKey::ClusterStatus => 19,
+            ApiKey::ReplicaFetch => 20,
         }
     }
 
@@ -98,6 +101,7 @@ impl ApiKey {
             ApiKey::PluginDetach => "plugin_detach",
             ApiKey::ControllerRpc => "controller_rpc",
             ApiKey::ClusterStatus => "cluster_status",
+            ApiKey::ReplicaFetch => "replica_fetch",
         }
     }
 
@@ -142,6 +146,7 @@ mod tests {
             (17, "plugin_detach"),
             (18, "controller_rpc"),
             (19, "cluster_status"),
+            (20, "replica_fetch"),
         ];
         assert_eq!(pinned.len(), ApiKey::ALL.len());
         for (key, (code, name)) in ApiKey::ALL.iter().zip(pinned) {

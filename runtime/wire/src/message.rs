@@ -789,6 +789,7 @@ pub enum Request {
     PluginDetach(crate::plugin::PluginDetachRequest),
     ControllerRpc(crate::cluster::ControllerRpcRequest),
     ClusterStatus(crate::cluster::ClusterStatusRequest),
+    ReplicaFetch(crate::cluster::ReplicaFetchRequest),
 }
 
 impl Request {
@@ -848,6 +849,9 @@ impl Request {
             ApiKey::ClusterStatus => {
                 Request::ClusterStatus(crate::cluster::ClusterStatusRequest::decode_body(body)?)
             }
+            ApiKey::ReplicaFetch => {
+                Request::ReplicaFetch(crate::cluster::ReplicaFetchRequest::decode_body(body)?)
+            }
         })
     }
 
@@ -872,6 +876,7 @@ impl Request {
             Request::PluginDetach(_) => ApiKey::PluginDetach,
             Request::ControllerRpc(_) => ApiKey::ControllerRpc,
             Request::ClusterStatus(_) => ApiKey::ClusterStatus,
+            Request::ReplicaFetch(_) => ApiKey::ReplicaFetch,
         }
     }
 }

@@ -1,0 +1,648 @@
+//! Partition replication in cluster mode: one `quiver-repl` state machine per replica
+//! this broker holds, driven by the controller's metadata (roles, ISR), by follower
+//! fetches (API `replica_fetch`) and by local appends. This module does the I/O the
+//! state machine asks for: it appends fetched batches, truncates, publishes the high
+//! watermark, and sends ISR proposals to the controller.
+//!
+//! The leader stamps its epoch on every batch it appends; followers append the
+//! leader's batches as they are, so replicas hold byte-identical logs.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use quiver_cluster::{MetadataCommand, MetadataResponse};
+use quiver_repl::{
+    BatchRange, EpochEndOffset, FetchReply, FetchRequest, FetchResponse, IsrCommit,
+    LeaderEpochCache, Output, RecoveredLog, Replica, ReplicaConfig, Role,
+};
+use quiver_sdk::{Client, ClientConfig};
+use quiver_wire::ErrorCode;
+use quiver_wire::batch::{BatchHeader, BatchSplitter};
+use quiver_wire::cluster::{ReplicaFetchRequest, ReplicaFetchResponse};
+use quiver_wire::message::ResponseBody;
+
+use crate::cluster::ClusterMember;
+use crate::dispatch::{Outgoing, RequestError, blocking};
+use crate::partition::Partition;
+use crate::server::{BrokerState, now_ms};
+
+/// How long a leader holds a follower's fetch that found nothing new.
+const FETCH_WAIT: Duration = Duration::from_millis(500);
+/// Bytes one follower fetch asks for.
+const FETCH_BYTES: u32 = 4 * 1024 * 1024;
+/// How long a waiting acks=all produce is re-checked without a high-watermark change.
+const ACKS_POLL: Duration = Duration::from_millis(100);
+
+/// Milliseconds of a monotonic clock, for the state machines' timers.
+fn mono_ms() -> u64 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    u64::try_from(START.get_or_init(Instant::now).elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// One replica this broker holds.
+pub struct ReplicaSlot {
+    pub topic: String,
+    pub index: u32,
+    pub partition: Arc<Partition>,
+    pub replica: tokio::sync::Mutex<Replica>,
+    /// Woken on role changes so the follower loop notices at once.
+    wake: tokio::sync::Notify,
+    /// The ISR version last handed to the state machine.
+    isr_version: Mutex<Option<(u32, u32)>>,
+    closed: std::sync::atomic::AtomicBool,
+}
+
+/// Every replica this broker holds, and connections to the other brokers.
+#[derive(Default)]
+pub struct Replication {
+    slots: Mutex<HashMap<(String, u32), Arc<ReplicaSlot>>>,
+    peers: tokio::sync::Mutex<HashMap<u32, Client>>,
+}
+
+impl Replication {
+    pub fn slot(&self, topic: &str, index: u32) -> Option<Arc<ReplicaSlot>> {
+        self.slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(topic.to_owned(), index))
+            .cloned()
+    }
+
+    async fn peer(&self, id: u32, addr: &str, ca: &std::path::Path) -> Result<Client, String> {
+        if let Some(client) = self.peers.lock().await.get(&id) {
+            return Ok(client.clone());
+        }
+        let mut config = ClientConfig::new(addr, ca);
+        config.connect_timeout = Duration::from_secs(2);
+        config.request_timeout = Duration::from_secs(5);
+        let client = Client::connect(config).await.map_err(|e| e.to_string())?;
+        self.peers.lock().await.insert(id, client.clone());
+        Ok(client)
+    }
+
+    async fn forget_peer(&self, id: u32) {
+        self.peers.lock().await.remove(&id);
+    }
+}
+
+/// The replication settings of a topic.
+fn replica_config(
+    state: &BrokerState,
+    configs: &std::collections::BTreeMap<String, String>,
+) -> ReplicaConfig {
+    let lag = state.config.replica_lag_max_ms;
+    ReplicaConfig {
+        replica_lag_max_ms: lag,
+        fetch_timeout_ms: 5_000,
+        fetch_backoff_ms: 200,
+        isr_proposal_retry_ms: 2_000,
+        min_insync_replicas: configs
+            .get("min.insync.replicas")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1),
+    }
+}
+
+/// The replica's view of its log at start: offsets and the epoch history from the
+/// stored batch headers.
+fn recovered(partition: &Partition) -> Result<RecoveredLog, String> {
+    let log = partition.log();
+    let (start, end) = (log.log_start_offset(), log.log_end_offset());
+    let mut epochs = LeaderEpochCache::new();
+    let mut offset = start;
+    while offset < end {
+        let slice = log
+            .read(offset, 64 * 1024 * 1024, end)
+            .map_err(|e| e.to_string())?;
+        if slice.batches.is_empty() {
+            break;
+        }
+        for batch in slice.batches {
+            let header = BatchHeader::parse(&batch).map_err(|e| e.to_string())?;
+            epochs
+                .record(header.leader_epoch, header.base_offset)
+                .map_err(|e| e.to_string())?;
+            offset = header.next_offset();
+        }
+    }
+    Ok(RecoveredLog {
+        log_start_offset: start,
+        log_end_offset: end,
+        epochs,
+        high_watermark: 0,
+    })
+}
+
+/// Performs the state machine's outputs, in order. `fetched` holds the batches of the
+/// fetch response being applied, by base offset.
+fn apply_outputs(
+    state: &Arc<BrokerState>,
+    slot: &Arc<ReplicaSlot>,
+    replica: &mut Replica,
+    fetched: Option<&HashMap<u64, Bytes>>,
+) {
+    while let Some(output) = replica.poll_output() {
+        match output {
+            Output::Truncate { to } => {
+                if let Err(err) = blocking(|| slot.partition.truncate(to, now_ms())) {
+                    tracing::error!(topic = %slot.topic, partition = slot.index, %err, "truncation failed");
+                } else {
+                    tracing::info!(topic = %slot.topic, partition = slot.index, to, "log truncated to the leader's");
+                }
+            }
+            Output::Append(range) => {
+                let Some(batch) = fetched.and_then(|m| m.get(&range.base_offset)) else {
+                    tracing::error!(topic = %slot.topic, partition = slot.index, ?range, "accepted batch missing from the response");
+                    continue;
+                };
+                let batch = BytesMut::from(batch.as_ref());
+                if let Err(err) = blocking(|| slot.partition.append_replica(batch, now_ms())) {
+                    tracing::error!(topic = %slot.topic, partition = slot.index, %err, "replicated append failed");
+                }
+            }
+            Output::ProposeIsr(proposal) => {
+                let (state, slot) = (Arc::clone(state), Arc::clone(slot));
+                tokio::spawn(async move { propose_isr(state, slot, proposal).await });
+            }
+            Output::HighWatermark(hw) => slot.partition.set_high_watermark(hw),
+        }
+    }
+}
+
+async fn propose_isr(
+    state: Arc<BrokerState>,
+    slot: Arc<ReplicaSlot>,
+    proposal: quiver_repl::IsrProposal,
+) {
+    let Some(member) = state.cluster.get() else {
+        return;
+    };
+    let command = MetadataCommand::AlterIsr {
+        broker_id: member.broker_id,
+        topic: slot.topic.clone(),
+        partition: slot.index,
+        leader_epoch: proposal.leader_epoch,
+        isr_version: proposal.base_version,
+        isr: proposal.isr.clone(),
+    };
+    match member.controller.propose(command).await {
+        Ok(MetadataResponse::IsrAltered { partition, refusal }) => {
+            if let Some(refusal) = refusal {
+                tracing::info!(topic = %slot.topic, partition = slot.index, %refusal, "ISR change refused");
+            }
+            commit_isr(
+                &state,
+                &slot,
+                partition.leader_epoch,
+                partition.isr_version,
+                partition.isr,
+            )
+            .await;
+        }
+        Ok(other) => tracing::debug!(?other, "ISR proposal answered"),
+        // The state machine proposes again after its retry interval.
+        Err(err) => tracing::debug!(%err, "ISR proposal not committed"),
+    }
+}
+
+async fn commit_isr(
+    state: &Arc<BrokerState>,
+    slot: &Arc<ReplicaSlot>,
+    leader_epoch: u32,
+    version: u32,
+    isr: Vec<u32>,
+) {
+    {
+        let mut seen = slot.isr_version.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.is_some_and(|(e, v)| (e, v) >= (leader_epoch, version)) {
+            return;
+        }
+        *seen = Some((leader_epoch, version));
+    }
+    let mut replica = slot.replica.lock().await;
+    let commit = IsrCommit {
+        leader_epoch,
+        version,
+        isr,
+    };
+    if let Err(err) = replica.handle_isr_committed(&commit, mono_ms()) {
+        tracing::debug!(topic = %slot.topic, partition = slot.index, %err, "ISR commit not applied");
+    }
+    apply_outputs(state, slot, &mut replica, None);
+}
+
+/// Brings the replicas this broker holds in line with the controller's metadata:
+/// creates state machines for new ones, applies roles and ISR changes, and drops the
+/// replicas of deleted topics.
+pub async fn reconcile(state: &Arc<BrokerState>, member: &ClusterMember) {
+    let metadata = member.controller.metadata();
+    let me = member.broker_id;
+    let mut wanted = Vec::new();
+    for (name, topic) in metadata.topics() {
+        let Some(local) = state.topics.get(name) else {
+            continue;
+        };
+        for (index, record) in topic.partitions.iter().enumerate() {
+            let index = index as u32;
+            if !record.replicas.contains(&me) {
+                continue;
+            }
+            let Some(partition) = local.partitions.get(index as usize).cloned() else {
+                continue;
+            };
+            wanted.push((name.clone(), index));
+            let slot = match member.replication.slot(name, index) {
+                Some(slot) => slot,
+                None => {
+                    let log = match recovered(&partition) {
+                        Ok(log) => log,
+                        Err(err) => {
+                            tracing::error!(topic = %name, partition = index, %err, "cannot read the replica's log");
+                            continue;
+                        }
+                    };
+                    let replica = match Replica::new(me, replica_config(state, &topic.configs), log)
+                    {
+                        Ok(r) => r,
+                        Err(err) => {
+                            tracing::error!(topic = %name, partition = index, %err, "cannot start the replica");
+                            continue;
+                        }
+                    };
+                    partition.set_replicated(0);
+                    let slot = Arc::new(ReplicaSlot {
+                        topic: name.clone(),
+                        index,
+                        partition,
+                        replica: tokio::sync::Mutex::new(replica),
+                        wake: tokio::sync::Notify::new(),
+                        isr_version: Mutex::new(None),
+                        closed: std::sync::atomic::AtomicBool::new(false),
+                    });
+                    member
+                        .replication
+                        .slots
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert((name.clone(), index), Arc::clone(&slot));
+                    tokio::spawn(follower_loop(Arc::clone(state), Arc::clone(&slot)));
+                    slot
+                }
+            };
+            let mut replica = slot.replica.lock().await;
+            let now = mono_ms();
+            match record.leader {
+                Some(leader) if leader == me => {
+                    let leading = matches!(replica.role(), Role::Leader { leader_epoch } if leader_epoch == record.leader_epoch);
+                    if !leading {
+                        slot.partition.set_leader_epoch(record.leader_epoch);
+                        match replica.become_leader(
+                            record.leader_epoch,
+                            &record.isr,
+                            &record.replicas,
+                            now,
+                        ) {
+                            Ok(()) => {
+                                *slot.isr_version.lock().unwrap_or_else(|p| p.into_inner()) =
+                                    Some((record.leader_epoch, record.isr_version));
+                                tracing::info!(topic = %name, partition = index, epoch = record.leader_epoch, "leading");
+                            }
+                            Err(err) => {
+                                tracing::warn!(topic = %name, partition = index, %err, "cannot lead")
+                            }
+                        }
+                        apply_outputs(state, &slot, &mut replica, None);
+                    } else {
+                        drop(replica);
+                        commit_isr(
+                            state,
+                            &slot,
+                            record.leader_epoch,
+                            record.isr_version,
+                            record.isr.clone(),
+                        )
+                        .await;
+                        continue;
+                    }
+                }
+                Some(leader) => {
+                    let following = matches!(replica.role(), Role::Follower { leader: l, leader_epoch } if l == leader && leader_epoch == record.leader_epoch);
+                    if !following {
+                        match replica.become_follower(leader, record.leader_epoch, now) {
+                            Ok(()) => {
+                                tracing::info!(topic = %name, partition = index, leader, epoch = record.leader_epoch, "following")
+                            }
+                            Err(err) => {
+                                tracing::warn!(topic = %name, partition = index, %err, "cannot follow")
+                            }
+                        }
+                        apply_outputs(state, &slot, &mut replica, None);
+                    }
+                }
+                None => {}
+            }
+            drop(replica);
+            slot.wake.notify_one();
+        }
+    }
+    let mut slots = member
+        .replication
+        .slots
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    slots.retain(|key, slot| {
+        let keep = wanted.contains(key);
+        if !keep {
+            slot.closed
+                .store(true, std::sync::atomic::Ordering::Release);
+            slot.wake.notify_one();
+        }
+        keep
+    });
+}
+
+/// Fetches from the leader while this replica follows; idles while it leads.
+async fn follower_loop(state: Arc<BrokerState>, slot: Arc<ReplicaSlot>) {
+    let Some(member) = state.cluster.get() else {
+        return;
+    };
+    let ca =
+        state.config.tls_ca.clone().unwrap_or_else(|| {
+            crate::tls::GeneratedPaths::in_data_dir(&state.config.data_dir).ca_cert
+        });
+    let mut shutdown = state.shutdown.subscribe();
+    loop {
+        if slot.closed.load(std::sync::atomic::Ordering::Acquire) || *shutdown.borrow() {
+            return;
+        }
+        let (request, next_timer) = {
+            let mut replica = slot.replica.lock().await;
+            let now = mono_ms();
+            if replica.poll_timeout().is_some_and(|t| t <= now) {
+                replica.handle_timeout(now);
+            }
+            apply_outputs(&state, &slot, &mut replica, None);
+            (replica.poll_fetch(now), replica.poll_timeout())
+        };
+        let Some(request) = request else {
+            let wait = next_timer
+                .map(|t| Duration::from_millis(t.saturating_sub(mono_ms()).clamp(1, 1_000)))
+                .unwrap_or(Duration::from_secs(1));
+            tokio::select! {
+                _ = slot.wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.changed() => {}
+            }
+            continue;
+        };
+        let address = member
+            .controller
+            .metadata()
+            .broker(request.leader)
+            .map(|b| b.address.clone());
+        let response = match address {
+            Some(address) => match member.replication.peer(request.leader, &address, &ca).await {
+                Ok(client) => {
+                    let wire = ReplicaFetchRequest {
+                        topic: slot.topic.clone(),
+                        partition: slot.index,
+                        replica_id: member.broker_id,
+                        leader_epoch: request.leader_epoch,
+                        fetch_offset: request.fetch_offset,
+                        last_fetched_epoch: request.last_fetched_epoch,
+                        max_bytes: FETCH_BYTES,
+                        max_wait_ms: u32::try_from(FETCH_WAIT.as_millis()).unwrap_or(500),
+                    };
+                    let answer = client.call(&wire).await;
+                    if let Err(
+                        quiver_sdk::RequestError::ConnectionLost(_)
+                        | quiver_sdk::RequestError::Connect(_),
+                    ) = &answer
+                    {
+                        member.replication.forget_peer(request.leader).await;
+                    }
+                    answer.map_err(|e| e.to_string())
+                }
+                Err(err) => Err(err),
+            },
+            None => Err(format!("leader {} has no known address", request.leader)),
+        };
+        let mut replica = slot.replica.lock().await;
+        let now = mono_ms();
+        match response {
+            Ok(ReplicaFetchResponse::Records {
+                high_watermark,
+                batches,
+                ..
+            }) => {
+                let mut ranges = Vec::new();
+                let mut by_base = HashMap::new();
+                for batch in BatchSplitter::new(batches) {
+                    let Ok(batch) = batch else { break };
+                    let Ok(header) = BatchHeader::parse(&batch) else {
+                        break;
+                    };
+                    ranges.push(BatchRange {
+                        base_offset: header.base_offset,
+                        last_offset: header.last_offset(),
+                        leader_epoch: header.leader_epoch,
+                    });
+                    by_base.insert(header.base_offset, batch);
+                }
+                let answer = FetchResponse::Records {
+                    high_watermark,
+                    batches: &ranges,
+                };
+                if let Err(err) = replica.handle_fetch_response(&request, answer, now) {
+                    tracing::debug!(topic = %slot.topic, partition = slot.index, %err, "fetch response refused");
+                }
+                apply_outputs(&state, &slot, &mut replica, Some(&by_base));
+            }
+            Ok(ReplicaFetchResponse::Diverging {
+                leader_epoch,
+                end_offset,
+                high_watermark,
+            }) => {
+                let answer = FetchResponse::Diverging {
+                    diverging: EpochEndOffset {
+                        leader_epoch,
+                        end_offset,
+                    },
+                    high_watermark,
+                };
+                if let Err(err) = replica.handle_fetch_response(&request, answer, now) {
+                    tracing::debug!(topic = %slot.topic, partition = slot.index, %err, "divergence refused");
+                }
+                apply_outputs(&state, &slot, &mut replica, None);
+            }
+            Err(err) => {
+                tracing::debug!(topic = %slot.topic, partition = slot.index, %err, "fetch from the leader failed");
+                let _ = replica.handle_fetch_error(&request, now);
+                apply_outputs(&state, &slot, &mut replica, None);
+            }
+        }
+    }
+}
+
+/// The leader's side of a follower's fetch.
+pub async fn handle_replica_fetch(
+    req: ReplicaFetchRequest,
+    state: &Arc<BrokerState>,
+) -> Result<Outgoing, RequestError> {
+    let member = state.cluster.get().ok_or_else(|| {
+        RequestError::new(ErrorCode::InvalidRequest, "this broker runs standalone")
+    })?;
+    let slot = member
+        .replication
+        .slot(&req.topic, req.partition)
+        .ok_or_else(|| {
+            RequestError::new(
+                ErrorCode::NotLeader,
+                format!("{}/{} has no replica here", req.topic, req.partition),
+            )
+        })?;
+    let request = FetchRequest {
+        replica_id: req.replica_id,
+        leader: member.broker_id,
+        leader_epoch: req.leader_epoch,
+        fetch_offset: req.fetch_offset,
+        last_fetched_epoch: req.last_fetched_epoch,
+        fetch_id: 0,
+    };
+    let wait = Duration::from_millis(u64::from(req.max_wait_ms)).min(FETCH_WAIT);
+    let mut log_end = slot.partition.watch_log_end();
+    let mut waited = false;
+    loop {
+        let reply = {
+            let mut replica = slot.replica.lock().await;
+            let reply = replica.handle_follower_fetch(&request, mono_ms());
+            apply_outputs(state, &slot, &mut replica, None);
+            reply.map_err(|e| RequestError::new(ErrorCode::NotLeader, e.to_string()))?
+        };
+        match reply {
+            FetchReply::Records {
+                fetch_offset,
+                log_end_offset,
+                high_watermark,
+            } => {
+                if fetch_offset >= log_end_offset && !waited {
+                    // Nothing new: hold the fetch until an append or the wait ends.
+                    waited = true;
+                    let _ = tokio::time::timeout(wait, log_end.changed()).await;
+                    continue;
+                }
+                let slice = slot.partition.log().read(
+                    fetch_offset,
+                    req.max_bytes.max(1) as usize,
+                    log_end_offset,
+                )?;
+                let mut batches = BytesMut::with_capacity(slice.bytes);
+                for batch in slice.batches {
+                    batches.extend_from_slice(&batch);
+                }
+                return Ok(Outgoing::Frame(
+                    ReplicaFetchResponse::Records {
+                        high_watermark,
+                        log_end_offset,
+                        batches: batches.freeze(),
+                    }
+                    .encode_frame(),
+                ));
+            }
+            FetchReply::Diverging {
+                diverging,
+                high_watermark,
+            } => {
+                return Ok(Outgoing::Frame(
+                    ReplicaFetchResponse::Diverging {
+                        leader_epoch: diverging.leader_epoch,
+                        end_offset: diverging.end_offset,
+                        high_watermark,
+                    }
+                    .encode_frame(),
+                ));
+            }
+        }
+    }
+}
+
+/// A produce on a replicated partition: refuses acks=all without enough in-sync
+/// replicas, appends under the replica's lock (so the state machine sees appends in
+/// log order), reports the append, and for acks=all waits until the high watermark
+/// passes the batch.
+pub async fn produce<F>(
+    state: &Arc<BrokerState>,
+    slot: &Arc<ReplicaSlot>,
+    acks_all: bool,
+    timeout: Duration,
+    append: F,
+) -> Result<quiver_log::AppendInfo, RequestError>
+where
+    F: AsyncFnOnce() -> Result<quiver_log::AppendInfo, RequestError>,
+{
+    let (info, epoch) = {
+        let mut replica = slot.replica.lock().await;
+        let Some(epoch) = (match replica.role() {
+            Role::Leader { leader_epoch } => Some(leader_epoch),
+            _ => None,
+        }) else {
+            return Err(RequestError::new(
+                ErrorCode::NotLeader,
+                "not the partition leader",
+            ));
+        };
+        if acks_all {
+            replica
+                .can_accept_acks_all()
+                .map_err(|e| RequestError::new(ErrorCode::NotEnoughReplicas, e.to_string()))?;
+        }
+        let info = append().await?;
+        if !info.duplicate {
+            let range = BatchRange {
+                base_offset: info.base_offset,
+                last_offset: info.last_offset,
+                leader_epoch: epoch,
+            };
+            if let Err(err) = replica.handle_local_append(range) {
+                tracing::error!(topic = %slot.topic, partition = slot.index, %err, "append not accepted by replication");
+            }
+        }
+        apply_outputs(state, slot, &mut replica, None);
+        (info, epoch)
+    };
+    if !acks_all {
+        return Ok(info);
+    }
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut high_watermark = slot.partition.watch_high_watermark();
+    loop {
+        let outcome = slot
+            .replica
+            .lock()
+            .await
+            .acks_all_outcome(epoch, info.last_offset);
+        match outcome {
+            Ok(quiver_repl::AcksAll::Acknowledged) => return Ok(info),
+            Ok(quiver_repl::AcksAll::Waiting) => {}
+            Err(quiver_repl::AcksAllError::NotEnoughReplicas { .. }) => {
+                return Err(RequestError::new(
+                    ErrorCode::NotEnoughReplicas,
+                    "the in-sync replicas fell below min.insync.replicas before the batch was replicated",
+                ));
+            }
+            Err(err) => return Err(RequestError::new(ErrorCode::NotLeader, err.to_string())),
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(RequestError::new(
+                ErrorCode::Timeout,
+                format!(
+                    "batch at offset {} appended but not replicated in time",
+                    info.base_offset
+                ),
+            ));
+        }
+        let _ = tokio::time::timeout(ACKS_POLL, high_watermark.changed()).await;
+    }
+}
