@@ -6,9 +6,11 @@
 //! controller on `DATA_DIR/controller`, serves the controllers' Raft RPCs on API
 //! `controller_rpc`, registers itself, heartbeats every [`HEARTBEAT_INTERVAL`], and,
 //! while its controller leads, fences every broker silent for longer than
-//! [`SESSION_TIMEOUT`]. What this build does not do yet: place partitions through the
-//! controller or replicate them (topics stay local to the broker that created them),
-//! and add nodes that were not founding seeds.
+//! [`SESSION_TIMEOUT`]. Topics are created and deleted through the controller and
+//! materialised on every broker ([`reconcile_loop`]); produce and fetch are served by
+//! the partition leader ([`require_leader`]); replication itself is
+//! `crate::replication`. What this build does not do yet: add nodes that were not
+//! founding seeds.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -4,7 +4,10 @@
 //! batches as they arrive (stamping offsets only), hands stored batches to consumers
 //! without decoding them, applies the flush policy with group commit and retention on
 //! a timer, persists topic metadata, and serves `/metrics`, `/health` and `/ready` on
-//! the admin listener. What it does not do (yet): replication, consumer groups, plugins.
+//! the admin listener; consumer groups and committed offsets; WebAssembly plugins at
+//! the produce and fetch stages; in cluster mode, the controller, topic placement and
+//! partition replication. What it does not do (yet): replicate group state, committed
+//! offsets and the plugin registry across the cluster.
 
 pub mod admin;
 pub mod cluster;
