@@ -429,3 +429,62 @@ async fn a_replicated_partition_keeps_every_acknowledged_record_across_a_leader_
         "the unacknowledged record is not visible"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_follower_leaves_the_isr_and_rejoins_when_it_resumes() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let brokers = start_cluster(root.path(), &[("QUIVER_REPLICA_LAG_MAX_MS", "1500")]);
+    wait_for(&brokers[0], "three active brokers", |s| {
+        s.controller_leader.is_some() && (1..=NODES).all(|id| active(s, id))
+    })
+    .await;
+    let client = brokers[0].client().await;
+    client
+        .create_topic(
+            "paused",
+            1,
+            3,
+            &[("min.insync.replicas".into(), "2".into())],
+        )
+        .await
+        .expect("create");
+    let (leader, _, _, _) = partition_view(&brokers[0], "paused")
+        .await
+        .expect("described");
+    let leader_index = (leader - 1) as usize;
+    let follower_index = (leader_index + 1) % NODES as usize;
+    let follower = follower_index as u32 + 1;
+    let leader_client = brokers[leader_index].client().await;
+    send_all(&leader_client, "paused", "before", 500).await;
+
+    brokers[follower_index].sigstop();
+    // acks=all keeps working with the two others once the ISR drops the paused one.
+    send_all(&leader_client, "paused", "during", 500).await;
+    let isr = |c: quiver_sdk::Client| async move {
+        let described = c.describe_topic("paused").await.ok()?;
+        Some(described.partitions.first()?.isr.clone())
+    };
+    eventually(
+        "the paused follower out of the ISR",
+        Duration::from_secs(60),
+        || {
+            let c = leader_client.clone();
+            async move { isr(c).await.filter(|isr| !isr.contains(&follower)) }
+        },
+    )
+    .await;
+
+    brokers[follower_index].sigcont();
+    eventually(
+        "the follower back in the ISR",
+        Duration::from_secs(60),
+        || {
+            let c = leader_client.clone();
+            async move { isr(c).await.filter(|isr| isr.len() == 3) }
+        },
+    )
+    .await;
+    wait_replicated(&brokers, &[0, 1, 2], "paused", 1000).await;
+    let reference = log_bytes(&brokers[leader_index], "paused");
+    assert!(log_bytes(&brokers[follower_index], "paused") == reference);
+}

@@ -5,7 +5,7 @@
 //! module connects them to partitions, metrics and error codes.
 //!
 //! Plugin calls are CPU work of up to the per-call bound (100 ms by default), so they
-//! run through [`blocking`] and never stall an async worker.
+//! run through `blocking` and never stall an async worker.
 
 use std::time::Duration;
 
