@@ -121,6 +121,14 @@ struct Inner {
     addr: SocketAddr,
     server_name: String,
     connection: tokio::sync::Mutex<Option<quinn::Connection>>,
+    /// In a cluster: the broker leading each partition this client produced to or
+    /// fetched from, learned from metadata and forgotten on `NOT_LEADER` or a lost
+    /// connection.
+    routes: std::sync::Mutex<std::collections::HashMap<(String, u32), SocketAddr>>,
+    /// Every broker the last metadata named, to ask when the bootstrap broker is gone.
+    known_brokers: std::sync::Mutex<Vec<SocketAddr>>,
+    /// Connections to brokers other than the bootstrap one.
+    others: tokio::sync::Mutex<std::collections::HashMap<SocketAddr, quinn::Connection>>,
 }
 
 impl Client {
@@ -165,6 +173,9 @@ impl Client {
                 addr,
                 server_name,
                 connection: tokio::sync::Mutex::new(None),
+                routes: std::sync::Mutex::new(std::collections::HashMap::new()),
+                known_brokers: std::sync::Mutex::new(Vec::new()),
+                others: tokio::sync::Mutex::new(std::collections::HashMap::new()),
             }),
         };
         client.connection().await?;
@@ -207,15 +218,168 @@ impl Client {
         Ok(conn)
     }
 
-    /// Sends one request frame (as chunks) and returns the success body.
+    /// A connection to `addr`: the bootstrap connection, or one to another broker of
+    /// the cluster, opened on first use.
+    async fn connection_to(
+        &self,
+        addr: Option<SocketAddr>,
+    ) -> Result<quinn::Connection, ConnectError> {
+        let Some(addr) = addr.filter(|a| *a != self.inner.addr) else {
+            return self.connection().await;
+        };
+        let mut others = self.inner.others.lock().await;
+        if let Some(conn) = others.get(&addr)
+            && conn.close_reason().is_none()
+        {
+            return Ok(conn.clone());
+        }
+        let text = addr.to_string();
+        let name = self
+            .inner
+            .config
+            .server_name
+            .clone()
+            .unwrap_or_else(|| addr.ip().to_string());
+        let connecting =
+            self.inner
+                .endpoint
+                .connect(addr, &name)
+                .map_err(|e| ConnectError::Connect {
+                    addr: text.clone(),
+                    message: e.to_string(),
+                })?;
+        let after = self.inner.config.connect_timeout;
+        let conn = tokio::time::timeout(after, connecting)
+            .await
+            .map_err(|_| ConnectError::Timeout {
+                addr: text.clone(),
+                after,
+            })?
+            .map_err(|e| ConnectError::Connect {
+                addr: text,
+                message: e.to_string(),
+            })?;
+        others.insert(addr, conn.clone());
+        Ok(conn)
+    }
+
+    /// The broker to send a partition's produce or fetch to: its leader when this
+    /// client knows it (from cluster metadata), else the bootstrap broker.
+    async fn route(&self, topic: &str, partition: u32) -> Option<SocketAddr> {
+        let key = (topic.to_owned(), partition);
+        if let Some(addr) = self
+            .inner
+            .routes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return Some(*addr);
+        }
+        self.refresh_routes(topic).await;
+        self.inner
+            .routes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .copied()
+    }
+
+    /// Learns `topic`'s partition leaders from the first broker that answers. A lone
+    /// broker (one broker in the metadata) serves everything itself.
+    async fn refresh_routes(&self, topic: &str) {
+        let mut candidates = vec![None];
+        candidates.extend(
+            self.inner
+                .known_brokers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .map(|a| Some(*a)),
+        );
+        let request = MetadataRequest {
+            topics: Some(vec![topic.to_owned()]),
+        };
+        for candidate in candidates {
+            let Ok(body) = self
+                .round_trip_to(candidate, &mut [request.encode_frame()], Duration::ZERO)
+                .await
+            else {
+                continue;
+            };
+            let Ok(metadata) = MetadataResponse::decode_body(body) else {
+                continue;
+            };
+            if metadata.brokers.len() <= 1 {
+                // A lone broker: every partition goes to the bootstrap connection.
+                let mut routes = self.inner.routes.lock().unwrap_or_else(|p| p.into_inner());
+                for t in &metadata.topics {
+                    for p in &t.partitions {
+                        routes.insert((t.name.clone(), p.partition), self.inner.addr);
+                    }
+                }
+                return;
+            }
+            let addrs: std::collections::HashMap<u32, SocketAddr> = metadata
+                .brokers
+                .iter()
+                .filter_map(|b| {
+                    let ip: std::net::IpAddr = b.host.parse().ok()?;
+                    Some((b.node_id, SocketAddr::new(ip, b.port)))
+                })
+                .collect();
+            *self
+                .inner
+                .known_brokers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = addrs.values().copied().collect();
+            let mut routes = self.inner.routes.lock().unwrap_or_else(|p| p.into_inner());
+            for t in &metadata.topics {
+                for p in &t.partitions {
+                    if let Some(addr) = addrs.get(&p.leader) {
+                        routes.insert((t.name.clone(), p.partition), *addr);
+                    }
+                }
+            }
+            return;
+        }
+    }
+
+    /// Forgets a partition's leader after an answer that says it moved.
+    fn forget_route(&self, topic: &str, partition: u32, err: &RequestError) {
+        let moved = matches!(
+            err,
+            RequestError::ConnectionLost(_) | RequestError::Timeout(_) | RequestError::Connect(_)
+        ) || err.code() == Some(quiver_wire::ErrorCode::NotLeader);
+        if moved {
+            self.inner
+                .routes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&(topic.to_owned(), partition));
+        }
+    }
+
+    /// Sends one request frame (as chunks) to the bootstrap broker and returns the
+    /// success body.
     async fn round_trip(
         &self,
         chunks: &mut [Bytes],
         extra_wait: Duration,
     ) -> Result<Bytes, RequestError> {
+        self.round_trip_to(None, chunks, extra_wait).await
+    }
+
+    /// As [`Client::round_trip`], to `addr` (the bootstrap broker when `None`).
+    async fn round_trip_to(
+        &self,
+        addr: Option<SocketAddr>,
+        chunks: &mut [Bytes],
+        extra_wait: Duration,
+    ) -> Result<Bytes, RequestError> {
         let limit = self.inner.config.request_timeout + extra_wait;
         tokio::time::timeout(limit, async {
-            let conn = self.connection().await?;
+            let conn = self.connection_to(addr).await?;
             let lost = |e: &dyn std::fmt::Display| RequestError::ConnectionLost(e.to_string());
             let (mut send, mut recv) = conn.open_bi().await.map_err(|e| lost(&e))?;
             send.write_all_chunks(chunks).await.map_err(|e| lost(&e))?;
@@ -380,10 +544,11 @@ impl Client {
             batch.len(),
         );
         let mut chunks = [head, batch];
+        let leader = self.route(topic, partition).await;
         if acks == Acks::None {
             let limit = self.inner.config.request_timeout;
             return tokio::time::timeout(limit, async {
-                let conn = self.connection().await?;
+                let conn = self.connection_to(leader).await?;
                 let lost = |e: &dyn std::fmt::Display| RequestError::ConnectionLost(e.to_string());
                 let mut send = conn.open_uni().await.map_err(|e| lost(&e))?;
                 send.write_all_chunks(&mut chunks)
@@ -396,7 +561,10 @@ impl Client {
             .await
             .map_err(|_| RequestError::Timeout(limit))?;
         }
-        let body = self.round_trip(&mut chunks, Duration::ZERO).await?;
+        let body = self
+            .round_trip_to(leader, &mut chunks, Duration::ZERO)
+            .await
+            .inspect_err(|e| self.forget_route(topic, partition, e))?;
         ProduceResponse::decode_body(body)
             .map(Some)
             .map_err(|e| RequestError::Protocol(e.to_string()))
@@ -446,9 +614,11 @@ impl Client {
             max_bytes: options.max_bytes,
             plugin: options.plugin.clone(),
         };
+        let leader = self.route(topic, partition).await;
         let body = self
-            .round_trip(&mut [request.encode_frame()], options.max_wait)
-            .await?;
+            .round_trip_to(leader, &mut [request.encode_frame()], options.max_wait)
+            .await
+            .inspect_err(|e| self.forget_route(topic, partition, e))?;
         let response =
             FetchResponse::decode_body(body).map_err(|e| RequestError::Protocol(e.to_string()))?;
         Ok(FetchedBatches {

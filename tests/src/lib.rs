@@ -280,6 +280,11 @@ impl Broker {
     }
 
     /// Whether the broker process is still alive.
+    /// Whether the process was started and not killed or stopped by the test.
+    pub fn is_started(&self) -> bool {
+        self.child.is_some()
+    }
+
     pub fn is_running(&mut self) -> bool {
         match self.child.as_mut() {
             Some(child) => matches!(child.try_wait(), Ok(None)),

@@ -143,17 +143,39 @@ async fn a_three_broker_cluster_survives_losing_its_controller_leader() {
         .enumerate()
         .find_map(|(p, (leader, _))| (*leader != 2).then_some((p as u32, *leader)))
         .expect("a partition node 2 does not lead");
-    let record = [Record::from_value("x", 0)];
+    // Node 2 refuses a produce for a partition it does not lead, naming the leader...
+    let mut builder =
+        quiver_wire::batch::BatchBuilder::new(quiver_wire::batch::ProducerStamp::NONE);
+    builder.push(&Record::from_value("x", 0));
+    let batch = builder.finish().expect("one record");
+    let frame = quiver_wire::message::ProduceRequest {
+        topic: "placed".into(),
+        partition,
+        acks: Acks::Leader,
+        timeout_ms: 5_000,
+        batch: bytes::BytesMut::from(batch.as_ref()),
+    };
     let err = client
-        .produce("placed", partition, Acks::Leader, &record)
+        .send_frame(quiver_wire::message::Rpc::encode_frame(&frame))
         .await
         .expect_err("node 2 does not lead it");
     assert_eq!(err.code(), Some(ErrorCode::NotLeader), "{err}");
-    let on_leader = brokers[(leader - 1) as usize].client().await;
-    on_leader
-        .produce("placed", partition, Acks::Leader, &record)
+    assert!(
+        err.to_string().contains(&format!("led by node {leader}")),
+        "{err}"
+    );
+    // ...and the SDK, bootstrapped on node 2, finds the leader through the metadata.
+    let receipt = client
+        .produce(
+            "placed",
+            partition,
+            Acks::Leader,
+            &[Record::from_value("x", 0)],
+        )
         .await
-        .expect("the leader takes it");
+        .expect("routed to the leader")
+        .expect("acks=leader answers");
+    assert_eq!(receipt.base_offset, 0);
 
     // Kill the controller leader; the two others elect a new one, which fences it.
     let old_leader = formed.controller_leader.expect("a leader") as u32;
@@ -487,4 +509,164 @@ async fn a_paused_follower_leaves_the_isr_and_rejoins_when_it_resumes() {
     wait_replicated(&brokers, &[0, 1, 2], "paused", 1000).await;
     let reference = log_bytes(&brokers[leader_index], "paused");
     assert!(log_bytes(&brokers[follower_index], "paused") == reference);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotent_producer_keeps_exactly_once_while_the_leader_is_killed_ten_times() {
+    const KILLS: usize = 10;
+    let root = tempfile::tempdir().expect("tempdir");
+    let mut brokers = start_cluster(
+        root.path(),
+        &[
+            ("QUIVER_REPLICA_LAG_MAX_MS", "2000"),
+            ("QUIVER_BROKER_SESSION_TIMEOUT_MS", "2000"),
+        ],
+    );
+    wait_for(&brokers[0], "three active brokers", |s| {
+        s.controller_leader.is_some() && (1..=NODES).all(|id| active(s, id))
+    })
+    .await;
+    let admin = brokers[0].client().await;
+    admin
+        .create_topic("chaos", 1, 3, &[("min.insync.replicas".into(), "2".into())])
+        .await
+        .expect("create");
+
+    // A producer bootstrapped on node 1 that keeps sending until told to stop; the SDK
+    // follows the leader through metadata and retries what failed.
+    let mut config = brokers[0].client_config();
+    config.connect_timeout = Duration::from_secs(2);
+    config.request_timeout = Duration::from_secs(5);
+    let client = quiver_sdk::Client::connect(config).await.expect("connect");
+    let producer = quiver_sdk::Producer::new(
+        client,
+        quiver_sdk::ProducerConfig {
+            acks: Acks::All,
+            linger: Duration::from_millis(2),
+            batch_bytes: 2 * 1024,
+            delivery_timeout: Duration::from_secs(120),
+            retry_backoff: Duration::from_millis(50),
+            retry_backoff_max: Duration::from_millis(500),
+            ..quiver_sdk::ProducerConfig::default()
+        },
+    );
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sender = {
+        let (producer, stop) = (producer.clone(), std::sync::Arc::clone(&stop));
+        tokio::spawn(async move {
+            let mut receipts = Vec::new();
+            let mut i = 0u64;
+            // Bounded in count as well as in time.
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && i < 200_000 {
+                let record =
+                    quiver_sdk::ProducerRecord::new("chaos", format!("k-{i}")).partition(0);
+                receipts.push((i, producer.send(record).await.expect("buffered")));
+                i += 1;
+                if i.is_multiple_of(50) {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+            let mut acknowledged = Vec::new();
+            for (i, receipt) in receipts {
+                if receipt.await.is_ok() {
+                    acknowledged.push(i);
+                }
+            }
+            (i, acknowledged)
+        })
+    };
+
+    let mut epoch = 0;
+    for kill in 0..KILLS {
+        let (leader, leader_epoch, _, _) =
+            eventually("a leader in a new epoch", Duration::from_secs(60), || {
+                let views = brokers
+                    .iter()
+                    .filter(|b| b.is_started())
+                    .collect::<Vec<_>>();
+                async move {
+                    for broker in views {
+                        if let Some(view) = partition_view(broker, "chaos").await
+                            && view.0 != u32::MAX
+                            && view.1 >= epoch
+                        {
+                            return Some(view);
+                        }
+                    }
+                    None
+                }
+            })
+            .await;
+        epoch = leader_epoch + 1;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let index = (leader - 1) as usize;
+        brokers[index].kill9();
+        eprintln!("kill {kill}: node {leader} (epoch {leader_epoch})");
+        // Back once the others moved on, as a follower that catches up.
+        let others: Vec<usize> = (0..NODES as usize).filter(|i| *i != index).collect();
+        eventually("leadership moved", Duration::from_secs(60), || {
+            let b = &brokers[others[0]];
+            async move {
+                partition_view(b, "chaos")
+                    .await
+                    .filter(|(l, e, _, _)| *l != leader && *e > leader_epoch)
+            }
+        })
+        .await;
+        brokers[index].restart();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    producer.flush().await;
+    let (sent, acknowledged) = sender.await.expect("sender");
+    assert!(
+        acknowledged.len() > 1_000,
+        "only {} of {sent} acknowledged",
+        acknowledged.len()
+    );
+
+    let (leader, _, end, _) = eventually("a settled leader", Duration::from_secs(60), || async {
+        partition_view(&brokers[0], "chaos")
+            .await
+            .filter(|(l, _, _, _)| *l != u32::MAX)
+    })
+    .await;
+    let leader_index = (leader - 1) as usize;
+    let (_, _, end, _) = partition_view(&brokers[leader_index], "chaos")
+        .await
+        .map_or((0, 0, end, 0), |v| v);
+    wait_replicated(&brokers, &[0, 1, 2], "chaos", end).await;
+    let reference = log_bytes(&brokers[leader_index], "chaos");
+    for broker in &brokers {
+        assert!(
+            log_bytes(broker, "chaos") == reference,
+            "replicas hold byte-identical logs"
+        );
+    }
+    let client = brokers[leader_index].client().await;
+    let stored: Vec<String> = quiver_tests::fetch_all(&client, "chaos", 0, 0)
+        .await
+        .iter()
+        .map(|r| String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned())
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    for value in &stored {
+        assert!(seen.insert(value.clone()), "{value} stored twice");
+    }
+    for i in &acknowledged {
+        assert!(seen.contains(&format!("k-{i}")), "acknowledged k-{i} lost");
+    }
+    // Order per producer is kept: stored values are increasing.
+    let numbers: Vec<u64> = stored
+        .iter()
+        .filter_map(|v| v.strip_prefix("k-")?.parse().ok())
+        .collect();
+    assert!(
+        numbers.windows(2).all(|w| w[0] < w[1]),
+        "records out of order"
+    );
+    eprintln!(
+        "{KILLS} leader kills: {sent} sent, {} acknowledged, {} stored",
+        acknowledged.len(),
+        stored.len()
+    );
 }

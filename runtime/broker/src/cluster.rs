@@ -6,7 +6,7 @@
 //! controller on `DATA_DIR/controller`, serves the controllers' Raft RPCs on API
 //! `controller_rpc`, registers itself, heartbeats every [`HEARTBEAT_INTERVAL`], and,
 //! while its controller leads, fences every broker silent for longer than
-//! [`SESSION_TIMEOUT`]. Topics are created and deleted through the controller and
+//! `broker_session_timeout_ms` (6 s by default). Topics are created and deleted through the controller and
 //! materialised on every broker ([`reconcile_loop`]); produce and fetch are served by
 //! the partition leader ([`require_leader`]); replication itself is
 //! `crate::replication`. What this build does not do yet: add nodes that were not
@@ -35,8 +35,6 @@ use crate::server::{BrokerState, now_ms};
 
 /// How often a broker tells the controller it is alive.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
-/// A broker silent for this long is fenced by the controller leader.
-pub const SESSION_TIMEOUT: Duration = Duration::from_secs(6);
 
 /// `broker_epoch` before the controller accepted this broker's registration (epochs
 /// start at 0).
@@ -268,10 +266,10 @@ pub async fn membership_loop(state: Arc<BrokerState>, advertised: String) {
             Err(err) => tracing::debug!(%err, "heartbeat not delivered"),
         }
         if member.controller.is_leader() {
-            let silent = member.controller.metadata().brokers_to_fence(
-                now_ms_u64(),
-                u64::try_from(SESSION_TIMEOUT.as_millis()).unwrap_or(u64::MAX),
-            );
+            let silent = member
+                .controller
+                .metadata()
+                .brokers_to_fence(now_ms_u64(), state.config.broker_session_timeout_ms);
             for broker_id in silent {
                 match member
                     .controller

@@ -67,6 +67,8 @@ pub struct BrokerConfig {
     /// A follower that has not caught up with its leader for this long leaves the ISR
     /// (cluster mode; Kafka's `replica.lag.time.max.ms`).
     pub replica_lag_max_ms: u64,
+    /// A broker silent for this long is fenced by the controller leader (cluster mode).
+    pub broker_session_timeout_ms: u64,
 }
 
 impl Default for BrokerConfig {
@@ -92,6 +94,7 @@ impl Default for BrokerConfig {
             metrics: true,
             plugins: quiver_plugin_host::Limits::default(),
             replica_lag_max_ms: 10_000,
+            broker_session_timeout_ms: 6_000,
         }
     }
 }
@@ -124,6 +127,7 @@ pub struct ConfigFile {
     pub plugin_memory_bytes_max: Option<usize>,
     pub plugin_call_ms_max: Option<u64>,
     pub replica_lag_max_ms: Option<u64>,
+    pub broker_session_timeout_ms: Option<u64>,
 }
 
 /// Every key the file and the environment know, for `QUIVER_*` lookups.
@@ -152,6 +156,7 @@ pub const CONFIG_KEYS: &[&str] = &[
     "plugin_memory_bytes_max",
     "plugin_call_ms_max",
     "replica_lag_max_ms",
+    "broker_session_timeout_ms",
 ];
 
 impl BrokerConfig {
@@ -221,6 +226,10 @@ impl BrokerConfig {
         set(
             "replica_lag_max_ms",
             file.replica_lag_max_ms.map(|v| v.to_string()),
+        )?;
+        set(
+            "broker_session_timeout_ms",
+            file.broker_session_timeout_ms.map(|v| v.to_string()),
         )?;
         Ok(())
     }
@@ -322,6 +331,14 @@ impl BrokerConfig {
                     return Err(invalid(format!("{v} is not between 64 KiB and 4 GiB")));
                 }
                 self.plugins.memory_bytes_max = v;
+            }
+            "broker_session_timeout_ms" => {
+                let v = int(value)?;
+                // At least two heartbeat intervals, so one late heartbeat fences nobody.
+                if !(2_000..=600_000).contains(&v) {
+                    return Err(invalid(format!("{v} is not between 2000 and 600000 ms")));
+                }
+                self.broker_session_timeout_ms = v;
             }
             "replica_lag_max_ms" => {
                 let v = int(value)?;
