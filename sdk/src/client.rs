@@ -194,28 +194,38 @@ impl Client {
         {
             return Ok(conn.clone());
         }
-        let addr = self.inner.addr.to_string();
+        let conn = self.open(self.inner.addr, &self.inner.server_name).await?;
+        *slot = Some(conn.clone());
+        Ok(conn)
+    }
+
+    /// Opens a QUIC connection to `addr`, checking its certificate against
+    /// `server_name`, within the connect timeout.
+    async fn open(
+        &self,
+        addr: SocketAddr,
+        server_name: &str,
+    ) -> Result<quinn::Connection, ConnectError> {
+        let text = addr.to_string();
         let connecting = self
             .inner
             .endpoint
-            .connect(self.inner.addr, &self.inner.server_name)
+            .connect(addr, server_name)
             .map_err(|e| ConnectError::Connect {
-                addr: addr.clone(),
+                addr: text.clone(),
                 message: e.to_string(),
             })?;
         let after = self.inner.config.connect_timeout;
-        let conn = tokio::time::timeout(after, connecting)
+        tokio::time::timeout(after, connecting)
             .await
             .map_err(|_| ConnectError::Timeout {
-                addr: addr.clone(),
+                addr: text.clone(),
                 after,
             })?
             .map_err(|e| ConnectError::Connect {
-                addr,
+                addr: text,
                 message: e.to_string(),
-            })?;
-        *slot = Some(conn.clone());
-        Ok(conn)
+            })
     }
 
     /// A connection to `addr`: the bootstrap connection, or one to another broker of
@@ -233,32 +243,13 @@ impl Client {
         {
             return Ok(conn.clone());
         }
-        let text = addr.to_string();
         let name = self
             .inner
             .config
             .server_name
             .clone()
             .unwrap_or_else(|| addr.ip().to_string());
-        let connecting =
-            self.inner
-                .endpoint
-                .connect(addr, &name)
-                .map_err(|e| ConnectError::Connect {
-                    addr: text.clone(),
-                    message: e.to_string(),
-                })?;
-        let after = self.inner.config.connect_timeout;
-        let conn = tokio::time::timeout(after, connecting)
-            .await
-            .map_err(|_| ConnectError::Timeout {
-                addr: text.clone(),
-                after,
-            })?
-            .map_err(|e| ConnectError::Connect {
-                addr: text,
-                message: e.to_string(),
-            })?;
+        let conn = self.open(addr, &name).await?;
         others.insert(addr, conn.clone());
         Ok(conn)
     }

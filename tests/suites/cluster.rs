@@ -60,38 +60,7 @@ fn active(status: &ClusterStatusResponse, id: u32) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_three_broker_cluster_survives_losing_its_controller_leader() {
     let root = tempfile::tempdir().expect("tempdir");
-    let ports = free_ports(NODES as usize);
-    let seeds: Vec<String> = (1..=NODES)
-        .zip(&ports)
-        .map(|(id, port)| format!("{id}@127.0.0.1:{port}"))
-        .collect();
-    let seeds = seeds.join(",");
-    let dirs: Vec<_> = (1..=NODES)
-        .map(|id| root.path().join(format!("node-{id}")))
-        .collect();
-    let start = |index: usize| {
-        let id = (index + 1).to_string();
-        Broker::start_with(
-            &dirs[index],
-            &[
-                ("QUIVER_NODE_ID", id.as_str()),
-                ("QUIVER_SEEDS", seeds.as_str()),
-            ],
-            Some(ports[index]),
-        )
-    };
-    // The first node makes the cluster's CA and certificate (for 127.0.0.1); the
-    // others start with copies, so every broker trusts every other.
-    let mut brokers = vec![start(0)];
-    for dir in &dirs[1..] {
-        let tls = dir.join("tls");
-        std::fs::create_dir_all(&tls).expect("tls dir");
-        for file in ["ca.pem", "ca.key", "server.pem", "server.key"] {
-            std::fs::copy(dirs[0].join("tls").join(file), tls.join(file)).expect("copy tls");
-        }
-    }
-    brokers.push(start(1));
-    brokers.push(start(2));
+    let mut brokers = start_cluster(root.path(), &[]);
 
     let formed = wait_for(
         &brokers[1],
@@ -294,6 +263,28 @@ fn start_cluster(root: &std::path::Path, env: &[(&str, &str)]) -> Vec<Broker> {
     brokers
 }
 
+/// Checks that every replica holds the leader's log byte for byte, and returns the
+/// values stored, in offset order.
+async fn identical_logs_and_values(
+    brokers: &[Broker],
+    leader_index: usize,
+    topic: &str,
+) -> Vec<String> {
+    let reference = log_bytes(&brokers[leader_index], topic);
+    for broker in brokers {
+        assert!(
+            log_bytes(broker, topic) == reference,
+            "replicas hold byte-identical logs"
+        );
+    }
+    let client = brokers[leader_index].client().await;
+    quiver_tests::fetch_all(&client, topic, 0, 0)
+        .await
+        .iter()
+        .map(|r| String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned())
+        .collect()
+}
+
 /// Every byte of a replica's log files, in segment order.
 fn log_bytes(broker: &Broker, topic: &str) -> Vec<u8> {
     let mut files = broker.log_files(topic, 0);
@@ -397,19 +388,7 @@ async fn a_replicated_partition_keeps_every_acknowledged_record_across_a_leader_
         .expect("leader view");
     assert_eq!(end, 4000);
     wait_replicated(&brokers, &[0, 1, 2], "rep", end).await;
-    let reference = log_bytes(&brokers[new_index], "rep");
-    for broker in &brokers {
-        assert!(
-            log_bytes(broker, "rep") == reference,
-            "replicas identical after the failover"
-        );
-    }
-    let client = brokers[new_index].client().await;
-    let values: Vec<String> = quiver_tests::fetch_all(&client, "rep", 0, 0)
-        .await
-        .iter()
-        .map(|r| String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned())
-        .collect();
+    let values = identical_logs_and_values(&brokers, new_index, "rep").await;
     let expected: Vec<String> = (0..3000)
         .map(|i| format!("first-{i}"))
         .chain((0..1000).map(|i| format!("second-{i}")))
@@ -635,19 +614,7 @@ async fn an_idempotent_producer_keeps_exactly_once_while_the_leader_is_killed_te
         .await
         .map_or((0, 0, end, 0), |v| v);
     wait_replicated(&brokers, &[0, 1, 2], "chaos", end).await;
-    let reference = log_bytes(&brokers[leader_index], "chaos");
-    for broker in &brokers {
-        assert!(
-            log_bytes(broker, "chaos") == reference,
-            "replicas hold byte-identical logs"
-        );
-    }
-    let client = brokers[leader_index].client().await;
-    let stored: Vec<String> = quiver_tests::fetch_all(&client, "chaos", 0, 0)
-        .await
-        .iter()
-        .map(|r| String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned())
-        .collect();
+    let stored = identical_logs_and_values(&brokers, leader_index, "chaos").await;
     let mut seen = std::collections::HashSet::new();
     for value in &stored {
         assert!(seen.insert(value.clone()), "{value} stored twice");
