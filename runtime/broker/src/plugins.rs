@@ -194,10 +194,12 @@ async fn dead_letter(
 
 /// Sends a batch a plugin failed on to the attachment's dead-letter topic, with the
 /// failure's headers, and counts it. `failure` is a [`ChainOutcome::DeadLetter`].
+/// The batch is decoded again here, on this rare path, so that the common one hands
+/// its records to the chain without keeping a copy.
 async fn dead_letter_batch(
     state: &BrokerState,
     failure: ChainOutcome,
-    records: Vec<DecodedRecord>,
+    batch: &Bytes,
     topic: &str,
     index: u32,
     stage: PluginStage,
@@ -212,6 +214,7 @@ async fn dead_letter_batch(
         return Ok(());
     };
     tracing::warn!(%plugin, %topic, partition = index, %stage, %error, dead_letter = %dlq, "plugin failed; batch dead-lettered");
+    let records = decode_records(batch).map_err(corrupt)?;
     let count = records.len() as u64;
     dead_letter(
         state,
@@ -254,7 +257,7 @@ pub async fn produce_through(
     let original = batch.freeze();
     let records = decode_records(&original).map_err(corrupt)?;
     let stage = PluginStage::Produce;
-    let rewritten = match run(state, &steps, stage, records.clone()) {
+    let rewritten = match run(state, &steps, stage, records) {
         ChainOutcome::Unchanged => {
             return Ok(blocking(|| {
                 partition.append(BytesMut::from(original), now)
@@ -271,7 +274,7 @@ pub async fn produce_through(
             produce_batch(&header, Vec::new(), limit).map_err(corrupt)?
         }
         failure @ ChainOutcome::DeadLetter { .. } => {
-            dead_letter_batch(state, failure, records, topic, index, stage).await?;
+            dead_letter_batch(state, failure, &original, topic, index, stage).await?;
             produce_batch(&header, Vec::new(), limit).map_err(corrupt)?
         }
     };
@@ -324,7 +327,7 @@ pub async fn fetch_through(
                 format!("stored batch unreadable: {e}"),
             )
         })?;
-        match run(state, steps, stage, records.clone()) {
+        match run(state, steps, stage, records) {
             ChainOutcome::Unchanged => out.push(batch),
             ChainOutcome::Records(kept) => out.extend(fetch_batches(&header, kept)),
             ChainOutcome::Failed { plugin, error } => {
@@ -339,7 +342,7 @@ pub async fn fetch_through(
                 out.extend(fetch_batches(&header, Vec::new()));
             }
             failure @ ChainOutcome::DeadLetter { .. } => {
-                dead_letter_batch(state, failure, records, topic, index, stage).await?;
+                dead_letter_batch(state, failure, &batch, topic, index, stage).await?;
                 out.extend(fetch_batches(&header, Vec::new()));
             }
         }

@@ -538,18 +538,15 @@ pub async fn handle_replica_fetch(
                     req.max_bytes.max(1) as usize,
                     log_end_offset,
                 )?;
-                let mut batches = BytesMut::with_capacity(slice.bytes);
-                for batch in slice.batches {
-                    batches.extend_from_slice(&batch);
-                }
-                return Ok(Outgoing::Frame(
-                    ReplicaFetchResponse::Records {
-                        high_watermark,
-                        log_end_offset,
-                        batches: batches.freeze(),
-                    }
-                    .encode_frame(),
+                // Stored batches go out as slices of the log, as for consumers.
+                let mut chunks = Vec::with_capacity(slice.batches.len() + 1);
+                chunks.push(ReplicaFetchResponse::encode_records_head(
+                    high_watermark,
+                    log_end_offset,
+                    slice.bytes,
                 ));
+                chunks.extend(slice.batches);
+                return Ok(Outgoing::Chunks(chunks));
             }
             FetchReply::Diverging {
                 diverging,

@@ -110,7 +110,6 @@ pub fn run_chain(
 ) -> ChainRun {
     let mut reports = Vec::with_capacity(steps.len());
     let mut current = records;
-    let mut original: Option<Vec<DecodedRecord>> = None;
     let mut changed = false;
     for step in steps {
         if current.is_empty() {
@@ -128,11 +127,6 @@ pub fn run_chain(
         };
         match result {
             Ok((outcome, memory)) => {
-                if original.is_none()
-                    && !matches!(&outcome, Outcome::Keep(k) if k.iter().all(|k| *k))
-                {
-                    original = Some(current.clone());
-                }
                 let (next, did_change) = apply(current, outcome);
                 changed |= did_change;
                 current = next;

@@ -290,6 +290,24 @@ pub enum ReplicaFetchResponse {
     },
 }
 
+impl ReplicaFetchResponse {
+    /// The frame of a records answer up to and including its batches' length, so the
+    /// leader sends the stored batches after it as separate chunks, never copying them.
+    pub fn encode_records_head(
+        high_watermark: u64,
+        log_end_offset: u64,
+        batches_len: usize,
+    ) -> Bytes {
+        let mut buf = crate::frame::begin_response(21);
+        buf.put_u8(0);
+        buf.put_u64(high_watermark);
+        buf.put_u64(log_end_offset);
+        buf.put_u32(batches_len as u32);
+        crate::frame::seal_frame(&mut buf, batches_len);
+        buf.freeze()
+    }
+}
+
 impl ResponseBody for ReplicaFetchResponse {
     fn encode_body(&self, buf: &mut BytesMut) {
         match self {
@@ -391,5 +409,17 @@ mod replica_fetch_tests {
                 response
             );
         }
+        // The head plus the batches as chunks is the same frame.
+        let batches = Bytes::from_static(b"batch bytes");
+        let whole = ReplicaFetchResponse::Records {
+            high_watermark: 5,
+            log_end_offset: 9,
+            batches: batches.clone(),
+        }
+        .encode_frame();
+        let mut chunked =
+            BytesMut::from(&ReplicaFetchResponse::encode_records_head(5, 9, batches.len())[..]);
+        chunked.extend_from_slice(&batches);
+        assert_eq!(chunked.freeze(), whole);
     }
 }
