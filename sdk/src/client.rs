@@ -115,6 +115,8 @@ pub struct Client {
     inner: Arc<Inner>,
 }
 
+type Routes = std::collections::HashMap<String, std::collections::HashMap<u32, SocketAddr>>;
+
 struct Inner {
     config: ClientConfig,
     endpoint: quinn::Endpoint,
@@ -124,7 +126,8 @@ struct Inner {
     /// In a cluster: the broker leading each partition this client produced to or
     /// fetched from, learned from metadata and forgotten on `NOT_LEADER` or a lost
     /// connection.
-    routes: std::sync::Mutex<std::collections::HashMap<(String, u32), SocketAddr>>,
+    /// By topic, then partition, so a lookup by `&str` allocates nothing.
+    routes: std::sync::Mutex<Routes>,
     /// Every broker the last metadata named, to ask when the bootstrap broker is gone.
     known_brokers: std::sync::Mutex<Vec<SocketAddr>>,
     /// Connections to brokers other than the bootstrap one.
@@ -257,23 +260,21 @@ impl Client {
     /// The broker to send a partition's produce or fetch to: its leader when this
     /// client knows it (from cluster metadata), else the bootstrap broker.
     async fn route(&self, topic: &str, partition: u32) -> Option<SocketAddr> {
-        let key = (topic.to_owned(), partition);
-        if let Some(addr) = self
-            .inner
-            .routes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-        {
-            return Some(*addr);
+        let known = |client: &Self| {
+            client
+                .inner
+                .routes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(topic)
+                .and_then(|partitions| partitions.get(&partition))
+                .copied()
+        };
+        if let Some(addr) = known(self) {
+            return Some(addr);
         }
         self.refresh_routes(topic).await;
-        self.inner
-            .routes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-            .copied()
+        known(self)
     }
 
     /// Learns `topic`'s partition leaders from the first broker that answers. A lone
@@ -306,7 +307,10 @@ impl Client {
                 let mut routes = self.inner.routes.lock().unwrap_or_else(|p| p.into_inner());
                 for t in &metadata.topics {
                     for p in &t.partitions {
-                        routes.insert((t.name.clone(), p.partition), self.inner.addr);
+                        routes
+                            .entry(t.name.clone())
+                            .or_default()
+                            .insert(p.partition, self.inner.addr);
                     }
                 }
                 return;
@@ -328,7 +332,10 @@ impl Client {
             for t in &metadata.topics {
                 for p in &t.partitions {
                     if let Some(addr) = addrs.get(&p.leader) {
-                        routes.insert((t.name.clone(), p.partition), *addr);
+                        routes
+                            .entry(t.name.clone())
+                            .or_default()
+                            .insert(p.partition, *addr);
                     }
                 }
             }
@@ -347,7 +354,8 @@ impl Client {
                 .routes
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .remove(&(topic.to_owned(), partition));
+                .get_mut(topic)
+                .map(|partitions| partitions.remove(&partition));
         }
     }
 
