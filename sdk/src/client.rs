@@ -109,6 +109,24 @@ pub struct ProduceReceipt {
     pub log_append_time: i64,
 }
 
+/// How many times a group request looks for a moved coordinator before failing.
+const COORDINATOR_ATTEMPTS: u32 = 6;
+/// The wait before looking again, times the attempt number.
+const COORDINATOR_BACKOFF: Duration = Duration::from_millis(250);
+
+/// The APIs a consumer group coordinator serves.
+fn is_group_api(api: quiver_wire::ApiKey) -> bool {
+    use quiver_wire::ApiKey;
+    matches!(
+        api,
+        ApiKey::OffsetCommit
+            | ApiKey::OffsetFetch
+            | ApiKey::GroupHeartbeat
+            | ApiKey::ListGroups
+            | ApiKey::DescribeGroup
+    )
+}
+
 /// A connection to one broker. Cheap to clone; clones share the connection.
 #[derive(Clone)]
 pub struct Client {
@@ -130,6 +148,10 @@ struct Inner {
     routes: std::sync::Mutex<Routes>,
     /// Every broker the last metadata named, to ask when the bootstrap broker is gone.
     known_brokers: std::sync::Mutex<Vec<SocketAddr>>,
+    /// The broker coordinating consumer groups (in a cluster, the controller leader);
+    /// `None` sends group requests to the bootstrap broker, as a standalone broker
+    /// coordinates its own groups.
+    coordinator: std::sync::Mutex<Option<SocketAddr>>,
     /// Connections to brokers other than the bootstrap one.
     others: tokio::sync::Mutex<std::collections::HashMap<SocketAddr, quinn::Connection>>,
 }
@@ -178,6 +200,7 @@ impl Client {
                 connection: tokio::sync::Mutex::new(None),
                 routes: std::sync::Mutex::new(std::collections::HashMap::new()),
                 known_brokers: std::sync::Mutex::new(Vec::new()),
+                coordinator: std::sync::Mutex::new(None),
                 others: tokio::sync::Mutex::new(std::collections::HashMap::new()),
             }),
         };
@@ -405,12 +428,93 @@ impl Client {
         self.round_trip(&mut [frame], Duration::ZERO).await
     }
 
-    /// Sends any request and decodes its typed response.
+    /// Sends any request and decodes its typed response. Consumer group requests go
+    /// to the group coordinator.
     pub async fn call<R: Rpc>(&self, request: &R) -> Result<R::Response, RequestError> {
-        let body = self
-            .round_trip(&mut [request.encode_frame()], Duration::ZERO)
-            .await?;
+        let mut frame = [request.encode_frame()];
+        let body = if is_group_api(R::API) {
+            self.coordinator_round_trip(&mut frame).await?
+        } else {
+            self.round_trip(&mut frame, Duration::ZERO).await?
+        };
         R::Response::decode_body(body).map_err(|e| RequestError::Protocol(e.to_string()))
+    }
+
+    /// Sends a group request to the coordinator this client knows, finding it again
+    /// (and retrying, a bounded number of times) when the broker answers
+    /// `NOT_COORDINATOR` or cannot be reached.
+    async fn coordinator_round_trip(&self, frame: &mut [Bytes]) -> Result<Bytes, RequestError> {
+        let mut attempt = 0u32;
+        loop {
+            let addr = *self
+                .inner
+                .coordinator
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let err = match self.round_trip_to(addr, frame, Duration::ZERO).await {
+                Ok(body) => return Ok(body),
+                Err(err) => err,
+            };
+            let moved = err.code() == Some(quiver_wire::ErrorCode::NotCoordinator)
+                || matches!(
+                    err,
+                    RequestError::ConnectionLost(_) | RequestError::Connect(_)
+                );
+            if !moved || attempt >= COORDINATOR_ATTEMPTS {
+                return Err(err);
+            }
+            attempt += 1;
+            let found = self.find_coordinator().await;
+            if found.is_none() || found == addr {
+                // An election in progress: give it time.
+                tokio::time::sleep(COORDINATOR_BACKOFF * attempt).await;
+            }
+            *self
+                .inner
+                .coordinator
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = found;
+        }
+    }
+
+    /// Asks the bootstrap broker, then the others this client knows, where groups
+    /// are coordinated: `None` for a standalone broker or when nobody knows yet.
+    async fn find_coordinator(&self) -> Option<SocketAddr> {
+        let mut candidates = vec![None];
+        candidates.extend(
+            self.inner
+                .known_brokers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .map(|a| Some(*a)),
+        );
+        let request = quiver_wire::cluster::ClusterStatusRequest.encode_frame();
+        for candidate in candidates {
+            let Ok(body) = self
+                .round_trip_to(candidate, &mut [request.clone()], Duration::ZERO)
+                .await
+            else {
+                continue;
+            };
+            let Ok(status) = quiver_wire::cluster::ClusterStatusResponse::decode_body(body) else {
+                continue;
+            };
+            if status.mode == "standalone" {
+                return None;
+            }
+            if status.controller_leader.is_none() {
+                continue;
+            }
+            let resolved = tokio::net::lookup_host(status.controller_leader_address.as_str())
+                .await
+                .ok()
+                .and_then(|mut addrs| addrs.next());
+            if resolved.is_some() {
+                return resolved;
+            }
+        }
+        None
     }
 
     /// Creates a topic. `configs` are Kafka-style keys such as `retention.ms`.

@@ -6,11 +6,14 @@
 //! controller on `DATA_DIR/controller`, serves the controllers' Raft RPCs on API
 //! `controller_rpc`, registers itself, heartbeats every [`HEARTBEAT_INTERVAL`], and,
 //! while its controller leads, fences every broker silent for longer than
-//! `broker_session_timeout_ms` (6 s by default). Topics are created and deleted through the controller and
-//! materialised on every broker ([`reconcile_loop`]); produce and fetch are served by
-//! the partition leader ([`require_leader`]); replication itself is
-//! `crate::replication`. What this build does not do yet: add nodes that were not
-//! founding seeds.
+//! `broker_session_timeout_ms` (6 s by default). Topics are created and deleted
+//! through the controller and materialised on every broker ([`reconcile_loop`]), as
+//! are plugin versions and attachments (`crate::plugins::sync_with_controller`);
+//! produce and fetch are served by the partition leader ([`require_leader`]);
+//! replication itself is `crate::replication`. Consumer groups are coordinated by
+//! the controller leader, which commits their offsets through the controller
+//! ([`group_coordinator`]). A node that was not a founding seed joins with
+//! [`join_loop`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -217,6 +220,42 @@ fn now_ms_u64() -> u64 {
     u64::try_from(now_ms()).unwrap_or(0)
 }
 
+/// How often a joining node asks the cluster again to add it.
+const JOIN_RETRY: Duration = Duration::from_secs(2);
+
+/// For a node that was not a founding seed: asks the seeds' cluster to add this
+/// node's controller to the voters, until it is one. A node that joined before and
+/// restarts is a voter already and asks nothing.
+pub async fn join_loop(state: Arc<BrokerState>, advertised: String) {
+    let Some(member) = state.cluster.get() else {
+        return;
+    };
+    let seeds: Vec<(u64, String)> = state
+        .config
+        .seeds
+        .iter()
+        .map(|(id, addr)| (u64::from(*id), addr.to_string()))
+        .collect();
+    let mut shutdown = state.shutdown.subscribe();
+    loop {
+        if member.controller.is_voter() {
+            tracing::info!("this node's controller is a voter of the cluster");
+            return;
+        }
+        match member.controller.join(&seeds, &advertised).await {
+            Ok(()) => {
+                tracing::info!(address = %advertised, "joined the cluster's controller quorum");
+                return;
+            }
+            Err(err) => tracing::warn!(%err, "cannot join the cluster yet"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(JOIN_RETRY) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
 /// Registers this broker, then heartbeats until shutdown; while this broker's
 /// controller leads, fences brokers whose heartbeats stopped.
 pub async fn membership_loop(state: Arc<BrokerState>, advertised: String) {
@@ -313,6 +352,9 @@ fn rejected(err: &quiver_cluster::CommandError) -> RequestError {
         "UNKNOWN_TOPIC" => ErrorCode::UnknownTopic,
         "INVALID_TOPIC_NAME" => ErrorCode::InvalidTopicName,
         "INVALID_CONFIG" => ErrorCode::InvalidConfig,
+        "UNKNOWN_TOPIC_OR_PARTITION" => ErrorCode::UnknownPartition,
+        "INVALID_PLUGIN" | "INVALID_ATTACHMENT" => ErrorCode::InvalidPlugin,
+        "UNKNOWN_PLUGIN" | "NOT_ATTACHED" => ErrorCode::UnknownPlugin,
         _ => ErrorCode::InvalidRequest,
     };
     RequestError::new(code, format!("controller refused: {err}"))
@@ -426,8 +468,12 @@ pub fn require_leader(
     }
 }
 
+/// How soon a broker tries again to install a plugin version it could not fetch.
+const PLUGIN_SYNC_RETRY: Duration = Duration::from_secs(1);
+
 /// Keeps this broker's topics in line with the controller's metadata: creates the
-/// topics it does not hold yet and deletes those the controller deleted. The broker's
+/// topics it does not hold yet and deletes those the controller deleted; then its
+/// replicas and its plugin registry. The broker's
 /// internal topics are its own and left alone.
 pub async fn reconcile_loop(state: Arc<BrokerState>) {
     let Some(member) = state.cluster.get() else {
@@ -482,9 +528,103 @@ pub async fn reconcile_loop(state: Arc<BrokerState>) {
             }
         }
         crate::replication::reconcile(&state, member).await;
+        // A plugin version whose module no broker served yet is tried again soon.
+        let plugins_complete = crate::plugins::sync_with_controller(&state, member).await;
         tokio::select! {
             changed = versions.changed() => if changed.is_err() { return },
+            _ = tokio::time::sleep(PLUGIN_SYNC_RETRY), if !plugins_complete => {}
             _ = shutdown.changed() => return,
         }
+    }
+}
+
+/// In cluster mode, consumer groups are coordinated by the controller leader: group
+/// membership lives in one place, committed offsets are proposed to the controller
+/// there and read back linearizably. Returns `None` for a standalone broker (which
+/// coordinates its own groups), the member when this broker's controller leads, and
+/// `NOT_COORDINATOR` naming the leader otherwise.
+pub fn group_coordinator(state: &BrokerState) -> Result<Option<&ClusterMember>, RequestError> {
+    let Some(member) = state.cluster.get() else {
+        return Ok(None);
+    };
+    if member.controller.is_leader() {
+        return Ok(Some(member));
+    }
+    let message = match member.controller.leader() {
+        Some((id, addr)) => {
+            format!("consumer groups are coordinated by the controller leader, node {id} at {addr}")
+        }
+        None => "consumer groups are coordinated by the controller leader, and none is elected yet"
+            .to_owned(),
+    };
+    Err(RequestError::new(ErrorCode::NotCoordinator, message))
+}
+
+/// Stores a group's committed offsets through the controller: all or none, answered
+/// once committed by a quorum and applied.
+pub async fn commit_offsets(
+    member: &ClusterMember,
+    group: &str,
+    offsets: &[quiver_wire::group::CommittedOffset],
+) -> Result<(), RequestError> {
+    let command = MetadataCommand::CommitOffsets {
+        group: group.to_owned(),
+        offsets: offsets
+            .iter()
+            .map(|o| quiver_cluster::metadata::OffsetCommit {
+                topic: o.topic.clone(),
+                partition: o.partition,
+                offset: o.offset,
+                metadata: o.metadata.clone(),
+            })
+            .collect(),
+    };
+    match member
+        .controller
+        .propose(command)
+        .await
+        .map_err(coordinator_error)?
+    {
+        MetadataResponse::Rejected(err) => Err(rejected(&err)),
+        _ => Ok(()),
+    }
+}
+
+/// The controller's metadata as of now, for reads of committed offsets that must see
+/// every earlier commit.
+pub async fn current_metadata(
+    member: &ClusterMember,
+) -> Result<Arc<quiver_cluster::MetadataState>, RequestError> {
+    member
+        .controller
+        .linearizable_metadata()
+        .await
+        .map_err(coordinator_error)
+}
+
+/// A controller that stopped leading mid-request is no longer the coordinator.
+fn coordinator_error(err: quiver_cluster::ProposeError) -> RequestError {
+    match err {
+        quiver_cluster::ProposeError::NotLeader { .. } => RequestError::new(
+            ErrorCode::NotCoordinator,
+            format!("this broker stopped coordinating groups: {err}"),
+        ),
+        other => propose_error(other),
+    }
+}
+
+/// Commits a plugin registry change (upload, attach, detach) through the controller.
+pub async fn propose_plugin_change(
+    member: &ClusterMember,
+    command: MetadataCommand,
+) -> Result<(), RequestError> {
+    match member
+        .controller
+        .propose(command)
+        .await
+        .map_err(propose_error)?
+    {
+        MetadataResponse::Rejected(err) => Err(rejected(&err)),
+        _ => Ok(()),
     }
 }

@@ -364,6 +364,12 @@ impl BrokerConfig {
         Ok(())
     }
 
+    /// Whether this node joins a running cluster: `seeds` name other nodes but not
+    /// this one (a founding node is among its seeds).
+    pub fn joins_cluster(&self) -> bool {
+        !self.seeds.is_empty() && !self.seeds.iter().any(|(id, _)| *id == self.node_id)
+    }
+
     /// Checks relations between settings that each parsed on its own.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.tls_cert.is_some() != self.tls_key.is_some() {
@@ -372,13 +378,13 @@ impl BrokerConfig {
                 message: "tls_cert and tls_key must be given together".into(),
             });
         }
-        let founding = self.seeds.iter().any(|(id, _)| *id != self.node_id);
-        if founding && !self.seeds.iter().any(|(id, _)| *id == self.node_id) {
+        if self.joins_cluster() && self.listen.ip().is_unspecified() {
+            // A joining node tells the cluster where to reach it: its listen address.
             return Err(ConfigError::Invalid {
-                key: "seeds".into(),
+                key: "listen".into(),
                 message: format!(
-                    "node {} is not among the seeds: list every founding node, this one included (joining a running cluster later is not available yet)",
-                    self.node_id
+                    "node {} joins a running cluster (it is not among the seeds), so it must listen on an address the others can reach, not {}",
+                    self.node_id, self.listen
                 ),
             });
         }
@@ -458,9 +464,15 @@ mod tests {
             .set("seeds", "2@127.0.0.1:7430,3@127.0.0.1:7440")
             .expect("parses");
         assert!(
-            config.validate().is_err(),
-            "seeds that leave this node out are refused"
+            config.validate().is_ok(),
+            "seeds that leave this node out: it joins their cluster"
         );
+        config.set("listen", "0.0.0.0:7420").expect("parses");
+        assert!(
+            config.validate().is_err(),
+            "a joining node must listen on an address the others can reach"
+        );
+        config.set("listen", "127.0.0.1:7420").expect("parses");
         config
             .set("seeds", "1@127.0.0.1:7420,1@127.0.0.1:7430")
             .expect("parses");

@@ -18,7 +18,7 @@ use quiver_wire::topic::validate_topic_name;
 use quiver_wire::{ApiKey, ErrorCode};
 
 use crate::group::{GroupCoordinator, GroupError, Heartbeat, validate_group_id};
-use crate::offsets::{OFFSETS_TOPIC, OffsetStore};
+use crate::offsets::{OFFSETS_TOPIC, OffsetStore, OffsetView};
 use crate::partition::{DurabilityError, Partition, PartitionAppendError};
 use crate::server::{BrokerState, now_ms};
 use crate::topic::TopicError;
@@ -146,14 +146,15 @@ pub async fn handle(frame: RequestFrame, state: &Arc<BrokerState>, answered: boo
         )),
         Request::InitProducerId(_) => init_producer_id(state).await,
         Request::OffsetCommit(req) => offset_commit(req, state).await,
-        Request::OffsetFetch(req) => offset_fetch(req, state),
+        Request::OffsetFetch(req) => offset_fetch(req, state).await,
         Request::GroupHeartbeat(req) => group_heartbeat(req, state),
-        Request::ListGroups(_) => list_groups(state),
+        Request::ListGroups(_) => list_groups(state).await,
         Request::DescribeGroup(req) => describe_group(req, state),
         Request::PluginUpload(req) => crate::plugins::upload(req, state).await,
         Request::PluginList(_) => crate::plugins::list(state),
         Request::PluginAttach(req) => crate::plugins::attach(req, state).await,
-        Request::PluginDetach(req) => crate::plugins::detach(req, state),
+        Request::PluginDetach(req) => crate::plugins::detach(req, state).await,
+        Request::PluginModule(req) => crate::plugins::module(req, state),
         Request::ControllerRpc(req) => crate::cluster::handle_rpc(req, state).await,
         Request::ClusterStatus(_) => crate::cluster::status(state),
         Request::ReplicaFetch(req) => crate::replication::handle_replica_fetch(req, state).await,
@@ -241,7 +242,7 @@ async fn produce(
         {
             let steps = state
                 .plugins
-                .chain(topic, quiver_wire::plugin::PluginStage::Produce);
+                .chain(topic, quiver_wire::plugin::PluginStage::Produce)?;
             crate::plugins::produce_through(state, &partition, topic, index, steps, batch, now)
                 .await
         } else {
@@ -639,15 +640,21 @@ fn coordinator(state: &BrokerState) -> std::sync::MutexGuard<'_, GroupCoordinato
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Commits offsets: checks the member, writes them to the offsets topic, waits until
-/// that write is durable, then makes them visible.
+/// Commits offsets: checks the member, then stores them durably before answering:
+/// standalone in the offsets topic (visible once fsynced), in a cluster through the
+/// controller (visible once a quorum committed them).
 async fn offset_commit(
     req: OffsetCommitRequest,
     state: &Arc<BrokerState>,
 ) -> Result<Outgoing, RequestError> {
+    let cluster = crate::cluster::group_coordinator(state)?;
     coordinator(state).check_commit(&req.group, &req.member_id, req.member_epoch)?;
     for o in &req.offsets {
         partition(state, &o.topic, o.partition)?;
+    }
+    if let Some(member) = cluster {
+        crate::cluster::commit_offsets(member, &req.group, &req.offsets).await?;
+        return Ok(Outgoing::Frame(Empty.encode_frame()));
     }
     let Some(batch) = OffsetStore::encode_commit(&req.group, &req.offsets, now_ms()) else {
         return Ok(Outgoing::Frame(Empty.encode_frame()));
@@ -663,11 +670,23 @@ async fn offset_commit(
     Ok(Outgoing::Frame(Empty.encode_frame()))
 }
 
-fn offset_fetch(req: OffsetFetchRequest, state: &BrokerState) -> Result<Outgoing, RequestError> {
+/// Where committed offsets are read from: this broker's offsets topic, or (in a
+/// cluster) the controller's metadata as of now.
+async fn committed_offsets(state: &BrokerState) -> Result<OffsetView<'_>, RequestError> {
+    Ok(match crate::cluster::group_coordinator(state)? {
+        None => OffsetView::Local(&state.offsets),
+        Some(member) => OffsetView::Cluster(crate::cluster::current_metadata(member).await?),
+    })
+}
+
+async fn offset_fetch(
+    req: OffsetFetchRequest,
+    state: &BrokerState,
+) -> Result<Outgoing, RequestError> {
     validate_group_id(&req.group)?;
+    let view = committed_offsets(state).await?;
     let offsets = match req.partitions {
-        None => state
-            .offsets
+        None => view
             .of_group(&req.group)
             .into_iter()
             .map(|c| (c.topic.clone(), c.partition, Some(c)))
@@ -676,7 +695,7 @@ fn offset_fetch(req: OffsetFetchRequest, state: &BrokerState) -> Result<Outgoing
             .iter()
             .flat_map(|tp| tp.partitions.iter().map(move |p| (tp.topic.clone(), *p)))
             .map(|(topic, p)| {
-                let committed = state.offsets.get(&req.group, &topic, p);
+                let committed = view.get(&req.group, &topic, p);
                 (topic, p, committed)
             })
             .collect(),
@@ -690,6 +709,7 @@ fn group_heartbeat(
     req: GroupHeartbeatRequest,
     state: &BrokerState,
 ) -> Result<Outgoing, RequestError> {
+    crate::cluster::group_coordinator(state)?;
     if let Some(topics) = &req.subscription {
         for t in topics {
             if state.topics.get(t).is_none() {
@@ -722,9 +742,13 @@ fn group_heartbeat(
     Ok(Outgoing::Frame(response.encode_frame()))
 }
 
-fn list_groups(state: &BrokerState) -> Result<Outgoing, RequestError> {
-    let mut groups: BTreeMap<String, u32> =
-        state.offsets.groups().into_iter().map(|g| (g, 0)).collect();
+async fn list_groups(state: &BrokerState) -> Result<Outgoing, RequestError> {
+    let mut groups: BTreeMap<String, u32> = committed_offsets(state)
+        .await?
+        .groups()
+        .into_iter()
+        .map(|g| (g, 0))
+        .collect();
     for (group, members) in coordinator(state).list() {
         groups.insert(group, members);
     }
@@ -741,6 +765,7 @@ fn describe_group(
     state: &BrokerState,
 ) -> Result<Outgoing, RequestError> {
     validate_group_id(&req.group)?;
+    crate::cluster::group_coordinator(state)?;
     let (group_epoch, members) = coordinator(state).describe(&req.group);
     Ok(Outgoing::Frame(
         DescribeGroupResponse {

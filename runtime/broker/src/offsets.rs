@@ -179,3 +179,54 @@ impl OffsetStore {
         groups
     }
 }
+
+/// Committed offsets as one request reads them: this broker's own table, or a
+/// cluster's, from the controller's metadata.
+pub enum OffsetView<'a> {
+    Local(&'a OffsetStore),
+    Cluster(std::sync::Arc<quiver_cluster::MetadataState>),
+}
+
+impl OffsetView<'_> {
+    pub fn get(&self, group: &str, topic: &str, partition: u32) -> Option<CommittedOffset> {
+        match self {
+            OffsetView::Local(store) => store.get(group, topic, partition),
+            OffsetView::Cluster(metadata) => metadata
+                .committed_offset(group, topic, partition)
+                .map(|c| CommittedOffset {
+                    topic: topic.to_owned(),
+                    partition,
+                    offset: c.offset,
+                    metadata: c.metadata.clone(),
+                }),
+        }
+    }
+
+    /// Every offset a group committed, by topic and partition.
+    pub fn of_group(&self, group: &str) -> Vec<CommittedOffset> {
+        match self {
+            OffsetView::Local(store) => store.of_group(group),
+            OffsetView::Cluster(metadata) => metadata
+                .group_offsets(group)
+                .map(|(key, c)| CommittedOffset {
+                    topic: key.topic.clone(),
+                    partition: key.partition,
+                    offset: c.offset,
+                    metadata: c.metadata.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Groups that committed something, sorted.
+    pub fn groups(&self) -> Vec<String> {
+        match self {
+            OffsetView::Local(store) => store.groups(),
+            OffsetView::Cluster(metadata) => {
+                let groups: std::collections::BTreeSet<&String> =
+                    metadata.offsets().keys().map(|k| &k.group).collect();
+                groups.into_iter().cloned().collect()
+            }
+        }
+    }
+}

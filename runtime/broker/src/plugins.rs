@@ -10,6 +10,7 @@
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use quiver_cluster::MetadataCommand;
 use quiver_log::{AppendInfo, SequenceCheck};
 use quiver_plugin_host::chain::{
     ChainOutcome, dead_letter_records, fetch_batches, produce_batch, run_chain,
@@ -21,10 +22,11 @@ use quiver_wire::batch::{
 };
 use quiver_wire::message::{Empty, ResponseBody};
 use quiver_wire::plugin::{
-    OnError, PluginAttachRequest, PluginDetachRequest, PluginListResponse, PluginStage,
-    PluginUploadRequest,
+    OnError, PluginAttachRequest, PluginDetachRequest, PluginListResponse, PluginModuleRequest,
+    PluginModuleResponse, PluginStage, PluginUploadRequest,
 };
 
+use crate::cluster::ClusterMember;
 use crate::dispatch::{Outgoing, RequestError, blocking};
 use crate::partition::Partition;
 use crate::server::{BrokerState, now_ms};
@@ -43,17 +45,30 @@ impl From<RegistryError> for RequestError {
             | RegistryError::DeadLetterLoop(_) => ErrorCode::InvalidRequest,
             RegistryError::Plugin(_) => ErrorCode::InvalidPlugin,
             RegistryError::Io { .. } | RegistryError::Corrupt { .. } => ErrorCode::StorageError,
+            RegistryError::VersionMismatch { .. } => ErrorCode::InvalidPlugin,
         };
         Self::new(code, err.to_string())
     }
 }
 
+/// Registers an uploaded module. In a cluster the version is then proposed to the
+/// controller, and the other brokers fetch the module from this one.
 pub async fn upload(
     req: PluginUploadRequest,
     state: &BrokerState,
 ) -> Result<Outgoing, RequestError> {
     // Compiling a module takes tens of milliseconds to seconds.
     let info = blocking(|| state.plugins.upload(&req.name, &req.module, now_ms()))?;
+    if let Some(member) = state.cluster.get() {
+        let command = MetadataCommand::UploadPlugin {
+            name: info.name.clone(),
+            version: info.version.clone(),
+            kind: info.kind.clone(),
+            size_bytes: info.size,
+            uploaded_ms: u64::try_from(info.uploaded_ms).unwrap_or(0),
+        };
+        crate::cluster::propose_plugin_change(member, command).await?;
+    }
     tracing::info!(plugin = %info.name, version = %info.version, kind = %info.kind, size = info.size, "plugin uploaded");
     Ok(Outgoing::Frame(info.encode_frame()))
 }
@@ -69,6 +84,8 @@ pub fn list(state: &BrokerState) -> Result<Outgoing, RequestError> {
     ))
 }
 
+/// Attaches a plugin to a topic. In a cluster the attachment is checked here, then
+/// committed through the controller, and this broker applies it before answering.
 pub async fn attach(
     req: PluginAttachRequest,
     state: &BrokerState,
@@ -93,15 +110,182 @@ pub async fn attach(
         attachment.plugin.clone(),
         attachment.stage,
     );
-    blocking(|| state.plugins.attach(attachment))?;
+    match state.cluster.get() {
+        None => blocking(|| state.plugins.attach(attachment))?,
+        Some(member) => {
+            blocking(|| state.plugins.check_attachment(&attachment))?;
+            let command = MetadataCommand::AttachPlugin {
+                topic: attachment.topic,
+                plugin: attachment.plugin,
+                stage: attachment.stage.name().to_owned(),
+                params: attachment.params,
+                on_error: attachment.on_error.to_string(),
+            };
+            crate::cluster::propose_plugin_change(member, command).await?;
+            sync_with_controller(state, member).await;
+        }
+    }
     tracing::info!(%topic, %plugin, %stage, "plugin attached");
     Ok(Outgoing::Frame(Empty.encode_frame()))
 }
 
-pub fn detach(req: PluginDetachRequest, state: &BrokerState) -> Result<Outgoing, RequestError> {
-    state.plugins.detach(&req.topic, &req.plugin)?;
+pub async fn detach(
+    req: PluginDetachRequest,
+    state: &BrokerState,
+) -> Result<Outgoing, RequestError> {
+    match state.cluster.get() {
+        None => state.plugins.detach(&req.topic, &req.plugin)?,
+        Some(member) => {
+            let command = MetadataCommand::DetachPlugin {
+                topic: req.topic.clone(),
+                plugin: req.plugin.clone(),
+            };
+            crate::cluster::propose_plugin_change(member, command).await?;
+            sync_with_controller(state, member).await;
+        }
+    }
     tracing::info!(topic = %req.topic, plugin = %req.plugin, "plugin detached");
     Ok(Outgoing::Frame(Empty.encode_frame()))
+}
+
+/// Serves a stored module to another broker of the cluster.
+pub fn module(req: PluginModuleRequest, state: &BrokerState) -> Result<Outgoing, RequestError> {
+    match blocking(|| state.plugins.module(&req.version))? {
+        Some(module) => Ok(Outgoing::Frame(
+            PluginModuleResponse {
+                module: Bytes::from(module),
+            }
+            .encode_frame(),
+        )),
+        None => Err(RequestError::new(
+            ErrorCode::UnknownPlugin,
+            format!("this broker holds no module of version {}", req.version),
+        )),
+    }
+}
+
+/// Makes this broker's registry follow the controller's: installs the versions it
+/// names (fetching modules it lacks from the other brokers), removes plugins it
+/// dropped, and takes its attachments in order. Returns whether every version is
+/// installed; the caller tries again later when not.
+pub async fn sync_with_controller(state: &BrokerState, member: &ClusterMember) -> bool {
+    let metadata = member.controller.metadata();
+    let mut complete = true;
+    for (name, record) in metadata.plugins() {
+        if state.plugins.version(name).as_deref() == Some(record.version.as_str()) {
+            continue;
+        }
+        match install(state, member, &metadata, name, record).await {
+            Ok(()) => {
+                tracing::info!(plugin = %name, version = %record.version, "plugin installed from the controller's metadata");
+            }
+            Err(err) => {
+                complete = false;
+                tracing::warn!(plugin = %name, version = %record.version, %err, "cannot install a plugin version yet");
+            }
+        }
+    }
+    let (local, _) = state.plugins.list();
+    for info in local {
+        if !metadata.plugins().contains_key(&info.name)
+            && let Err(err) = state.plugins.remove(&info.name)
+        {
+            complete = false;
+            tracing::error!(plugin = %info.name, %err, "cannot remove a plugin the controller dropped");
+        }
+    }
+    let mut attachments = Vec::with_capacity(metadata.attachments().len());
+    for a in metadata.attachments() {
+        match wire_attachment(a) {
+            Ok(attachment) => attachments.push(attachment),
+            Err(err) => {
+                tracing::error!(topic = %a.topic, plugin = %a.plugin, %err, "controller attachment unreadable");
+            }
+        }
+    }
+    if let Err(err) = state.plugins.set_attachments(attachments) {
+        complete = false;
+        tracing::error!(%err, "cannot store the controller's plugin attachments");
+    }
+    complete
+}
+
+fn wire_attachment(
+    a: &quiver_cluster::metadata::PluginAttachment,
+) -> Result<quiver_wire::plugin::Attachment, String> {
+    Ok(quiver_wire::plugin::Attachment {
+        topic: a.topic.clone(),
+        plugin: a.plugin.clone(),
+        stage: a.stage.parse()?,
+        params: a.params.clone(),
+        on_error: a.on_error.parse()?,
+    })
+}
+
+/// Installs one version: from this broker's own modules when it has them, else
+/// fetched from a broker that does.
+async fn install(
+    state: &BrokerState,
+    member: &ClusterMember,
+    metadata: &quiver_cluster::MetadataState,
+    name: &str,
+    record: &quiver_cluster::metadata::PluginRecord,
+) -> Result<(), String> {
+    let module =
+        match blocking(|| state.plugins.module(&record.version)).map_err(|e| e.to_string())? {
+            Some(module) => module,
+            None => fetch_module(state, member, metadata, &record.version).await?,
+        };
+    let uploaded_ms = i64::try_from(record.uploaded_ms).unwrap_or(i64::MAX);
+    blocking(|| {
+        state
+            .plugins
+            .install(name, &module, uploaded_ms, &record.version)
+    })
+    .map(|_| ())
+    .map_err(|e| e.to_string())
+}
+
+async fn fetch_module(
+    state: &BrokerState,
+    member: &ClusterMember,
+    metadata: &quiver_cluster::MetadataState,
+    version: &str,
+) -> Result<Vec<u8>, String> {
+    let ca = crate::replication::peer_ca(state);
+    let mut failures = Vec::new();
+    for (id, broker) in metadata.brokers() {
+        if *id == member.broker_id || broker.fenced {
+            continue;
+        }
+        let client = match member.replication.peer(*id, &broker.address, &ca).await {
+            Ok(client) => client,
+            Err(err) => {
+                failures.push(format!("node {id}: {err}"));
+                continue;
+            }
+        };
+        let request = PluginModuleRequest {
+            version: version.to_owned(),
+        };
+        match client.call(&request).await {
+            Ok(response) => return Ok(response.module.to_vec()),
+            Err(err) => {
+                if !matches!(err, quiver_sdk::RequestError::Broker(_)) {
+                    member.replication.forget_peer(*id).await;
+                }
+                failures.push(format!("node {id}: {err}"));
+            }
+        }
+    }
+    Err(format!(
+        "no broker served module {version}: {}",
+        if failures.is_empty() {
+            "no other broker is active".to_owned()
+        } else {
+            failures.join("; ")
+        }
+    ))
 }
 
 fn corrupt(err: impl std::fmt::Display) -> RequestError {
@@ -291,7 +475,7 @@ pub fn fetch_steps(
     call: Option<&quiver_wire::plugin::PluginCall>,
 ) -> Result<Vec<Step>, RequestError> {
     let mut steps = if state.plugins.has_chain(topic, PluginStage::Fetch) {
-        state.plugins.chain(topic, PluginStage::Fetch)
+        state.plugins.chain(topic, PluginStage::Fetch)?
     } else {
         Vec::new()
     };

@@ -70,7 +70,12 @@ impl Replication {
             .cloned()
     }
 
-    async fn peer(&self, id: u32, addr: &str, ca: &std::path::Path) -> Result<Client, String> {
+    pub(crate) async fn peer(
+        &self,
+        id: u32,
+        addr: &str,
+        ca: &std::path::Path,
+    ) -> Result<Client, String> {
         if let Some(client) = self.peers.lock().await.get(&id) {
             return Ok(client.clone());
         }
@@ -82,9 +87,18 @@ impl Replication {
         Ok(client)
     }
 
-    async fn forget_peer(&self, id: u32) {
+    pub(crate) async fn forget_peer(&self, id: u32) {
         self.peers.lock().await.remove(&id);
     }
+}
+
+/// The CA that signs the other brokers' certificates.
+pub(crate) fn peer_ca(state: &BrokerState) -> std::path::PathBuf {
+    state
+        .config
+        .tls_ca
+        .clone()
+        .unwrap_or_else(|| crate::tls::GeneratedPaths::in_data_dir(&state.config.data_dir).ca_cert)
 }
 
 /// The replication settings of a topic.
@@ -368,10 +382,7 @@ async fn follower_loop(state: Arc<BrokerState>, slot: Arc<ReplicaSlot>) {
     let Some(member) = state.cluster.get() else {
         return;
     };
-    let ca =
-        state.config.tls_ca.clone().unwrap_or_else(|| {
-            crate::tls::GeneratedPaths::in_data_dir(&state.config.data_dir).ca_cert
-        });
+    let ca = peer_ca(&state);
     let mut shutdown = state.shutdown.subscribe();
     loop {
         if slot.closed.load(std::sync::atomic::Ordering::Acquire) || *shutdown.borrow() {
@@ -592,7 +603,7 @@ where
         };
         if acks_all {
             replica
-                .can_accept_acks_all()
+                .can_accept_acks_all(mono_ms())
                 .map_err(|e| RequestError::new(ErrorCode::NotEnoughReplicas, e.to_string()))?;
         }
         let info = append().await?;
@@ -615,18 +626,18 @@ where
     let deadline = tokio::time::Instant::now() + timeout;
     let mut high_watermark = slot.partition.watch_high_watermark();
     loop {
-        let outcome = slot
-            .replica
-            .lock()
-            .await
-            .acks_all_outcome(epoch, info.last_offset);
+        let outcome =
+            slot.replica
+                .lock()
+                .await
+                .acks_all_outcome(epoch, info.last_offset, mono_ms());
         match outcome {
             Ok(quiver_repl::AcksAll::Acknowledged) => return Ok(info),
             Ok(quiver_repl::AcksAll::Waiting) => {}
             Err(quiver_repl::AcksAllError::NotEnoughReplicas { .. }) => {
                 return Err(RequestError::new(
                     ErrorCode::NotEnoughReplicas,
-                    "the in-sync replicas fell below min.insync.replicas before the batch was replicated",
+                    "fewer in-sync replicas than min.insync.replicas are live: the batch was appended on the leader but not replicated (an idempotent retry finds it)",
                 ));
             }
             Err(err) => return Err(RequestError::new(ErrorCode::NotLeader, err.to_string())),

@@ -300,14 +300,17 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
         .map_err(|e| StartError::Controller(e.to_string()))?;
         let member = crate::cluster::ClusterMember::new(controller, state.config.node_id);
         let _ = state.cluster.set(Arc::new(member));
+        if state.config.joins_cluster() {
+            tokio::spawn(crate::cluster::join_loop(
+                Arc::clone(&state),
+                advertised.clone(),
+            ));
+        }
         tokio::spawn(crate::cluster::membership_loop(
             Arc::clone(&state),
             advertised,
         ));
         tokio::spawn(crate::cluster::reconcile_loop(Arc::clone(&state)));
-        tracing::warn!(
-            "cluster mode: the controller quorum and broker membership run; topics are not yet placed or replicated across brokers"
-        );
     }
     let retention_task = tokio::spawn(retention_loop(Arc::clone(&state)));
     let session_task = tokio::spawn(session_loop(Arc::clone(&state)));

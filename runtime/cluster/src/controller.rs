@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use openraft::error::{ClientWriteError, InitializeError, RaftError};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
 use openraft::{ChangeMembers, Config, ServerState, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -186,7 +186,7 @@ impl ProposeError {
 }
 
 /// Why a controller could not be added to the voters.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum MembershipError {
     #[error("this controller is not the leader (leader: {leader_id:?} at {leader_addr:?})")]
     NotLeader {
@@ -199,6 +199,8 @@ pub enum MembershipError {
     Failed(String),
     #[error("membership change did not finish in time")]
     Timeout,
+    #[error("no seed added this controller: {0}")]
+    NoSeed(String),
 }
 
 /// Why a shutdown did not finish cleanly.
@@ -399,6 +401,29 @@ impl Controller {
         self.inner.view.state()
     }
 
+    /// The metadata as of now, linearizably: confirms with a quorum that this
+    /// controller still leads and waits until it applied everything committed before
+    /// the call. For reads that must see every earlier write (committed offsets), on
+    /// the leader only.
+    pub async fn linearizable_metadata(&self) -> Result<Arc<MetadataState>, ProposeError> {
+        let confirmed = tokio::time::timeout(
+            self.inner.propose_timeout,
+            self.inner.raft.ensure_linearizable(),
+        )
+        .await
+        .map_err(|_| ProposeError::Timeout)?;
+        match confirmed {
+            Ok(_) => Ok(self.metadata()),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+                Err(ProposeError::NotLeader {
+                    leader_id: f.leader_id,
+                    leader_addr: f.leader_node.map(|n| n.addr),
+                })
+            }
+            Err(e) => Err(ProposeError::Unavailable(e.to_string())),
+        }
+    }
+
     /// The applied version: the index of the last applied log entry plus one.
     pub fn version(&self) -> u64 {
         self.inner.view.version()
@@ -469,27 +494,64 @@ impl Controller {
     }
 
     /// Adds a controller to the voters (on the leader): it first catches up as a
-    /// learner, then joins the quorum.
+    /// learner, then joins the quorum. Adding a voter again changes nothing.
     pub async fn add_voter(&self, node_id: NodeId, addr: String) -> Result<(), MembershipError> {
+        add_voter_local(&self.inner.raft, node_id, addr, self.inner.propose_timeout).await
+    }
+
+    /// Whether this controller is a voter of the quorum it knows.
+    pub fn is_voter(&self) -> bool {
+        let metrics = self.inner.raft.metrics();
+        let metrics = metrics.borrow();
+        metrics
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|id| id == self.inner.node_id)
+    }
+
+    /// Asks a running cluster to add this controller, reachable at `addr`, to its
+    /// voters: tries each seed in turn, and follows a seed that names the leader.
+    /// For a node that was not among the founding seeds; a retry after it joined
+    /// changes nothing.
+    pub async fn join(
+        &self,
+        seeds: &[(NodeId, String)],
+        addr: &str,
+    ) -> Result<(), MembershipError> {
         if addr.is_empty() {
             return Err(MembershipError::NoAddress);
         }
-        let raft = &self.inner.raft;
-        let work = async {
-            raft.add_learner(node_id, ControllerNode::new(addr), true)
-                .await
-                .map_err(membership_error)?;
-            let mut voters = BTreeSet::new();
-            voters.insert(node_id);
-            raft.change_membership(ChangeMembers::AddVoterIds(voters), false)
-                .await
-                .map_err(membership_error)?;
-            Ok(())
-        };
-        // Catching up may take a snapshot transfer: give it several proposal times.
-        tokio::time::timeout(self.inner.propose_timeout * 6, work)
-            .await
-            .map_err(|_| MembershipError::Timeout)?
+        let mut targets: Vec<(NodeId, String)> = seeds.iter().rev().cloned().collect();
+        let mut failures = Vec::new();
+        let mut hops = 0;
+        while let Some((target, target_addr)) = targets.pop() {
+            let rpc = RaftRpc::AddVoter {
+                node_id: self.inner.node_id,
+                addr: addr.to_owned(),
+            };
+            let sent = self.inner.transport.send_boxed(target, &target_addr, rpc);
+            // Catching up may take a snapshot: the leader bounds its own wait.
+            match tokio::time::timeout(self.inner.propose_timeout * 7, sent).await {
+                Ok(Ok(RaftRpcReply::AddVoter(Ok(())))) => return Ok(()),
+                Ok(Ok(RaftRpcReply::AddVoter(Err(MembershipError::NotLeader {
+                    leader_id: Some(leader),
+                    leader_addr: Some(leader_addr),
+                }))))
+                    if hops <= seeds.len() =>
+                {
+                    hops += 1;
+                    targets.push((leader, leader_addr));
+                }
+                Ok(Ok(RaftRpcReply::AddVoter(Err(e)))) => {
+                    failures.push(format!("{target}: {e}"));
+                }
+                Ok(Ok(_)) => failures.push(format!("{target}: answered another RPC")),
+                Ok(Err(e)) => failures.push(format!("{target}: {e}")),
+                Err(_) => failures.push(format!("{target}: no answer in time")),
+            }
+        }
+        Err(MembershipError::NoSeed(failures.join("; ")))
     }
 
     /// Stops the controller and waits until its directory is released, so that a
@@ -538,6 +600,34 @@ fn membership_error(
         },
         other => MembershipError::Failed(other.to_string()),
     }
+}
+
+/// Adds a voter on this node, when it leads: first as a learner that catches up,
+/// then as a voter.
+pub(crate) async fn add_voter_local(
+    raft: &ControllerRaft,
+    node_id: NodeId,
+    addr: String,
+    timeout: Duration,
+) -> Result<(), MembershipError> {
+    if addr.is_empty() {
+        return Err(MembershipError::NoAddress);
+    }
+    let work = async {
+        raft.add_learner(node_id, ControllerNode::new(addr), true)
+            .await
+            .map_err(membership_error)?;
+        let mut voters = BTreeSet::new();
+        voters.insert(node_id);
+        raft.change_membership(ChangeMembers::AddVoterIds(voters), false)
+            .await
+            .map_err(membership_error)?;
+        Ok(())
+    };
+    // Catching up may take a snapshot transfer: give it several proposal times.
+    tokio::time::timeout(timeout * 6, work)
+        .await
+        .map_err(|_| MembershipError::Timeout)?
 }
 
 /// Proposes on this node only: the answer, or where the leader is.

@@ -8,8 +8,9 @@
 //! tests use.
 //!
 //! Besides openraft's three RPCs (append entries, vote, install a snapshot chunk)
-//! there is one of Quiver's own: `Propose`, which a follower uses to forward a
-//! metadata command to the leader.
+//! there are two of Quiver's own: `Propose`, which a follower uses to forward a
+//! metadata command to the leader, and `AddVoter`, which a node that was not a
+//! founding seed sends to join the quorum.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -28,7 +29,7 @@ use openraft::raft::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::controller::{ProposeError, propose_local};
+use crate::controller::{MembershipError, ProposeError, add_voter_local, propose_local};
 use crate::metadata::{MetadataCommand, MetadataResponse};
 use crate::storage::ENTRY_BYTES_MAX;
 use crate::type_config::{ControllerNode, ControllerRaft, NodeId, TypeConfig};
@@ -51,6 +52,11 @@ pub enum RaftRpc {
     InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
     /// A metadata command a follower forwards to the leader.
     Propose(MetadataCommand),
+    /// A node that was not a founding seed asks the leader to add it to the voters.
+    AddVoter {
+        node_id: NodeId,
+        addr: String,
+    },
 }
 
 /// The answer to a [`RaftRpc`], of the same variant.
@@ -62,6 +68,7 @@ pub enum RaftRpcReply {
         Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>,
     ),
     Propose(Result<MetadataResponse, ProposeError>),
+    AddVoter(Result<(), MembershipError>),
 }
 
 /// Why bytes are not an RPC, or an RPC cannot become bytes.
@@ -101,7 +108,9 @@ impl RaftRpc {
 
     fn action(&self) -> RPCTypes {
         match self {
-            RaftRpc::AppendEntries(_) | RaftRpc::Propose(_) => RPCTypes::AppendEntries,
+            RaftRpc::AppendEntries(_) | RaftRpc::Propose(_) | RaftRpc::AddVoter { .. } => {
+                RPCTypes::AppendEntries
+            }
             RaftRpc::Vote(_) => RPCTypes::Vote,
             RaftRpc::InstallSnapshot(_) => RPCTypes::InstallSnapshot,
         }
@@ -204,6 +213,9 @@ impl RpcHandler {
             // rather than forwarding again, so a stale view cannot loop.
             RaftRpc::Propose(command) => RaftRpcReply::Propose(
                 propose_local(&self.raft, command, self.propose_timeout).await,
+            ),
+            RaftRpc::AddVoter { node_id, addr } => RaftRpcReply::AddVoter(
+                add_voter_local(&self.raft, node_id, addr, self.propose_timeout).await,
             ),
         }
     }

@@ -54,6 +54,9 @@ pub enum RegistryError {
     Io { path: PathBuf, source: io::Error },
     #[error("plugin registry file {path} is unreadable: {reason}")]
     Corrupt { path: PathBuf, reason: String },
+    /// A module fetched for a version the cluster registered hashes to another one.
+    #[error("module for plugin version {expected} hashes to {actual}")]
+    VersionMismatch { expected: String, actual: String },
 }
 
 /// What `registry.json` holds.
@@ -259,10 +262,41 @@ impl Registry {
         module: &[u8],
         now_ms: i64,
     ) -> Result<PluginInfo, RegistryError> {
+        self.register(name, module, now_ms, None)
+    }
+
+    /// Registers the version of `name` a cluster's controller holds, with its upload
+    /// time, from a module fetched from another broker: refused unless the module
+    /// hashes to `version`.
+    pub fn install(
+        &self,
+        name: &str,
+        module: &[u8],
+        uploaded_ms: i64,
+        version: &str,
+    ) -> Result<PluginInfo, RegistryError> {
+        self.register(name, module, uploaded_ms, Some(version))
+    }
+
+    fn register(
+        &self,
+        name: &str,
+        module: &[u8],
+        uploaded_ms: i64,
+        expected_version: Option<&str>,
+    ) -> Result<PluginInfo, RegistryError> {
         validate_plugin_name(name).map_err(|e| RegistryError::InvalidName(e.to_string()))?;
+        let version = version_of(module);
+        if let Some(expected) = expected_version
+            && expected != version
+        {
+            return Err(RegistryError::VersionMismatch {
+                expected: expected.to_owned(),
+                actual: version,
+            });
+        }
         let plugin = self.engine.compile(name, module)?;
         self.loads.compiled.fetch_add(1, Ordering::Relaxed);
-        let version = version_of(module);
         let _writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         {
             let state = self.read_state();
@@ -285,7 +319,7 @@ impl Registry {
             version,
             kind: plugin.kind.export().to_owned(),
             size: module.len() as u64,
-            uploaded_ms: now_ms,
+            uploaded_ms,
         };
         let mut next = self.snapshot_manifest();
         next.plugins.retain(|p| p.name != name);
@@ -307,16 +341,82 @@ impl Registry {
         Ok(info)
     }
 
+    /// The stored bytes of a version this registry holds (the current one of a name
+    /// or an older one), for another broker of the cluster; `None` when it has none.
+    pub fn module(&self, version: &str) -> Result<Option<Vec<u8>>, RegistryError> {
+        // A version is a hex digest: anything else names no file (and no path).
+        if version.is_empty() || !version.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Ok(None);
+        }
+        let path = self.module_path(version);
+        match fs::read(&path) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_error(&path)(e)),
+        }
+    }
+
+    /// The version registered under `name`, if any.
+    pub fn version(&self, name: &str) -> Option<String> {
+        self.read_state()
+            .plugins
+            .get(name)
+            .map(|r| r.info.version.clone())
+    }
+
+    /// Unregisters `name` and drops its attachments (a cluster's controller no longer
+    /// holds it). Its module stays on disk, as every version does.
+    pub fn remove(&self, name: &str) -> Result<(), RegistryError> {
+        let _writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        if !self.read_state().plugins.contains_key(name) {
+            return Ok(());
+        }
+        let mut next = self.snapshot_manifest();
+        next.plugins.retain(|p| p.name != name);
+        next.attachments.retain(|a| a.plugin != name);
+        self.persist(&next)?;
+        let mut state = self.write_state();
+        state.plugins.remove(name);
+        state.attachments.retain(|a| a.plugin != name);
+        Ok(())
+    }
+
+    /// Replaces every attachment with `attachments`, in order: a cluster broker
+    /// follows its controller's list. Attachments of plugins not registered here are
+    /// kept too; until their plugin is installed, [`Registry::chain`] reports them.
+    pub fn set_attachments(&self, attachments: Vec<Attachment>) -> Result<(), RegistryError> {
+        let _writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        if self.read_state().attachments == attachments {
+            return Ok(());
+        }
+        let mut next = self.snapshot_manifest();
+        next.attachments = attachments.iter().map(manifest_attachment).collect();
+        self.persist(&next)?;
+        self.write_state().attachments = attachments;
+        Ok(())
+    }
+
     /// Attaches a registered plugin to a topic, after the topic's existing attachments
     /// of the same stage. The parameters are tried once (an instance is initialised
     /// with them), so a plugin that refuses them is refused here, not on the first
     /// batch. The caller checks that the topic (and a dead-letter topic) exist.
     pub fn attach(&self, attachment: Attachment) -> Result<(), RegistryError> {
+        let _writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        self.check_attachment(&attachment)?;
+        let mut next = self.snapshot_manifest();
+        next.attachments.push(manifest_attachment(&attachment));
+        self.persist(&next)?;
+        self.write_state().attachments.push(attachment);
+        Ok(())
+    }
+
+    /// Everything [`Registry::attach`] checks, without attaching: a cluster broker
+    /// checks here before it proposes the attachment to the controller.
+    pub fn check_attachment(&self, attachment: &Attachment) -> Result<(), RegistryError> {
         validate_params(&attachment.params).map_err(RegistryError::InvalidParams)?;
         if attachment.on_error == OnError::DeadLetter(attachment.topic.clone()) {
-            return Err(RegistryError::DeadLetterLoop(attachment.topic));
+            return Err(RegistryError::DeadLetterLoop(attachment.topic.clone()));
         }
-        let _writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let plugin = {
             let state = self.read_state();
             let registered = state
@@ -330,16 +430,12 @@ impl Registry {
                 .count();
             if on_topic >= ATTACHMENTS_PER_TOPIC_MAX {
                 return Err(RegistryError::TooManyAttachments {
-                    topic: attachment.topic,
+                    topic: attachment.topic.clone(),
                 });
             }
             Arc::clone(&registered.plugin)
         };
         self.engine.instantiate(&plugin, &attachment.params)?;
-        let mut next = self.snapshot_manifest();
-        next.attachments.push(manifest_attachment(&attachment));
-        self.persist(&next)?;
-        self.write_state().attachments.push(attachment);
         Ok(())
     }
 
@@ -400,16 +496,21 @@ impl Registry {
     }
 
     /// The plugins to run on `topic` at `stage`, in attachment order, resolved to the
-    /// versions registered now.
-    pub fn chain(&self, topic: &str, stage: PluginStage) -> Vec<Step> {
+    /// versions registered now. An attachment whose plugin is not registered here (a
+    /// cluster broker still fetching its module) fails the chain: running the others
+    /// without it could let through records it would have filtered.
+    pub fn chain(&self, topic: &str, stage: PluginStage) -> Result<Vec<Step>, RegistryError> {
         let state = self.read_state();
         state
             .attachments
             .iter()
             .filter(|a| a.topic == topic && a.stage == stage)
-            .filter_map(|a| {
-                let registered = state.plugins.get(&a.plugin)?;
-                Some(Step {
+            .map(|a| {
+                let registered = state
+                    .plugins
+                    .get(&a.plugin)
+                    .ok_or_else(|| RegistryError::UnknownPlugin(a.plugin.clone()))?;
+                Ok(Step {
                     plugin: Arc::clone(&registered.plugin),
                     name: a.plugin.clone(),
                     version: registered.info.version.clone(),

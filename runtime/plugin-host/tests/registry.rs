@@ -52,7 +52,7 @@ fn plugins_and_attachments_survive_reopen_and_load_from_the_cache() {
     assert_eq!(attachments[0].on_error, OnError::Skip);
     assert_eq!(registry.loads.from_cache.load(Ordering::Relaxed), 1);
     assert_eq!(registry.loads.compiled.load(Ordering::Relaxed), 0);
-    let steps = registry.chain("orders", PluginStage::Fetch);
+    let steps = registry.chain("orders", PluginStage::Fetch).expect("chain");
     let run = run_chain(&registry, &steps, PluginStage::Fetch, records(4));
     match run.outcome {
         ChainOutcome::Records(kept) => {
@@ -87,12 +87,12 @@ fn uploading_under_a_name_replaces_its_version_for_the_next_batch() {
         .upload("view", &module(&keep_even()), 1)
         .expect("uploads");
     attach(&registry, "view", PluginStage::Fetch, OnError::Fail);
-    let before = registry.chain("orders", PluginStage::Fetch);
+    let before = registry.chain("orders", PluginStage::Fetch).expect("chain");
     let v2 = registry
         .upload("view", &module(IDENTITY_MAP), 2)
         .expect("replaces");
     assert_eq!(registry.list().0.len(), 1);
-    let after = registry.chain("orders", PluginStage::Fetch);
+    let after = registry.chain("orders", PluginStage::Fetch).expect("chain");
     assert_eq!(after[0].version, v2.version);
     assert_ne!(before[0].version, after[0].version);
     // A chain resolved before the upload still finishes with the version it holds.
@@ -113,7 +113,9 @@ fn chains_run_in_order_and_apply_on_error() {
 
     attach(&registry, "trap", PluginStage::Produce, OnError::Pass);
     attach(&registry, "keep-even", PluginStage::Produce, OnError::Fail);
-    let steps = registry.chain("orders", PluginStage::Produce);
+    let steps = registry
+        .chain("orders", PluginStage::Produce)
+        .expect("chain");
     let run = run_chain(&registry, &steps, PluginStage::Produce, records(4));
     assert!(matches!(run.outcome, ChainOutcome::Records(ref r) if r.len() == 2));
     assert_eq!(run.reports.len(), 2);
@@ -128,7 +130,7 @@ fn chains_run_in_order_and_apply_on_error() {
     ] {
         attach(&registry, "keep-even", PluginStage::Fetch, OnError::Fail);
         attach(&registry, "trap", PluginStage::Fetch, policy);
-        let steps = registry.chain("orders", PluginStage::Fetch);
+        let steps = registry.chain("orders", PluginStage::Fetch).expect("chain");
         let run = run_chain(&registry, &steps, PluginStage::Fetch, records(4));
         let got = match &run.outcome {
             ChainOutcome::Failed { plugin, .. } if plugin == "trap" => "failed",

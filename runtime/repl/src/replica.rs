@@ -412,12 +412,84 @@ impl Replica {
         Ok(())
     }
 
-    /// Whether a produce with acks=all may be appended now: this replica leads and the
-    /// committed ISR has at least `min_insync_replicas` members.
-    pub fn can_accept_acks_all(&self) -> Result<(), AcksAllError> {
+    /// Whether a produce with acks=all may be appended at `now_ms`: this replica leads,
+    /// the committed ISR has at least `min_insync_replicas` members, and so many of
+    /// them are still live (caught up within `replica_lag_max_ms`, the leader always).
+    ///
+    /// The second test answers NOT_ENOUGH_REPLICAS as soon as the leader sees its
+    /// followers gone, without waiting for the controller to commit the ISR shrink:
+    /// when the controller quorum went down with the followers, that shrink never
+    /// commits, and refusing a write is always safe.
+    pub fn can_accept_acks_all(&self, now_ms: u64) -> Result<(), AcksAllError> {
         let RoleState::Leader(leader) = &self.role else {
             return Err(AcksAllError::NotLeader);
         };
+        let isr_size = leader.isr.committed.len();
+        let live = self.live_isr_size(now_ms);
+        if isr_size.min(live) < self.config.min_insync_replicas {
+            return Err(AcksAllError::NotEnoughReplicas {
+                isr_size: isr_size.min(live),
+                min_insync_replicas: self.config.min_insync_replicas,
+            });
+        }
+        Ok(())
+    }
+
+    /// Members of the committed ISR that are live at `now_ms`: the leader, and each
+    /// follower that was caught up within `replica_lag_max_ms` (the test
+    /// [`Self::maybe_shrink_isr`] applies before proposing to remove one).
+    fn live_isr_size(&self, now_ms: u64) -> usize {
+        let RoleState::Leader(leader) = &self.role else {
+            return 0;
+        };
+        self.live_isr_members(leader, now_ms).count()
+    }
+
+    /// The committed ISR without the followers that have not caught up for longer
+    /// than `replica_lag_max_ms`.
+    fn live_isr_members<'a>(
+        &'a self,
+        leader: &'a LeaderState,
+        now_ms: u64,
+    ) -> impl Iterator<Item = u32> + 'a {
+        let lag_max_ms = self.config.replica_lag_max_ms;
+        leader.isr.committed.iter().copied().filter(move |&member| {
+            member == self.replica_id
+                || leader
+                    .progress(member)
+                    .is_some_and(|p| now_ms.saturating_sub(p.last_caught_up_ms) <= lag_max_ms)
+        })
+    }
+
+    /// Whether an acks=all produce appended in `leader_epoch` and ending at
+    /// `last_offset` can be answered at `now_ms`. It fails once the epoch is over (the
+    /// records may have been replaced since); as in Kafka, if the ISR shrank below
+    /// `min_insync_replicas` by the time the high watermark passed it; and, while it
+    /// waits, once fewer than `min_insync_replicas` ISR members are live (Kafka's
+    /// NOT_ENOUGH_REPLICAS_AFTER_APPEND: the batch may still commit later, and an
+    /// idempotent retry finds it).
+    pub fn acks_all_outcome(
+        &self,
+        leader_epoch: u32,
+        last_offset: u64,
+        now_ms: u64,
+    ) -> Result<AcksAll, AcksAllError> {
+        let RoleState::Leader(leader) = &self.role else {
+            return Err(AcksAllError::LeaderEpochEnded { leader_epoch });
+        };
+        if leader.leader_epoch != leader_epoch {
+            return Err(AcksAllError::LeaderEpochEnded { leader_epoch });
+        }
+        if self.high_watermark <= last_offset {
+            let live = self.live_isr_size(now_ms);
+            if live < self.config.min_insync_replicas {
+                return Err(AcksAllError::NotEnoughReplicas {
+                    isr_size: live,
+                    min_insync_replicas: self.config.min_insync_replicas,
+                });
+            }
+            return Ok(AcksAll::Waiting);
+        }
         let isr_size = leader.isr.committed.len();
         if isr_size < self.config.min_insync_replicas {
             return Err(AcksAllError::NotEnoughReplicas {
@@ -425,28 +497,7 @@ impl Replica {
                 min_insync_replicas: self.config.min_insync_replicas,
             });
         }
-        Ok(())
-    }
-
-    /// Whether an acks=all produce appended in `leader_epoch` and ending at
-    /// `last_offset` can be answered. It fails once the epoch is over (the records may
-    /// have been replaced since), and, as in Kafka, if the ISR shrank below
-    /// `min_insync_replicas` by the time the high watermark passed it.
-    pub fn acks_all_outcome(
-        &self,
-        leader_epoch: u32,
-        last_offset: u64,
-    ) -> Result<AcksAll, AcksAllError> {
-        match &self.role {
-            RoleState::Leader(leader) if leader.leader_epoch == leader_epoch => {}
-            _ => {
-                return Err(AcksAllError::LeaderEpochEnded { leader_epoch });
-            }
-        }
-        if self.high_watermark <= last_offset {
-            return Ok(AcksAll::Waiting);
-        }
-        self.can_accept_acks_all().map(|()| AcksAll::Acknowledged)
+        Ok(AcksAll::Acknowledged)
     }
 
     fn maybe_advance_high_watermark(&mut self) {
@@ -499,19 +550,7 @@ impl Replica {
         if leader.isr.pending.is_some() {
             return;
         }
-        let lag_max_ms = self.config.replica_lag_max_ms;
-        let isr: Vec<u32> = leader
-            .isr
-            .committed
-            .iter()
-            .copied()
-            .filter(|&member| {
-                member == self.replica_id
-                    || leader
-                        .progress(member)
-                        .is_some_and(|p| now_ms.saturating_sub(p.last_caught_up_ms) <= lag_max_ms)
-            })
-            .collect();
+        let isr: Vec<u32> = self.live_isr_members(leader, now_ms).collect();
         if isr.len() < leader.isr.committed.len() {
             self.propose_isr(isr, now_ms);
         }

@@ -900,7 +900,7 @@ impl World {
         let payloads: Vec<u64> = (0..count).map(|k| self.next_payload + k).collect();
         let node = &mut self.nodes[i];
         let replica = node.replica.as_mut().ok_or("crashed node")?;
-        if replica.can_accept_acks_all().is_err() {
+        if replica.can_accept_acks_all(self.now_ms).is_err() {
             self.stats.refused_batches += 1;
             return Ok(());
         }
@@ -940,7 +940,7 @@ impl World {
                 continue;
             };
             let last = produce.base + produce.payloads.len() as u64 - 1;
-            match replica.acks_all_outcome(produce.epoch, last) {
+            match replica.acks_all_outcome(produce.epoch, last, self.now_ms) {
                 Ok(AcksAll::Acknowledged) => {
                     for (k, &payload) in produce.payloads.iter().enumerate() {
                         let offset = produce.base + k as u64;

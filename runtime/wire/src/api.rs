@@ -24,10 +24,11 @@ pub enum ApiKey {
     ControllerRpc,
     ClusterStatus,
     ReplicaFetch,
+    PluginModule,
 }
 
 impl ApiKey {
-    pub const ALL: [ApiKey; 20] = [
+    pub const ALL: [ApiKey; 21] = [
         ApiKey::Produce,
         ApiKey::Fetch,
         ApiKey::ListOffsets,
@@ -48,6 +49,7 @@ impl ApiKey {
         ApiKey::ControllerRpc,
         ApiKey::ClusterStatus,
         ApiKey::ReplicaFetch,
+        ApiKey::PluginModule,
     ];
 
     pub const fn code(self) -> u16 {
@@ -72,6 +74,7 @@ impl ApiKey {
             ApiKey::ControllerRpc => 18,
             ApiKey::ClusterStatus => 19,
             ApiKey::ReplicaFetch => 20,
+            ApiKey::PluginModule => 21,
         }
     }
 
@@ -102,6 +105,7 @@ impl ApiKey {
             ApiKey::ControllerRpc => "controller_rpc",
             ApiKey::ClusterStatus => "cluster_status",
             ApiKey::ReplicaFetch => "replica_fetch",
+            ApiKey::PluginModule => "plugin_module",
         }
     }
 
@@ -147,6 +151,7 @@ mod tests {
             (18, "controller_rpc"),
             (19, "cluster_status"),
             (20, "replica_fetch"),
+            (21, "plugin_module"),
         ];
         assert_eq!(pinned.len(), ApiKey::ALL.len());
         for (key, (code, name)) in ApiKey::ALL.iter().zip(pinned) {

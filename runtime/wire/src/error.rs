@@ -48,11 +48,14 @@ pub enum ErrorCode {
     /// A plugin failed on this batch (trap, CPU or memory bound, malformed answer) and
     /// its attachment's `on_error` is `fail`.
     PluginFailed,
+    /// This broker does not coordinate consumer groups: in a cluster the controller
+    /// leader does. The client finds it (cluster status) and sends the request there.
+    NotCoordinator,
 }
 
 impl ErrorCode {
     /// Every code, in numeric order.
-    pub const ALL: [ErrorCode; 28] = [
+    pub const ALL: [ErrorCode; 29] = [
         ErrorCode::Unknown,
         ErrorCode::UnknownTopic,
         ErrorCode::InvalidTopicName,
@@ -81,6 +84,7 @@ impl ErrorCode {
         ErrorCode::UnknownPlugin,
         ErrorCode::InvalidPlugin,
         ErrorCode::PluginFailed,
+        ErrorCode::NotCoordinator,
     ];
 
     /// The number on the wire. 0 means success and is not an error code.
@@ -114,6 +118,7 @@ impl ErrorCode {
             ErrorCode::UnknownPlugin => 26,
             ErrorCode::InvalidPlugin => 27,
             ErrorCode::PluginFailed => 28,
+            ErrorCode::NotCoordinator => 29,
         }
     }
 
@@ -153,6 +158,7 @@ impl ErrorCode {
             ErrorCode::UnknownPlugin => "UNKNOWN_PLUGIN",
             ErrorCode::InvalidPlugin => "INVALID_PLUGIN",
             ErrorCode::PluginFailed => "PLUGIN_FAILED",
+            ErrorCode::NotCoordinator => "NOT_COORDINATOR",
         }
     }
 
@@ -167,6 +173,7 @@ impl ErrorCode {
                 | ErrorCode::NotLeader
                 | ErrorCode::OutOfOrderSequence
                 | ErrorCode::StaleMemberEpoch
+                | ErrorCode::NotCoordinator
         )
     }
 }
@@ -214,6 +221,7 @@ mod tests {
             (26, "UNKNOWN_PLUGIN", false),
             (27, "INVALID_PLUGIN", false),
             (28, "PLUGIN_FAILED", false),
+            (29, "NOT_COORDINATOR", true),
         ];
         assert_eq!(pinned.len(), ErrorCode::ALL.len());
         for (code, (number, name, retriable)) in ErrorCode::ALL.iter().zip(pinned) {

@@ -790,6 +790,7 @@ pub enum Request {
     ControllerRpc(crate::cluster::ControllerRpcRequest),
     ClusterStatus(crate::cluster::ClusterStatusRequest),
     ReplicaFetch(crate::cluster::ReplicaFetchRequest),
+    PluginModule(crate::plugin::PluginModuleRequest),
 }
 
 impl Request {
@@ -852,6 +853,9 @@ impl Request {
             ApiKey::ReplicaFetch => {
                 Request::ReplicaFetch(crate::cluster::ReplicaFetchRequest::decode_body(body)?)
             }
+            ApiKey::PluginModule => {
+                Request::PluginModule(crate::plugin::PluginModuleRequest::decode_body(body)?)
+            }
         })
     }
 
@@ -877,6 +881,7 @@ impl Request {
             Request::ControllerRpc(_) => ApiKey::ControllerRpc,
             Request::ClusterStatus(_) => ApiKey::ClusterStatus,
             Request::ReplicaFetch(_) => ApiKey::ReplicaFetch,
+            Request::PluginModule(_) => ApiKey::PluginModule,
         }
     }
 }

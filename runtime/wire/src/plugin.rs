@@ -250,6 +250,50 @@ impl Rpc for PluginUploadRequest {
     }
 }
 
+/// Asks a broker for the module of one plugin version (its content hash):
+/// `[version:string]`. Brokers of a cluster use it to fetch a version the controller
+/// registered from the broker that took the upload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginModuleRequest {
+    pub version: String,
+}
+
+impl Rpc for PluginModuleRequest {
+    const API: ApiKey = ApiKey::PluginModule;
+    type Response = PluginModuleResponse;
+
+    fn encode_body(&self, buf: &mut BytesMut) {
+        buf.put_string(&self.version);
+    }
+
+    fn decode_body(body: BytesMut) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(&body);
+        let version = r.string("version")?;
+        r.finish()?;
+        Ok(Self { version })
+    }
+}
+
+/// The module's bytes: `[module:bytes]`. The receiver checks them against the
+/// version's hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginModuleResponse {
+    pub module: Bytes,
+}
+
+impl ResponseBody for PluginModuleResponse {
+    fn encode_body(&self, buf: &mut BytesMut) {
+        buf.put_u32(self.module.len() as u32);
+        buf.put_slice(&self.module);
+    }
+
+    fn decode_body(mut body: Bytes) -> Result<Self, DecodeError> {
+        let module = take_bytes(&mut body, "module", PLUGIN_MODULE_BYTES_MAX)?;
+        Reader::new(&body).finish()?;
+        Ok(Self { module })
+    }
+}
+
 /// One registered plugin: `[name:string][version:string][kind:string][size:8][uploaded_ms:8]`
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PluginInfo {
@@ -478,6 +522,9 @@ mod tests {
         round_trip(PluginDetachRequest {
             topic: "orders".into(),
             plugin: "only-eu".into(),
+        });
+        round_trip(PluginModuleRequest {
+            version: "ab12".into(),
         });
     }
 

@@ -386,19 +386,19 @@ fn unanswered_proposals_are_resent_and_timers_are_reported() {
 fn acks_all_needs_the_high_watermark_and_enough_replicas() {
     let mut leader = replica(1, &[]);
     let mut f2 = replica(2, &[]);
-    assert_eq!(leader.can_accept_acks_all(), Err(AcksAllError::NotLeader));
+    assert_eq!(leader.can_accept_acks_all(3), Err(AcksAllError::NotLeader));
     leader
         .become_leader(1, &[1, 2], &[1, 2], 0)
         .expect("leader");
     f2.become_follower(1, 1, 0).expect("follower");
-    leader.can_accept_acks_all().expect("two in sync");
+    leader.can_accept_acks_all(3).expect("two in sync");
     append(&mut leader, 3);
-    assert_eq!(leader.acks_all_outcome(1, 2), Ok(AcksAll::Waiting));
+    assert_eq!(leader.acks_all_outcome(1, 2, 3), Ok(AcksAll::Waiting));
     fetch_once(&mut leader, &mut f2, 1);
     fetch_once(&mut leader, &mut f2, 2);
-    assert_eq!(leader.acks_all_outcome(1, 2), Ok(AcksAll::Acknowledged));
+    assert_eq!(leader.acks_all_outcome(1, 2, 3), Ok(AcksAll::Acknowledged));
     assert_eq!(
-        leader.acks_all_outcome(0, 2),
+        leader.acks_all_outcome(0, 2, 3),
         Err(AcksAllError::LeaderEpochEnded { leader_epoch: 0 })
     );
     leader
@@ -415,11 +415,11 @@ fn acks_all_needs_the_high_watermark_and_enough_replicas() {
         isr_size: 1,
         min_insync_replicas: 2,
     };
-    assert_eq!(leader.can_accept_acks_all(), Err(not_enough.clone()));
-    assert_eq!(leader.acks_all_outcome(1, 2), Err(not_enough));
+    assert_eq!(leader.can_accept_acks_all(3), Err(not_enough.clone()));
+    assert_eq!(leader.acks_all_outcome(1, 2, 3), Err(not_enough));
     leader.become_follower(2, 2, 4).expect("deposed");
     assert_eq!(
-        leader.acks_all_outcome(1, 2),
+        leader.acks_all_outcome(1, 2, 3),
         Err(AcksAllError::LeaderEpochEnded { leader_epoch: 1 })
     );
 }
@@ -798,4 +798,48 @@ fn recovered_logs_are_checked() {
         Err(RecoverError::Config(ConfigError::MinInsyncReplicas { .. }))
     ));
     Replica::new(1, config(), log(6, 6, &epochs)).expect("valid");
+}
+
+#[test]
+fn acks_all_is_refused_once_the_followers_went_silent_before_the_isr_shrinks() {
+    let mut leader = replica(1, &[]);
+    leader
+        .become_leader(1, &[1, 2, 3], &[1, 2, 3], 0)
+        .expect("leader");
+    // A new leader credits its ISR members as caught up now.
+    leader.can_accept_acks_all(LAG_MAX_MS).expect("ISR trusted");
+    append(&mut leader, 3);
+    assert_eq!(
+        leader.acks_all_outcome(1, 2, LAG_MAX_MS),
+        Ok(AcksAll::Waiting)
+    );
+
+    // Neither follower fetched: past replica_lag_max only the leader is live, and
+    // the committed ISR (no controller committed a shrink) still names all three.
+    let silent = LAG_MAX_MS + 1;
+    assert_eq!(leader.isr(), Some(&[1, 2, 3][..]));
+    let not_enough = AcksAllError::NotEnoughReplicas {
+        isr_size: 1,
+        min_insync_replicas: 2,
+    };
+    assert_eq!(leader.can_accept_acks_all(silent), Err(not_enough.clone()));
+    assert_eq!(leader.acks_all_outcome(1, 2, silent), Err(not_enough));
+    assert_eq!(leader.high_watermark(), 0, "nothing was committed");
+}
+
+#[test]
+fn one_live_follower_is_enough_for_a_minimum_of_two() {
+    let mut leader = replica(1, &[]);
+    let mut f2 = replica(2, &[]);
+    leader
+        .become_leader(1, &[1, 2, 3], &[1, 2, 3], 0)
+        .expect("leader");
+    f2.become_follower(1, 1, 0).expect("follower");
+    append(&mut leader, 3);
+    fetch_once(&mut leader, &mut f2, LAG_MAX_MS);
+    fetch_once(&mut leader, &mut f2, LAG_MAX_MS + 10);
+    // Follower 3 is silent but 1 and 2 are live: acks=all is still accepted.
+    leader
+        .can_accept_acks_all(LAG_MAX_MS + 20)
+        .expect("two live ISR members");
 }
