@@ -431,11 +431,11 @@ impl Client {
     /// Sends any request and decodes its typed response. Consumer group requests go
     /// to the group coordinator.
     pub async fn call<R: Rpc>(&self, request: &R) -> Result<R::Response, RequestError> {
-        let mut frame = [request.encode_frame()];
+        let frame = request.encode_frame();
         let body = if is_group_api(R::API) {
-            self.coordinator_round_trip(&mut frame).await?
+            self.coordinator_round_trip(frame).await?
         } else {
-            self.round_trip(&mut frame, Duration::ZERO).await?
+            self.round_trip(&mut [frame], Duration::ZERO).await?
         };
         R::Response::decode_body(body).map_err(|e| RequestError::Protocol(e.to_string()))
     }
@@ -443,7 +443,7 @@ impl Client {
     /// Sends a group request to the coordinator this client knows, finding it again
     /// (and retrying, a bounded number of times) when the broker answers
     /// `NOT_COORDINATOR` or cannot be reached.
-    async fn coordinator_round_trip(&self, frame: &mut [Bytes]) -> Result<Bytes, RequestError> {
+    async fn coordinator_round_trip(&self, frame: Bytes) -> Result<Bytes, RequestError> {
         let mut attempt = 0u32;
         loop {
             let addr = *self
@@ -451,7 +451,12 @@ impl Client {
                 .coordinator
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
-            let err = match self.round_trip_to(addr, frame, Duration::ZERO).await {
+            // Sending consumes the chunks: each attempt sends its own copy (a cheap
+            // reference to the same bytes).
+            let sent = self
+                .round_trip_to(addr, &mut [frame.clone()], Duration::ZERO)
+                .await;
+            let err = match sent {
                 Ok(body) => return Ok(body),
                 Err(err) => err,
             };

@@ -657,3 +657,246 @@ async fn an_idempotent_producer_keeps_exactly_once_while_the_leader_is_killed_te
         stored.len()
     );
 }
+
+fn group_config(group: &str) -> quiver_sdk::ConsumerConfig {
+    quiver_sdk::ConsumerConfig {
+        group: Some(group.to_owned()),
+        auto_commit: false,
+        auto_offset_reset: quiver_sdk::OffsetReset::Earliest,
+        session_timeout: Duration::from_millis(1_500),
+        ..quiver_sdk::ConsumerConfig::default()
+    }
+}
+
+/// The version of plugin `name` and the attachments `broker`'s own registry holds.
+async fn registry_of(
+    broker: &Broker,
+    name: &str,
+) -> Option<(String, Vec<quiver_wire::plugin::Attachment>)> {
+    let client = quiver_sdk::Client::connect(broker.client_config())
+        .await
+        .ok()?;
+    let (plugins, attachments) = client.list_plugins().await.ok()?;
+    let version = plugins.into_iter().find(|p| p.name == name)?.version;
+    Some((version, attachments))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_offsets_and_plugins_are_the_clusters_not_one_brokers() {
+    use quiver_wire::plugin::{Attachment, OnError, PluginStage};
+    let root = tempfile::tempdir().expect("tempdir");
+    let mut brokers = start_cluster(root.path(), &[]);
+    let formed = wait_for(&brokers[0], "a leader and three active brokers", |s| {
+        s.controller_leader.is_some() && (1..=NODES).all(|id| active(s, id))
+    })
+    .await;
+    let leader_id = formed.controller_leader.expect("a leader") as u32;
+    let leader_index = (leader_id - 1) as usize;
+    let others: Vec<usize> = (0..NODES as usize).filter(|i| *i != leader_index).collect();
+    let (a, b) = (others[0], others[1]);
+    let client_a = brokers[a].client().await;
+    let client_b = brokers[b].client().await;
+    client_a
+        .create_topic("evens", 1, 3, &[])
+        .await
+        .expect("create evens");
+    client_a
+        .create_topic("orders", 2, 3, &[])
+        .await
+        .expect("create orders");
+
+    // A plugin uploaded on one broker and attached on another runs on every broker:
+    // the controller holds its version, and brokers without the module fetch it.
+    let module = quiver_tests::wat::module(&quiver_tests::wat::filter_filling(0x55));
+    let info = client_a
+        .upload_plugin("evens", bytes::Bytes::from(module))
+        .await
+        .expect("upload on one broker");
+    client_b
+        .attach_plugin(Attachment {
+            topic: "evens".into(),
+            plugin: "evens".into(),
+            stage: PluginStage::Produce,
+            params: Vec::new(),
+            on_error: OnError::Fail,
+        })
+        .await
+        .expect("attach on another");
+    for broker in &brokers {
+        let (version, attachments) = eventually(
+            "every broker holds the plugin and its attachment",
+            Duration::from_secs(30),
+            || async {
+                registry_of(broker, "evens")
+                    .await
+                    .filter(|(_, attachments)| attachments.len() == 1)
+            },
+        )
+        .await;
+        assert_eq!(version, info.version);
+        assert_eq!(attachments[0].topic, "evens");
+    }
+    let records: Vec<Record> = (0..10)
+        .map(|i| Record::from_value(format!("v{i}"), 0))
+        .collect();
+    client_b
+        .produce("evens", 0, Acks::All, &records)
+        .await
+        .expect("produce through the leader's plugin");
+    // (The bootstrap broker's own view of the end offset moves once it replicated.)
+    let kept: Vec<String> = eventually(
+        "the records the plugin kept are visible",
+        Duration::from_secs(30),
+        || async {
+            let records = quiver_tests::fetch_all(&client_b, "evens", 0, 0).await;
+            (!records.is_empty()).then_some(records)
+        },
+    )
+    .await
+    .iter()
+    .map(|r| String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned())
+    .collect();
+    assert_eq!(kept, ["v0", "v2", "v4", "v6", "v8"]);
+
+    // Two members of one group, bootstrapped on different brokers, share the topic:
+    // one coordinator (the controller leader) serves them both.
+    for p in 0..2 {
+        let values: Vec<Record> = (0..50)
+            .map(|i| Record::from_value(format!("p{p}-{i}"), 0))
+            .collect();
+        client_a
+            .produce("orders", p, Acks::All, &values)
+            .await
+            .expect("produce orders");
+    }
+    let mut members = [
+        quiver_sdk::Consumer::new(client_a.clone(), group_config("g")),
+        quiver_sdk::Consumer::new(client_b.clone(), group_config("g")),
+    ];
+    for m in members.iter_mut() {
+        m.subscribe(&["orders"]).expect("subscribe");
+    }
+    let mut consumed = 0;
+    let mut settled = false;
+    for _ in 0..400 {
+        for m in members.iter_mut() {
+            consumed += m.poll(Duration::from_millis(25)).await.expect("poll").len();
+        }
+        let one_each = members.iter().all(|m| m.assignment().len() == 1);
+        let done = members
+            .iter()
+            .all(|m| m.assignment().iter().all(|tp| m.position(tp) == Some(50)));
+        if one_each && done {
+            settled = true;
+            break;
+        }
+    }
+    assert!(
+        settled,
+        "two members on different brokers never split the two partitions"
+    );
+    assert!(consumed >= 100, "{consumed} records consumed");
+    for m in members.iter_mut() {
+        m.commit_sync()
+            .await
+            .expect("commit through the coordinator");
+    }
+    for mut m in members {
+        m.close().await.expect("leave the group");
+    }
+
+    // The controller leader dies: committed offsets and the registry live on.
+    brokers[leader_index].kill9();
+    wait_for(&brokers[a], "a new controller leader", |s| {
+        s.controller_leader
+            .is_some_and(|l| l != u64::from(leader_id))
+    })
+    .await;
+    let tps = [
+        quiver_sdk::TopicPartition::new("orders", 0),
+        quiver_sdk::TopicPartition::new("orders", 1),
+    ];
+    let reader = quiver_sdk::Consumer::new(brokers[b].client().await, group_config("g"));
+    let committed = eventually(
+        "the new coordinator answers the committed offsets",
+        Duration::from_secs(30),
+        || async { reader.committed(&tps).await.ok() },
+    )
+    .await;
+    assert_eq!(
+        committed,
+        vec![(tps[0].clone(), Some(50)), (tps[1].clone(), Some(50))],
+        "offsets committed before the failover"
+    );
+
+    // A new version uploaded while the old leader is down reaches it when it returns.
+    let replacement = quiver_tests::wat::module(&quiver_tests::wat::filter_filling(255));
+    let second = client_b
+        .upload_plugin("evens", bytes::Bytes::from(replacement))
+        .await
+        .expect("upload with two of three brokers");
+    assert_ne!(second.version, info.version);
+    brokers[leader_index].restart();
+    let (version, attachments) = eventually(
+        "the restarted broker installs the new version",
+        Duration::from_secs(60),
+        || async {
+            registry_of(&brokers[leader_index], "evens")
+                .await
+                .filter(|(version, _)| *version == second.version)
+        },
+    )
+    .await;
+    assert_eq!(version, second.version);
+    assert_eq!(attachments.len(), 1, "attachments survive the restart");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_started_later_joins_the_running_cluster() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let mut brokers = start_cluster(root.path(), &[]);
+    wait_for(&brokers[0], "three active brokers", |s| {
+        s.controller_leader.is_some() && (1..=NODES).all(|id| active(s, id))
+    })
+    .await;
+
+    // Node 4 knows one member only and is not among the founding seeds.
+    let dir = root.path().join("node-4");
+    let tls = dir.join("tls");
+    std::fs::create_dir_all(&tls).expect("tls dir");
+    for file in ["ca.pem", "ca.key", "server.pem", "server.key"] {
+        std::fs::copy(root.path().join("node-1/tls").join(file), tls.join(file)).expect("copy tls");
+    }
+    let seed = format!("1@{}", brokers[0].client_config().broker);
+    let port = free_ports(1)[0];
+    brokers.push(Broker::start_with(
+        &dir,
+        &[("QUIVER_NODE_ID", "4"), ("QUIVER_SEEDS", seed.as_str())],
+        Some(port),
+    ));
+    let joined = wait_for(&brokers[1], "four voters, four active brokers", |s| {
+        s.voters == [1, 2, 3, 4] && (1..=4).all(|id| active(s, id))
+    })
+    .await;
+    assert!(joined.controller_leader.is_some());
+
+    // The new broker takes replicas: four replicas fit now.
+    let client = brokers[1].client().await;
+    client
+        .create_topic("wide", 1, 4, &[])
+        .await
+        .expect("four replicas on four brokers");
+    send_all(&client, "wide", "w", 500).await;
+    wait_replicated(&brokers, &[0, 1, 2, 3], "wide", 500).await;
+    let values = identical_logs_and_values(&brokers, 1, "wide").await;
+    assert_eq!(values.len(), 500);
+
+    // Restarted, it is a voter already and asks nobody.
+    brokers[3].sigterm();
+    brokers[3].restart();
+    let again = wait_for(&brokers[3], "the joined node back in the quorum", |s| {
+        s.voters == [1, 2, 3, 4] && active(s, 4) && s.controller_leader.is_some()
+    })
+    .await;
+    assert_eq!(again.brokers.len(), 4);
+}

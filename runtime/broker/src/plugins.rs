@@ -113,6 +113,7 @@ pub async fn attach(
     match state.cluster.get() {
         None => blocking(|| state.plugins.attach(attachment))?,
         Some(member) => {
+            await_installed(state, member, &attachment.plugin).await;
             blocking(|| state.plugins.check_attachment(&attachment))?;
             let command = MetadataCommand::AttachPlugin {
                 topic: attachment.topic,
@@ -146,6 +147,38 @@ pub async fn detach(
     }
     tracing::info!(topic = %req.topic, plugin = %req.plugin, "plugin detached");
     Ok(Outgoing::Frame(Empty.encode_frame()))
+}
+
+/// How long an attach on one broker waits for a version uploaded on another to reach
+/// it (the controller's commit, then the module).
+const INSTALL_WAIT: Duration = Duration::from_secs(10);
+
+/// Waits until this broker runs the version of `name` its controller holds, so an
+/// attach right after an upload elsewhere checks the new version. Gives up quietly
+/// after [`INSTALL_WAIT`]: the check that follows then names what is missing.
+async fn await_installed(state: &BrokerState, member: &ClusterMember, name: &str) {
+    let deadline = tokio::time::Instant::now() + INSTALL_WAIT;
+    loop {
+        let wanted = member
+            .controller
+            .metadata()
+            .plugins()
+            .get(name)
+            .map(|p| p.version.clone());
+        if let Some(version) = &wanted {
+            if state.plugins.version(name).as_ref() == Some(version) {
+                return;
+            }
+            sync_with_controller(state, member).await;
+            if state.plugins.version(name).as_ref() == Some(version) {
+                return;
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Serves a stored module to another broker of the cluster.
