@@ -505,6 +505,8 @@ impl Client {
             let Ok(status) = quiver_wire::cluster::ClusterStatusResponse::decode_body(body) else {
                 continue;
             };
+            // Brokers of earlier builds ran without a controller and coordinated
+            // their own groups.
             if status.mode == "standalone" {
                 return None;
             }

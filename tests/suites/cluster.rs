@@ -217,16 +217,161 @@ async fn a_three_broker_cluster_survives_losing_its_controller_leader() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_broker_without_seeds_reports_itself_standalone() {
+async fn a_single_node_is_a_one_member_quorum_on_the_cluster_path() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let broker = Broker::start(dir.path());
-    let status = status(&broker).await.expect("status");
-    assert_eq!(status.mode, "standalone");
-    assert_eq!(status.voters, [1]);
+    let mut broker = Broker::start(dir.path());
+    let first = status(&broker).await.expect("status");
+    assert_eq!(first.mode, "cluster");
+    assert_eq!(first.voters, [1]);
+    assert_eq!(first.controller_leader, Some(1), "it leads its own quorum");
+    assert!(
+        active(&first, 1),
+        "registered before it answered: {first:?}"
+    );
     let out = broker.cli(&["cluster", "status"]);
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("standalone"), "{text}");
+    assert!(text.contains("controller leader: node 1"), "{text}");
+
+    // Topics live in the controller's metadata: a partition has a leader, an epoch and
+    // an ISR like any replicated one, and a restart elects it again in a new epoch.
+    let client = broker.client().await;
+    client
+        .create_topic("solo", 1, 1, &[])
+        .await
+        .expect("create");
+    let err = client
+        .create_topic("solo", 1, 1, &[])
+        .await
+        .expect_err("a second create");
+    assert_eq!(err.code(), Some(ErrorCode::TopicAlreadyExists), "{err}");
+    send_all(&client, "solo", "s", 100).await;
+    let described = client.describe_topic("solo").await.expect("describe");
+    let before = described.partitions[0].clone();
+    assert_eq!((before.leader, before.isr.clone()), (1, vec![1]));
+    broker.kill9();
+    broker.restart();
+    let client = broker.client().await;
+    send_all(&client, "solo", "t", 10).await;
+    let after = client.describe_topic("solo").await.expect("describe");
+    let after = &after.partitions[0];
+    assert!(
+        after.leader_epoch > before.leader_epoch,
+        "{after:?} after {before:?}"
+    );
+    assert_eq!(after.high_watermark, 110);
+    let again = status(&broker).await.expect("status");
+    assert_eq!(again.voters, [1]);
+    assert!(again.term >= first.term);
+}
+
+/// The legacy record of one committed offset in `__consumer_offsets`, as brokers
+/// before the controller wrote it: `[version:1][group][topic][partition:4]` ->
+/// `[offset:8][metadata]`, strings length-prefixed (u16).
+fn legacy_offset_record(group: &str, topic: &str, partition: u32, offset: u64) -> Record {
+    let mut key = vec![1u8];
+    for text in [group, topic] {
+        key.extend_from_slice(&(text.len() as u16).to_be_bytes());
+        key.extend_from_slice(text.as_bytes());
+    }
+    key.extend_from_slice(&partition.to_be_bytes());
+    let mut value = offset.to_be_bytes().to_vec();
+    value.extend_from_slice(&0u16.to_be_bytes());
+    Record {
+        key: Some(bytes::Bytes::from(key)),
+        value: Some(bytes::Bytes::from(value)),
+        headers: Vec::new(),
+        timestamp: 0,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_directory_without_a_controller_is_adopted_whole() {
+    use quiver_wire::plugin::{Attachment, OnError, PluginStage};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut broker = Broker::start(dir.path());
+    let client = broker.client().await;
+    client
+        .create_topic("kept", 2, 1, &[("retention.ms".into(), "600000".into())])
+        .await
+        .expect("create");
+    send_all(&client, "kept", "k", 300).await;
+    let module = quiver_tests::wat::module(&quiver_tests::wat::filter_filling(255));
+    let info = client
+        .upload_plugin("keep-all", bytes::Bytes::from(module))
+        .await
+        .expect("upload");
+    client
+        .attach_plugin(Attachment {
+            topic: "kept".into(),
+            plugin: "keep-all".into(),
+            stage: PluginStage::Fetch,
+            params: Vec::new(),
+            on_error: OnError::Fail,
+        })
+        .await
+        .expect("attach");
+    // A commit an earlier build kept in the internal offsets topic.
+    client
+        .produce(
+            "__consumer_offsets",
+            0,
+            Acks::All,
+            &[legacy_offset_record("legacy", "kept", 0, 120)],
+        )
+        .await
+        .expect("legacy commit");
+    broker.sigterm();
+    // What an earlier build left: no controller, no adoption marker.
+    std::fs::remove_dir_all(dir.path().join("controller")).expect("drop the controller");
+    let marker = dir.path().join("metadata").join("adopted-by-controller");
+    std::fs::remove_file(&marker).expect("drop the marker");
+    broker.restart();
+    assert!(marker.exists(), "adoption is recorded");
+
+    let client = broker.client().await;
+    let described = client.describe_topic("kept").await.expect("topic adopted");
+    assert_eq!(described.partitions.len(), 2);
+    assert!(
+        described
+            .configs
+            .iter()
+            .any(|(k, v)| k == "retention.ms" && v == "600000"),
+        "{:?}",
+        described.configs
+    );
+    let values = quiver_tests::fetch_all(&client, "kept", 0, 0).await;
+    assert_eq!(values.len(), 300, "every record kept");
+    let (plugins, attachments) = client.list_plugins().await.expect("plugins");
+    assert_eq!(plugins.len(), 1);
+    assert_eq!(plugins[0].version, info.version);
+    assert_eq!(attachments.len(), 1);
+    let reader = quiver_sdk::Consumer::new(client.clone(), group_config("legacy"));
+    let tp = quiver_sdk::TopicPartition::new("kept", 0);
+    let committed = reader
+        .committed(std::slice::from_ref(&tp))
+        .await
+        .expect("committed");
+    assert_eq!(
+        committed,
+        vec![(tp, Some(120))],
+        "the legacy commit adopted"
+    );
+
+    // Adopted once: a topic deleted afterwards stays deleted across a restart.
+    client.delete_topic("kept").await.expect("delete");
+    broker.sigterm();
+    broker.restart();
+    let client = broker.client().await;
+    let err = client
+        .describe_topic("kept")
+        .await
+        .expect_err("deleted for good");
+    assert!(
+        err.code() == Some(ErrorCode::UnknownTopic)
+            || matches!(err, quiver_sdk::RequestError::Protocol(_)),
+        "{err}"
+    );
 }
 
 /// Three brokers founding a cluster with `env` added; returns them with their data

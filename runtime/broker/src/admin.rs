@@ -179,29 +179,46 @@ async fn respond(
 }
 
 /// Lag per group and topic: high watermark minus committed offset, over the
-/// partitions the group committed.
+/// partitions the group committed that this broker leads (each partition's lag is
+/// reported once in a cluster, by its leader, which knows its high watermark).
 fn group_lag(state: &BrokerState) -> Vec<(String, String, u64)> {
     let mut lag: std::collections::BTreeMap<(String, String), u64> =
         std::collections::BTreeMap::new();
-    for group in state.offsets.groups() {
-        for committed in state.offsets.of_group(&group) {
-            let Some(topic) = state.topics.get(&committed.topic) else {
-                continue;
-            };
-            let Some(partition) = topic.partitions.get(committed.partition as usize) else {
-                continue;
-            };
-            let behind = partition.high_watermark().saturating_sub(committed.offset);
-            *lag.entry((group.clone(), committed.topic.clone()))
-                .or_default() += behind;
+    let Some(member) = state.cluster.get() else {
+        return Vec::new();
+    };
+    let metadata = member.controller.metadata();
+    for (key, committed) in metadata.offsets() {
+        let leads = metadata
+            .partition(&key.topic, key.partition)
+            .is_some_and(|p| p.leader == Some(member.broker_id));
+        if !leads {
+            continue;
         }
+        let Some(topic) = state.topics.get(&key.topic) else {
+            continue;
+        };
+        let Some(partition) = topic.partitions.get(key.partition as usize) else {
+            continue;
+        };
+        let behind = partition.high_watermark().saturating_sub(committed.offset);
+        *lag.entry((key.group.clone(), key.topic.clone()))
+            .or_default() += behind;
     }
     lag.into_iter().map(|((g, t), l)| (g, t, l)).collect()
 }
 
+/// Live members per group: those this broker coordinates, and every group with
+/// committed offsets at 0 so that a group without members still shows.
 fn group_members(state: &BrokerState) -> Vec<(String, u32)> {
-    let mut members: std::collections::BTreeMap<String, u32> =
-        state.offsets.groups().into_iter().map(|g| (g, 0)).collect();
+    let mut members: std::collections::BTreeMap<String, u32> = match state.cluster.get() {
+        Some(member) => crate::offsets::OffsetView(member.controller.metadata())
+            .groups()
+            .into_iter()
+            .map(|g| (g, 0))
+            .collect(),
+        None => std::collections::BTreeMap::new(),
+    };
     let live = state
         .groups
         .lock()

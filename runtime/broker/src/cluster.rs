@@ -134,17 +134,22 @@ impl RaftTransport for QuicRaftTransport {
     }
 }
 
+/// This broker's part in the cluster; absent only while the broker starts.
+pub fn member(state: &BrokerState) -> Result<&ClusterMember, RequestError> {
+    state.cluster.get().map(Arc::as_ref).ok_or_else(|| {
+        RequestError::new(
+            ErrorCode::NotLeader,
+            "this broker's controller is still starting",
+        )
+    })
+}
+
 /// Serves one controller RPC from another broker.
 pub async fn handle_rpc(
     req: ControllerRpcRequest,
     state: &BrokerState,
 ) -> Result<Outgoing, RequestError> {
-    let member = state.cluster.get().ok_or_else(|| {
-        RequestError::new(
-            ErrorCode::InvalidRequest,
-            "this broker runs standalone: it has no controller to answer Raft RPCs",
-        )
-    })?;
+    let member = member(state)?;
     if req.payload.len() > RPC_BYTES_MAX {
         return Err(RequestError::new(
             ErrorCode::InvalidRequest,
@@ -171,17 +176,12 @@ pub fn status(state: &BrokerState) -> Result<Outgoing, RequestError> {
     let response = match state.cluster.get() {
         None => ClusterStatusResponse {
             node_id,
-            mode: "standalone".into(),
+            mode: "starting".into(),
             controller_leader: None,
             controller_leader_address: String::new(),
             term: 0,
-            voters: vec![node_id],
-            brokers: vec![BrokerStatus {
-                id: node_id,
-                address: state.config.listen.to_string(),
-                fenced: false,
-                broker_epoch: 0,
-            }],
+            voters: Vec::new(),
+            brokers: Vec::new(),
             under_replicated_partitions: 0,
         },
         Some(member) => {
@@ -218,6 +218,96 @@ pub fn status(state: &BrokerState) -> Result<Outgoing, RequestError> {
 
 fn now_ms_u64() -> u64 {
     u64::try_from(now_ms()).unwrap_or(0)
+}
+
+/// Registers this broker with the controller under `incarnation` (new per process
+/// start, so the controller tells a restart from a retry).
+async fn register(
+    member: &ClusterMember,
+    advertised: &str,
+    incarnation: u64,
+) -> Result<(), String> {
+    let command = MetadataCommand::RegisterBroker {
+        broker_id: member.broker_id,
+        incarnation,
+        address: advertised.to_owned(),
+        now_ms: now_ms_u64(),
+    };
+    match member.controller.propose(command).await {
+        Ok(MetadataResponse::BrokerRegistered { broker_epoch, .. }) => {
+            member.broker_epoch.store(broker_epoch, Ordering::Release);
+            tracing::info!(broker_epoch, "registered with the controller");
+            Ok(())
+        }
+        Ok(other) => Err(format!("unexpected answer to a registration: {other:?}")),
+        Err(err) => Err(err.to_string()),
+    }
+}
+
+/// How long a single node waits at start for its one-member quorum to elect it and
+/// take its registration.
+const SINGLE_NODE_START_WAIT: Duration = Duration::from_secs(30);
+
+/// Starts this broker's controller and its part in the cluster: a single node (no
+/// other nodes among the seeds) founds or resumes a one-member quorum, registers, and
+/// adopts a data directory written before it had a controller, all before it
+/// answers clients; a founding seed or a joining node registers in the background,
+/// once its quorum forms. Then the membership and reconcile loops run.
+pub async fn start(
+    state: &Arc<BrokerState>,
+    quic_addr: std::net::SocketAddr,
+) -> Result<(), String> {
+    let config = &state.config;
+    let seeds: Vec<(u64, String)> = config
+        .seeds
+        .iter()
+        .map(|(id, addr)| (u64::from(*id), addr.to_string()))
+        .collect();
+    let advertised = config
+        .seeds
+        .iter()
+        .find(|(id, _)| *id == config.node_id)
+        .map_or_else(|| quic_addr.to_string(), |(_, addr)| addr.to_string());
+    let mut controller_config = quiver_cluster::ControllerConfig::new(
+        u64::from(config.node_id),
+        config.data_dir.join("controller"),
+        seeds,
+    );
+    controller_config.advertised_addr = Some(advertised.clone());
+    let transport = QuicRaftTransport::new(crate::replication::peer_ca(state));
+    let controller = Controller::start_with(controller_config, transport)
+        .await
+        .map_err(|e| e.to_string())?;
+    let _ = state
+        .cluster
+        .set(Arc::new(ClusterMember::new(controller, config.node_id)));
+    let member = state
+        .cluster
+        .get()
+        .ok_or("the cluster member was not stored")?;
+    // A new number per process start, so the controller tells a restart from a retry.
+    let incarnation = u64::try_from(now_ms()).unwrap_or(0) ^ u64::from(std::process::id());
+    if config.seeds.iter().all(|(id, _)| *id == config.node_id) {
+        let deadline = tokio::time::Instant::now() + SINGLE_NODE_START_WAIT;
+        loop {
+            match register(member, &advertised, incarnation).await {
+                Ok(()) => break,
+                Err(err) if tokio::time::Instant::now() >= deadline => {
+                    return Err(format!(
+                        "the one-member controller quorum did not take this broker's registration: {err}"
+                    ));
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+        crate::adopt::adopt_unmanaged_state(state, member).await?;
+    }
+    if config.joins_cluster() {
+        tokio::spawn(join_loop(Arc::clone(state), advertised.clone()));
+    }
+    tokio::spawn(membership_loop(Arc::clone(state), advertised, incarnation));
+    tokio::spawn(reconcile_loop(Arc::clone(state)));
+    Ok(())
 }
 
 /// How often a joining node asks the cluster again to add it.
@@ -258,13 +348,11 @@ pub async fn join_loop(state: Arc<BrokerState>, advertised: String) {
 
 /// Registers this broker, then heartbeats until shutdown; while this broker's
 /// controller leads, fences brokers whose heartbeats stopped.
-pub async fn membership_loop(state: Arc<BrokerState>, advertised: String) {
+pub async fn membership_loop(state: Arc<BrokerState>, advertised: String, incarnation: u64) {
     let Some(member) = state.cluster.get() else {
         return;
     };
     let mut shutdown = state.shutdown.subscribe();
-    // A new number per process start, so the controller tells a restart from a retry.
-    let incarnation = u64::try_from(now_ms()).unwrap_or(0) ^ u64::from(std::process::id());
     let mut ticker = tokio::time::interval(HEARTBEAT_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -273,19 +361,8 @@ pub async fn membership_loop(state: Arc<BrokerState>, advertised: String) {
             _ = shutdown.changed() => return,
         }
         if member.broker_epoch() == UNREGISTERED {
-            let command = MetadataCommand::RegisterBroker {
-                broker_id: member.broker_id,
-                incarnation,
-                address: advertised.clone(),
-                now_ms: now_ms_u64(),
-            };
-            match member.controller.propose(command).await {
-                Ok(MetadataResponse::BrokerRegistered { broker_epoch, .. }) => {
-                    member.broker_epoch.store(broker_epoch, Ordering::Release);
-                    tracing::info!(broker_epoch, "registered with the controller");
-                }
-                Ok(other) => tracing::warn!(?other, "unexpected answer to a registration"),
-                Err(err) => tracing::debug!(%err, "registration not accepted yet"),
+            if let Err(err) = register(member, &advertised, incarnation).await {
+                tracing::debug!(%err, "registration not accepted yet");
             }
             continue;
         }
@@ -439,9 +516,10 @@ pub fn require_leader(
     topic: &str,
     partition: u32,
 ) -> Result<(), RequestError> {
-    let Some(member) = state.cluster.get() else {
+    if topic.starts_with(quiver_wire::topic::INTERNAL_TOPIC_PREFIX) {
         return Ok(());
-    };
+    }
+    let member = member(state)?;
     let metadata = member.controller.metadata();
     let Some(record) = metadata
         .topic(topic)
@@ -538,17 +616,19 @@ pub async fn reconcile_loop(state: Arc<BrokerState>) {
     }
 }
 
-/// In cluster mode, consumer groups are coordinated by the controller leader: group
-/// membership lives in one place, committed offsets are proposed to the controller
-/// there and read back linearizably. Returns `None` for a standalone broker (which
-/// coordinates its own groups), the member when this broker's controller leads, and
-/// `NOT_COORDINATOR` naming the leader otherwise.
-pub fn group_coordinator(state: &BrokerState) -> Result<Option<&ClusterMember>, RequestError> {
-    let Some(member) = state.cluster.get() else {
-        return Ok(None);
-    };
+/// Consumer groups are coordinated by the controller leader (on a single node, the
+/// node itself): group membership lives in one place, committed offsets are proposed
+/// to the controller there and read back linearizably. Returns the member when this
+/// broker's controller leads, and `NOT_COORDINATOR` naming the leader otherwise.
+pub fn group_coordinator(state: &BrokerState) -> Result<&ClusterMember, RequestError> {
+    let member = state.cluster.get().map(Arc::as_ref).ok_or_else(|| {
+        RequestError::new(
+            ErrorCode::NotCoordinator,
+            "this broker's controller is still starting",
+        )
+    })?;
     if member.controller.is_leader() {
-        return Ok(Some(member));
+        return Ok(member);
     }
     let message = match member.controller.leader() {
         Some((id, addr)) => {

@@ -18,7 +18,7 @@ use quiver_wire::topic::validate_topic_name;
 use quiver_wire::{ApiKey, ErrorCode};
 
 use crate::group::{GroupCoordinator, GroupError, Heartbeat, validate_group_id};
-use crate::offsets::{OFFSETS_TOPIC, OffsetStore, OffsetView};
+use crate::offsets::OffsetView;
 use crate::partition::{DurabilityError, Partition, PartitionAppendError};
 use crate::server::{BrokerState, now_ms};
 use crate::topic::TopicError;
@@ -269,8 +269,9 @@ async fn produce(
     if !answered || req.acks == Acks::None {
         return Ok(Outgoing::Nothing);
     }
-    // A replicated acks=all produce waited for the high watermark above.
-    if req.acks == Acks::All && replicated.is_none() {
+    // acks=all: replicated to the ISR (waited for above) and, per the flush policy,
+    // on this broker's disk.
+    if req.acks == Acks::All {
         match tokio::time::timeout(wait, partition.wait_durable(info.last_offset + 1)).await {
             Ok(Ok(())) => {}
             Ok(Err(DurabilityError::StorageFailed)) => {
@@ -307,7 +308,7 @@ async fn produce(
     ))
 }
 
-async fn fetch(req: FetchRequest, state: &BrokerState) -> Result<Outgoing, RequestError> {
+async fn fetch(req: FetchRequest, state: &Arc<BrokerState>) -> Result<Outgoing, RequestError> {
     crate::cluster::require_leader(state, &req.topic, req.partition)?;
     let partition = partition(state, &req.topic, req.partition)?;
     // Resolved once per request: a plugin replaced meanwhile serves the next fetch.
@@ -540,34 +541,19 @@ async fn create_topic(
             ));
         }
     }
-    if let Some(member) = state.cluster.get() {
-        // Checked here so that a config the brokers cannot apply never reaches the
-        // cluster metadata.
-        crate::topic::log_config_for(&state.config.log, &configs)?;
-        return crate::cluster::create_topic(
-            state,
-            member,
-            req.name,
-            req.partitions,
-            req.replication_factor,
-            configs,
-        )
-        .await;
-    }
-    let worker = Arc::clone(state);
-    tokio::task::spawn_blocking(move || {
-        worker.topics.create(
-            &req.name,
-            req.partitions,
-            req.replication_factor,
-            configs,
-            1,
-            now_ms(),
-        )
-    })
+    let member = crate::cluster::member(state)?;
+    // Checked here so that a config the brokers cannot apply never reaches the
+    // cluster metadata.
+    crate::topic::log_config_for(&state.config.log, &configs)?;
+    crate::cluster::create_topic(
+        state,
+        member,
+        req.name,
+        req.partitions,
+        req.replication_factor,
+        configs,
+    )
     .await
-    .map_err(|e| RequestError::new(ErrorCode::Unknown, e.to_string()))??;
-    Ok(Outgoing::Frame(Empty.encode_frame()))
 }
 
 async fn init_producer_id(state: &Arc<BrokerState>) -> Result<Outgoing, RequestError> {
@@ -576,12 +562,8 @@ async fn init_producer_id(state: &Arc<BrokerState>) -> Result<Outgoing, RequestE
         .await
         .map_err(|e| RequestError::new(ErrorCode::Unknown, e.to_string()))?
         .map_err(|e| RequestError::new(ErrorCode::StorageError, e.to_string()))?;
-    let producer_id = if state.cluster.get().is_some() {
-        crate::producer_id::cluster_unique(state.config.node_id, producer_id)
-            .map_err(|e| RequestError::new(ErrorCode::StorageError, e.to_string()))?
-    } else {
-        producer_id
-    };
+    let producer_id = crate::producer_id::cluster_unique(state.config.node_id, producer_id)
+        .map_err(|e| RequestError::new(ErrorCode::StorageError, e.to_string()))?;
     Ok(Outgoing::Frame(
         InitProducerIdResponse {
             producer_id,
@@ -604,20 +586,8 @@ async fn delete_topic(
             format!("`{}` is an internal topic and cannot be deleted", req.name),
         ));
     }
-    if let Some(member) = state.cluster.get() {
-        return crate::cluster::delete_topic(state, member, req.name).await;
-    }
-    let worker = Arc::clone(state);
-    let name = req.name.clone();
-    tokio::task::spawn_blocking(move || worker.topics.delete(&req.name))
-        .await
-        .map_err(|e| RequestError::new(ErrorCode::Unknown, e.to_string()))??;
-    // The topic is gone; its attachments go with it. A failure here leaves attachments
-    // that match no topic and never run, so it is logged rather than reported.
-    if let Err(err) = state.plugins.forget_topic(&name) {
-        tracing::warn!(topic = %name, %err, "could not drop the deleted topic's plugin attachments");
-    }
-    Ok(Outgoing::Frame(Empty.encode_frame()))
+    let member = crate::cluster::member(state)?;
+    crate::cluster::delete_topic(state, member, req.name).await
 }
 
 impl From<GroupError> for RequestError {
@@ -640,43 +610,26 @@ fn coordinator(state: &BrokerState) -> std::sync::MutexGuard<'_, GroupCoordinato
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Commits offsets: checks the member, then stores them durably before answering:
-/// standalone in the offsets topic (visible once fsynced), in a cluster through the
-/// controller (visible once a quorum committed them).
+/// Commits offsets: checks the member, then commits them through the controller; they
+/// are visible once a quorum holds them.
 async fn offset_commit(
     req: OffsetCommitRequest,
     state: &Arc<BrokerState>,
 ) -> Result<Outgoing, RequestError> {
-    let cluster = crate::cluster::group_coordinator(state)?;
+    let member = crate::cluster::group_coordinator(state)?;
     coordinator(state).check_commit(&req.group, &req.member_id, req.member_epoch)?;
     for o in &req.offsets {
         partition(state, &o.topic, o.partition)?;
     }
-    if let Some(member) = cluster {
-        crate::cluster::commit_offsets(member, &req.group, &req.offsets).await?;
-        return Ok(Outgoing::Frame(Empty.encode_frame()));
-    }
-    let Some(batch) = OffsetStore::encode_commit(&req.group, &req.offsets, now_ms()) else {
-        return Ok(Outgoing::Frame(Empty.encode_frame()));
-    };
-    let internal = partition(state, OFFSETS_TOPIC, 0)?;
-    let now = now_ms();
-    let info = blocking(|| internal.append(BytesMut::from(batch), now))?;
-    internal
-        .wait_durable(info.last_offset + 1)
-        .await
-        .map_err(|e| RequestError::new(ErrorCode::StorageError, e.to_string()))?;
-    state.offsets.apply(&req.group, &req.offsets);
+    crate::cluster::commit_offsets(member, &req.group, &req.offsets).await?;
     Ok(Outgoing::Frame(Empty.encode_frame()))
 }
 
-/// Where committed offsets are read from: this broker's offsets topic, or (in a
-/// cluster) the controller's metadata as of now.
-async fn committed_offsets(state: &BrokerState) -> Result<OffsetView<'_>, RequestError> {
-    Ok(match crate::cluster::group_coordinator(state)? {
-        None => OffsetView::Local(&state.offsets),
-        Some(member) => OffsetView::Cluster(crate::cluster::current_metadata(member).await?),
-    })
+/// The committed offsets as of now, from the controller's metadata on the
+/// coordinator.
+async fn committed_offsets(state: &BrokerState) -> Result<OffsetView, RequestError> {
+    let member = crate::cluster::group_coordinator(state)?;
+    Ok(OffsetView(crate::cluster::current_metadata(member).await?))
 }
 
 async fn offset_fetch(

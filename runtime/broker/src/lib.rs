@@ -5,11 +5,12 @@
 //! without decoding them, applies the flush policy with group commit and retention on
 //! a timer, persists topic metadata, and serves `/metrics`, `/health` and `/ready` on
 //! the admin listener; consumer groups and committed offsets; WebAssembly plugins at
-//! the produce and fetch stages; in cluster mode, the controller, topic placement and
-//! partition replication. What it does not do (yet): replicate group state, committed
-//! offsets and the plugin registry across the cluster.
+//! the produce and fetch stages; the controller (a one-member quorum on a single node,
+//! the same code path as a cluster), topic placement and partition replication, with
+//! committed offsets and the plugin registry in the controller's metadata.
 
 pub mod admin;
+pub mod adopt;
 pub mod cluster;
 pub mod config;
 pub mod dispatch;

@@ -1,11 +1,12 @@
-//! Committed consumer offsets, kept in the internal topic `__consumer_offsets` so they
-//! are as durable as any data (and, with replication, fail over like it).
+//! Committed consumer offsets.
 //!
-//! Each commit appends one batch: a record per offset, keyed by (group, topic,
-//! partition). The latest record per key wins; the table in memory is rebuilt by
-//! reading the topic at start. The topic keeps its records for the broker's retention
-//! (7 days by default), like Kafka's `offsets.retention.minutes`: a group that has not
-//! committed for longer loses its offsets.
+//! They live in the controller's metadata ([`OffsetView`] reads them), committed
+//! through the controller by the group coordinator. Brokers of earlier builds kept
+//! them in the internal topic `__consumer_offsets`; [`OffsetStore`] still reads that
+//! topic at start so that `crate::adopt` can carry its commits into the metadata.
+//!
+//! Each commit there was one batch: a record per offset, keyed by (group, topic,
+//! partition), the latest record per key winning.
 //!
 //! ```text
 //! key:   [version:1][group:string][topic:string][partition:4]
@@ -15,9 +16,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
-use bytes::{BufMut, Bytes, BytesMut};
-use quiver_wire::batch::{BatchBuilder, BatchSplitter, ProducerStamp, Record, decode_records};
-use quiver_wire::codec::{Reader, WriteExt};
+use quiver_wire::batch::{BatchSplitter, decode_records};
+use quiver_wire::codec::Reader;
 use quiver_wire::group::CommittedOffset;
 
 use crate::partition::Partition;
@@ -41,15 +41,6 @@ type Key = (String, String, u32);
 #[derive(Debug, Default)]
 pub struct OffsetStore {
     committed: Mutex<HashMap<Key, CommittedOffset>>,
-}
-
-fn encode_key(group: &str, topic: &str, partition: u32) -> Bytes {
-    let mut key = BytesMut::with_capacity(8 + group.len() + topic.len());
-    key.put_u8(RECORD_VERSION);
-    key.put_string(group);
-    key.put_string(topic);
-    key.put_u32(partition);
-    key.freeze()
 }
 
 fn decode_entry(key: &[u8], value: &[u8]) -> Option<(Key, CommittedOffset)> {
@@ -114,34 +105,6 @@ impl OffsetStore {
         Ok(store)
     }
 
-    /// The batch that records a commit.
-    pub fn encode_commit(group: &str, offsets: &[CommittedOffset], now_ms: i64) -> Option<Bytes> {
-        let mut builder = BatchBuilder::new(ProducerStamp::NONE);
-        for o in offsets {
-            let mut value = BytesMut::with_capacity(10 + o.metadata.len());
-            value.put_u64(o.offset);
-            value.put_string(&o.metadata);
-            builder.push(&Record {
-                key: Some(encode_key(group, &o.topic, o.partition)),
-                value: Some(value.freeze()),
-                headers: Vec::new(),
-                timestamp: now_ms,
-            });
-        }
-        builder.finish()
-    }
-
-    /// Makes a durable commit visible.
-    pub fn apply(&self, group: &str, offsets: &[CommittedOffset]) {
-        let mut table = self
-            .committed
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for o in offsets {
-            table.insert((group.to_owned(), o.topic.clone(), o.partition), o.clone());
-        }
-    }
-
     pub fn get(&self, group: &str, topic: &str, partition: u32) -> Option<CommittedOffset> {
         let table = self
             .committed
@@ -180,53 +143,39 @@ impl OffsetStore {
     }
 }
 
-/// Committed offsets as one request reads them: this broker's own table, or a
-/// cluster's, from the controller's metadata.
-pub enum OffsetView<'a> {
-    Local(&'a OffsetStore),
-    Cluster(std::sync::Arc<quiver_cluster::MetadataState>),
-}
+/// Committed offsets as one request reads them: the cluster's, from the controller's
+/// metadata.
+pub struct OffsetView(pub std::sync::Arc<quiver_cluster::MetadataState>);
 
-impl OffsetView<'_> {
+impl OffsetView {
     pub fn get(&self, group: &str, topic: &str, partition: u32) -> Option<CommittedOffset> {
-        match self {
-            OffsetView::Local(store) => store.get(group, topic, partition),
-            OffsetView::Cluster(metadata) => metadata
-                .committed_offset(group, topic, partition)
-                .map(|c| CommittedOffset {
-                    topic: topic.to_owned(),
-                    partition,
-                    offset: c.offset,
-                    metadata: c.metadata.clone(),
-                }),
-        }
+        self.0
+            .committed_offset(group, topic, partition)
+            .map(|c| CommittedOffset {
+                topic: topic.to_owned(),
+                partition,
+                offset: c.offset,
+                metadata: c.metadata.clone(),
+            })
     }
 
     /// Every offset a group committed, by topic and partition.
     pub fn of_group(&self, group: &str) -> Vec<CommittedOffset> {
-        match self {
-            OffsetView::Local(store) => store.of_group(group),
-            OffsetView::Cluster(metadata) => metadata
-                .group_offsets(group)
-                .map(|(key, c)| CommittedOffset {
-                    topic: key.topic.clone(),
-                    partition: key.partition,
-                    offset: c.offset,
-                    metadata: c.metadata.clone(),
-                })
-                .collect(),
-        }
+        self.0
+            .group_offsets(group)
+            .map(|(key, c)| CommittedOffset {
+                topic: key.topic.clone(),
+                partition: key.partition,
+                offset: c.offset,
+                metadata: c.metadata.clone(),
+            })
+            .collect()
     }
 
     /// Groups that committed something, sorted.
     pub fn groups(&self) -> Vec<String> {
-        match self {
-            OffsetView::Local(store) => store.groups(),
-            OffsetView::Cluster(metadata) => {
-                let groups: std::collections::BTreeSet<&String> =
-                    metadata.offsets().keys().map(|k| &k.group).collect();
-                groups.into_iter().cloned().collect()
-            }
-        }
+        let groups: std::collections::BTreeSet<&String> =
+            self.0.offsets().keys().map(|k| &k.group).collect();
+        groups.into_iter().cloned().collect()
     }
 }

@@ -46,8 +46,14 @@ pub struct Partition {
     /// partition refuses further writes (as Kafka takes a log directory offline).
     failed: AtomicBool,
     /// Replicated in a cluster: the high watermark comes from the replication state
-    /// machine ([`Partition::set_high_watermark`]), not from appends or flushes.
+    /// machine ([`Partition::set_high_watermark`]), and with `flush = always` no
+    /// further than this replica's durable offset.
     replicated: AtomicBool,
+    /// The high watermark replication last computed.
+    replication_hw: std::sync::atomic::AtomicU64,
+    /// Orders the two writers of a replicated partition's visible offset (a new
+    /// high watermark, a finished sync), so neither overwrites the other's newer view.
+    visibility: std::sync::Mutex<()>,
     /// The leader epoch this replica stamps on the batches it appends as leader.
     leader_epoch: std::sync::atomic::AtomicU32,
 }
@@ -72,6 +78,8 @@ impl Partition {
             closed: AtomicBool::new(false),
             failed: AtomicBool::new(false),
             replicated: AtomicBool::new(false),
+            replication_hw: std::sync::atomic::AtomicU64::new(0),
+            visibility: std::sync::Mutex::new(()),
             leader_epoch: std::sync::atomic::AtomicU32::new(0),
         }
     }
@@ -80,7 +88,20 @@ impl Partition {
     /// Called once, before the partition serves as a replica.
     pub fn set_replicated(&self, high_watermark: u64) {
         self.replicated.store(true, Ordering::Release);
-        self.visible.send_replace(high_watermark);
+        self.replication_hw.store(high_watermark, Ordering::Release);
+        self.visible
+            .send_replace(self.visible_below(high_watermark));
+    }
+
+    /// What consumers may see of a replicated partition whose replication high
+    /// watermark is `high_watermark`: all of it, or with `flush = always` only what is
+    /// also durable here, so nothing a consumer read can vanish in a power loss.
+    fn visible_below(&self, high_watermark: u64) -> u64 {
+        if self.flush == FlushPolicy::Always {
+            high_watermark.min(*self.durable.borrow())
+        } else {
+            high_watermark
+        }
     }
 
     pub fn is_replicated(&self) -> bool {
@@ -89,9 +110,15 @@ impl Partition {
 
     /// Publishes the high watermark replication computed: consumers read below it.
     pub fn set_high_watermark(&self, high_watermark: u64) {
+        let _order = self
+            .visibility
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.replication_hw.store(high_watermark, Ordering::Release);
+        let visible = self.visible_below(high_watermark);
         self.visible.send_if_modified(|v| {
-            let moved = *v != high_watermark;
-            *v = high_watermark;
+            let moved = *v != visible;
+            *v = visible;
             moved
         });
     }
@@ -285,12 +312,22 @@ impl Partition {
             return Err(err);
         }
         self.log_mut().mark_synced(up_to);
+        let _order = self
+            .visibility
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         // Readers first: a producer woken by the durable offset may read right away,
         // and must find its records visible.
-        if self.flush == FlushPolicy::Always && !self.is_replicated() {
+        if self.flush == FlushPolicy::Always {
+            // A replicated partition shows what is both replicated and synced here.
+            let visible = if self.is_replicated() {
+                up_to.min(self.replication_hw.load(Ordering::Acquire))
+            } else {
+                up_to
+            };
             self.visible.send_if_modified(|v| {
-                let moved = up_to > *v;
-                *v = (*v).max(up_to);
+                let moved = visible > *v;
+                *v = (*v).max(visible);
                 moved
             });
         }

@@ -51,24 +51,23 @@ impl From<RegistryError> for RequestError {
     }
 }
 
-/// Registers an uploaded module. In a cluster the version is then proposed to the
-/// controller, and the other brokers fetch the module from this one.
+/// Registers an uploaded module here, then proposes its version to the controller;
+/// the other brokers of a cluster fetch the module from this one.
 pub async fn upload(
     req: PluginUploadRequest,
     state: &BrokerState,
 ) -> Result<Outgoing, RequestError> {
+    let member = crate::cluster::member(state)?;
     // Compiling a module takes tens of milliseconds to seconds.
     let info = blocking(|| state.plugins.upload(&req.name, &req.module, now_ms()))?;
-    if let Some(member) = state.cluster.get() {
-        let command = MetadataCommand::UploadPlugin {
-            name: info.name.clone(),
-            version: info.version.clone(),
-            kind: info.kind.clone(),
-            size_bytes: info.size,
-            uploaded_ms: u64::try_from(info.uploaded_ms).unwrap_or(0),
-        };
-        crate::cluster::propose_plugin_change(member, command).await?;
-    }
+    let command = MetadataCommand::UploadPlugin {
+        name: info.name.clone(),
+        version: info.version.clone(),
+        kind: info.kind.clone(),
+        size_bytes: info.size,
+        uploaded_ms: u64::try_from(info.uploaded_ms).unwrap_or(0),
+    };
+    crate::cluster::propose_plugin_change(member, command).await?;
     tracing::info!(plugin = %info.name, version = %info.version, kind = %info.kind, size = info.size, "plugin uploaded");
     Ok(Outgoing::Frame(info.encode_frame()))
 }
@@ -84,8 +83,8 @@ pub fn list(state: &BrokerState) -> Result<Outgoing, RequestError> {
     ))
 }
 
-/// Attaches a plugin to a topic. In a cluster the attachment is checked here, then
-/// committed through the controller, and this broker applies it before answering.
+/// Attaches a plugin to a topic: checked here, committed through the controller, and
+/// applied on this broker before the answer.
 pub async fn attach(
     req: PluginAttachRequest,
     state: &BrokerState,
@@ -110,22 +109,18 @@ pub async fn attach(
         attachment.plugin.clone(),
         attachment.stage,
     );
-    match state.cluster.get() {
-        None => blocking(|| state.plugins.attach(attachment))?,
-        Some(member) => {
-            await_installed(state, member, &attachment.plugin).await;
-            blocking(|| state.plugins.check_attachment(&attachment))?;
-            let command = MetadataCommand::AttachPlugin {
-                topic: attachment.topic,
-                plugin: attachment.plugin,
-                stage: attachment.stage.name().to_owned(),
-                params: attachment.params,
-                on_error: attachment.on_error.to_string(),
-            };
-            crate::cluster::propose_plugin_change(member, command).await?;
-            sync_with_controller(state, member).await;
-        }
-    }
+    let member = crate::cluster::member(state)?;
+    await_installed(state, member, &attachment.plugin).await;
+    blocking(|| state.plugins.check_attachment(&attachment))?;
+    let command = MetadataCommand::AttachPlugin {
+        topic: attachment.topic,
+        plugin: attachment.plugin,
+        stage: attachment.stage.name().to_owned(),
+        params: attachment.params,
+        on_error: attachment.on_error.to_string(),
+    };
+    crate::cluster::propose_plugin_change(member, command).await?;
+    sync_with_controller(state, member).await;
     tracing::info!(%topic, %plugin, %stage, "plugin attached");
     Ok(Outgoing::Frame(Empty.encode_frame()))
 }
@@ -134,17 +129,13 @@ pub async fn detach(
     req: PluginDetachRequest,
     state: &BrokerState,
 ) -> Result<Outgoing, RequestError> {
-    match state.cluster.get() {
-        None => state.plugins.detach(&req.topic, &req.plugin)?,
-        Some(member) => {
-            let command = MetadataCommand::DetachPlugin {
-                topic: req.topic.clone(),
-                plugin: req.plugin.clone(),
-            };
-            crate::cluster::propose_plugin_change(member, command).await?;
-            sync_with_controller(state, member).await;
-        }
-    }
+    let member = crate::cluster::member(state)?;
+    let command = MetadataCommand::DetachPlugin {
+        topic: req.topic.clone(),
+        plugin: req.plugin.clone(),
+    };
+    crate::cluster::propose_plugin_change(member, command).await?;
+    sync_with_controller(state, member).await;
     tracing::info!(topic = %req.topic, plugin = %req.plugin, "plugin detached");
     Ok(Outgoing::Frame(Empty.encode_frame()))
 }
@@ -351,10 +342,20 @@ fn run(
     run.outcome
 }
 
+/// How long dead-lettered records may take to be stored.
+const DEAD_LETTER_WAIT: Duration = Duration::from_secs(30);
+
 /// Appends `records` to the dead-letter topic, in as many batches as the topic's batch
-/// limit needs, and waits until they are as durable as the caller's data would be.
+/// limit needs, on the dead-letter partition's leader and durable there per the flush
+/// policy (replication follows as for any append). The partition is the source
+/// partition modulo the dead-letter topic's partitions; when another broker leads it,
+/// the records go there.
+///
+/// It does not wait for the dead-letter partition's ISR: a produce-stage dead letter
+/// is written while the source partition's replica is locked, and two topics that
+/// dead-letter into each other would then wait on each other's followers.
 async fn dead_letter(
-    state: &BrokerState,
+    state: &std::sync::Arc<BrokerState>,
     dlq_topic: &str,
     source_partition: u32,
     records: Vec<Record>,
@@ -366,9 +367,10 @@ async fn dead_letter(
         )
     })?;
     let count = topic.partitions.len().max(1);
+    let index = source_partition % u32::try_from(count).unwrap_or(u32::MAX);
     let partition = topic
         .partitions
-        .get(source_partition as usize % count)
+        .get(index as usize)
         .cloned()
         .ok_or_else(|| {
             RequestError::new(
@@ -387,9 +389,24 @@ async fn dead_letter(
         builder.push(record);
     }
     batches.extend(builder.finish());
+    let member = crate::cluster::member(state)?;
+    if let Err(not_here) = crate::cluster::require_leader(state, dlq_topic, index) {
+        return dead_letter_remotely(state, member, dlq_topic, index, batches, not_here).await;
+    }
+    let slot = member.replication.slot(dlq_topic, index);
     let mut last = 0;
     for batch in batches {
-        let info = blocking(|| partition.append(BytesMut::from(batch), now_ms()))?;
+        let append = async || -> Result<AppendInfo, RequestError> {
+            Ok(blocking(|| {
+                partition.append(BytesMut::from(batch.as_ref()), now_ms())
+            })?)
+        };
+        let info = match &slot {
+            Some(slot) => {
+                crate::replication::produce(state, slot, false, DEAD_LETTER_WAIT, append).await?
+            }
+            None => append().await?,
+        };
         state.metrics.produced(
             dlq_topic,
             info.last_offset - info.base_offset + 1,
@@ -397,7 +414,7 @@ async fn dead_letter(
         );
         last = info.last_offset + 1;
     }
-    tokio::time::timeout(Duration::from_secs(30), partition.wait_durable(last))
+    tokio::time::timeout(DEAD_LETTER_WAIT, partition.wait_durable(last))
         .await
         .map_err(|_| {
             RequestError::new(
@@ -409,12 +426,50 @@ async fn dead_letter(
     Ok(())
 }
 
+/// Sends dead-lettered batches to the broker leading their partition (acks=leader, for
+/// the reason [`dead_letter`] gives).
+async fn dead_letter_remotely(
+    state: &BrokerState,
+    member: &ClusterMember,
+    dlq_topic: &str,
+    index: u32,
+    batches: Vec<Bytes>,
+    not_here: RequestError,
+) -> Result<(), RequestError> {
+    let metadata = member.controller.metadata();
+    let leader = metadata
+        .partition(dlq_topic, index)
+        .and_then(|p| p.leader)
+        .and_then(|id| metadata.broker(id).map(|b| (id, b.address.clone())));
+    let Some((leader, address)) = leader else {
+        return Err(not_here);
+    };
+    let ca = crate::replication::peer_ca(state);
+    let client = member
+        .replication
+        .peer(leader, &address, &ca)
+        .await
+        .map_err(|e| RequestError::new(ErrorCode::NotLeader, e))?;
+    for batch in batches {
+        client
+            .produce_batch(dlq_topic, index, quiver_wire::message::Acks::Leader, batch)
+            .await
+            .map_err(|e| {
+                RequestError::new(
+                    e.code().unwrap_or(ErrorCode::Timeout),
+                    format!("dead-letter records to node {leader}: {e}"),
+                )
+            })?;
+    }
+    Ok(())
+}
+
 /// Sends a batch a plugin failed on to the attachment's dead-letter topic, with the
 /// failure's headers, and counts it. `failure` is a [`ChainOutcome::DeadLetter`].
 /// The batch is decoded again here, on this rare path, so that the common one hands
 /// its records to the chain without keeping a copy.
 async fn dead_letter_batch(
-    state: &BrokerState,
+    state: &std::sync::Arc<BrokerState>,
     failure: ChainOutcome,
     batch: &Bytes,
     topic: &str,
@@ -452,7 +507,7 @@ async fn dead_letter_batch(
 /// is stored as one batch ending on the same sequence (a control marker when no record
 /// is left), so idempotence holds across plugins and restarts.
 pub async fn produce_through(
-    state: &BrokerState,
+    state: &std::sync::Arc<BrokerState>,
     partition: &Partition,
     topic: &str,
     index: u32,
@@ -524,7 +579,7 @@ pub fn fetch_steps(
 /// failing one still go out (so the consumer moves up to it) and the error comes when
 /// the failing batch is first in a fetch.
 pub async fn fetch_through(
-    state: &BrokerState,
+    state: &std::sync::Arc<BrokerState>,
     topic: &str,
     index: u32,
     steps: &[Step],

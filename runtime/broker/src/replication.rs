@@ -121,7 +121,7 @@ fn replica_config(
 
 /// The replica's view of its log at start: offsets and the epoch history from the
 /// stored batch headers.
-fn recovered(partition: &Partition) -> Result<RecoveredLog, String> {
+pub(crate) fn recovered(partition: &Partition) -> Result<RecoveredLog, String> {
     let log = partition.log();
     let (start, end) = (log.log_start_offset(), log.log_end_offset());
     let mut epochs = LeaderEpochCache::new();
@@ -502,9 +502,7 @@ pub async fn handle_replica_fetch(
     req: ReplicaFetchRequest,
     state: &Arc<BrokerState>,
 ) -> Result<Outgoing, RequestError> {
-    let member = state.cluster.get().ok_or_else(|| {
-        RequestError::new(ErrorCode::InvalidRequest, "this broker runs standalone")
-    })?;
+    let member = crate::cluster::member(state)?;
     let slot = member
         .replication
         .slot(&req.topic, req.partition)

@@ -39,12 +39,13 @@ pub struct BrokerState {
     pub producer_ids: crate::producer_id::ProducerIdAllocator,
     /// Consumer group membership (soft state).
     pub groups: std::sync::Mutex<crate::group::GroupCoordinator>,
-    /// Committed offsets, backed by the internal offsets topic.
+    /// Committed offsets an earlier build kept in the internal offsets topic, read at
+    /// start for `crate::adopt`; offsets live in the controller's metadata.
     pub offsets: crate::offsets::OffsetStore,
     /// Uploaded WebAssembly plugins and their attachments to topics.
     pub plugins: quiver_plugin_host::Registry,
-    /// This broker's controller and membership, in cluster mode (`--seeds` naming
-    /// other nodes); unset for a standalone broker.
+    /// This broker's controller and membership (a single node is a one-member
+    /// cluster); unset only while the broker starts.
     pub cluster: std::sync::OnceLock<Arc<crate::cluster::ClusterMember>>,
     /// `true` once the broker is stopping.
     pub shutdown: watch::Sender<bool>,
@@ -266,51 +267,24 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
         source,
     })?;
 
-    let accept_task = tokio::spawn(accept_loop(endpoint.clone(), Arc::clone(&state)));
-    // The controller starts once the listener accepts, so the other founding
-    // controllers' RPCs reach it.
-    if state
+    // A single node starts its one-member controller quorum before it accepts
+    // clients, so the first request finds the metadata ready. Cluster nodes accept
+    // first: the other controllers' RPCs arrive over this listener.
+    let single_node = state
         .config
         .seeds
         .iter()
-        .any(|(id, _)| *id != state.config.node_id)
-    {
-        let seeds: Vec<(u64, String)> = state
-            .config
-            .seeds
-            .iter()
-            .map(|(id, addr)| (u64::from(*id), addr.to_string()))
-            .collect();
-        let advertised = state
-            .config
-            .seeds
-            .iter()
-            .find(|(id, _)| *id == state.config.node_id)
-            .map_or_else(|| quic_addr.to_string(), |(_, addr)| addr.to_string());
-        let ca = state.config.tls_ca.clone().unwrap_or_else(|| {
-            crate::tls::GeneratedPaths::in_data_dir(&state.config.data_dir).ca_cert
-        });
-        let controller = quiver_cluster::Controller::start(
-            u64::from(state.config.node_id),
-            state.config.data_dir.join("controller"),
-            seeds,
-            crate::cluster::QuicRaftTransport::new(ca),
-        )
-        .await
-        .map_err(|e| StartError::Controller(e.to_string()))?;
-        let member = crate::cluster::ClusterMember::new(controller, state.config.node_id);
-        let _ = state.cluster.set(Arc::new(member));
-        if state.config.joins_cluster() {
-            tokio::spawn(crate::cluster::join_loop(
-                Arc::clone(&state),
-                advertised.clone(),
-            ));
-        }
-        tokio::spawn(crate::cluster::membership_loop(
-            Arc::clone(&state),
-            advertised,
-        ));
-        tokio::spawn(crate::cluster::reconcile_loop(Arc::clone(&state)));
+        .all(|(id, _)| *id == state.config.node_id);
+    if single_node {
+        crate::cluster::start(&state, quic_addr)
+            .await
+            .map_err(StartError::Controller)?;
+    }
+    let accept_task = tokio::spawn(accept_loop(endpoint.clone(), Arc::clone(&state)));
+    if !single_node {
+        crate::cluster::start(&state, quic_addr)
+            .await
+            .map_err(StartError::Controller)?;
     }
     let retention_task = tokio::spawn(retention_loop(Arc::clone(&state)));
     let session_task = tokio::spawn(session_loop(Arc::clone(&state)));

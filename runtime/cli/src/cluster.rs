@@ -28,8 +28,8 @@ pub async fn run(command: ClusterCommand) -> anyhow::Result<()> {
                     "controller leader: node {id} at {} (term {})",
                     status.controller_leader_address, status.term
                 ),
-                None if status.mode == "standalone" => {
-                    println!("controller leader: none (standalone broker)")
+                None if status.mode == "starting" => {
+                    println!("controller leader: none yet (the broker is starting)")
                 }
                 None => println!("controller leader: none elected (term {})", status.term),
             }

@@ -20,7 +20,14 @@ impl MetadataState {
                     leaders_elected: 0,
                 });
             }
-            Some(_) => {}
+            // A restart: the old incarnation is gone, and with it whatever its page
+            // cache held. Fence it first (Kafka does the same when a broker registers
+            // again): it leaves the ISRs it shares, and the partitions it led elect
+            // again, so no replica resumes leading in an epoch it began before the
+            // crash. The new incarnation is unfenced below.
+            Some(_) => {
+                self.fence_broker(broker_id)?;
+            }
             None if self.brokers.len() >= BROKERS_MAX => {
                 return Err(CommandError::TooManyBrokers { max: BROKERS_MAX });
             }

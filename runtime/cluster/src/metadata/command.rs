@@ -44,6 +44,16 @@ pub enum MetadataCommand {
     },
     /// Deletes a topic, its plugin attachments and its committed offsets.
     DeleteTopic { name: String },
+    /// Creates a topic whose partitions already hold data on a single node (a data
+    /// directory from before it ran a controller): replication factor 1, and each
+    /// partition's leader epoch starts at the given one, newer than any epoch its log
+    /// holds, so the replica can lead it.
+    AdoptTopic {
+        name: String,
+        configs: BTreeMap<String, String>,
+        /// One per partition.
+        leader_epochs: Vec<u32>,
+    },
     /// A partition leader changes its ISR (Kafka's AlterPartition; `quiver-repl`'s
     /// `IsrProposal`).
     AlterIsr {
@@ -103,6 +113,7 @@ impl MetadataCommand {
             MetadataCommand::UnfenceBroker { .. } => "unfence_broker",
             MetadataCommand::CreateTopic { .. } => "create_topic",
             MetadataCommand::DeleteTopic { .. } => "delete_topic",
+            MetadataCommand::AdoptTopic { .. } => "adopt_topic",
             MetadataCommand::AlterIsr { .. } => "alter_isr",
             MetadataCommand::ElectLeader { .. } => "elect_leader",
             MetadataCommand::UploadPlugin { .. } => "upload_plugin",

@@ -24,7 +24,7 @@ pub enum CommandError {
 
     #[error("topic name `{name}` is invalid: {reason}")]
     InvalidTopicName { name: String, reason: String },
-    #[error("topic `{0}` exists already")]
+    #[error("topic `{0}` already exists")]
     TopicExists(String),
     #[error("topic `{0}` does not exist")]
     UnknownTopic(String),

@@ -159,6 +159,11 @@ impl MetadataState {
                 configs,
             } => self.create_topic(name, *partitions, *replication_factor, configs),
             MetadataCommand::DeleteTopic { name } => self.delete_topic(name),
+            MetadataCommand::AdoptTopic {
+                name,
+                configs,
+                leader_epochs,
+            } => self.adopt_topic(name, configs, leader_epochs),
             MetadataCommand::AlterIsr {
                 broker_id,
                 topic,

@@ -933,3 +933,69 @@ fn random_commands_keep_the_invariants() {
     }
     assert_eq!(replay, state);
 }
+
+#[test]
+fn a_restarted_leader_leads_again_only_in_a_new_epoch() {
+    // A single node: it is its partitions' only replica.
+    let mut state = cluster(1);
+    ok(&mut state, create("solo", 1, 1));
+    let before = state.partition("solo", 0).expect("partition").clone();
+    assert_eq!(before.leader, Some(1));
+    let restart = MetadataCommand::RegisterBroker {
+        broker_id: 1,
+        incarnation: 999,
+        address: "10.0.0.1:7420".to_owned(),
+        now_ms: 2_000,
+    };
+    ok(&mut state, restart);
+    let after = state.partition("solo", 0).expect("partition");
+    assert_eq!(after.leader, Some(1), "the only replica leads again");
+    assert!(
+        after.leader_epoch > before.leader_epoch,
+        "epoch {} after {}",
+        after.leader_epoch,
+        before.leader_epoch
+    );
+
+    // Three brokers: a restarted leader hands its partition to another ISR member.
+    let mut state = cluster(3);
+    ok(&mut state, create("trio", 1, 3));
+    let before = state.partition("trio", 0).expect("partition").clone();
+    let leader = before.leader.expect("a leader");
+    let restart = MetadataCommand::RegisterBroker {
+        broker_id: leader,
+        incarnation: 4242,
+        address: format!("10.0.0.{leader}:7420"),
+        now_ms: 2_000,
+    };
+    ok(&mut state, restart);
+    let after = state.partition("trio", 0).expect("partition");
+    assert_ne!(after.leader, Some(leader), "another ISR member leads");
+    assert!(
+        !after.isr.contains(&leader),
+        "the restarted broker catches up first"
+    );
+    assert!(after.leader_epoch > before.leader_epoch);
+}
+
+#[test]
+fn an_adopted_topic_starts_at_the_epochs_its_logs_need() {
+    let mut state = cluster(1);
+    let adopt = MetadataCommand::AdoptTopic {
+        name: "old".to_owned(),
+        configs: BTreeMap::new(),
+        leader_epochs: vec![0, 7],
+    };
+    ok(&mut state, adopt.clone());
+    let epochs: Vec<(Option<BrokerId>, u32)> = (0..2)
+        .map(|p| {
+            let record = state.partition("old", p).expect("partition");
+            (record.leader, record.leader_epoch)
+        })
+        .collect();
+    assert_eq!(epochs, [(Some(1), 0), (Some(1), 7)]);
+    assert!(matches!(
+        refused(&mut state, adopt),
+        CommandError::TopicExists(_)
+    ));
+}

@@ -20,6 +20,29 @@ pub const UNCLEAN_LEADER_ELECTION_CONFIG: &str = "unclean.leader.election.enable
 const INTERNAL_TOPIC_PREFIX: &str = "__";
 
 impl MetadataState {
+    /// [`MetadataCommand::AdoptTopic`](super::MetadataCommand::AdoptTopic): a topic of
+    /// replication factor 1 whose partitions start at the given leader epochs.
+    pub(super) fn adopt_topic(
+        &mut self,
+        name: &str,
+        configs: &BTreeMap<String, String>,
+        leader_epochs: &[u32],
+    ) -> Result<MetadataResponse, CommandError> {
+        let partitions = u32::try_from(leader_epochs.len()).map_err(|_| {
+            CommandError::InvalidPartitionCount {
+                given: u32::MAX,
+                max: PARTITIONS_PER_TOPIC_MAX,
+            }
+        })?;
+        let answer = self.create_topic(name, partitions, 1, configs)?;
+        if let Some(topic) = self.topics.get_mut(name) {
+            for (p, epoch) in topic.partitions.iter_mut().zip(leader_epochs) {
+                p.leader_epoch = p.leader_epoch.max(*epoch);
+            }
+        }
+        Ok(answer)
+    }
+
     pub(super) fn create_topic(
         &mut self,
         name: &str,
