@@ -640,34 +640,40 @@ pub fn group_coordinator(state: &BrokerState) -> Result<&ClusterMember, RequestE
     Err(RequestError::new(ErrorCode::NotCoordinator, message))
 }
 
-/// Stores a group's committed offsets through the controller: all or none, answered
-/// once committed by a quorum and applied.
+/// Stores a group's committed offsets through the controller, answered once committed
+/// by a quorum and applied. A commit larger than one controller entry takes
+/// ([`OFFSETS_PER_COMMIT_MAX`](quiver_cluster::metadata::limits::OFFSETS_PER_COMMIT_MAX))
+/// goes in several; each is all or none, and on an error the earlier ones stay
+/// committed (a retry commits the same offsets again).
 pub async fn commit_offsets(
     member: &ClusterMember,
     group: &str,
     offsets: &[quiver_wire::group::CommittedOffset],
 ) -> Result<(), RequestError> {
-    let command = MetadataCommand::CommitOffsets {
-        group: group.to_owned(),
-        offsets: offsets
-            .iter()
-            .map(|o| quiver_cluster::metadata::OffsetCommit {
-                topic: o.topic.clone(),
-                partition: o.partition,
-                offset: o.offset,
-                metadata: o.metadata.clone(),
-            })
-            .collect(),
-    };
-    match member
-        .controller
-        .propose(command)
-        .await
-        .map_err(coordinator_error)?
-    {
-        MetadataResponse::Rejected(err) => Err(rejected(&err)),
-        _ => Ok(()),
+    use quiver_cluster::metadata::limits::OFFSETS_PER_COMMIT_MAX;
+    for chunk in offsets.chunks(OFFSETS_PER_COMMIT_MAX) {
+        let command = MetadataCommand::CommitOffsets {
+            group: group.to_owned(),
+            offsets: chunk
+                .iter()
+                .map(|o| quiver_cluster::metadata::OffsetCommit {
+                    topic: o.topic.clone(),
+                    partition: o.partition,
+                    offset: o.offset,
+                    metadata: o.metadata.clone(),
+                })
+                .collect(),
+        };
+        if let MetadataResponse::Rejected(err) = member
+            .controller
+            .propose(command)
+            .await
+            .map_err(coordinator_error)?
+        {
+            return Err(rejected(&err));
+        }
     }
+    Ok(())
 }
 
 /// The controller's metadata as of now, for reads of committed offsets that must see
