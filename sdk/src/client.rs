@@ -300,9 +300,9 @@ impl Client {
         known(self)
     }
 
-    /// Learns `topic`'s partition leaders from the first broker that answers. A lone
-    /// broker (one broker in the metadata) serves everything itself.
-    async fn refresh_routes(&self, topic: &str) {
+    /// The brokers to ask for metadata, in order: the bootstrap broker (`None`), then
+    /// every broker the last metadata named.
+    fn candidates(&self) -> Vec<Option<SocketAddr>> {
         let mut candidates = vec![None];
         candidates.extend(
             self.inner
@@ -312,6 +312,13 @@ impl Client {
                 .iter()
                 .map(|a| Some(*a)),
         );
+        candidates
+    }
+
+    /// Learns `topic`'s partition leaders from the first broker that answers. A lone
+    /// broker (one broker in the metadata) serves everything itself.
+    async fn refresh_routes(&self, topic: &str) {
+        let candidates = self.candidates();
         let request = MetadataRequest {
             topics: Some(vec![topic.to_owned()]),
         };
@@ -485,15 +492,7 @@ impl Client {
     /// Asks the bootstrap broker, then the others this client knows, where groups
     /// are coordinated: `None` for a standalone broker or when nobody knows yet.
     async fn find_coordinator(&self) -> Option<SocketAddr> {
-        let mut candidates = vec![None];
-        candidates.extend(
-            self.inner
-                .known_brokers
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .iter()
-                .map(|a| Some(*a)),
-        );
+        let candidates = self.candidates();
         let request = quiver_wire::cluster::ClusterStatusRequest.encode_frame();
         for candidate in candidates {
             let Ok(body) = self

@@ -94,25 +94,11 @@ pub async fn adopt_unmanaged_state(
         if registered == Some(&info.version) {
             continue;
         }
-        let command = MetadataCommand::UploadPlugin {
-            name: info.name.clone(),
-            version: info.version.clone(),
-            kind: info.kind.clone(),
-            size_bytes: info.size,
-            uploaded_ms: u64::try_from(info.uploaded_ms).unwrap_or(0),
-        };
-        propose(member, command, &[]).await?;
+        propose(member, crate::plugins::upload_command(info), &[]).await?;
     }
     if metadata.attachments().is_empty() {
         for a in &attachments {
-            let command = MetadataCommand::AttachPlugin {
-                topic: a.topic.clone(),
-                plugin: a.plugin.clone(),
-                stage: a.stage.name().to_owned(),
-                params: a.params.clone(),
-                on_error: a.on_error.to_string(),
-            };
-            propose(member, command, &[]).await?;
+            propose(member, crate::plugins::attach_command(a), &[]).await?;
         }
     }
 

@@ -496,14 +496,7 @@ pub async fn delete_topic(
     name: String,
 ) -> Result<Outgoing, RequestError> {
     let command = MetadataCommand::DeleteTopic { name: name.clone() };
-    if let MetadataResponse::Rejected(err) = member
-        .controller
-        .propose(command)
-        .await
-        .map_err(propose_error)?
-    {
-        return Err(rejected(&err));
-    }
+    propose_accepted(member, command, propose_error).await?;
     applied(state, &name, false).await?;
     Ok(Outgoing::Frame(quiver_wire::message::Empty.encode_frame()))
 }
@@ -664,14 +657,7 @@ pub async fn commit_offsets(
                 })
                 .collect(),
         };
-        if let MetadataResponse::Rejected(err) = member
-            .controller
-            .propose(command)
-            .await
-            .map_err(coordinator_error)?
-        {
-            return Err(rejected(&err));
-        }
+        propose_accepted(member, command, coordinator_error).await?;
     }
     Ok(())
 }
@@ -704,13 +690,25 @@ pub async fn propose_plugin_change(
     member: &ClusterMember,
     command: MetadataCommand,
 ) -> Result<(), RequestError> {
+    propose_accepted(member, command, propose_error)
+        .await
+        .map(drop)
+}
+
+/// Proposes `command` and returns the controller's answer, a refusal as the matching
+/// wire error and a failure to commit as `on_failure` maps it.
+async fn propose_accepted(
+    member: &ClusterMember,
+    command: MetadataCommand,
+    on_failure: fn(quiver_cluster::ProposeError) -> RequestError,
+) -> Result<MetadataResponse, RequestError> {
     match member
         .controller
         .propose(command)
         .await
-        .map_err(propose_error)?
+        .map_err(on_failure)?
     {
         MetadataResponse::Rejected(err) => Err(rejected(&err)),
-        _ => Ok(()),
+        answer => Ok(answer),
     }
 }

@@ -60,16 +60,31 @@ pub async fn upload(
     let member = crate::cluster::member(state)?;
     // Compiling a module takes tens of milliseconds to seconds.
     let info = blocking(|| state.plugins.upload(&req.name, &req.module, now_ms()))?;
-    let command = MetadataCommand::UploadPlugin {
+    crate::cluster::propose_plugin_change(member, upload_command(&info)).await?;
+    tracing::info!(plugin = %info.name, version = %info.version, kind = %info.kind, size = info.size, "plugin uploaded");
+    Ok(Outgoing::Frame(info.encode_frame()))
+}
+
+/// The controller's record of an uploaded version.
+pub fn upload_command(info: &quiver_wire::plugin::PluginInfo) -> MetadataCommand {
+    MetadataCommand::UploadPlugin {
         name: info.name.clone(),
         version: info.version.clone(),
         kind: info.kind.clone(),
         size_bytes: info.size,
         uploaded_ms: u64::try_from(info.uploaded_ms).unwrap_or(0),
-    };
-    crate::cluster::propose_plugin_change(member, command).await?;
-    tracing::info!(plugin = %info.name, version = %info.version, kind = %info.kind, size = info.size, "plugin uploaded");
-    Ok(Outgoing::Frame(info.encode_frame()))
+    }
+}
+
+/// The controller's record of an attachment.
+pub fn attach_command(attachment: &quiver_wire::plugin::Attachment) -> MetadataCommand {
+    MetadataCommand::AttachPlugin {
+        topic: attachment.topic.clone(),
+        plugin: attachment.plugin.clone(),
+        stage: attachment.stage.name().to_owned(),
+        params: attachment.params.clone(),
+        on_error: attachment.on_error.to_string(),
+    }
 }
 
 pub fn list(state: &BrokerState) -> Result<Outgoing, RequestError> {
@@ -112,14 +127,7 @@ pub async fn attach(
     let member = crate::cluster::member(state)?;
     await_installed(state, member, &attachment.plugin).await;
     blocking(|| state.plugins.check_attachment(&attachment))?;
-    let command = MetadataCommand::AttachPlugin {
-        topic: attachment.topic,
-        plugin: attachment.plugin,
-        stage: attachment.stage.name().to_owned(),
-        params: attachment.params,
-        on_error: attachment.on_error.to_string(),
-    };
-    crate::cluster::propose_plugin_change(member, command).await?;
+    crate::cluster::propose_plugin_change(member, attach_command(&attachment)).await?;
     sync_with_controller(state, member).await;
     tracing::info!(%topic, %plugin, %stage, "plugin attached");
     Ok(Outgoing::Frame(Empty.encode_frame()))
