@@ -509,10 +509,25 @@ impl Client {
             if status.mode == "standalone" {
                 return None;
             }
-            if status.controller_leader.is_none() {
+            let Some(leader) = status.controller_leader else {
                 continue;
+            };
+            // The broker that answered leads: the address this client reached it at
+            // is the one to use (its own view of its address may not be reachable
+            // from here).
+            if leader == u64::from(status.node_id) {
+                return candidate;
             }
-            let resolved = tokio::net::lookup_host(status.controller_leader_address.as_str())
+            // Else the leader's broker address, as it registered it.
+            let Some(address) = status
+                .brokers
+                .iter()
+                .find(|b| u64::from(b.id) == leader)
+                .map(|b| b.address.clone())
+            else {
+                continue;
+            };
+            let resolved = tokio::net::lookup_host(address.as_str())
                 .await
                 .ok()
                 .and_then(|mut addrs| addrs.next());

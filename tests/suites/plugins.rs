@@ -859,3 +859,41 @@ async fn the_cli_uploads_attaches_tests_and_consumes_through_plugins() {
     let again = broker.cli(&["plugin", "detach", "logs", "errors"]);
     assert!(!again.status.success(), "detaching twice is an error");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn produce_stage_dead_letter_cycles_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(dir.path());
+    let client = broker.client().await;
+    for topic in ["a", "b", "c"] {
+        client.create_topic(topic, 1, 1, &[]).await.expect("create");
+    }
+    upload(&client, "picky", &trap_on_x()).await;
+    let dead_letter = |topic: &str, to: &str, stage| Attachment {
+        topic: topic.into(),
+        plugin: "picky".into(),
+        stage,
+        params: Vec::new(),
+        on_error: OnError::DeadLetter(to.into()),
+    };
+    client
+        .attach_plugin(dead_letter("a", "b", PluginStage::Produce))
+        .await
+        .expect("a -> b");
+    client
+        .attach_plugin(dead_letter("b", "c", PluginStage::Produce))
+        .await
+        .expect("b -> c");
+    // c -> a closes a -> b -> c -> a: two failing produces could wait on each other.
+    let err = client
+        .attach_plugin(dead_letter("c", "a", PluginStage::Produce))
+        .await
+        .expect_err("a cycle");
+    assert_eq!(err.code(), Some(ErrorCode::InvalidRequest), "{err}");
+    assert!(err.to_string().contains("cycle"), "{err}");
+    // At the fetch stage nothing is locked while dead-lettering: allowed.
+    client
+        .attach_plugin(dead_letter("c", "a", PluginStage::Fetch))
+        .await
+        .expect("fetch-stage dead letters may point anywhere");
+}

@@ -96,8 +96,18 @@ pub async fn adopt_unmanaged_state(
         }
         propose(member, crate::plugins::upload_command(info), &[]).await?;
     }
-    if metadata.attachments().is_empty() {
-        for a in &attachments {
+    // Each one the controller does not hold yet (an interrupted adoption proposed
+    // some), in the registry's order.
+    let held = member.controller.metadata();
+    for a in &attachments {
+        let known = held.attachments().iter().any(|m| {
+            m.topic == a.topic
+                && m.plugin == a.plugin
+                && m.stage == a.stage.name()
+                && m.params == a.params
+                && m.on_error == a.on_error.to_string()
+        });
+        if !known {
             propose(member, crate::plugins::attach_command(a), &[]).await?;
         }
     }

@@ -52,6 +52,9 @@ pub struct ClusterMember {
     /// The epoch the controller gave this broker's registration; [`UNREGISTERED`]
     /// until it answered.
     broker_epoch: AtomicU64,
+    /// One plugin registry sync at a time, each from the metadata as it is when it
+    /// starts, so an older view never undoes a newer one.
+    pub plugin_sync: tokio::sync::Mutex<()>,
 }
 
 impl ClusterMember {
@@ -61,11 +64,17 @@ impl ClusterMember {
             broker_id,
             replication: crate::replication::Replication::default(),
             broker_epoch: AtomicU64::new(UNREGISTERED),
+            plugin_sync: tokio::sync::Mutex::new(()),
         }
     }
 
     pub fn broker_epoch(&self) -> u64 {
         self.broker_epoch.load(Ordering::Acquire)
+    }
+
+    /// Whether the controller took this process's registration.
+    pub fn is_registered(&self) -> bool {
+        self.broker_epoch() != UNREGISTERED
     }
 }
 
@@ -307,6 +316,7 @@ pub async fn start(
     }
     tokio::spawn(membership_loop(Arc::clone(state), advertised, incarnation));
     tokio::spawn(reconcile_loop(Arc::clone(state)));
+    tokio::spawn(plugin_sync_loop(Arc::clone(state)));
     Ok(())
 }
 
@@ -521,7 +531,11 @@ pub fn require_leader(
         return Ok(());
     };
     match record.leader {
-        Some(leader) if leader == member.broker_id => Ok(()),
+        Some(leader) if leader == member.broker_id && member.is_registered() => Ok(()),
+        Some(_) if record.leader == Some(member.broker_id) => Err(RequestError::new(
+            ErrorCode::NotLeader,
+            format!("{topic}/{partition}: this broker restarted and is registering again"),
+        )),
         Some(leader) => {
             let address = metadata
                 .broker(leader)
@@ -542,9 +556,29 @@ pub fn require_leader(
 /// How soon a broker tries again to install a plugin version it could not fetch.
 const PLUGIN_SYNC_RETRY: Duration = Duration::from_secs(1);
 
+/// Keeps this broker's plugin registry in line with the controller's metadata, on its
+/// own task so that fetching or compiling a module never delays taking over
+/// partitions.
+pub async fn plugin_sync_loop(state: Arc<BrokerState>) {
+    let Some(member) = state.cluster.get() else {
+        return;
+    };
+    let mut versions = member.controller.watch();
+    let mut shutdown = state.shutdown.subscribe();
+    loop {
+        // A plugin version whose module no broker served yet is tried again soon.
+        let complete = crate::plugins::sync_with_controller(&state, member).await;
+        tokio::select! {
+            changed = versions.changed() => if changed.is_err() { return },
+            _ = tokio::time::sleep(PLUGIN_SYNC_RETRY), if !complete => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
 /// Keeps this broker's topics in line with the controller's metadata: creates the
 /// topics it does not hold yet and deletes those the controller deleted; then its
-/// replicas and its plugin registry. The broker's
+/// replicas ([`plugin_sync_loop`] follows the plugin registry). The broker's
 /// internal topics are its own and left alone.
 pub async fn reconcile_loop(state: Arc<BrokerState>) {
     let Some(member) = state.cluster.get() else {
@@ -599,11 +633,8 @@ pub async fn reconcile_loop(state: Arc<BrokerState>) {
             }
         }
         crate::replication::reconcile(&state, member).await;
-        // A plugin version whose module no broker served yet is tried again soon.
-        let plugins_complete = crate::plugins::sync_with_controller(&state, member).await;
         tokio::select! {
             changed = versions.changed() => if changed.is_err() { return },
-            _ = tokio::time::sleep(PLUGIN_SYNC_RETRY), if !plugins_complete => {}
             _ = shutdown.changed() => return,
         }
     }
@@ -657,7 +688,16 @@ pub async fn commit_offsets(
                 })
                 .collect(),
         };
-        propose_accepted(member, command, coordinator_error).await?;
+        // Here only: the member was checked while this controller led; forwarded
+        // to a new leader, the commit would skip that check (a zombie's commit).
+        if let MetadataResponse::Rejected(err) = member
+            .controller
+            .propose_here(command)
+            .await
+            .map_err(coordinator_error)?
+        {
+            return Err(rejected(&err));
+        }
     }
     Ok(())
 }

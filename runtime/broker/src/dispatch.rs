@@ -147,7 +147,7 @@ pub async fn handle(frame: RequestFrame, state: &Arc<BrokerState>, answered: boo
         Request::InitProducerId(_) => init_producer_id(state).await,
         Request::OffsetCommit(req) => offset_commit(req, state).await,
         Request::OffsetFetch(req) => offset_fetch(req, state).await,
-        Request::GroupHeartbeat(req) => group_heartbeat(req, state),
+        Request::GroupHeartbeat(req) => group_heartbeat(req, state).await,
         Request::ListGroups(_) => list_groups(state).await,
         Request::DescribeGroup(req) => describe_group(req, state),
         Request::PluginUpload(req) => crate::plugins::upload(req, state).await,
@@ -233,6 +233,8 @@ async fn produce(
     }
     let now = now_ms();
     let wait = Duration::from_millis(u64::from(req.timeout_ms.min(PRODUCE_TIMEOUT_MS_MAX)));
+    // One deadline for the replication wait and the flush wait together.
+    let deadline = tokio::time::Instant::now() + wait;
     let batch = req.batch;
     let (topic, index) = (req.topic.as_str(), req.partition);
     let append = async || -> Result<quiver_log::AppendInfo, RequestError> {
@@ -272,7 +274,8 @@ async fn produce(
     // acks=all: replicated to the ISR (waited for above) and, per the flush policy,
     // on this broker's disk.
     if req.acks == Acks::All {
-        match tokio::time::timeout(wait, partition.wait_durable(info.last_offset + 1)).await {
+        match tokio::time::timeout_at(deadline, partition.wait_durable(info.last_offset + 1)).await
+        {
             Ok(Ok(())) => {}
             Ok(Err(DurabilityError::StorageFailed)) => {
                 return Err(RequestError::new(
@@ -658,11 +661,14 @@ async fn offset_fetch(
     ))
 }
 
-fn group_heartbeat(
+async fn group_heartbeat(
     req: GroupHeartbeatRequest,
     state: &BrokerState,
 ) -> Result<Outgoing, RequestError> {
-    crate::cluster::group_coordinator(state)?;
+    // Confirmed with a quorum: a controller cut off from the others must not go on
+    // granting partitions that the new leader grants too.
+    let member = crate::cluster::group_coordinator(state)?;
+    crate::cluster::current_metadata(member).await?;
     if let Some(topics) = &req.subscription {
         for t in topics {
             if state.topics.get(t).is_none() {

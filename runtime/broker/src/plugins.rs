@@ -46,6 +46,7 @@ impl From<RegistryError> for RequestError {
             RegistryError::Plugin(_) => ErrorCode::InvalidPlugin,
             RegistryError::Io { .. } | RegistryError::Corrupt { .. } => ErrorCode::StorageError,
             RegistryError::VersionMismatch { .. } => ErrorCode::InvalidPlugin,
+            RegistryError::NotInstalled(_) => ErrorCode::PluginUnavailable,
         };
         Self::new(code, err.to_string())
     }
@@ -125,6 +126,7 @@ pub async fn attach(
         attachment.stage,
     );
     let member = crate::cluster::member(state)?;
+    refuse_dead_letter_cycle(member, &attachment)?;
     await_installed(state, member, &attachment.plugin).await;
     blocking(|| state.plugins.check_attachment(&attachment))?;
     crate::cluster::propose_plugin_change(member, attach_command(&attachment)).await?;
@@ -146,6 +148,55 @@ pub async fn detach(
     sync_with_controller(state, member).await;
     tracing::info!(topic = %req.topic, plugin = %req.plugin, "plugin detached");
     Ok(Outgoing::Frame(Empty.encode_frame()))
+}
+
+/// Refuses a produce-stage attachment whose dead-letter topic leads back, through
+/// other produce-stage dead-letter attachments, to its own topic. A produce-stage dead
+/// letter is written while the source partition's replica is locked; in a cycle two
+/// failing batches could each hold one partition and wait for the other's.
+fn refuse_dead_letter_cycle(
+    member: &ClusterMember,
+    attachment: &quiver_wire::plugin::Attachment,
+) -> Result<(), RequestError> {
+    let OnError::DeadLetter(target) = &attachment.on_error else {
+        return Ok(());
+    };
+    if attachment.stage != PluginStage::Produce {
+        return Ok(());
+    }
+    let metadata = member.controller.metadata();
+    let edges: Vec<(&str, &str)> = metadata
+        .attachments()
+        .iter()
+        .filter(|a| a.stage == PluginStage::Produce.name())
+        .filter_map(|a| {
+            a.on_error
+                .strip_prefix("dead-letter:")
+                .map(|to| (a.topic.as_str(), to))
+        })
+        .collect();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut frontier = vec![target.as_str()];
+    while let Some(topic) = frontier.pop() {
+        if topic == attachment.topic {
+            return Err(RequestError::new(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "dead-letter topic `{target}` leads back to `{}` through produce-stage dead-letter attachments: a cycle could stall both topics",
+                    attachment.topic
+                ),
+            ));
+        }
+        if seen.insert(topic) {
+            frontier.extend(
+                edges
+                    .iter()
+                    .filter(|(from, _)| *from == topic)
+                    .map(|(_, to)| *to),
+            );
+        }
+    }
+    Ok(())
 }
 
 /// How long an attach on one broker waits for a version uploaded on another to reach
@@ -201,6 +252,7 @@ pub fn module(req: PluginModuleRequest, state: &BrokerState) -> Result<Outgoing,
 /// dropped, and takes its attachments in order. Returns whether every version is
 /// installed; the caller tries again later when not.
 pub async fn sync_with_controller(state: &BrokerState, member: &ClusterMember) -> bool {
+    let _one_at_a_time = member.plugin_sync.lock().await;
     let metadata = member.controller.metadata();
     let mut complete = true;
     for (name, record) in metadata.plugins() {

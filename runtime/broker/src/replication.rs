@@ -305,6 +305,13 @@ pub async fn reconcile(state: &Arc<BrokerState>, member: &ClusterMember) {
                     slot
                 }
             };
+            if record.leader == Some(me) && !member.is_registered() {
+                // The metadata may still name this broker's previous incarnation as
+                // leader, in an epoch begun before a crash: lead only once this
+                // incarnation's registration (which moves that leadership to a new
+                // epoch) is applied.
+                continue;
+            }
             let mut replica = slot.replica.lock().await;
             let now = mono_ms();
             match record.leader {

@@ -371,6 +371,22 @@ impl Controller {
         }
     }
 
+    /// Proposes on this controller only, never forwarding: for a caller whose right
+    /// to propose comes from leading (the group coordinator), so that a command
+    /// checked while leading is not applied by a leader that did not check it.
+    pub async fn propose_here(
+        &self,
+        command: MetadataCommand,
+    ) -> Result<MetadataResponse, ProposeError> {
+        let bytes = serde_json::to_vec(&command)
+            .map_err(|e| ProposeError::Unavailable(format!("command does not serialise: {e}")))?
+            .len();
+        if bytes > COMMAND_BYTES_MAX {
+            return Err(ProposeError::TooLarge { bytes });
+        }
+        propose_local(&self.inner.raft, command, self.inner.propose_timeout).await
+    }
+
     async fn forward(
         &self,
         leader: NodeId,

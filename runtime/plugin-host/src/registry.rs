@@ -39,6 +39,10 @@ pub enum RegistryError {
     InvalidParams(String),
     #[error("no plugin named `{0}` is registered")]
     UnknownPlugin(String),
+    /// An attachment names a plugin this registry does not hold yet (a cluster broker
+    /// still fetching its module).
+    #[error("plugin `{0}` is attached but not installed on this broker yet")]
+    NotInstalled(String),
     #[error("plugin `{plugin}` is not attached to topic `{topic}`")]
     NotAttached { topic: String, plugin: String },
     #[error("topic `{topic}` has {ATTACHMENTS_PER_TOPIC_MAX} attachments already")]
@@ -509,7 +513,7 @@ impl Registry {
                 let registered = state
                     .plugins
                     .get(&a.plugin)
-                    .ok_or_else(|| RegistryError::UnknownPlugin(a.plugin.clone()))?;
+                    .ok_or_else(|| RegistryError::NotInstalled(a.plugin.clone()))?;
                 Ok(Step {
                     plugin: Arc::clone(&registered.plugin),
                     name: a.plugin.clone(),

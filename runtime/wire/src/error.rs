@@ -51,11 +51,14 @@ pub enum ErrorCode {
     /// This broker does not coordinate consumer groups: in a cluster the controller
     /// leader does. The client finds it (cluster status) and sends the request there.
     NotCoordinator,
+    /// A plugin attached to the topic is not installed on this broker yet (its module
+    /// is still being fetched from another broker of the cluster). Retriable.
+    PluginUnavailable,
 }
 
 impl ErrorCode {
     /// Every code, in numeric order.
-    pub const ALL: [ErrorCode; 29] = [
+    pub const ALL: [ErrorCode; 30] = [
         ErrorCode::Unknown,
         ErrorCode::UnknownTopic,
         ErrorCode::InvalidTopicName,
@@ -85,6 +88,7 @@ impl ErrorCode {
         ErrorCode::InvalidPlugin,
         ErrorCode::PluginFailed,
         ErrorCode::NotCoordinator,
+        ErrorCode::PluginUnavailable,
     ];
 
     /// The number on the wire. 0 means success and is not an error code.
@@ -119,6 +123,7 @@ impl ErrorCode {
             ErrorCode::InvalidPlugin => 27,
             ErrorCode::PluginFailed => 28,
             ErrorCode::NotCoordinator => 29,
+            ErrorCode::PluginUnavailable => 30,
         }
     }
 
@@ -159,6 +164,7 @@ impl ErrorCode {
             ErrorCode::InvalidPlugin => "INVALID_PLUGIN",
             ErrorCode::PluginFailed => "PLUGIN_FAILED",
             ErrorCode::NotCoordinator => "NOT_COORDINATOR",
+            ErrorCode::PluginUnavailable => "PLUGIN_UNAVAILABLE",
         }
     }
 
@@ -174,6 +180,7 @@ impl ErrorCode {
                 | ErrorCode::OutOfOrderSequence
                 | ErrorCode::StaleMemberEpoch
                 | ErrorCode::NotCoordinator
+                | ErrorCode::PluginUnavailable
         )
     }
 }
@@ -222,6 +229,7 @@ mod tests {
             (27, "INVALID_PLUGIN", false),
             (28, "PLUGIN_FAILED", false),
             (29, "NOT_COORDINATOR", true),
+            (30, "PLUGIN_UNAVAILABLE", true),
         ];
         assert_eq!(pinned.len(), ErrorCode::ALL.len());
         for (code, (number, name, retriable)) in ErrorCode::ALL.iter().zip(pinned) {
