@@ -568,9 +568,11 @@ async fn a_replicated_partition_keeps_every_acknowledged_record_across_a_leader_
             break;
         }
         assert!(
-            err.code() == Some(ErrorCode::Timeout)
-                || matches!(err, quiver_sdk::RequestError::Timeout(_)),
-            "only a timeout may come before NOT_ENOUGH_REPLICAS: {err}"
+            matches!(
+                err.code(),
+                Some(ErrorCode::Timeout | ErrorCode::NotEnoughReplicasAfterAppend)
+            ) || matches!(err, quiver_sdk::RequestError::Timeout(_)),
+            "only a timeout or a refusal after the append may come before NOT_ENOUGH_REPLICAS: {err}"
         );
         assert!(
             attempts < 20,

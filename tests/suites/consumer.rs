@@ -622,3 +622,51 @@ async fn subscribing_to_a_missing_topic_fails_the_poll() {
         other => panic!("expected UNKNOWN_TOPIC from poll, got {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offsets_of_an_empty_group_expire_and_a_live_groups_stay() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start_with(dir.path(), &[("QUIVER_OFFSETS_RETENTION_MS", "1500")], None);
+    let client = broker.client().await;
+    client
+        .create_topic("kept", 1, 1, &[])
+        .await
+        .expect("create");
+    produce_values(&client, "kept", 0, (0..20).map(|i| format!("k{i}"))).await;
+    let tp = TopicPartition::new("kept", 0);
+
+    // Group "gone" commits and leaves; group "live" commits and stays.
+    let mut gone = Consumer::new(client.clone(), group_config("gone"));
+    gone.subscribe(&["kept"]).expect("subscribe");
+    assert_eq!(poll_n(&mut gone, 20).await.len(), 20);
+    gone.commit_sync().await.expect("commit");
+    gone.close().await.expect("leave");
+    let mut live = Consumer::new(client.clone(), group_config("live"));
+    live.subscribe(&["kept"]).expect("subscribe");
+    assert_eq!(poll_n(&mut live, 20).await.len(), 20);
+    live.commit_sync().await.expect("commit");
+
+    let reader = Consumer::new(client.clone(), group_config("gone"));
+    let mut expired = false;
+    for _ in 0..100 {
+        // The live member keeps heartbeating while the retention passes.
+        live.poll(Duration::from_millis(100)).await.expect("poll");
+        let committed = reader
+            .committed(std::slice::from_ref(&tp))
+            .await
+            .expect("committed");
+        if committed == vec![(tp.clone(), None)] {
+            expired = true;
+            break;
+        }
+    }
+    assert!(expired, "the empty group's offsets never expired");
+    assert_eq!(
+        live.committed(std::slice::from_ref(&tp))
+            .await
+            .expect("committed"),
+        vec![(tp.clone(), Some(20))],
+        "a group with a member keeps its offsets"
+    );
+    live.close().await.expect("leave");
+}

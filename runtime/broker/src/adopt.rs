@@ -134,6 +134,8 @@ pub async fn adopt_unmanaged_state(
             .collect();
         for chunk in offsets.chunks(OFFSETS_PER_COMMIT_MAX) {
             let command = MetadataCommand::CommitOffsets {
+                // Their commit times are unknown: retention counts from adoption.
+                now_ms: u64::try_from(crate::server::now_ms()).unwrap_or(0),
                 group: group.clone(),
                 offsets: chunk.to_vec(),
             };

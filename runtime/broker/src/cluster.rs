@@ -55,6 +55,8 @@ pub struct ClusterMember {
     /// One plugin registry sync at a time, each from the metadata as it is when it
     /// starts, so an older view never undoes a newer one.
     pub plugin_sync: tokio::sync::Mutex<()>,
+    /// The controller term in which this broker last coordinated groups.
+    coordinator_term: AtomicU64,
 }
 
 impl ClusterMember {
@@ -65,6 +67,7 @@ impl ClusterMember {
             replication: crate::replication::Replication::default(),
             broker_epoch: AtomicU64::new(UNREGISTERED),
             plugin_sync: tokio::sync::Mutex::new(()),
+            coordinator_term: AtomicU64::new(u64::MAX),
         }
     }
 
@@ -392,6 +395,7 @@ pub async fn membership_loop(state: Arc<BrokerState>, advertised: String, incarn
             Err(err) => tracing::debug!(%err, "heartbeat not delivered"),
         }
         if member.controller.is_leader() {
+            expire_offsets(&state, member).await;
             let silent = member
                 .controller
                 .metadata()
@@ -413,6 +417,42 @@ pub async fn membership_loop(state: Arc<BrokerState>, advertised: String, incarn
                 }
             }
         }
+    }
+}
+
+/// On the controller leader (the group coordinator): forgets the committed offsets of
+/// groups without members that are older than `offsets_retention_ms`.
+async fn expire_offsets(state: &BrokerState, member: &ClusterMember) {
+    let before_ms = now_ms_u64().saturating_sub(state.config.offsets_retention_ms);
+    let live: Vec<String> = state
+        .groups
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .list()
+        .into_iter()
+        .filter(|(_, members)| *members > 0)
+        .map(|(group, _)| group)
+        .collect();
+    if !member
+        .controller
+        .metadata()
+        .offsets_expire_before(before_ms, &live)
+    {
+        return;
+    }
+    let command = MetadataCommand::ExpireOffsets {
+        before_ms,
+        keep_groups: live,
+    };
+    match member.controller.propose_here(command).await {
+        Ok(MetadataResponse::OffsetsExpired { count }) => {
+            tracing::info!(
+                count,
+                "expired the committed offsets of groups without members"
+            );
+        }
+        Ok(_) => {}
+        Err(err) => tracing::debug!(%err, "offset expiry not committed"),
     }
 }
 
@@ -652,6 +692,16 @@ pub fn group_coordinator(state: &BrokerState) -> Result<&ClusterMember, RequestE
         )
     })?;
     if member.controller.is_leader() {
+        // Leading in a new term: the members this broker knew from an earlier
+        // leadership may have moved to another coordinator meanwhile; they join again.
+        let term = member.controller.term();
+        if member.coordinator_term.swap(term, Ordering::AcqRel) != term {
+            *state
+                .groups
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                crate::group::GroupCoordinator::default();
+        }
         return Ok(member);
     }
     let message = match member.controller.leader() {
@@ -677,6 +727,7 @@ pub async fn commit_offsets(
     use quiver_cluster::metadata::limits::OFFSETS_PER_COMMIT_MAX;
     for chunk in offsets.chunks(OFFSETS_PER_COMMIT_MAX) {
         let command = MetadataCommand::CommitOffsets {
+            now_ms: now_ms_u64(),
             group: group.to_owned(),
             offsets: chunk
                 .iter()

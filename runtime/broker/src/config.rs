@@ -69,6 +69,9 @@ pub struct BrokerConfig {
     pub replica_lag_max_ms: u64,
     /// A broker silent for this long is fenced by the controller leader (cluster mode).
     pub broker_session_timeout_ms: u64,
+    /// Committed offsets of a group without members are forgotten this long after
+    /// their commit (Kafka's `offsets.retention.minutes`).
+    pub offsets_retention_ms: u64,
 }
 
 impl Default for BrokerConfig {
@@ -95,6 +98,7 @@ impl Default for BrokerConfig {
             plugins: quiver_plugin_host::Limits::default(),
             replica_lag_max_ms: 10_000,
             broker_session_timeout_ms: 6_000,
+            offsets_retention_ms: 7 * 24 * 60 * 60 * 1000,
         }
     }
 }
@@ -128,6 +132,7 @@ pub struct ConfigFile {
     pub plugin_call_ms_max: Option<u64>,
     pub replica_lag_max_ms: Option<u64>,
     pub broker_session_timeout_ms: Option<u64>,
+    pub offsets_retention_ms: Option<u64>,
 }
 
 /// Every key the file and the environment know, for `QUIVER_*` lookups.
@@ -157,6 +162,7 @@ pub const CONFIG_KEYS: &[&str] = &[
     "plugin_call_ms_max",
     "replica_lag_max_ms",
     "broker_session_timeout_ms",
+    "offsets_retention_ms",
 ];
 
 impl BrokerConfig {
@@ -230,6 +236,10 @@ impl BrokerConfig {
         set(
             "broker_session_timeout_ms",
             file.broker_session_timeout_ms.map(|v| v.to_string()),
+        )?;
+        set(
+            "offsets_retention_ms",
+            file.offsets_retention_ms.map(|v| v.to_string()),
         )?;
         Ok(())
     }
@@ -339,6 +349,14 @@ impl BrokerConfig {
                     return Err(invalid(format!("{v} is not between 2000 and 600000 ms")));
                 }
                 self.broker_session_timeout_ms = v;
+            }
+            "offsets_retention_ms" => {
+                let v = int(value)?;
+                // A second at least (tests use a few), a year at most.
+                if !(1_000..=365 * 24 * 60 * 60 * 1000).contains(&v) {
+                    return Err(invalid(format!("{v} is not between 1000 ms and 365 days")));
+                }
+                self.offsets_retention_ms = v;
             }
             "replica_lag_max_ms" => {
                 let v = int(value)?;

@@ -641,7 +641,7 @@ where
             Ok(quiver_repl::AcksAll::Waiting) => {}
             Err(quiver_repl::AcksAllError::NotEnoughReplicas { .. }) => {
                 return Err(RequestError::new(
-                    ErrorCode::NotEnoughReplicas,
+                    ErrorCode::NotEnoughReplicasAfterAppend,
                     "fewer in-sync replicas than min.insync.replicas are live: the batch was appended on the leader but not replicated (an idempotent retry finds it)",
                 ));
             }

@@ -457,6 +457,11 @@ impl Controller {
         metrics.state == ServerState::Leader && metrics.current_leader == Some(self.inner.node_id)
     }
 
+    /// The Raft term this controller is in.
+    pub fn term(&self) -> u64 {
+        self.inner.raft.metrics().borrow().current_term
+    }
+
     /// The current leader's id and address, as far as this controller knows.
     pub fn leader(&self) -> Option<(NodeId, String)> {
         let metrics = self.inner.raft.metrics();

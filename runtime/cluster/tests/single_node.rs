@@ -48,6 +48,7 @@ async fn single_node_starts_proposes_and_restarts_with_state_intact() {
     };
     controller.propose(isr).await.expect("same ISR is accepted");
     let commit = MetadataCommand::CommitOffsets {
+        now_ms: 0,
         group: "billing".to_owned(),
         offsets: vec![OffsetCommit {
             topic: "orders".to_owned(),

@@ -54,11 +54,16 @@ pub enum ErrorCode {
     /// A plugin attached to the topic is not installed on this broker yet (its module
     /// is still being fetched from another broker of the cluster). Retriable.
     PluginUnavailable,
+    /// An acks=all batch was appended on the leader, but fewer than
+    /// `min.insync.replicas` replicas stayed in sync before it was replicated. It may
+    /// still be committed: an idempotent retry finds it, a plain retry may store it
+    /// twice. Retriable.
+    NotEnoughReplicasAfterAppend,
 }
 
 impl ErrorCode {
     /// Every code, in numeric order.
-    pub const ALL: [ErrorCode; 30] = [
+    pub const ALL: [ErrorCode; 31] = [
         ErrorCode::Unknown,
         ErrorCode::UnknownTopic,
         ErrorCode::InvalidTopicName,
@@ -89,6 +94,7 @@ impl ErrorCode {
         ErrorCode::PluginFailed,
         ErrorCode::NotCoordinator,
         ErrorCode::PluginUnavailable,
+        ErrorCode::NotEnoughReplicasAfterAppend,
     ];
 
     /// The number on the wire. 0 means success and is not an error code.
@@ -124,6 +130,7 @@ impl ErrorCode {
             ErrorCode::PluginFailed => 28,
             ErrorCode::NotCoordinator => 29,
             ErrorCode::PluginUnavailable => 30,
+            ErrorCode::NotEnoughReplicasAfterAppend => 31,
         }
     }
 
@@ -165,6 +172,7 @@ impl ErrorCode {
             ErrorCode::PluginFailed => "PLUGIN_FAILED",
             ErrorCode::NotCoordinator => "NOT_COORDINATOR",
             ErrorCode::PluginUnavailable => "PLUGIN_UNAVAILABLE",
+            ErrorCode::NotEnoughReplicasAfterAppend => "NOT_ENOUGH_REPLICAS_AFTER_APPEND",
         }
     }
 
@@ -181,6 +189,7 @@ impl ErrorCode {
                 | ErrorCode::StaleMemberEpoch
                 | ErrorCode::NotCoordinator
                 | ErrorCode::PluginUnavailable
+                | ErrorCode::NotEnoughReplicasAfterAppend
         )
     }
 }
@@ -230,6 +239,7 @@ mod tests {
             (28, "PLUGIN_FAILED", false),
             (29, "NOT_COORDINATOR", true),
             (30, "PLUGIN_UNAVAILABLE", true),
+            (31, "NOT_ENOUGH_REPLICAS_AFTER_APPEND", true),
         ];
         assert_eq!(pinned.len(), ErrorCode::ALL.len());
         for (code, (number, name, retriable)) in ErrorCode::ALL.iter().zip(pinned) {

@@ -100,6 +100,16 @@ pub enum MetadataCommand {
     CommitOffsets {
         group: String,
         offsets: Vec<OffsetCommit>,
+        /// When the coordinator took the commit; retention counts from it.
+        #[serde(default)]
+        now_ms: u64,
+    },
+    /// Kafka's `offsets.retention.minutes`: forgets the offsets committed before
+    /// `before_ms` by groups not in `keep_groups` (the groups with live members,
+    /// which the coordinator knows).
+    ExpireOffsets {
+        before_ms: u64,
+        keep_groups: Vec<String>,
     },
 }
 
@@ -120,6 +130,7 @@ impl MetadataCommand {
             MetadataCommand::AttachPlugin { .. } => "attach_plugin",
             MetadataCommand::DetachPlugin { .. } => "detach_plugin",
             MetadataCommand::CommitOffsets { .. } => "commit_offsets",
+            MetadataCommand::ExpireOffsets { .. } => "expire_offsets",
         }
     }
 }
@@ -189,6 +200,9 @@ pub enum MetadataResponse {
         removed: u32,
     },
     OffsetsCommitted {
+        count: u32,
+    },
+    OffsetsExpired {
         count: u32,
     },
 }

@@ -111,6 +111,10 @@ pub struct OffsetKey {
 pub struct CommittedOffset {
     pub offset: u64,
     pub metadata: String,
+    /// When it was committed (the coordinator's clock); 0 for commits from before
+    /// this was recorded, which expire at the first retention check.
+    #[serde(default)]
+    pub committed_ms: u64,
 }
 
 /// All cluster metadata. Cheap to read, changed only through [`MetadataState::apply`].
@@ -197,9 +201,15 @@ impl MetadataState {
                 on_error,
             } => self.attach_plugin(topic, plugin, stage, params, on_error),
             MetadataCommand::DetachPlugin { topic, plugin } => self.detach_plugin(topic, plugin),
-            MetadataCommand::CommitOffsets { group, offsets } => {
-                self.commit_offsets(group, offsets)
-            }
+            MetadataCommand::CommitOffsets {
+                group,
+                offsets,
+                now_ms,
+            } => self.commit_offsets(group, offsets, *now_ms),
+            MetadataCommand::ExpireOffsets {
+                before_ms,
+                keep_groups,
+            } => Ok(self.expire_offsets(*before_ms, keep_groups)),
         }
     }
 

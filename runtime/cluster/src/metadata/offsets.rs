@@ -15,6 +15,7 @@ impl MetadataState {
         &mut self,
         group: &str,
         offsets: &[OffsetCommit],
+        now_ms: u64,
     ) -> Result<MetadataResponse, CommandError> {
         if group.is_empty() || group.len() > GROUP_ID_BYTES_MAX {
             return Err(CommandError::InvalidOffsetCommit(format!(
@@ -54,12 +55,39 @@ impl MetadataState {
                 CommittedOffset {
                     offset: commit.offset,
                     metadata: commit.metadata.clone(),
+                    committed_ms: now_ms,
                 },
             );
         }
         Ok(MetadataResponse::OffsetsCommitted {
             count: u32::try_from(offsets.len()).expect("bounded by OFFSETS_PER_COMMIT_MAX"),
         })
+    }
+}
+
+impl MetadataState {
+    /// Forgets offsets committed before `before_ms` by groups not in `keep_groups`.
+    pub(super) fn expire_offsets(
+        &mut self,
+        before_ms: u64,
+        keep_groups: &[String],
+    ) -> MetadataResponse {
+        let keep: BTreeSet<&str> = keep_groups.iter().map(String::as_str).collect();
+        let before = self.offsets.len();
+        self.offsets
+            .retain(|key, c| c.committed_ms >= before_ms || keep.contains(key.group.as_str()));
+        MetadataResponse::OffsetsExpired {
+            count: u32::try_from(before - self.offsets.len()).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// Whether any offset of a group not in `keep_groups` was committed before
+    /// `before_ms`: what the coordinator checks before proposing an expiry.
+    pub fn offsets_expire_before(&self, before_ms: u64, keep_groups: &[String]) -> bool {
+        let keep: BTreeSet<&str> = keep_groups.iter().map(String::as_str).collect();
+        self.offsets
+            .iter()
+            .any(|(key, c)| c.committed_ms < before_ms && !keep.contains(key.group.as_str()))
     }
 }
 

@@ -569,6 +569,7 @@ fn attach(topic: &str, plugin: &str) -> MetadataCommand {
 
 fn commit(group: &str, offsets: &[(&str, u32, u64)]) -> MetadataCommand {
     MetadataCommand::CommitOffsets {
+        now_ms: 0,
         group: group.to_owned(),
         offsets: offsets
             .iter()
@@ -698,6 +699,7 @@ fn offset_commits_are_all_or_nothing() {
     assert_eq!(group, vec![10, 20]);
 
     let too_long = MetadataCommand::CommitOffsets {
+        now_ms: 0,
         group: "g".to_owned(),
         offsets: vec![OffsetCommit {
             topic: "t".to_owned(),
@@ -998,4 +1000,44 @@ fn an_adopted_topic_starts_at_the_epochs_its_logs_need() {
         refused(&mut state, adopt),
         CommandError::TopicExists(_)
     ));
+}
+
+#[test]
+fn offsets_of_groups_without_members_expire_after_retention() {
+    let mut state = cluster(1);
+    ok(&mut state, create("t", 2, 1));
+    let at = |group: &str, partition: u32, now_ms: u64| MetadataCommand::CommitOffsets {
+        group: group.to_owned(),
+        offsets: vec![OffsetCommit {
+            topic: "t".to_owned(),
+            partition,
+            offset: 5,
+            metadata: String::new(),
+        }],
+        now_ms,
+    };
+    ok(&mut state, at("idle", 0, 1_000));
+    ok(&mut state, at("idle", 1, 9_000));
+    ok(&mut state, at("busy", 0, 1_000));
+    let keep = vec!["busy".to_owned()];
+    assert!(state.offsets_expire_before(5_000, &keep));
+    assert!(!state.offsets_expire_before(500, &keep));
+    let expire = MetadataCommand::ExpireOffsets {
+        before_ms: 5_000,
+        keep_groups: keep.clone(),
+    };
+    assert_eq!(
+        ok(&mut state, expire),
+        MetadataResponse::OffsetsExpired { count: 1 }
+    );
+    assert!(
+        state.committed_offset("idle", "t", 0).is_none(),
+        "old and idle"
+    );
+    assert!(state.committed_offset("idle", "t", 1).is_some(), "recent");
+    assert!(
+        state.committed_offset("busy", "t", 0).is_some(),
+        "a live group keeps its own"
+    );
+    assert!(!state.offsets_expire_before(5_000, &keep));
 }
