@@ -26,7 +26,7 @@ use quiver_cluster::{
     Controller, MetadataCommand, MetadataResponse, RaftRpc, RaftRpcReply, RaftTransport,
     TransportError,
 };
-use quiver_sdk::{Client, ClientConfig};
+use quiver_sdk::Client;
 use quiver_wire::ErrorCode;
 use quiver_wire::cluster::{
     BrokerStatus, ClusterStatusResponse, ControllerRpcRequest, ControllerRpcResponse,
@@ -84,14 +84,15 @@ impl ClusterMember {
 /// Carries controller RPCs to other brokers over QUIC, one request stream per RPC, with
 /// one cached connection per peer.
 pub struct QuicRaftTransport {
-    ca_cert: std::path::PathBuf,
+    broker: crate::BrokerConfig,
     peers: tokio::sync::Mutex<HashMap<u64, Client>>,
 }
 
 impl QuicRaftTransport {
-    pub fn new(ca_cert: std::path::PathBuf) -> Self {
+    /// Connects as the broker `broker` configures: its CA and its own certificate.
+    pub fn new(broker: crate::BrokerConfig) -> Self {
         Self {
-            ca_cert,
+            broker,
             peers: tokio::sync::Mutex::new(HashMap::new()),
         }
     }
@@ -100,7 +101,7 @@ impl QuicRaftTransport {
         if let Some(client) = self.peers.lock().await.get(&target) {
             return Ok(client.clone());
         }
-        let mut config = ClientConfig::new(addr, &self.ca_cert);
+        let mut config = crate::replication::broker_client_config(&self.broker, addr);
         // Raft has its own timers; a peer that does not answer is unreachable soon.
         config.connect_timeout = Duration::from_secs(2);
         config.request_timeout = Duration::from_secs(10);
@@ -286,7 +287,7 @@ pub async fn start(
         seeds,
     );
     controller_config.advertised_addr = Some(advertised.clone());
-    let transport = QuicRaftTransport::new(crate::replication::peer_ca(state));
+    let transport = QuicRaftTransport::new(state.config.clone());
     let controller = Controller::start_with(controller_config, transport)
         .await
         .map_err(|e| e.to_string())?;

@@ -129,11 +129,46 @@ impl From<ReadError> for RequestError {
 
 type Handled = Result<(ApiKey, Outgoing), (Option<ApiKey>, RequestError)>;
 
+/// Who is on the other end of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller {
+    /// A client: no certificate.
+    Client,
+    /// Another broker of the cluster: a certificate from the cluster's CA.
+    Broker,
+}
+
+/// APIs only other brokers may call: the controller's Raft RPCs (which could add a
+/// voter or depose a leader), replica fetches and plugin module transfers.
+fn broker_only(api: ApiKey) -> bool {
+    matches!(
+        api,
+        ApiKey::ControllerRpc | ApiKey::ReplicaFetch | ApiKey::PluginModule
+    )
+}
+
 /// Decodes and handles one request. `answered` is false for unidirectional streams.
-pub async fn handle(frame: RequestFrame, state: &Arc<BrokerState>, answered: bool) -> Handled {
+pub async fn handle(
+    frame: RequestFrame,
+    state: &Arc<BrokerState>,
+    answered: bool,
+    caller: Caller,
+) -> Handled {
     let api = ApiKey::from_code(frame.api_key);
     let request = Request::decode(frame).map_err(|e| (api, RequestError::from(e)))?;
     let api = request.api_key();
+    if broker_only(api) && caller != Caller::Broker {
+        return Err((
+            Some(api),
+            RequestError::new(
+                ErrorCode::ClusterAuthorizationFailed,
+                format!(
+                    "`{}` is for the cluster's brokers: connect with a certificate from the cluster's CA",
+                    api.name()
+                ),
+            ),
+        ));
+    }
     let result = match request {
         Request::Produce(req) => produce(req, state, answered).await,
         Request::Fetch(req) => fetch(req, state).await,

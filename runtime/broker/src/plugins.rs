@@ -336,13 +336,12 @@ async fn fetch_module(
     metadata: &quiver_cluster::MetadataState,
     version: &str,
 ) -> Result<Vec<u8>, String> {
-    let ca = crate::replication::peer_ca(state);
     let mut failures = Vec::new();
     for (id, broker) in metadata.brokers() {
         if *id == member.broker_id || broker.fenced {
             continue;
         }
-        let client = match member.replication.peer(*id, &broker.address, &ca).await {
+        let client = match member.replication.peer(*id, &broker.address, state).await {
             Ok(client) => client,
             Err(err) => {
                 failures.push(format!("node {id}: {err}"));
@@ -504,10 +503,9 @@ async fn dead_letter_remotely(
     let Some((leader, address)) = leader else {
         return Err(not_here);
     };
-    let ca = crate::replication::peer_ca(state);
     let client = member
         .replication
-        .peer(leader, &address, &ca)
+        .peer(leader, &address, state)
         .await
         .map_err(|e| RequestError::new(ErrorCode::NotLeader, e))?;
     for batch in batches {

@@ -74,12 +74,12 @@ impl Replication {
         &self,
         id: u32,
         addr: &str,
-        ca: &std::path::Path,
+        state: &BrokerState,
     ) -> Result<Client, String> {
         if let Some(client) = self.peers.lock().await.get(&id) {
             return Ok(client.clone());
         }
-        let mut config = ClientConfig::new(addr, ca);
+        let mut config = peer_client_config(state, addr);
         config.connect_timeout = Duration::from_secs(2);
         config.request_timeout = Duration::from_secs(5);
         let client = Client::connect(config).await.map_err(|e| e.to_string())?;
@@ -93,12 +93,30 @@ impl Replication {
 }
 
 /// The CA that signs the other brokers' certificates.
-pub(crate) fn peer_ca(state: &BrokerState) -> std::path::PathBuf {
-    state
-        .config
+pub(crate) fn peer_ca(config: &crate::BrokerConfig) -> std::path::PathBuf {
+    config
         .tls_ca
         .clone()
-        .unwrap_or_else(|| crate::tls::GeneratedPaths::in_data_dir(&state.config.data_dir).ca_cert)
+        .unwrap_or_else(|| crate::tls::GeneratedPaths::in_data_dir(&config.data_dir).ca_cert)
+}
+
+/// How this broker connects to another: trusting the cluster's CA, and presenting its
+/// own certificate, which the other broker requires for the broker-to-broker APIs.
+pub(crate) fn peer_client_config(state: &BrokerState, addr: &str) -> ClientConfig {
+    broker_client_config(&state.config, addr)
+}
+
+/// [`peer_client_config`] from the configuration alone.
+pub(crate) fn broker_client_config(config: &crate::BrokerConfig, addr: &str) -> ClientConfig {
+    let mut client = ClientConfig::new(addr, peer_ca(config));
+    client.client_cert = Some(match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => (cert.clone(), key.clone()),
+        _ => {
+            let generated = crate::tls::GeneratedPaths::in_data_dir(&config.data_dir);
+            (generated.server_cert, generated.server_key)
+        }
+    });
+    client
 }
 
 /// The replication settings of a topic.
@@ -389,7 +407,6 @@ async fn follower_loop(state: Arc<BrokerState>, slot: Arc<ReplicaSlot>) {
     let Some(member) = state.cluster.get() else {
         return;
     };
-    let ca = peer_ca(&state);
     let mut shutdown = state.shutdown.subscribe();
     loop {
         if slot.closed.load(std::sync::atomic::Ordering::Acquire) || *shutdown.borrow() {
@@ -421,7 +438,11 @@ async fn follower_loop(state: Arc<BrokerState>, slot: Arc<ReplicaSlot>) {
             .broker(request.leader)
             .map(|b| b.address.clone());
         let response = match address {
-            Some(address) => match member.replication.peer(request.leader, &address, &ca).await {
+            Some(address) => match member
+                .replication
+                .peer(request.leader, &address, &state)
+                .await
+            {
                 Ok(client) => {
                     let wire = ReplicaFetchRequest {
                         topic: slot.topic.clone(),

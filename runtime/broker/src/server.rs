@@ -153,7 +153,9 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
         (Some(cert), Some(key)) => tls::load_identity(cert, key)?,
         _ => tls::ensure_generated(&config.data_dir, config.listen.ip())?,
     };
-    let crypto = tls::server_crypto(identity)?;
+    // Other brokers present a certificate from the cluster's CA; clients need none.
+    let peer_ca = crate::replication::peer_ca(&config);
+    let crypto = tls::server_crypto(identity, peer_ca.exists().then_some(peer_ca.as_path()))?;
 
     // The admin listener comes up first so /health answers during recovery.
     let admin = tokio::net::TcpListener::bind(config.admin_listen)
@@ -402,19 +404,26 @@ async fn accept_loop(endpoint: quinn::Endpoint, state: Arc<BrokerState>) {
 
 async fn serve_connection(connection: quinn::Connection, state: &Arc<BrokerState>) {
     let mut shutdown = state.shutdown.subscribe();
+    // rustls verified a presented certificate against the cluster's CA: only another
+    // broker holds one.
+    let caller = if connection.peer_identity().is_some() {
+        dispatch::Caller::Broker
+    } else {
+        dispatch::Caller::Client
+    };
     loop {
         tokio::select! {
             bi = connection.accept_bi() => match bi {
                 Ok((send, recv)) => {
                     let state = Arc::clone(state);
-                    tokio::spawn(async move { serve_request(send, recv, state).await });
+                    tokio::spawn(async move { serve_request(send, recv, state, caller).await });
                 }
                 Err(_) => return,
             },
             uni = connection.accept_uni() => match uni {
                 Ok(recv) => {
                     let state = Arc::clone(state);
-                    tokio::spawn(async move { serve_unanswered(recv, state).await });
+                    tokio::spawn(async move { serve_unanswered(recv, state, caller).await });
                 }
                 Err(_) => return,
             },
@@ -467,6 +476,7 @@ async fn serve_request(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
     state: Arc<BrokerState>,
+    caller: dispatch::Caller,
 ) {
     let Ok(_permit) = state.in_flight.acquire().await else {
         return;
@@ -474,7 +484,7 @@ async fn serve_request(
     state.metrics.in_flight(1);
     let started = Instant::now();
     let outcome = match read_frame(&mut recv).await {
-        Ok(frame) => dispatch::handle(frame, &state, true).await,
+        Ok(frame) => dispatch::handle(frame, &state, true, caller).await,
         Err(err) => Err((None, err)),
     };
     let api = match &outcome {
@@ -516,13 +526,17 @@ async fn serve_request(
     state.metrics.in_flight(-1);
 }
 
-async fn serve_unanswered(mut recv: quinn::RecvStream, state: Arc<BrokerState>) {
+async fn serve_unanswered(
+    mut recv: quinn::RecvStream,
+    state: Arc<BrokerState>,
+    caller: dispatch::Caller,
+) {
     let Ok(_permit) = state.in_flight.acquire().await else {
         return;
     };
     state.metrics.in_flight(1);
     let outcome = match read_frame(&mut recv).await {
-        Ok(frame) => dispatch::handle(frame, &state, false).await,
+        Ok(frame) => dispatch::handle(frame, &state, false, caller).await,
         Err(err) => Err((None, err)),
     };
     let api_name = match &outcome {

@@ -183,13 +183,35 @@ pub fn reset_key(data_dir: &Path) -> Result<ring::hmac::Key, TlsError> {
     Ok(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &secret))
 }
 
-/// The rustls server configuration for QUIC: TLS 1.3 only, ALPN `quiver/1`.
-pub fn server_crypto(identity: Identity) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+/// The rustls server configuration for QUIC: TLS 1.3 only, ALPN `quiver/1`. With
+/// `peer_ca`, a client may present a certificate, which must chain to that CA (the
+/// other brokers of the cluster do); clients without one are accepted as clients.
+pub fn server_crypto(
+    identity: Identity,
+    peer_ca: Option<&Path>,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_no_client_auth()
-        .with_single_cert(identity.chain, identity.key)?;
+    let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_protocol_versions(&[&rustls::version::TLS13])?;
+    let builder = match peer_ca {
+        None => builder.with_no_client_auth(),
+        Some(path) => {
+            let pem = std::fs::read(path).map_err(io(path))?;
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+                roots.add(cert.map_err(io(path))?)?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| TlsError::Rustls(rustls::Error::General(e.to_string())))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder.with_single_cert(identity.chain, identity.key)?;
     config.alpn_protocols = vec![quiver_wire::ALPN.to_vec()];
     config.max_early_data_size = 0;
     Ok(Arc::new(config))

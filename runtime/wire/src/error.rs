@@ -59,11 +59,13 @@ pub enum ErrorCode {
     /// still be committed: an idempotent retry finds it, a plain retry may store it
     /// twice. Retriable.
     NotEnoughReplicasAfterAppend,
+    /// A broker-to-broker API called without a certificate from the cluster's CA.
+    ClusterAuthorizationFailed,
 }
 
 impl ErrorCode {
     /// Every code, in numeric order.
-    pub const ALL: [ErrorCode; 31] = [
+    pub const ALL: [ErrorCode; 32] = [
         ErrorCode::Unknown,
         ErrorCode::UnknownTopic,
         ErrorCode::InvalidTopicName,
@@ -95,6 +97,7 @@ impl ErrorCode {
         ErrorCode::NotCoordinator,
         ErrorCode::PluginUnavailable,
         ErrorCode::NotEnoughReplicasAfterAppend,
+        ErrorCode::ClusterAuthorizationFailed,
     ];
 
     /// The number on the wire. 0 means success and is not an error code.
@@ -131,6 +134,7 @@ impl ErrorCode {
             ErrorCode::NotCoordinator => 29,
             ErrorCode::PluginUnavailable => 30,
             ErrorCode::NotEnoughReplicasAfterAppend => 31,
+            ErrorCode::ClusterAuthorizationFailed => 32,
         }
     }
 
@@ -173,6 +177,7 @@ impl ErrorCode {
             ErrorCode::NotCoordinator => "NOT_COORDINATOR",
             ErrorCode::PluginUnavailable => "PLUGIN_UNAVAILABLE",
             ErrorCode::NotEnoughReplicasAfterAppend => "NOT_ENOUGH_REPLICAS_AFTER_APPEND",
+            ErrorCode::ClusterAuthorizationFailed => "CLUSTER_AUTHORIZATION_FAILED",
         }
     }
 
@@ -240,6 +245,7 @@ mod tests {
             (29, "NOT_COORDINATOR", true),
             (30, "PLUGIN_UNAVAILABLE", true),
             (31, "NOT_ENOUGH_REPLICAS_AFTER_APPEND", true),
+            (32, "CLUSTER_AUTHORIZATION_FAILED", false),
         ];
         assert_eq!(pinned.len(), ErrorCode::ALL.len());
         for (code, (number, name, retriable)) in ErrorCode::ALL.iter().zip(pinned) {
