@@ -350,12 +350,7 @@ impl Controller {
         &self,
         command: MetadataCommand,
     ) -> Result<MetadataResponse, ProposeError> {
-        let bytes = serde_json::to_vec(&command)
-            .map_err(|e| ProposeError::Unavailable(format!("command does not serialise: {e}")))?
-            .len();
-        if bytes > COMMAND_BYTES_MAX {
-            return Err(ProposeError::TooLarge { bytes });
-        }
+        check_size(&command)?;
         match propose_local(
             &self.inner.raft,
             command.clone(),
@@ -378,12 +373,7 @@ impl Controller {
         &self,
         command: MetadataCommand,
     ) -> Result<MetadataResponse, ProposeError> {
-        let bytes = serde_json::to_vec(&command)
-            .map_err(|e| ProposeError::Unavailable(format!("command does not serialise: {e}")))?
-            .len();
-        if bytes > COMMAND_BYTES_MAX {
-            return Err(ProposeError::TooLarge { bytes });
-        }
+        check_size(&command)?;
         propose_local(&self.inner.raft, command, self.inner.propose_timeout).await
     }
 
@@ -621,6 +611,17 @@ fn membership_error(
         },
         other => MembershipError::Failed(other.to_string()),
     }
+}
+
+/// Refuses a command larger than a log entry may be.
+fn check_size(command: &MetadataCommand) -> Result<(), ProposeError> {
+    let bytes = serde_json::to_vec(command)
+        .map_err(|e| ProposeError::Unavailable(format!("command does not serialise: {e}")))?
+        .len();
+    if bytes > COMMAND_BYTES_MAX {
+        return Err(ProposeError::TooLarge { bytes });
+    }
+    Ok(())
 }
 
 /// Adds a voter on this node, when it leads: first as a learner that catches up,
