@@ -53,6 +53,19 @@ async fn leaders_of(broker: &Broker, topic: &str) -> Vec<(u32, Vec<u32>)> {
         .collect()
 }
 
+/// Creates `topic` through the controller and checks that a second create is refused.
+async fn create_once(client: &quiver_sdk::Client, topic: &str, partitions: u32, replicas: u16) {
+    client
+        .create_topic(topic, partitions, replicas, &[])
+        .await
+        .expect("create through the controller");
+    let err = client
+        .create_topic(topic, 1, 1, &[])
+        .await
+        .expect_err("a second create");
+    assert_eq!(err.code(), Some(ErrorCode::TopicAlreadyExists), "{err}");
+}
+
 fn active(status: &ClusterStatusResponse, id: u32) -> bool {
     status.brokers.iter().any(|b| b.id == id && !b.fenced)
 }
@@ -84,15 +97,7 @@ async fn a_three_broker_cluster_survives_losing_its_controller_leader() {
     // Topics go through the controller: created on one node, placed on all three,
     // served by their leader only.
     let client = brokers[1].client().await;
-    client
-        .create_topic("placed", 3, 3, &[])
-        .await
-        .expect("create through the controller");
-    let err = client
-        .create_topic("placed", 1, 1, &[])
-        .await
-        .expect_err("a second create");
-    assert_eq!(err.code(), Some(ErrorCode::TopicAlreadyExists), "{err}");
+    create_once(&client, "placed", 3, 3).await;
     let err = client
         .create_topic("too-wide", 1, 4, &[])
         .await
@@ -262,15 +267,7 @@ async fn a_single_node_is_a_one_member_quorum_on_the_cluster_path() {
     // Topics live in the controller's metadata: a partition has a leader, an epoch and
     // an ISR like any replicated one, and a restart elects it again in a new epoch.
     let client = broker.client().await;
-    client
-        .create_topic("solo", 1, 1, &[])
-        .await
-        .expect("create");
-    let err = client
-        .create_topic("solo", 1, 1, &[])
-        .await
-        .expect_err("a second create");
-    assert_eq!(err.code(), Some(ErrorCode::TopicAlreadyExists), "{err}");
+    create_once(&client, "solo", 1, 1).await;
     send_all(&client, "solo", "s", 100).await;
     let described = client.describe_topic("solo").await.expect("describe");
     let before = described.partitions[0].clone();

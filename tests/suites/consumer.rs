@@ -641,7 +641,15 @@ async fn offsets_of_an_empty_group_expire_and_a_live_groups_stay() {
     assert_eq!(poll_n(&mut gone, 20).await.len(), 20);
     gone.commit_sync().await.expect("commit");
     gone.close().await.expect("leave");
-    let mut live = Consumer::new(client.clone(), group_config("live"));
+    // A long session, so that a slow machine cannot expire the live member (and with
+    // it the group's right to its offsets) while the test waits.
+    let mut live = Consumer::new(
+        client.clone(),
+        ConsumerConfig {
+            session_timeout: Duration::from_secs(30),
+            ..group_config("live")
+        },
+    );
     live.subscribe(&["kept"]).expect("subscribe");
     assert_eq!(poll_n(&mut live, 20).await.len(), 20);
     live.commit_sync().await.expect("commit");

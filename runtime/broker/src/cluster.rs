@@ -15,7 +15,6 @@
 //! ([`group_coordinator`]). A node that was not a founding seed joins with
 //! [`join_loop`].
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -60,11 +59,12 @@ pub struct ClusterMember {
 }
 
 impl ClusterMember {
-    pub fn new(controller: Controller, broker_id: u32) -> Self {
+    /// `broker` configures how this broker connects to the others.
+    pub fn new(controller: Controller, broker: &crate::BrokerConfig) -> Self {
         Self {
             controller,
-            broker_id,
-            replication: crate::replication::Replication::default(),
+            broker_id: broker.node_id,
+            replication: crate::replication::Replication::new(broker.clone()),
             broker_epoch: AtomicU64::new(UNREGISTERED),
             plugin_sync: tokio::sync::Mutex::new(()),
             coordinator_term: AtomicU64::new(u64::MAX),
@@ -81,38 +81,28 @@ impl ClusterMember {
     }
 }
 
+/// How long a controller RPC to another broker may take; Raft has its own timers, so
+/// a peer that does not answer is soon treated as unreachable.
+const RAFT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Carries controller RPCs to other brokers over QUIC, one request stream per RPC, with
 /// one cached connection per peer.
 pub struct QuicRaftTransport {
-    broker: crate::BrokerConfig,
-    peers: tokio::sync::Mutex<HashMap<u64, Client>>,
+    peers: crate::peers::PeerClients,
 }
 
 impl QuicRaftTransport {
     /// Connects as the broker `broker` configures: its CA and its own certificate.
     pub fn new(broker: crate::BrokerConfig) -> Self {
         Self {
-            broker,
-            peers: tokio::sync::Mutex::new(HashMap::new()),
+            peers: crate::peers::PeerClients::new(broker, RAFT_REQUEST_TIMEOUT),
         }
     }
 
     async fn peer(&self, target: u64, addr: &str) -> Result<Client, TransportError> {
-        if let Some(client) = self.peers.lock().await.get(&target) {
-            return Ok(client.clone());
-        }
-        let mut config = crate::replication::broker_client_config(&self.broker, addr);
-        // Raft has its own timers; a peer that does not answer is unreachable soon.
-        config.connect_timeout = Duration::from_secs(2);
-        config.request_timeout = Duration::from_secs(10);
-        let client = Client::connect(config)
-            .await
-            .map_err(|e| TransportError::Unreachable {
-                target,
-                reason: e.to_string(),
-            })?;
-        self.peers.lock().await.insert(target, client.clone());
-        Ok(client)
+        let unreachable = |reason: String| TransportError::Unreachable { target, reason };
+        let id = u32::try_from(target).map_err(|_| unreachable("not a broker id".into()))?;
+        self.peers.get(id, addr).await.map_err(unreachable)
     }
 }
 
@@ -137,7 +127,9 @@ impl RaftTransport for QuicRaftTransport {
             }
             Err(err) => {
                 // A broken connection is reopened by the next call.
-                self.peers.lock().await.remove(&target);
+                if let Ok(id) = u32::try_from(target) {
+                    self.peers.forget(id).await;
+                }
                 Err(TransportError::Failed {
                     target,
                     reason: err.to_string(),
@@ -293,7 +285,7 @@ pub async fn start(
         .map_err(|e| e.to_string())?;
     let _ = state
         .cluster
-        .set(Arc::new(ClusterMember::new(controller, config.node_id)));
+        .set(Arc::new(ClusterMember::new(controller, config)));
     let member = state
         .cluster
         .get()

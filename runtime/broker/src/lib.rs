@@ -18,6 +18,7 @@ pub mod group;
 pub mod metrics;
 pub mod offsets;
 pub mod partition;
+pub mod peers;
 pub mod plugins;
 pub mod producer_id;
 pub mod replication;

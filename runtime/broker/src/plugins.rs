@@ -318,7 +318,7 @@ async fn install(
     let module =
         match blocking(|| state.plugins.module(&record.version)).map_err(|e| e.to_string())? {
             Some(module) => module,
-            None => fetch_module(state, member, metadata, &record.version).await?,
+            None => fetch_module(member, metadata, &record.version).await?,
         };
     let uploaded_ms = i64::try_from(record.uploaded_ms).unwrap_or(i64::MAX);
     blocking(|| {
@@ -331,7 +331,6 @@ async fn install(
 }
 
 async fn fetch_module(
-    state: &BrokerState,
     member: &ClusterMember,
     metadata: &quiver_cluster::MetadataState,
     version: &str,
@@ -341,7 +340,7 @@ async fn fetch_module(
         if *id == member.broker_id || broker.fenced {
             continue;
         }
-        let client = match member.replication.peer(*id, &broker.address, state).await {
+        let client = match member.replication.peers.get(*id, &broker.address).await {
             Ok(client) => client,
             Err(err) => {
                 failures.push(format!("node {id}: {err}"));
@@ -355,7 +354,7 @@ async fn fetch_module(
             Ok(response) => return Ok(response.module.to_vec()),
             Err(err) => {
                 if !matches!(err, quiver_sdk::RequestError::Broker(_)) {
-                    member.replication.forget_peer(*id).await;
+                    member.replication.peers.forget(*id).await;
                 }
                 failures.push(format!("node {id}: {err}"));
             }
@@ -450,7 +449,7 @@ async fn dead_letter(
     batches.extend(builder.finish());
     let member = crate::cluster::member(state)?;
     if let Err(not_here) = crate::cluster::require_leader(state, dlq_topic, index) {
-        return dead_letter_remotely(state, member, dlq_topic, index, batches, not_here).await;
+        return dead_letter_remotely(member, dlq_topic, index, batches, not_here).await;
     }
     let slot = member.replication.slot(dlq_topic, index);
     let mut last = 0;
@@ -488,7 +487,6 @@ async fn dead_letter(
 /// Sends dead-lettered batches to the broker leading their partition (acks=leader, for
 /// the reason [`dead_letter`] gives).
 async fn dead_letter_remotely(
-    state: &BrokerState,
     member: &ClusterMember,
     dlq_topic: &str,
     index: u32,
@@ -505,7 +503,8 @@ async fn dead_letter_remotely(
     };
     let client = member
         .replication
-        .peer(leader, &address, state)
+        .peers
+        .get(leader, &address)
         .await
         .map_err(|e| RequestError::new(ErrorCode::NotLeader, e))?;
     for batch in batches {

@@ -17,7 +17,6 @@ use quiver_repl::{
     BatchRange, EpochEndOffset, FetchReply, FetchRequest, FetchResponse, IsrCommit,
     LeaderEpochCache, Output, RecoveredLog, Replica, ReplicaConfig, Role,
 };
-use quiver_sdk::{Client, ClientConfig};
 use quiver_wire::ErrorCode;
 use quiver_wire::batch::{BatchHeader, BatchSplitter};
 use quiver_wire::cluster::{ReplicaFetchRequest, ReplicaFetchResponse};
@@ -54,14 +53,23 @@ pub struct ReplicaSlot {
     closed: std::sync::atomic::AtomicBool,
 }
 
+/// How long a replica fetch or another broker-to-broker request to a peer may take.
+const PEER_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Every replica this broker holds, and connections to the other brokers.
-#[derive(Default)]
 pub struct Replication {
     slots: Mutex<HashMap<(String, u32), Arc<ReplicaSlot>>>,
-    peers: tokio::sync::Mutex<HashMap<u32, Client>>,
+    pub peers: crate::peers::PeerClients,
 }
 
 impl Replication {
+    pub fn new(broker: crate::BrokerConfig) -> Self {
+        Self {
+            slots: Mutex::new(HashMap::new()),
+            peers: crate::peers::PeerClients::new(broker, PEER_REQUEST_TIMEOUT),
+        }
+    }
+
     pub fn slot(&self, topic: &str, index: u32) -> Option<Arc<ReplicaSlot>> {
         self.slots
             .lock()
@@ -69,54 +77,6 @@ impl Replication {
             .get(&(topic.to_owned(), index))
             .cloned()
     }
-
-    pub(crate) async fn peer(
-        &self,
-        id: u32,
-        addr: &str,
-        state: &BrokerState,
-    ) -> Result<Client, String> {
-        if let Some(client) = self.peers.lock().await.get(&id) {
-            return Ok(client.clone());
-        }
-        let mut config = peer_client_config(state, addr);
-        config.connect_timeout = Duration::from_secs(2);
-        config.request_timeout = Duration::from_secs(5);
-        let client = Client::connect(config).await.map_err(|e| e.to_string())?;
-        self.peers.lock().await.insert(id, client.clone());
-        Ok(client)
-    }
-
-    pub(crate) async fn forget_peer(&self, id: u32) {
-        self.peers.lock().await.remove(&id);
-    }
-}
-
-/// The CA that signs the other brokers' certificates.
-pub(crate) fn peer_ca(config: &crate::BrokerConfig) -> std::path::PathBuf {
-    config
-        .tls_ca
-        .clone()
-        .unwrap_or_else(|| crate::tls::GeneratedPaths::in_data_dir(&config.data_dir).ca_cert)
-}
-
-/// How this broker connects to another: trusting the cluster's CA, and presenting its
-/// own certificate, which the other broker requires for the broker-to-broker APIs.
-pub(crate) fn peer_client_config(state: &BrokerState, addr: &str) -> ClientConfig {
-    broker_client_config(&state.config, addr)
-}
-
-/// [`peer_client_config`] from the configuration alone.
-pub(crate) fn broker_client_config(config: &crate::BrokerConfig, addr: &str) -> ClientConfig {
-    let mut client = ClientConfig::new(addr, peer_ca(config));
-    client.client_cert = Some(match (&config.tls_cert, &config.tls_key) {
-        (Some(cert), Some(key)) => (cert.clone(), key.clone()),
-        _ => {
-            let generated = crate::tls::GeneratedPaths::in_data_dir(&config.data_dir);
-            (generated.server_cert, generated.server_key)
-        }
-    });
-    client
 }
 
 /// The replication settings of a topic.
@@ -438,11 +398,7 @@ async fn follower_loop(state: Arc<BrokerState>, slot: Arc<ReplicaSlot>) {
             .broker(request.leader)
             .map(|b| b.address.clone());
         let response = match address {
-            Some(address) => match member
-                .replication
-                .peer(request.leader, &address, &state)
-                .await
-            {
+            Some(address) => match member.replication.peers.get(request.leader, &address).await {
                 Ok(client) => {
                     let wire = ReplicaFetchRequest {
                         topic: slot.topic.clone(),
@@ -460,7 +416,7 @@ async fn follower_loop(state: Arc<BrokerState>, slot: Arc<ReplicaSlot>) {
                         | quiver_sdk::RequestError::Connect(_),
                     ) = &answer
                     {
-                        member.replication.forget_peer(request.leader).await;
+                        member.replication.peers.forget(request.leader).await;
                     }
                     answer.map_err(|e| e.to_string())
                 }

@@ -154,7 +154,7 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
         _ => tls::ensure_generated(&config.data_dir, config.listen.ip())?,
     };
     // Other brokers present a certificate from the cluster's CA; clients need none.
-    let peer_ca = crate::replication::peer_ca(&config);
+    let peer_ca = crate::peers::peer_ca(&config);
     let crypto = tls::server_crypto(identity, peer_ca.exists().then_some(peer_ca.as_path()))?;
 
     // The admin listener comes up first so /health answers during recovery.

@@ -421,14 +421,14 @@ impl Replica {
     /// when the controller quorum went down with the followers, that shrink never
     /// commits, and refusing a write is always safe.
     pub fn can_accept_acks_all(&self, now_ms: u64) -> Result<(), AcksAllError> {
-        let RoleState::Leader(leader) = &self.role else {
+        if !matches!(self.role, RoleState::Leader(_)) {
             return Err(AcksAllError::NotLeader);
-        };
-        let isr_size = leader.isr.committed.len();
+        }
+        // The live members are a subset of the committed ISR, so this covers both.
         let live = self.live_isr_size(now_ms);
-        if isr_size.min(live) < self.config.min_insync_replicas {
+        if live < self.config.min_insync_replicas {
             return Err(AcksAllError::NotEnoughReplicas {
-                isr_size: isr_size.min(live),
+                isr_size: live,
                 min_insync_replicas: self.config.min_insync_replicas,
             });
         }

@@ -58,10 +58,7 @@ impl MetadataState {
         broker_epoch: u64,
         now_ms: u64,
     ) -> Result<MetadataResponse, CommandError> {
-        let broker = self
-            .brokers
-            .get_mut(&broker_id)
-            .ok_or(CommandError::UnknownBroker(broker_id))?;
+        let broker = self.broker_mut(broker_id)?;
         if broker.epoch != broker_epoch {
             return Err(CommandError::StaleBrokerEpoch {
                 broker: broker_id,
@@ -80,14 +77,17 @@ impl MetadataState {
         })
     }
 
+    fn broker_mut(&mut self, broker_id: BrokerId) -> Result<&mut BrokerRecord, CommandError> {
+        self.brokers
+            .get_mut(&broker_id)
+            .ok_or(CommandError::UnknownBroker(broker_id))
+    }
+
     pub(super) fn fence_broker(
         &mut self,
         broker_id: BrokerId,
     ) -> Result<MetadataResponse, CommandError> {
-        let broker = self
-            .brokers
-            .get_mut(&broker_id)
-            .ok_or(CommandError::UnknownBroker(broker_id))?;
+        let broker = self.broker_mut(broker_id)?;
         if broker.fenced {
             return Ok(MetadataResponse::BrokerFenced {
                 leaders_changed: 0,
@@ -125,10 +125,7 @@ impl MetadataState {
         &mut self,
         broker_id: BrokerId,
     ) -> Result<MetadataResponse, CommandError> {
-        let broker = self
-            .brokers
-            .get_mut(&broker_id)
-            .ok_or(CommandError::UnknownBroker(broker_id))?;
+        let broker = self.broker_mut(broker_id)?;
         if !broker.fenced {
             return Ok(MetadataResponse::BrokerUnfenced { leaders_elected: 0 });
         }

@@ -40,6 +40,38 @@ fn replica(id: u32, log: &[(u32, u64)]) -> Replica {
     .expect("valid log")
 }
 
+/// Replica 1 leading epoch `leader_epoch` of replicas 1 and 2 (both in the ISR), and
+/// replica 2 following it, from the given logs.
+fn pair(
+    leader_log: &[(u32, u64)],
+    follower_log: &[(u32, u64)],
+    leader_epoch: u32,
+) -> (Replica, Replica) {
+    let mut leader = replica(1, leader_log);
+    let mut follower = replica(2, follower_log);
+    leader
+        .become_leader(leader_epoch, &[1, 2], &[1, 2], 0)
+        .expect("leader");
+    follower
+        .become_follower(1, leader_epoch, 0)
+        .expect("follower");
+    (leader, follower)
+}
+
+/// Three empty replicas: 1 leading epoch 1 with all three in the ISR, 2 and 3
+/// following.
+fn trio() -> (Replica, Replica, Replica) {
+    let mut leader = replica(1, &[]);
+    let mut f2 = replica(2, &[]);
+    let mut f3 = replica(3, &[]);
+    leader
+        .become_leader(1, &[1, 2, 3], &[1, 2, 3], 0)
+        .expect("leader");
+    f2.become_follower(1, 1, 0).expect("follower");
+    f3.become_follower(1, 1, 0).expect("follower");
+    (leader, f2, f3)
+}
+
 fn drain(replica: &mut Replica) -> Vec<Output> {
     std::iter::from_fn(|| replica.poll_output()).collect()
 }
@@ -138,12 +170,7 @@ fn proposals(outputs: &[Output]) -> Vec<Vec<u32>> {
 fn follower_with_a_lagging_high_watermark_keeps_records_the_leader_has() {
     // KIP-101's first scenario: the follower has records beyond its high watermark that
     // the new leader also has. Truncating to the high watermark would lose them.
-    let mut leader = replica(1, &[(1, 10)]);
-    let mut follower = replica(2, &[(1, 10)]);
-    leader
-        .become_leader(2, &[1, 2], &[1, 2], 0)
-        .expect("leader");
-    follower.become_follower(1, 2, 0).expect("follower");
+    let (mut leader, mut follower) = pair(&[(1, 10)], &[(1, 10)], 2);
     append(&mut leader, 3);
     let outputs = fetch_once(&mut leader, &mut follower, 1);
     assert!(truncations(&outputs).is_empty(), "{outputs:?}");
@@ -154,13 +181,8 @@ fn follower_with_a_lagging_high_watermark_keeps_records_the_leader_has() {
 fn divergent_follower_cuts_at_the_end_of_the_shared_epoch() {
     // The follower led epoch 2 and wrote records nobody fetched; the leader of epoch 3
     // never saw epoch 2.
-    let mut leader = replica(1, &[(1, 5)]);
-    let mut follower = replica(2, &[(1, 5), (2, 4)]);
-    leader
-        .become_leader(3, &[1, 2], &[1, 2], 0)
-        .expect("leader");
+    let (mut leader, mut follower) = pair(&[(1, 5)], &[(1, 5), (2, 4)], 3);
     append(&mut leader, 2);
-    follower.become_follower(1, 3, 0).expect("follower");
     let outputs = fetch_once(&mut leader, &mut follower, 1);
     assert_eq!(truncations(&outputs), vec![5]);
     assert_eq!(follower.log_end_offset(), 5);
@@ -178,13 +200,8 @@ fn divergent_follower_cuts_at_the_end_of_the_shared_epoch() {
 #[test]
 fn divergence_is_narrowed_over_several_fetches() {
     // Each log holds an epoch the other never saw (KIP-279).
-    let mut leader = replica(1, &[(1, 3), (2, 3)]);
-    let mut follower = replica(2, &[(1, 3), (3, 5)]);
-    leader
-        .become_leader(4, &[1, 2], &[1, 2], 0)
-        .expect("leader");
+    let (mut leader, mut follower) = pair(&[(1, 3), (2, 3)], &[(1, 3), (3, 5)], 4);
     append(&mut leader, 1);
-    follower.become_follower(1, 4, 0).expect("follower");
     // Leader: epoch 3 unknown, floor is 2 ending at 6. Follower: no epoch 2, so it
     // cuts after its epoch 1 and asks again.
     let outputs = fetch_once(&mut leader, &mut follower, 1);
@@ -213,26 +230,14 @@ fn divergence_is_narrowed_over_several_fetches() {
 
 #[test]
 fn follower_ahead_within_the_same_epoch_cuts_to_the_leader_end() {
-    let mut leader = replica(1, &[(1, 4)]);
-    let mut follower = replica(2, &[(1, 6)]);
-    leader
-        .become_leader(2, &[1, 2], &[1, 2], 0)
-        .expect("leader");
-    follower.become_follower(1, 2, 0).expect("follower");
+    let (mut leader, mut follower) = pair(&[(1, 4)], &[(1, 6)], 2);
     let outputs = fetch_once(&mut leader, &mut follower, 1);
     assert_eq!(truncations(&outputs), vec![4]);
 }
 
 #[test]
 fn high_watermark_waits_for_every_isr_member_to_fetch_in_the_epoch() {
-    let mut leader = replica(1, &[]);
-    let mut f2 = replica(2, &[]);
-    let mut f3 = replica(3, &[]);
-    leader
-        .become_leader(1, &[1, 2, 3], &[1, 2, 3], 0)
-        .expect("leader");
-    f2.become_follower(1, 1, 0).expect("follower");
-    f3.become_follower(1, 1, 0).expect("follower");
+    let (mut leader, mut f2, mut f3) = trio();
     append(&mut leader, 5);
     assert_eq!(leader.high_watermark(), 0);
     fetch_once(&mut leader, &mut f2, 1);
@@ -289,14 +294,7 @@ fn a_proposed_member_holds_the_high_watermark_until_refused() {
 
 #[test]
 fn a_member_being_removed_holds_the_high_watermark_until_committed() {
-    let mut leader = replica(1, &[]);
-    let mut f2 = replica(2, &[]);
-    let mut f3 = replica(3, &[]);
-    leader
-        .become_leader(1, &[1, 2, 3], &[1, 2, 3], 0)
-        .expect("leader");
-    f2.become_follower(1, 1, 0).expect("follower");
-    f3.become_follower(1, 1, 0).expect("follower");
+    let (mut leader, mut f2, mut f3) = trio();
     fetch_once(&mut leader, &mut f3, 1);
     append(&mut leader, 4);
     // Replica 2 keeps fetching; replica 3 goes silent past the lag limit.
@@ -829,12 +827,8 @@ fn acks_all_is_refused_once_the_followers_went_silent_before_the_isr_shrinks() {
 
 #[test]
 fn one_live_follower_is_enough_for_a_minimum_of_two() {
-    let mut leader = replica(1, &[]);
-    let mut f2 = replica(2, &[]);
-    leader
-        .become_leader(1, &[1, 2, 3], &[1, 2, 3], 0)
-        .expect("leader");
-    f2.become_follower(1, 1, 0).expect("follower");
+    // Follower 3 never fetches.
+    let (mut leader, mut f2, _f3) = trio();
     append(&mut leader, 3);
     fetch_once(&mut leader, &mut f2, LAG_MAX_MS);
     fetch_once(&mut leader, &mut f2, LAG_MAX_MS + 10);
