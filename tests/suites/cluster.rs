@@ -66,6 +66,16 @@ async fn create_once(client: &quiver_sdk::Client, topic: &str, partitions: u32, 
     assert_eq!(err.code(), Some(ErrorCode::TopicAlreadyExists), "{err}");
 }
 
+/// Waits until `broker` sees a controller leader and all founding brokers active.
+async fn wait_formed(broker: &Broker) -> ClusterStatusResponse {
+    wait_for(
+        broker,
+        "a controller leader and three active brokers",
+        |s| s.controller_leader.is_some() && (1..=NODES).all(|id| active(s, id)),
+    )
+    .await
+}
+
 fn active(status: &ClusterStatusResponse, id: u32) -> bool {
     status.brokers.iter().any(|b| b.id == id && !b.fenced)
 }
@@ -512,10 +522,7 @@ async fn a_replicated_partition_keeps_every_acknowledged_record_across_a_leader_
     // Long enough that a follower slowed by a loaded machine stays in the ISR (the
     // acks=all sends below must not be refused), short enough for the last phase.
     let mut brokers = start_cluster(root.path(), &[("QUIVER_REPLICA_LAG_MAX_MS", "5000")]);
-    wait_for(&brokers[0], "three active brokers", |s| {
-        s.controller_leader.is_some() && (1..=NODES).all(|id| active(s, id))
-    })
-    .await;
+    wait_formed(&brokers[0]).await;
     let client = brokers[0].client().await;
     client
         .create_topic("rep", 1, 3, &[("min.insync.replicas".into(), "2".into())])
@@ -630,10 +637,7 @@ async fn a_replicated_partition_keeps_every_acknowledged_record_across_a_leader_
 async fn a_paused_follower_leaves_the_isr_and_rejoins_when_it_resumes() {
     let root = tempfile::tempdir().expect("tempdir");
     let brokers = start_cluster(root.path(), &[("QUIVER_REPLICA_LAG_MAX_MS", "1500")]);
-    wait_for(&brokers[0], "three active brokers", |s| {
-        s.controller_leader.is_some() && (1..=NODES).all(|id| active(s, id))
-    })
-    .await;
+    wait_formed(&brokers[0]).await;
     let client = brokers[0].client().await;
     client
         .create_topic(
@@ -696,10 +700,7 @@ async fn an_idempotent_producer_keeps_exactly_once_while_the_leader_is_killed_te
             ("QUIVER_BROKER_SESSION_TIMEOUT_MS", "2000"),
         ],
     );
-    wait_for(&brokers[0], "three active brokers", |s| {
-        s.controller_leader.is_some() && (1..=NODES).all(|id| active(s, id))
-    })
-    .await;
+    wait_formed(&brokers[0]).await;
     let admin = brokers[0].client().await;
     admin
         .create_topic("chaos", 1, 3, &[("min.insync.replicas".into(), "2".into())])
@@ -861,10 +862,7 @@ async fn groups_offsets_and_plugins_are_the_clusters_not_one_brokers() {
     use quiver_wire::plugin::{Attachment, OnError, PluginStage};
     let root = tempfile::tempdir().expect("tempdir");
     let mut brokers = start_cluster(root.path(), &[]);
-    let formed = wait_for(&brokers[0], "a leader and three active brokers", |s| {
-        s.controller_leader.is_some() && (1..=NODES).all(|id| active(s, id))
-    })
-    .await;
+    let formed = wait_formed(&brokers[0]).await;
     let leader_id = formed.controller_leader.expect("a leader") as u32;
     let leader_index = (leader_id - 1) as usize;
     let others: Vec<usize> = (0..NODES as usize).filter(|i| *i != leader_index).collect();
@@ -1030,10 +1028,7 @@ async fn groups_offsets_and_plugins_are_the_clusters_not_one_brokers() {
 async fn a_node_started_later_joins_the_running_cluster() {
     let root = tempfile::tempdir().expect("tempdir");
     let mut brokers = start_cluster(root.path(), &[]);
-    wait_for(&brokers[0], "three active brokers", |s| {
-        s.controller_leader.is_some() && (1..=NODES).all(|id| active(s, id))
-    })
-    .await;
+    wait_formed(&brokers[0]).await;
 
     // Node 4 knows one member only and is not among the founding seeds.
     let dir = root.path().join("node-4");
