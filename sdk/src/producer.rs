@@ -257,8 +257,12 @@ struct Shared {
     queues: Mutex<HashMap<String, HashMap<u32, Arc<PartitionQueue>>>>,
     sticky: Mutex<HashMap<String, Arc<AtomicU32>>>,
     identity: tokio::sync::Mutex<Option<u64>>,
-    /// Records accepted and not yet completed.
+    /// Records accepted and not yet delivered or failed.
     pending: AtomicU64,
+    /// Records whose callbacks have not returned yet: `flush` waits for these, so
+    /// every callback has run when it returns, while `pending` drops before a
+    /// receipt is resolved and never counts a record its caller saw delivered.
+    unsettled: AtomicU64,
     settled: Notify,
     closed: std::sync::atomic::AtomicBool,
 }
@@ -294,6 +298,7 @@ impl Producer {
                 sticky: Mutex::new(HashMap::new()),
                 identity: tokio::sync::Mutex::new(None),
                 pending: AtomicU64::new(0),
+                unsettled: AtomicU64::new(0),
                 settled: Notify::new(),
                 closed: std::sync::atomic::AtomicBool::new(false),
             }),
@@ -356,7 +361,7 @@ impl Producer {
     pub async fn flush(&self) {
         loop {
             let settled = self.shared.settled.notified();
-            if self.shared.pending.load(Ordering::Acquire) == 0 {
+            if self.shared.unsettled.load(Ordering::Acquire) == 0 {
                 return;
             }
             for queue in self.queues() {
@@ -519,6 +524,7 @@ impl Producer {
             }
         };
         let queue = self.queue(&record.topic, partition, meta.partitions);
+        self.shared.unsettled.fetch_add(1, Ordering::AcqRel);
         self.shared.pending.fetch_add(1, Ordering::AcqRel);
         let mut state = queue.lock();
         let full = state.open.as_ref().is_some_and(|open| {
@@ -579,10 +585,11 @@ impl Shared {
         outcome: impl Fn(usize, i64) -> Result<RecordReceipt, DeliveryError>,
     ) {
         let count = deliveries.len() as u64;
+        self.pending.fetch_sub(count, Ordering::AcqRel);
         for (i, delivery) in deliveries.into_iter().enumerate() {
             (delivery.callback)(outcome(i, delivery.timestamp));
         }
-        if self.pending.fetch_sub(count, Ordering::AcqRel) == count {
+        if self.unsettled.fetch_sub(count, Ordering::AcqRel) == count {
             self.settled.notify_waiters();
         }
     }

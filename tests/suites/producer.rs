@@ -375,6 +375,8 @@ async fn a_producer_facing_a_stopped_broker_stops_accepting_when_its_buffer_is_f
         .expect("queued")
         .await
         .expect("delivered");
+    // A record whose receipt resolved is no longer pending.
+    assert_eq!(producer.pending(), 0);
     broker.kill9();
     let value = "v".repeat(1000);
     let mut accepted = 0usize;
