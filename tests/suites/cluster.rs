@@ -108,6 +108,7 @@ async fn a_three_broker_cluster_survives_losing_its_controller_leader() {
     // served by their leader only.
     let client = brokers[1].client().await;
     create_once(&client, "placed", 3, 3).await;
+    wait_topic_everywhere(&brokers, "placed").await;
     let err = client
         .create_topic("too-wide", 1, 4, &[])
         .await
@@ -475,6 +476,44 @@ fn log_bytes(broker: &Broker, topic: &str) -> Vec<u8> {
 
 /// `(leader, leader_epoch, log_end_offset, high_watermark)` of partition 0 as `broker`
 /// sees it.
+/// Waits until every started broker serves `topic` with a leader for each partition:
+/// a create answers once the broker that took it applied it, and the others follow
+/// the controller's log a moment later.
+async fn wait_topic_everywhere(brokers: &[Broker], topic: &str) {
+    for broker in brokers.iter().filter(|b| b.is_started()) {
+        eventually(
+            "every broker serves the topic",
+            Duration::from_secs(60),
+            || async {
+                let client = quiver_sdk::Client::connect(broker.client_config())
+                    .await
+                    .ok()?;
+                let described = client.describe_topic(topic).await.ok()?;
+                described
+                    .partitions
+                    .iter()
+                    .all(|p| p.leader != u32::MAX)
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+}
+
+/// How many replicas of `topic`'s first partition `broker` lists as in sync.
+async fn in_sync_replicas(broker: &Broker, topic: &str) -> usize {
+    let Ok(client) = quiver_sdk::Client::connect(broker.client_config()).await else {
+        return 0;
+    };
+    client
+        .describe_topic(topic)
+        .await
+        .ok()
+        .and_then(|d| d.partitions.first().map(|p| p.isr.len()))
+        .unwrap_or(0)
+}
+
+/// `(leader, leader epoch, log end, high watermark)` of `topic`'s first partition.
 async fn partition_view(broker: &Broker, topic: &str) -> Option<(u32, u32, u64, u64)> {
     let client = quiver_sdk::Client::connect(broker.client_config())
         .await
@@ -528,6 +567,7 @@ async fn a_replicated_partition_keeps_every_acknowledged_record_across_a_leader_
         .create_topic("rep", 1, 3, &[("min.insync.replicas".into(), "2".into())])
         .await
         .expect("create");
+    wait_topic_everywhere(&brokers, "rep").await;
     let (leader, epoch, _, _) = partition_view(&brokers[0], "rep").await.expect("described");
     let leader_index = (leader - 1) as usize;
     send_all(&brokers[leader_index].client().await, "rep", "first", 3000).await;
@@ -648,6 +688,7 @@ async fn a_paused_follower_leaves_the_isr_and_rejoins_when_it_resumes() {
         )
         .await
         .expect("create");
+    wait_topic_everywhere(&brokers, "paused").await;
     let (leader, _, _, _) = partition_view(&brokers[0], "paused")
         .await
         .expect("described");
@@ -706,6 +747,7 @@ async fn an_idempotent_producer_keeps_exactly_once_while_the_leader_is_killed_te
         .create_topic("chaos", 1, 3, &[("min.insync.replicas".into(), "2".into())])
         .await
         .expect("create");
+    wait_topic_everywhere(&brokers, "chaos").await;
 
     // A producer bootstrapped on node 1 that keeps sending until told to stop; the SDK
     // follows the leader through metadata and retries what failed.
@@ -761,9 +803,13 @@ async fn an_idempotent_producer_keeps_exactly_once_while_the_leader_is_killed_te
                     .collect::<Vec<_>>();
                 async move {
                     for broker in views {
+                        // Killing a leader whose ISR is itself would leave no broker
+                        // to elect (unclean election is off): wait for a follower,
+                        // the one restarted last round among them, to be in sync.
                         if let Some(view) = partition_view(broker, "chaos").await
                             && view.0 != u32::MAX
                             && view.1 >= epoch
+                            && in_sync_replicas(broker, "chaos").await >= 2
                         {
                             return Some(view);
                         }
@@ -877,6 +923,8 @@ async fn groups_offsets_and_plugins_are_the_clusters_not_one_brokers() {
         .create_topic("orders", 2, 3, &[])
         .await
         .expect("create orders");
+    wait_topic_everywhere(&brokers, "evens").await;
+    wait_topic_everywhere(&brokers, "orders").await;
 
     // A plugin uploaded on one broker and attached on another runs on every broker:
     // the controller holds its version, and brokers without the module fetch it.
@@ -1056,6 +1104,7 @@ async fn a_node_started_later_joins_the_running_cluster() {
         .create_topic("wide", 1, 4, &[])
         .await
         .expect("four replicas on four brokers");
+    wait_topic_everywhere(&brokers, "wide").await;
     send_all(&client, "wide", "w", 500).await;
     wait_replicated(&brokers, &[0, 1, 2, 3], "wide", 500).await;
     let values = identical_logs_and_values(&brokers, 1, "wide").await;

@@ -136,6 +136,10 @@ async fn a_group_shares_partitions_and_takes_over_from_a_dead_member() {
             let mut c = Consumer::new(client.clone(), group_config("g-shared"));
             c.subscribe(&["shared"]).expect("subscribe");
             c.set_max_poll_records(10);
+            // While the group settles a member may read from partitions it then hands
+            // over; committing them on the way out is what keeps the next owner from
+            // reading them again.
+            c.set_rebalance_listener(CommitOnRevoke);
             c
         })
         .collect();
@@ -236,7 +240,9 @@ async fn a_fenced_member_cannot_commit() {
             group: "g-fence".into(),
             member_id: String::new(),
             member_epoch: 0,
-            session_timeout_ms: 500,
+            // Long enough that the two commits below land before it expires on a
+            // loaded machine (each is a controller write with an fsync).
+            session_timeout_ms: 3_000,
             subscription: Some(vec!["fence".into()]),
             owned: Vec::new(),
         })
@@ -451,6 +457,19 @@ async fn cli_reset_offsets_is_what_the_next_group_consumer_sees() {
         "999",
     ]);
     assert!(!bad.status.success(), "an offset past the end is refused");
+}
+
+/// Commits what the application read from partitions it is about to lose.
+struct CommitOnRevoke;
+
+impl quiver_sdk::RebalanceListener for CommitOnRevoke {
+    fn on_partitions_revoked(
+        &mut self,
+        _revoked: &[TopicPartition],
+        positions: &BTreeMap<TopicPartition, u64>,
+    ) -> Vec<(TopicPartition, u64)> {
+        positions.iter().map(|(tp, p)| (tp.clone(), *p)).collect()
+    }
 }
 
 /// Records the rebalance callbacks it receives.

@@ -679,7 +679,9 @@ fn broker_addresses(broker: &mut Guard, log: &Path) -> anyhow::Result<BrokerAddr
     let deadline = Instant::now() + BROKER_START_TIMEOUT;
     loop {
         let text = std::fs::read_to_string(log).unwrap_or_default();
-        if let Some(line) = text
+        // Only a whole line: the broker may be halfway through writing it.
+        let whole = &text[..text.rfind('\n').map_or(0, |end| end + 1)];
+        if let Some(line) = whole
             .lines()
             .find(|l| l.contains("quiver broker listening on "))
         {
@@ -873,8 +875,10 @@ fn produce_and_consume(cli: &Cli) -> anyhow::Result<()> {
             TRAP_PLUGIN,
             "--count",
             "1",
+            // Only a bound: the trap answers at once, and a slow answer must not pass
+            // for a quiet topic.
             "--timeout",
-            "2000",
+            "30000",
         ],
         None,
     )?;

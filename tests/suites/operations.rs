@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use quiver_sdk::{Acks, Client, FetchOptions, OffsetSpec, Record};
-use quiver_tests::{Broker, fetch_all, now_ms, quiver_bin, wait_bounded, wait_visible};
+use quiver_tests::{Broker, eventually, fetch_all, now_ms, quiver_bin, wait_bounded, wait_visible};
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
@@ -155,7 +155,16 @@ async fn sigterm_exits_zero_and_restart_serves_all_data() {
             )
             .await
     });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // SIGTERM only once the broker holds the poll: one sent after shutdown began would
+    // find the connection closing instead.
+    eventually("the long poll in flight", Duration::from_secs(30), || {
+        let (_, metrics) = broker.http_get("/metrics");
+        let held = metrics
+            .lines()
+            .any(|l| l.starts_with("quiver_requests_in_flight ") && !l.ends_with(" 0"));
+        async move { held.then_some(()) }
+    })
+    .await;
     let status = broker.sigterm();
     assert_eq!(status.code(), Some(0), "SIGTERM exit status: {status:?}");
     let answered = tokio::time::timeout(Duration::from_secs(60), long_poll)
@@ -341,11 +350,13 @@ async fn cli_topic_create_list_describe_delete() {
         !stdout.contains("events"),
         "deleted topic still listed:\n{stdout}"
     );
+    // The delete is the controller's; each broker removes its files as it applies it.
     for p in 0..3 {
-        assert!(
-            !broker.partition_dir("events", p).exists(),
-            "partition {p} data left behind"
-        );
+        eventually("partition data removed", Duration::from_secs(30), || {
+            let gone = !broker.partition_dir("events", p).exists();
+            async move { gone.then_some(()) }
+        })
+        .await;
     }
     let line = assert_one_line_failure(
         "describing a deleted topic",
