@@ -187,8 +187,8 @@ impl Client {
         }
         .parse()
         .expect("constant address parses");
-        let mut endpoint =
-            quinn::Endpoint::client(bind).map_err(|e| ConnectError::Endpoint(e.to_string()))?;
+        let mut endpoint = crate::transport::client_endpoint(bind)
+            .map_err(|e| ConnectError::Endpoint(e.to_string()))?;
         endpoint.set_default_client_config(client_config);
         let server_name = config.server_name.clone().unwrap_or(host);
         let client = Self {

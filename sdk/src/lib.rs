@@ -33,6 +33,8 @@ pub mod producer;
 /// TLS and transport settings of the client's QUIC connections, for tools that open
 /// raw connections (benchmarks measuring the transport's ceiling).
 pub mod tls;
+/// The UDP sockets under QUIC endpoints, with kernel buffers sized for bursts.
+pub mod transport;
 
 pub use blocking::BlockingProducer;
 pub use client::{Client, ClientConfig, FetchOptions, Fetched, FetchedBatches, ProduceReceipt};

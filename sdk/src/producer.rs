@@ -805,6 +805,15 @@ async fn seal(
     })
 }
 
+/// Whether `err` is a partition leader not knowing a topic that the metadata named it
+/// leader of: a broker that has not applied the topic's creation yet, which a retry
+/// outlasts (Kafka's producer retries it too). Once the broker the metadata came from
+/// does not know the topic either, it is gone and the error stands.
+async fn leader_behind_metadata(shared: &Shared, topic: &str, err: &RequestError) -> bool {
+    err.code() == Some(quiver_wire::ErrorCode::UnknownTopic)
+        && shared.client.describe_topic(topic).await.is_ok()
+}
+
 fn jittered(backoff: Duration) -> Duration {
     // Up to 20% jitter from the clock's sub-second noise: enough to spread retries,
     // with no random number generator to seed.
@@ -854,7 +863,11 @@ async fn deliver(shared: &Shared, queue: &PartitionQueue, flight: Flight) {
             flight.producer_id.is_some() && queue.lock().broken_owner == flight.producer_id;
         let retries_left = config.retries.is_none_or(|r| attempts <= r);
         let time_left = Instant::now() + backoff < deadline;
-        if err.is_retriable() && retries_left && time_left && !broken {
+        if (err.is_retriable() || leader_behind_metadata(shared, &topic, &err).await)
+            && retries_left
+            && time_left
+            && !broken
+        {
             tokio::time::sleep(jittered(backoff)).await;
             backoff = (backoff * 2).min(config.retry_backoff_max);
             continue;

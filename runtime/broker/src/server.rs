@@ -250,7 +250,7 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
     let endpoint_config =
         quinn::EndpointConfig::new(Arc::new(tls::reset_key(&state.config.data_dir)?));
     let listen = state.config.listen;
-    let socket = std::net::UdpSocket::bind(listen).map_err(|source| StartError::Listen {
+    let socket = quiver_sdk::transport::bind_udp(listen).map_err(|source| StartError::Listen {
         addr: listen,
         source,
     })?;

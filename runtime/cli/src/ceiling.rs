@@ -58,8 +58,13 @@ pub async fn quic(total: u64) -> anyhow::Result<f64> {
     server_config.transport_config(Arc::new(quiver_broker::server::transport_config(
         &quiver_broker::BrokerConfig::default(),
     )));
-    let server =
-        quinn::Endpoint::server(server_config, SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;
+    // The broker's and the SDK's sockets, so the ceiling has their kernel buffers too.
+    let server = quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(server_config),
+        quiver_sdk::transport::bind_udp(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?,
+        Arc::new(quinn::TokioRuntime),
+    )?;
     let addr = server.local_addr()?;
     let receiver = tokio::spawn(async move {
         let connection = server.accept().await.context("no connection")?.await?;
@@ -74,7 +79,8 @@ pub async fn quic(total: u64) -> anyhow::Result<f64> {
         quiver_sdk::ClientConfig::new(addr.to_string(), scratch.0.join("tls").join("ca.pem"));
     config.server_name = Some("localhost".into());
     let client_config = quiver_sdk::tls::quic_client_config(&config)?;
-    let mut endpoint = quinn::Endpoint::client(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;
+    let mut endpoint =
+        quiver_sdk::transport::client_endpoint(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;
     endpoint.set_default_client_config(client_config);
     let connection = endpoint.connect(addr, "localhost")?.await?;
     let chunk = Bytes::from(vec![0x5a_u8; CHUNK_BYTES]);
