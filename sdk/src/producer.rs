@@ -70,7 +70,11 @@ impl Default for ProducerConfig {
             retry_backoff_max: Duration::from_secs(1),
             delivery_timeout: Duration::from_secs(120),
             linger: Duration::from_millis(5),
-            batch_bytes: 256 * 1024,
+            // Capped per topic by its max.message.bytes (1 MiB by default). Larger
+            // batches keep more bytes in flight under the same five-request window and
+            // spread each fsync over more records: 1 MiB produced 10% (acks=leader) to
+            // 22% (acks=all, flush always) more than 256 KiB (docs/benchmarks.md).
+            batch_bytes: 1024 * 1024,
             max_in_flight: MAX_IN_FLIGHT_LIMIT,
             compression: Compression::None,
             idempotence: true,

@@ -61,7 +61,7 @@ pub struct BenchArgs {
     /// Concurrent producers (produce).
     #[arg(long, default_value_t = 1)]
     producers: u32,
-    #[arg(long, default_value_t = 256 * 1024)]
+    #[arg(long, default_value_t = quiver_sdk::ProducerConfig::default().batch_bytes)]
     batch_bytes: usize,
     /// none | lz4 | zstd (produce)
     #[arg(long, default_value = "none")]

@@ -38,7 +38,7 @@ pub struct ProduceArgs {
     #[arg(long, default_value_t = 5)]
     linger_ms: u64,
     /// Target batch size in bytes.
-    #[arg(long, default_value_t = 256 * 1024)]
+    #[arg(long, default_value_t = quiver_sdk::ProducerConfig::default().batch_bytes)]
     batch_bytes: usize,
     /// Give up on a record after this long (retrying retriable errors until then).
     #[arg(long, default_value_t = 120_000)]
