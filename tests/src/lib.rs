@@ -351,8 +351,19 @@ impl Broker {
     /// Starts the broker again on the same data directory and QUIC port (SIGKILLing it
     /// first if it still runs). The admin port may change.
     pub fn restart(&mut self) {
+        self.restart_moved(self.quic_addr.port(), &[]);
+    }
+
+    /// As [`Broker::restart`], listening on `port` instead, with `env` replacing the
+    /// settings of the same names (a moved node's own seed entry, say).
+    pub fn restart_moved(&mut self, port: u16, env: &[(&str, &str)]) {
         self.kill9();
         self.generation += 1;
+        for (key, value) in env {
+            self.env.retain(|(k, _)| k != key);
+            self.env.push(((*key).to_owned(), (*value).to_owned()));
+        }
+        self.quic_addr.set_port(port);
         let env = self.env.clone();
         // The port was just released; retry in case the kernel has not let go, or a
         // client's socket took it for a moment (up to 30 s on a loaded machine).

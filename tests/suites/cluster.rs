@@ -1119,3 +1119,80 @@ async fn a_node_started_later_joins_the_running_cluster() {
     .await;
     assert_eq!(again.brokers.len(), 4);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restarted_on_another_port_keeps_its_place() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let mut brokers = start_cluster(root.path(), &[]);
+    let formed = wait_formed(&brokers[0]).await;
+    let leader = formed.controller_leader.expect("a leader") as usize - 1;
+    let moved = (leader + 1) % NODES as usize;
+    let moved_id = moved as u32 + 1;
+
+    // The operator moves one node to another port and names it so in its seeds.
+    let port = free_ports(1)[0];
+    let new_addr = format!("127.0.0.1:{port}");
+    let seeds: Vec<String> = brokers
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let at = if i == moved {
+                new_addr.clone()
+            } else {
+                b.quic_addr.to_string()
+            };
+            format!("{}@{at}", i + 1)
+        })
+        .collect();
+    let seeds = seeds.join(",");
+    brokers[moved].restart_moved(port, &[("QUIVER_SEEDS", seeds.as_str())]);
+    let status = wait_for(
+        &brokers[leader],
+        "the moved broker registered at its new port",
+        |s| {
+            s.brokers
+                .iter()
+                .any(|b| b.id == moved_id && b.address == new_addr && !b.fenced)
+        },
+    )
+    .await;
+    assert_eq!(status.voters, [1, 2, 3]);
+
+    // With the third node down the controller quorum needs the moved node, reached at
+    // its new port: metadata changes go on, and its replicas take the writes.
+    let current = wait_formed(&brokers[moved]).await;
+    let now = current.controller_leader.expect("a leader") as usize - 1;
+    let third = (0..NODES as usize)
+        .find(|i| *i != moved && *i != now)
+        .expect("a third node");
+    brokers[third].kill9();
+    let client = brokers[moved].client().await;
+    eventually(
+        "a topic created with one node down",
+        Duration::from_secs(60),
+        || {
+            let client = client.clone();
+            async move {
+                match client.create_topic("after-move", 1, 2, &[]).await {
+                    Ok(()) => Some(()),
+                    Err(err) if err.code() == Some(ErrorCode::TopicAlreadyExists) => Some(()),
+                    Err(_) => None,
+                }
+            }
+        },
+    )
+    .await;
+    for index in [now, moved] {
+        eventually(
+            "the topic on both live brokers",
+            Duration::from_secs(60),
+            || async {
+                let client = quiver_sdk::Client::connect(brokers[index].client_config())
+                    .await
+                    .ok()?;
+                client.describe_topic("after-move").await.ok().map(|_| ())
+            },
+        )
+        .await;
+    }
+}

@@ -388,6 +388,16 @@ pub async fn membership_loop(state: Arc<BrokerState>, advertised: String, incarn
             Err(err) => tracing::debug!(%err, "heartbeat not delivered"),
         }
         if member.controller.is_leader() {
+            match member.controller.follow_moved_members().await {
+                Ok(moved) if !moved.is_empty() => {
+                    tracing::info!(
+                        ?moved,
+                        "controller quorum follows brokers registered at new addresses"
+                    );
+                }
+                Ok(_) => {}
+                Err(err) => tracing::warn!(%err, "membership addresses not updated yet"),
+            }
             expire_offsets(&state, member).await;
             let silent = member
                 .controller

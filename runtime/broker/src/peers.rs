@@ -12,11 +12,11 @@ use crate::BrokerConfig;
 /// How long connecting to another broker may take before it counts as unreachable.
 const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// One cached connection per other broker.
+/// One cached connection per other broker, with the address it was opened to.
 pub struct PeerClients {
     broker: BrokerConfig,
     request_timeout: Duration,
-    clients: tokio::sync::Mutex<HashMap<u32, Client>>,
+    clients: tokio::sync::Mutex<HashMap<u32, (String, Client)>>,
 }
 
 impl PeerClients {
@@ -30,16 +30,22 @@ impl PeerClients {
         }
     }
 
-    /// The connection to broker `id` at `addr`, opened on first use.
+    /// The connection to broker `id` at `addr`, opened on first use and again when
+    /// the broker moved to another address (a restart with another `--listen`).
     pub async fn get(&self, id: u32, addr: &str) -> Result<Client, String> {
-        if let Some(client) = self.clients.lock().await.get(&id) {
+        if let Some((opened_to, client)) = self.clients.lock().await.get(&id)
+            && opened_to == addr
+        {
             return Ok(client.clone());
         }
         let mut config = client_config(&self.broker, addr);
         config.connect_timeout = PEER_CONNECT_TIMEOUT;
         config.request_timeout = self.request_timeout;
         let client = Client::connect(config).await.map_err(|e| e.to_string())?;
-        self.clients.lock().await.insert(id, client.clone());
+        self.clients
+            .lock()
+            .await
+            .insert(id, (addr.to_owned(), client.clone()));
         Ok(client)
     }
 

@@ -510,6 +510,48 @@ impl Controller {
         add_voter_local(&self.inner.raft, node_id, addr, self.inner.propose_timeout).await
     }
 
+    /// On the leader: points the quorum at the addresses brokers registered last. A
+    /// node restarted on another address registers that address (its registration
+    /// reaches the leader through a forwarded proposal), but the membership still
+    /// names the old one, where the leader's Raft RPCs would go unanswered. Returns the
+    /// nodes whose address changed; nothing when this controller does not lead.
+    pub async fn follow_moved_members(&self) -> Result<Vec<NodeId>, MembershipError> {
+        if !self.is_leader() {
+            return Ok(Vec::new());
+        }
+        let metadata = self.metadata();
+        let moved: BTreeMap<NodeId, ControllerNode> = {
+            let metrics = self.inner.raft.metrics();
+            let metrics = metrics.borrow();
+            metrics
+                .membership_config
+                .membership()
+                .nodes()
+                .filter_map(|(id, node)| {
+                    let broker = metadata.broker(u32::try_from(*id).ok()?)?;
+                    (!broker.address.is_empty() && broker.address != node.addr)
+                        .then(|| (*id, ControllerNode::new(broker.address.clone())))
+                })
+                .collect()
+        };
+        if moved.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids = moved.keys().copied().collect();
+        // SetNodes replaces a node's address in place: the same controller, with the
+        // same log and vote, reached elsewhere (openraft's "update node").
+        tokio::time::timeout(
+            self.inner.propose_timeout,
+            self.inner
+                .raft
+                .change_membership(ChangeMembers::SetNodes(moved), false),
+        )
+        .await
+        .map_err(|_| MembershipError::Timeout)?
+        .map_err(membership_error)?;
+        Ok(ids)
+    }
+
     /// Whether this controller is a voter of the quorum it knows.
     pub fn is_voter(&self) -> bool {
         let metrics = self.inner.raft.metrics();

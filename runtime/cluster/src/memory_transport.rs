@@ -1,5 +1,5 @@
 //! An in-process [`RaftTransport`] for tests: controllers in one process, with a way
-//! to cut a node off.
+//! to cut a node off or move it to another address.
 //!
 //! Every RPC and reply goes through the same JSON encoding a real transport uses, so
 //! tests also prove that what openraft sends survives the trip.
@@ -22,6 +22,8 @@ pub struct MemoryNetwork {
 struct Switchboard {
     handlers: BTreeMap<NodeId, RpcHandler>,
     isolated: BTreeSet<NodeId>,
+    /// Where a moved node listens now; a node not in here answers at any address.
+    addresses: BTreeMap<NodeId, String>,
 }
 
 impl MemoryNetwork {
@@ -50,6 +52,12 @@ impl MemoryNetwork {
     /// Cuts `id` off: nothing it sends arrives, nothing sent to it arrives.
     pub fn isolate(&self, id: NodeId) {
         self.board().isolated.insert(id);
+    }
+
+    /// Makes controller `id` answer only RPCs sent to `addr`, as a process restarted
+    /// on another port would.
+    pub fn move_to(&self, id: NodeId, addr: &str) {
+        self.board().addresses.insert(id, addr.to_owned());
     }
 
     /// Reconnects a node cut off with [`MemoryNetwork::isolate`].
@@ -81,7 +89,7 @@ impl RaftTransport for MemoryTransport {
     async fn send(
         &self,
         target: NodeId,
-        _addr: &str,
+        addr: &str,
         rpc: RaftRpc,
     ) -> Result<RaftRpcReply, TransportError> {
         let unreachable = |reason: &str| TransportError::Unreachable {
@@ -91,13 +99,17 @@ impl RaftTransport for MemoryTransport {
         if self.network.cut(self.from, target) {
             return Err(unreachable("cut off"));
         }
-        let handler = self
-            .network
-            .board()
-            .handlers
-            .get(&target)
-            .cloned()
-            .ok_or_else(|| unreachable("not running"))?;
+        let handler = {
+            let board = self.network.board();
+            if board.addresses.get(&target).is_some_and(|at| at != addr) {
+                return Err(unreachable("nothing listens at that address"));
+            }
+            board
+                .handlers
+                .get(&target)
+                .cloned()
+                .ok_or_else(|| unreachable("not running"))?
+        };
         let bytes = rpc.encode().map_err(|e| match e {
             RpcCodecError::TooLarge { .. } => TransportError::TooLarge(e),
             other => failed(target, other),

@@ -309,3 +309,63 @@ async fn nodes_join_a_running_controller_later() {
         cluster.node(id).shutdown().await.expect("stops");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restarted_at_another_address_is_followed_there() {
+    let mut cluster = TestCluster::start(&[1, 2, 3]).await;
+    let leader = cluster.leader().await;
+    for id in 1..=3 {
+        cluster
+            .propose_via(leader, register(id))
+            .await
+            .expect("registers");
+    }
+    let moved = follower(&cluster, leader);
+    let new_addr = "127.0.0.1:7499";
+    cluster.crash(moved);
+    cluster.start_node_moved(moved, new_addr).await;
+    // Its new registration names the new address, and reaches the leader as any
+    // proposal does (the leader's address did not change).
+    cluster
+        .propose_via(
+            moved,
+            MetadataCommand::RegisterBroker {
+                broker_id: moved as u32,
+                incarnation: 2,
+                address: new_addr.to_owned(),
+                now_ms: 2_000,
+            },
+        )
+        .await
+        .expect("registers at the new address");
+    // The broker's membership loop asks on every heartbeat tick; only a leader acts.
+    eventually("every node to know the new address", || async {
+        for node in cluster.nodes.values() {
+            let _ = node.follow_moved_members().await;
+        }
+        cluster
+            .nodes
+            .values()
+            .all(|n| {
+                n.status()
+                    .voters
+                    .iter()
+                    .any(|(id, at)| *id == moved && at == new_addr)
+            })
+            .then_some(())
+    })
+    .await;
+    // With the third node gone the quorum needs the moved one, at its new address.
+    let now = cluster.leader().await;
+    let third = (1..=3)
+        .find(|id| *id != moved && *id != now)
+        .expect("a third node");
+    cluster.crash(third);
+    cluster
+        .propose_via(moved, create_topic("after-move", 1, 2))
+        .await
+        .expect("commits with the moved node");
+    for id in [now, moved] {
+        cluster.node(id).shutdown().await.expect("stops");
+    }
+}

@@ -96,6 +96,34 @@ impl TestCluster {
     pub async fn start_node_with_seeds(&mut self, id: u64, seeds: Vec<(u64, String)>) {
         let mut config = config(id, self.dir(id), seeds);
         (self.tune)(&mut config);
+        self.start_configured(id, config).await;
+    }
+
+    /// Restarts controller `id` on its directory, listening at `addr` from now on
+    /// (its own seed entry names `addr`; the others' seeds are not touched).
+    pub async fn start_node_moved(&mut self, id: u64, addr: &str) {
+        let seeds: Vec<(u64, String)> = self
+            .seeds
+            .iter()
+            .map(|(seed, at)| {
+                (
+                    *seed,
+                    if *seed == id {
+                        addr.to_owned()
+                    } else {
+                        at.clone()
+                    },
+                )
+            })
+            .collect();
+        let mut config = config(id, self.dir(id), seeds);
+        config.advertised_addr = Some(addr.to_owned());
+        (self.tune)(&mut config);
+        self.network.move_to(id, addr);
+        self.start_configured(id, config).await;
+    }
+
+    async fn start_configured(&mut self, id: u64, config: ControllerConfig) {
         // A crashed (dropped) controller releases its directory once its tasks end.
         let controller = eventually("the directory to be free", || async {
             match Controller::start_with(config.clone(), self.network.transport(id)).await {
