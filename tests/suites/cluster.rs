@@ -1050,13 +1050,16 @@ async fn groups_offsets_and_plugins_are_the_clusters_not_one_brokers() {
         "offsets committed before the failover"
     );
 
-    // A new version uploaded while the old leader is down reaches it when it returns.
+    // A new version uploaded while the old leader is down reaches it when it returns,
+    // even with the uploader gone by then: an upload is answered once another broker
+    // holds the module.
     let replacement = quiver_tests::wat::module(&quiver_tests::wat::filter_filling(255));
     let second = client_b
         .upload_plugin("evens", bytes::Bytes::from(replacement))
         .await
         .expect("upload with two of three brokers");
     assert_ne!(second.version, info.version);
+    brokers[b].kill9();
     brokers[leader_index].restart();
     let (version, attachments) = eventually(
         "the restarted broker installs the new version",

@@ -53,7 +53,9 @@ impl From<RegistryError> for RequestError {
 }
 
 /// Registers an uploaded module here, then proposes its version to the controller;
-/// the other brokers of a cluster fetch the module from this one.
+/// the other brokers of a cluster fetch the module from this one, and the upload is
+/// answered once one of them holds it, so losing this broker loses no acknowledged
+/// module.
 pub async fn upload(
     req: PluginUploadRequest,
     state: &BrokerState,
@@ -62,6 +64,7 @@ pub async fn upload(
     // Compiling a module takes tens of milliseconds to seconds.
     let info = blocking(|| state.plugins.upload(&req.name, &req.module, now_ms()))?;
     crate::cluster::propose_plugin_change(member, upload_command(&info)).await?;
+    await_second_copy(member, &info.name, &info.version).await?;
     tracing::info!(plugin = %info.name, version = %info.version, kind = %info.kind, size = info.size, "plugin uploaded");
     Ok(Outgoing::Frame(info.encode_frame()))
 }
@@ -202,6 +205,65 @@ fn refuse_dead_letter_cycle(
 /// How long an attach on one broker waits for a version uploaded on another to reach
 /// it (the controller's commit, then the module).
 const INSTALL_WAIT: Duration = Duration::from_secs(10);
+
+/// How long an upload waits for another broker to hold the module.
+const SECOND_COPY_WAIT: Duration = Duration::from_secs(15);
+
+/// Waits until another active broker runs `version` of `name` (it fetches the module
+/// from this one once it applies the version). With no other active broker this copy
+/// is the only one there can be, as with an ISR of one. On timeout the version stays
+/// proposed and installs wherever the module can be fetched; the answer is a
+/// retriable `NOT_ENOUGH_REPLICAS`, and uploading the same module again is harmless
+/// (its version is its hash).
+async fn await_second_copy(
+    member: &ClusterMember,
+    name: &str,
+    version: &str,
+) -> Result<(), RequestError> {
+    let deadline = tokio::time::Instant::now() + SECOND_COPY_WAIT;
+    loop {
+        let metadata = member.controller.metadata();
+        let others: Vec<(u32, String)> = metadata
+            .brokers()
+            .iter()
+            .filter(|(id, b)| **id != member.broker_id && !b.fenced)
+            .map(|(id, b)| (*id, b.address.clone()))
+            .collect();
+        if others.is_empty() {
+            return Ok(());
+        }
+        for (id, address) in &others {
+            let Ok(client) = member.replication.peers.get(*id, address).await else {
+                continue;
+            };
+            match client.list_plugins().await {
+                Ok((plugins, _))
+                    if plugins
+                        .iter()
+                        .any(|p| p.name == name && p.version == version) =>
+                {
+                    return Ok(());
+                }
+                Ok(_) => {}
+                Err(err) => {
+                    if !matches!(err, quiver_sdk::RequestError::Broker(_)) {
+                        member.replication.peers.forget(*id).await;
+                    }
+                }
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(RequestError::new(
+                ErrorCode::NotEnoughReplicas,
+                format!(
+                    "plugin {name} version {version} is held by this broker only: no other broker installed it within {} s; upload it again",
+                    SECOND_COPY_WAIT.as_secs()
+                ),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
 
 /// Waits until this broker runs the version of `name` its controller holds, so an
 /// attach right after an upload elsewhere checks the new version. Gives up quietly
