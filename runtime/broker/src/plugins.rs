@@ -466,15 +466,14 @@ fn run(
 const DEAD_LETTER_WAIT: Duration = Duration::from_secs(30);
 
 /// Appends `records` to the dead-letter topic, in as many batches as the topic's batch
-/// limit needs, as an acks=all produce: on the dead-letter partition's leader, durable
-/// there per the flush policy and replicated to its in-sync replicas (its
-/// `min.insync.replicas` applies), so a dead letter survives what an acknowledged
-/// record survives. The partition is the source partition modulo the dead-letter
-/// topic's partitions; when another broker leads it, the records go there.
+/// limit needs, on the dead-letter partition's leader and durable there per the flush
+/// policy (replication follows as for any append). The partition is the source
+/// partition modulo the dead-letter topic's partitions; when another broker leads it,
+/// the records go there.
 ///
-/// A produce-stage dead letter is written while the source partition's replica is
-/// locked, so the source waits on the dead-letter topic's followers; attach refuses
-/// produce-stage dead-letter cycles, so that wait never leads back to the source.
+/// It does not wait for the dead-letter partition's ISR: a produce-stage dead letter
+/// is written while the source partition's replica is locked, and two topics that
+/// dead-letter into each other would then wait on each other's followers.
 async fn dead_letter(
     state: &std::sync::Arc<BrokerState>,
     dlq_topic: &str,
@@ -524,7 +523,7 @@ async fn dead_letter(
         };
         let info = match &slot {
             Some(slot) => {
-                crate::replication::produce(state, slot, true, DEAD_LETTER_WAIT, append).await?
+                crate::replication::produce(state, slot, false, DEAD_LETTER_WAIT, append).await?
             }
             None => append().await?,
         };
@@ -547,8 +546,8 @@ async fn dead_letter(
     Ok(())
 }
 
-/// Sends dead-lettered batches to the broker leading their partition, with acks=all
-/// as [`dead_letter`] gives.
+/// Sends dead-lettered batches to the broker leading their partition (acks=leader, for
+/// the reason [`dead_letter`] gives).
 async fn dead_letter_remotely(
     member: &ClusterMember,
     dlq_topic: &str,
@@ -572,7 +571,7 @@ async fn dead_letter_remotely(
         .map_err(|e| RequestError::new(ErrorCode::NotLeader, e))?;
     for batch in batches {
         client
-            .produce_batch(dlq_topic, index, quiver_wire::message::Acks::All, batch)
+            .produce_batch(dlq_topic, index, quiver_wire::message::Acks::Leader, batch)
             .await
             .map_err(|e| {
                 RequestError::new(
