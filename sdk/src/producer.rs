@@ -813,9 +813,17 @@ async fn seal(
 /// leader of: a broker that has not applied the topic's creation yet, which a retry
 /// outlasts (Kafka's producer retries it too). Once the broker the metadata came from
 /// does not know the topic either, it is gone and the error stands.
-async fn leader_behind_metadata(shared: &Shared, topic: &str, err: &RequestError) -> bool {
+/// The metadata question is bounded by `deadline`, the batch's own.
+async fn leader_behind_metadata(
+    shared: &Shared,
+    topic: &str,
+    err: &RequestError,
+    deadline: Instant,
+) -> bool {
     err.code() == Some(quiver_wire::ErrorCode::UnknownTopic)
-        && shared.client.describe_topic(topic).await.is_ok()
+        && tokio::time::timeout_at(deadline, shared.client.describe_topic(topic))
+            .await
+            .is_ok_and(|described| described.is_ok())
 }
 
 fn jittered(backoff: Duration) -> Duration {
@@ -866,12 +874,10 @@ async fn deliver(shared: &Shared, queue: &PartitionQueue, flight: Flight) {
         let broken =
             flight.producer_id.is_some() && queue.lock().broken_owner == flight.producer_id;
         let retries_left = config.retries.is_none_or(|r| attempts <= r);
+        let retriable = err.is_retriable()
+            || (!broken && leader_behind_metadata(shared, &topic, &err, deadline).await);
         let time_left = Instant::now() + backoff < deadline;
-        if (err.is_retriable() || leader_behind_metadata(shared, &topic, &err).await)
-            && retries_left
-            && time_left
-            && !broken
-        {
+        if retriable && retries_left && time_left && !broken {
             tokio::time::sleep(jittered(backoff)).await;
             backoff = (backoff * 2).min(config.retry_backoff_max);
             continue;
@@ -882,7 +888,7 @@ async fn deliver(shared: &Shared, queue: &PartitionQueue, flight: Flight) {
         }
         let failure = if broken {
             DeliveryError::OrderingLost { partition }
-        } else if !err.is_retriable() {
+        } else if !retriable {
             DeliveryError::Fatal(err)
         } else if !retries_left {
             DeliveryError::RetriesExhausted {

@@ -55,15 +55,19 @@ mod tests {
     fn sockets_get_more_than_the_default_buffer() {
         let socket = bind_udp(SocketAddr::from(([127, 0, 0, 1], 0))).expect("bind");
         let granted = Socket::from(socket).recv_buffer_size().expect("read back");
-        // Linux's default is 212,992 bytes (reported doubled); the request is 8 MiB,
-        // capped at net.core.rmem_max (doubled), which is never below the default.
-        let default = 212_992;
+        let plain = UdpSocket::bind(SocketAddr::from(([127, 0, 0, 1], 0))).expect("bind");
+        let default = Socket::from(plain).recv_buffer_size().expect("read back");
+        // The request is capped at net.core.rmem_max (reported doubled); only where
+        // that cap is above the default can a larger buffer be granted.
         let cap = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
             .ok()
-            .and_then(|s| s.trim().parse::<usize>().ok());
+            .and_then(|s| s.trim().parse::<usize>().ok())
+            .map(|max| max * 2);
         match cap {
-            Some(cap) if cap > default => assert!(granted > default, "granted {granted}"),
-            _ => assert!(granted > 0),
+            Some(cap) if cap > default => {
+                assert!(granted > default, "granted {granted}, default {default}")
+            }
+            _ => assert!(granted >= default, "granted {granted}, default {default}"),
         }
     }
 

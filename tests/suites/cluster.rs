@@ -474,8 +474,6 @@ fn log_bytes(broker: &Broker, topic: &str) -> Vec<u8> {
         .collect()
 }
 
-/// `(leader, leader_epoch, log_end_offset, high_watermark)` of partition 0 as `broker`
-/// sees it.
 /// Waits until every started broker serves `topic` with a leader for each partition:
 /// a create answers once the broker that took it applied it, and the others follow
 /// the controller's log a moment later.

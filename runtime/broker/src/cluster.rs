@@ -476,7 +476,7 @@ fn propose_error(err: quiver_cluster::ProposeError) -> RequestError {
     RequestError::new(code, format!("controller: {err}"))
 }
 
-fn rejected(err: &quiver_cluster::CommandError) -> RequestError {
+pub(crate) fn rejected(err: &quiver_cluster::CommandError) -> RequestError {
     let code = match err.name() {
         "TOPIC_ALREADY_EXISTS" => ErrorCode::TopicAlreadyExists,
         "UNKNOWN_TOPIC" => ErrorCode::UnknownTopic,

@@ -156,7 +156,9 @@ pub async fn detach(
 /// Refuses a produce-stage attachment whose dead-letter topic leads back, through
 /// other produce-stage dead-letter attachments, to its own topic. A produce-stage dead
 /// letter is written while the source partition's replica is locked; in a cycle two
-/// failing batches could each hold one partition and wait for the other's.
+/// failing batches could each hold one partition and wait for the other's. This is
+/// the quick answer from this broker's view; the controller checks again when it
+/// applies the attachment, in log order.
 fn refuse_dead_letter_cycle(
     member: &ClusterMember,
     attachment: &quiver_wire::plugin::Attachment,
@@ -167,37 +169,17 @@ fn refuse_dead_letter_cycle(
     if attachment.stage != PluginStage::Produce {
         return Ok(());
     }
-    let metadata = member.controller.metadata();
-    let edges: Vec<(&str, &str)> = metadata
-        .attachments()
-        .iter()
-        .filter(|a| a.stage == PluginStage::Produce.name())
-        .filter_map(|a| {
-            a.on_error
-                .strip_prefix("dead-letter:")
-                .map(|to| (a.topic.as_str(), to))
-        })
-        .collect();
-    let mut seen = std::collections::BTreeSet::new();
-    let mut frontier = vec![target.as_str()];
-    while let Some(topic) = frontier.pop() {
-        if topic == attachment.topic {
-            return Err(RequestError::new(
-                ErrorCode::InvalidRequest,
-                format!(
-                    "dead-letter topic `{target}` leads back to `{}` through produce-stage dead-letter attachments: a cycle could stall both topics",
-                    attachment.topic
-                ),
-            ));
-        }
-        if seen.insert(topic) {
-            frontier.extend(
-                edges
-                    .iter()
-                    .filter(|(from, _)| *from == topic)
-                    .map(|(_, to)| *to),
-            );
-        }
+    if member
+        .controller
+        .metadata()
+        .dead_letter_leads_back(&attachment.topic, target)
+    {
+        return Err(crate::cluster::rejected(
+            &quiver_cluster::CommandError::DeadLetterCycle {
+                topic: attachment.topic.clone(),
+                target: target.clone(),
+            },
+        ));
     }
     Ok(())
 }
@@ -223,6 +205,11 @@ async fn await_second_copy(
     let deadline = tokio::time::Instant::now() + SECOND_COPY_WAIT;
     loop {
         let metadata = member.controller.metadata();
+        // A later upload (or a removal) replaced this version: no broker will install
+        // it, and nothing of it needs keeping.
+        if metadata.plugins().get(name).map(|p| p.version.as_str()) != Some(version) {
+            return Ok(());
+        }
         let others: Vec<(u32, String)> = metadata
             .brokers()
             .iter()
@@ -233,10 +220,17 @@ async fn await_second_copy(
             return Ok(());
         }
         for (id, address) in &others {
-            let Ok(client) = member.replication.peers.get(*id, address).await else {
+            // Each question is bounded by what is left of the wait, so an unreachable
+            // broker cannot hold the answer past it.
+            let asked = tokio::time::timeout_at(deadline, async {
+                let client = member.replication.peers.get(*id, address).await?;
+                Ok::<_, String>(client.list_plugins().await)
+            })
+            .await;
+            let Ok(Ok(listed)) = asked else {
                 continue;
             };
-            match client.list_plugins().await {
+            match listed {
                 Ok((plugins, _))
                     if plugins
                         .iter()

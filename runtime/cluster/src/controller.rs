@@ -529,7 +529,9 @@ impl Controller {
                 .nodes()
                 .filter_map(|(id, node)| {
                     let broker = metadata.broker(u32::try_from(*id).ok()?)?;
-                    (!broker.address.is_empty() && broker.address != node.addr)
+                    // Only a live registration: a fenced record may hold the address of
+                    // a process that is gone (a node since re-joined elsewhere).
+                    (!broker.fenced && !broker.address.is_empty() && broker.address != node.addr)
                         .then(|| (*id, ControllerNode::new(broker.address.clone())))
                 })
                 .collect()

@@ -73,6 +73,10 @@ pub enum CommandError {
     TooManyAttachments { topic: String, max: usize },
     #[error("plugin `{plugin}` is not attached to topic `{topic}`")]
     NotAttached { topic: String, plugin: String },
+    #[error(
+        "dead-letter topic `{target}` leads back to `{topic}` through produce-stage dead-letter attachments: a cycle could stall both topics"
+    )]
+    DeadLetterCycle { topic: String, target: String },
 
     #[error("offset commit is invalid: {0}")]
     InvalidOffsetCommit(String),
@@ -111,6 +115,7 @@ impl CommandError {
             CommandError::InvalidAttachment(_) => "INVALID_ATTACHMENT",
             CommandError::TooManyAttachments { .. } => "TOO_MANY_ATTACHMENTS",
             CommandError::NotAttached { .. } => "NOT_ATTACHED",
+            CommandError::DeadLetterCycle { .. } => "DEAD_LETTER_CYCLE",
             CommandError::InvalidOffsetCommit(_) => "INVALID_OFFSET_COMMIT",
             CommandError::TooManyOffsets { .. } => "TOO_MANY_OFFSETS",
         }
@@ -251,6 +256,13 @@ mod tests {
                     plugin: String::new(),
                 },
                 "NOT_ATTACHED",
+            ),
+            (
+                CommandError::DeadLetterCycle {
+                    topic: String::new(),
+                    target: String::new(),
+                },
+                "DEAD_LETTER_CYCLE",
             ),
             (
                 CommandError::InvalidOffsetCommit(String::new()),

@@ -79,6 +79,17 @@ impl MetadataState {
         }
         validate_params(params)?;
         validate_on_error(topic, on_error)?;
+        // Checked here, in log order, so two attachments proposed at once on different
+        // brokers cannot close a cycle that neither saw.
+        if stage == "produce"
+            && let Some(target) = on_error.strip_prefix("dead-letter:")
+            && self.dead_letter_leads_back(topic, target)
+        {
+            return Err(CommandError::DeadLetterCycle {
+                topic: topic.to_owned(),
+                target: target.to_owned(),
+            });
+        }
         let attachment = PluginAttachment {
             topic: topic.to_owned(),
             plugin: plugin.to_owned(),
@@ -99,6 +110,40 @@ impl MetadataState {
         }
         self.attachments.push(attachment);
         Ok(MetadataResponse::PluginAttached)
+    }
+
+    /// Whether records dead-lettered from `topic` into `target` at the produce stage
+    /// could come back to `topic` through the produce-stage dead-letter attachments.
+    /// Such a dead letter is written while the source partition is locked, so a cycle
+    /// could leave two failing batches each holding one partition and waiting for the
+    /// other's.
+    pub fn dead_letter_leads_back(&self, topic: &str, target: &str) -> bool {
+        let edges: Vec<(&str, &str)> = self
+            .attachments
+            .iter()
+            .filter(|a| a.stage == "produce")
+            .filter_map(|a| {
+                a.on_error
+                    .strip_prefix("dead-letter:")
+                    .map(|to| (a.topic.as_str(), to))
+            })
+            .collect();
+        let mut seen = std::collections::BTreeSet::new();
+        let mut frontier = vec![target];
+        while let Some(next) = frontier.pop() {
+            if next == topic {
+                return true;
+            }
+            if seen.insert(next) {
+                frontier.extend(
+                    edges
+                        .iter()
+                        .filter(|(from, _)| *from == next)
+                        .map(|(_, to)| *to),
+                );
+            }
+        }
+        false
     }
 
     pub(super) fn detach_plugin(

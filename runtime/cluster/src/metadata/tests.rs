@@ -1041,3 +1041,37 @@ fn offsets_of_groups_without_members_expire_after_retention() {
     );
     assert!(!state.offsets_expire_before(5_000, &keep));
 }
+
+#[test]
+fn produce_stage_dead_letter_cycles_are_refused_in_log_order() {
+    let mut state = cluster(1);
+    for topic in ["a", "b", "c", "d"] {
+        ok(&mut state, create(topic, 1, 1));
+    }
+    ok(&mut state, upload("p", "aa"));
+    let dead_letter = |topic: &str, stage: &str, target: &str| MetadataCommand::AttachPlugin {
+        topic: topic.to_owned(),
+        plugin: "p".to_owned(),
+        stage: stage.to_owned(),
+        params: Vec::new(),
+        on_error: format!("dead-letter:{target}"),
+    };
+    ok(&mut state, dead_letter("a", "produce", "b"));
+    ok(&mut state, dead_letter("b", "produce", "c"));
+    // c -> a closes a -> b -> c -> a: refused even though whoever proposed it may have
+    // checked an older view.
+    assert_eq!(
+        refused(&mut state, dead_letter("c", "produce", "a")).name(),
+        "DEAD_LETTER_CYCLE"
+    );
+    // Fetch-stage dead letters hold no partition lock: no cycle to fear.
+    ok(&mut state, dead_letter("c", "fetch", "a"));
+    // A shorter cycle is one too; an edge that leads elsewhere is not.
+    assert_eq!(
+        refused(&mut state, dead_letter("c", "produce", "b")).name(),
+        "DEAD_LETTER_CYCLE"
+    );
+    ok(&mut state, dead_letter("c", "produce", "d"));
+    assert!(state.dead_letter_leads_back("c", "a"));
+    assert!(!state.dead_letter_leads_back("a", "c"));
+}
