@@ -203,11 +203,17 @@ async fn await_second_copy(
     version: &str,
 ) -> Result<(), RequestError> {
     let deadline = tokio::time::Instant::now() + SECOND_COPY_WAIT;
+    // This broker's metadata may not have applied the proposal yet when it commits:
+    // only a change after this version showed up here means another replaced it.
+    let mut seen_here = false;
     loop {
         let metadata = member.controller.metadata();
-        // A later upload (or a removal) replaced this version: no broker will install
-        // it, and nothing of it needs keeping.
-        if metadata.plugins().get(name).map(|p| p.version.as_str()) != Some(version) {
+        let current = metadata.plugins().get(name).map(|p| p.version.as_str());
+        if current == Some(version) {
+            seen_here = true;
+        } else if seen_here {
+            // A later upload (or a removal) replaced this version: no broker will
+            // install it, and nothing of it needs keeping.
             return Ok(());
         }
         let others: Vec<(u32, String)> = metadata
