@@ -137,7 +137,22 @@ async fn sigterm_exits_zero_and_restart_serves_all_data() {
         .await;
     }
 
-    // A long poll at the end of partition 0, in flight when SIGTERM arrives.
+    // A long poll at the end of partition 0, in flight when SIGTERM arrives. The
+    // in-flight gauge also counts a request until its answer is acknowledged, so it
+    // must first drop to zero for a rise to mean the poll.
+    let in_flight = |broker: &Broker| {
+        let (_, metrics) = broker.http_get("/metrics");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("quiver_requests_in_flight "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    eventually("earlier requests settled", Duration::from_secs(30), || {
+        let idle = in_flight(&broker) == 0.0;
+        async move { idle.then_some(()) }
+    })
+    .await;
     let poller = client.clone();
     let end0 = expected[0].len() as u64;
     let long_poll = tokio::spawn(async move {
@@ -158,10 +173,7 @@ async fn sigterm_exits_zero_and_restart_serves_all_data() {
     // SIGTERM only once the broker holds the poll: one sent after shutdown began would
     // find the connection closing instead.
     eventually("the long poll in flight", Duration::from_secs(30), || {
-        let (_, metrics) = broker.http_get("/metrics");
-        let held = metrics
-            .lines()
-            .any(|l| l.starts_with("quiver_requests_in_flight ") && !l.ends_with(" 0"));
+        let held = in_flight(&broker) >= 1.0;
         async move { held.then_some(()) }
     })
     .await;
