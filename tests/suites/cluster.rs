@@ -500,24 +500,26 @@ async fn wait_topic_everywhere(brokers: &[Broker], topic: &str) {
 
 /// How many replicas of `topic`'s first partition `broker` lists as in sync.
 async fn in_sync_replicas(broker: &Broker, topic: &str) -> usize {
-    let Ok(client) = quiver_sdk::Client::connect(broker.client_config()).await else {
-        return 0;
-    };
-    client
-        .describe_topic(topic)
+    first_partition(broker, topic)
         .await
-        .ok()
-        .and_then(|d| d.partitions.first().map(|p| p.isr.len()))
-        .unwrap_or(0)
+        .map_or(0, |p| p.isr.len())
 }
 
-/// `(leader, leader epoch, log end, high watermark)` of `topic`'s first partition.
-async fn partition_view(broker: &Broker, topic: &str) -> Option<(u32, u32, u64, u64)> {
+/// `topic`'s first partition as `broker` describes it; `None` while it cannot.
+async fn first_partition(
+    broker: &Broker,
+    topic: &str,
+) -> Option<quiver_wire::message::PartitionInfo> {
     let client = quiver_sdk::Client::connect(broker.client_config())
         .await
         .ok()?;
     let described = client.describe_topic(topic).await.ok()?;
-    let p = described.partitions.first()?;
+    described.partitions.into_iter().next()
+}
+
+/// `(leader, leader epoch, log end, high watermark)` of `topic`'s first partition.
+async fn partition_view(broker: &Broker, topic: &str) -> Option<(u32, u32, u64, u64)> {
+    let p = first_partition(broker, topic).await?;
     Some((p.leader, p.leader_epoch, p.log_end_offset, p.high_watermark))
 }
 

@@ -216,12 +216,7 @@ async fn await_second_copy(
             // install it, and nothing of it needs keeping.
             return Ok(());
         }
-        let others: Vec<(u32, String)> = metadata
-            .brokers()
-            .iter()
-            .filter(|(id, b)| **id != member.broker_id && !b.fenced)
-            .map(|(id, b)| (*id, b.address.clone()))
-            .collect();
+        let others = active_peers(member, &metadata);
         if others.is_empty() {
             return Ok(());
         }
@@ -245,11 +240,7 @@ async fn await_second_copy(
                     return Ok(());
                 }
                 Ok(_) => {}
-                Err(err) => {
-                    if !matches!(err, quiver_sdk::RequestError::Broker(_)) {
-                        member.replication.peers.forget(*id).await;
-                    }
-                }
+                Err(err) => forget_unless_answered(member, *id, &err).await,
             }
         }
         if tokio::time::Instant::now() >= deadline {
@@ -398,11 +389,8 @@ async fn fetch_module(
     version: &str,
 ) -> Result<Vec<u8>, String> {
     let mut failures = Vec::new();
-    for (id, broker) in metadata.brokers() {
-        if *id == member.broker_id || broker.fenced {
-            continue;
-        }
-        let client = match member.replication.peers.get(*id, &broker.address).await {
+    for (id, address) in active_peers(member, metadata) {
+        let client = match member.replication.peers.get(id, &address).await {
             Ok(client) => client,
             Err(err) => {
                 failures.push(format!("node {id}: {err}"));
@@ -415,9 +403,7 @@ async fn fetch_module(
         match client.call(&request).await {
             Ok(response) => return Ok(response.module.to_vec()),
             Err(err) => {
-                if !matches!(err, quiver_sdk::RequestError::Broker(_)) {
-                    member.replication.peers.forget(*id).await;
-                }
+                forget_unless_answered(member, id, &err).await;
                 failures.push(format!("node {id}: {err}"));
             }
         }
@@ -430,6 +416,27 @@ async fn fetch_module(
             failures.join("; ")
         }
     ))
+}
+
+/// The other brokers that are not fenced, with their addresses.
+fn active_peers(
+    member: &ClusterMember,
+    metadata: &quiver_cluster::MetadataState,
+) -> Vec<(u32, String)> {
+    metadata
+        .brokers()
+        .iter()
+        .filter(|(id, b)| **id != member.broker_id && !b.fenced)
+        .map(|(id, b)| (*id, b.address.clone()))
+        .collect()
+}
+
+/// Drops the connection to `id` after a transport failure; a broker's own answer
+/// means the connection works.
+async fn forget_unless_answered(member: &ClusterMember, id: u32, err: &quiver_sdk::RequestError) {
+    if !matches!(err, quiver_sdk::RequestError::Broker(_)) {
+        member.replication.peers.forget(id).await;
+    }
 }
 
 fn corrupt(err: impl std::fmt::Display) -> RequestError {
