@@ -443,6 +443,34 @@ impl Broker {
     }
 
     /// Sends a plain HTTP/1.1 GET to the admin listener; returns status and body.
+    /// The value of one sample on `/metrics`, `name{labels}` written exactly as the
+    /// broker renders it (labels in their order); 0 when absent.
+    pub fn metric(&self, sample: &str) -> f64 {
+        let (status, body) = self.http_get("/metrics");
+        assert_eq!(status, 200, "/metrics answered {status}");
+        body.lines()
+            .filter(|l| !l.starts_with('#'))
+            .find_map(|l| {
+                let (name, value) = l.rsplit_once(' ')?;
+                (name == sample).then(|| value.parse().ok())?
+            })
+            .unwrap_or(0.0)
+    }
+
+    /// The broker process's resident set size and its peak, in KiB.
+    pub fn rss_kib(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("read /proc status");
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                .unwrap_or_else(|| panic!("{name} in /proc status"))
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+
     pub fn http_get(&self, path: &str) -> (u16, String) {
         http_get(self.admin_addr, path)
     }
@@ -703,6 +731,18 @@ pub struct RawConn {
 impl RawConn {
     /// Connects to `addr`, trusting the CA at `ca`.
     pub async fn connect(addr: SocketAddr, ca: &Path) -> RawConn {
+        Self::try_connect_from("127.0.0.1".parse().expect("addr"), addr, ca)
+            .await
+            .expect("handshake")
+    }
+
+    /// Connects from the loopback address `from` (any of 127.0.0.0/8), so a test can
+    /// play a second client host; `Err` when the broker refuses the connection.
+    pub async fn try_connect_from(
+        from: std::net::IpAddr,
+        addr: SocketAddr,
+        ca: &Path,
+    ) -> Result<RawConn, quinn::ConnectionError> {
         let pem = std::fs::read(ca).expect("read CA");
         let mut roots = rustls::RootCertStore::empty();
         for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
@@ -717,14 +757,13 @@ impl RawConn {
         crypto.alpn_protocols = vec![quiver_wire::ALPN.to_vec()];
         let quic = quinn::crypto::rustls::QuicClientConfig::try_from(crypto).expect("QUIC TLS");
         let mut endpoint =
-            quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("client endpoint");
+            quinn::Endpoint::client(SocketAddr::new(from, 0)).expect("client endpoint");
         endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic)));
         let conn = endpoint
             .connect(addr, "127.0.0.1")
             .expect("connect")
-            .await
-            .expect("handshake");
-        RawConn { endpoint, conn }
+            .await?;
+        Ok(RawConn { endpoint, conn })
     }
 
     /// Sends `bytes` on a new bidirectional stream, finishes it, and reads one response

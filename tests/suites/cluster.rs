@@ -704,6 +704,18 @@ async fn a_paused_follower_leaves_the_isr_and_rejoins_when_it_resumes() {
     let follower = follower_index as u32 + 1;
     let leader_client = brokers[leader_index].client().await;
     send_all(&leader_client, "paused", "before", 500).await;
+    // Healthy: every broker reads 0 (each partition counts only on its leader).
+    let under_replicated =
+        |b: &Broker| b.metric("quiver_under_replicated_partitions{topic=\"paused\"}");
+    eventually(
+        "a healthy topic reads 0 everywhere",
+        Duration::from_secs(30),
+        || {
+            let all_zero = brokers.iter().all(|b| under_replicated(b) == 0.0);
+            async move { all_zero.then_some(()) }
+        },
+    )
+    .await;
 
     brokers[follower_index].sigstop();
     // acks=all keeps working with the two others once the ISR drops the paused one.
@@ -721,6 +733,18 @@ async fn a_paused_follower_leaves_the_isr_and_rejoins_when_it_resumes() {
         },
     )
     .await;
+    // The leader reports the partition; the other running follower does not.
+    eventually(
+        "the leader reports it under-replicated",
+        Duration::from_secs(30),
+        || {
+            let v = under_replicated(&brokers[leader_index]);
+            async move { (v == 1.0).then_some(()) }
+        },
+    )
+    .await;
+    let other = 3 - leader_index - follower_index;
+    assert_eq!(under_replicated(&brokers[other]), 0.0);
 
     brokers[follower_index].sigcont();
     eventually(
@@ -733,6 +757,15 @@ async fn a_paused_follower_leaves_the_isr_and_rejoins_when_it_resumes() {
     )
     .await;
     wait_replicated(&brokers, &[0, 1, 2], "paused", 1000).await;
+    eventually(
+        "healthy again: 0 everywhere",
+        Duration::from_secs(30),
+        || {
+            let all_zero = brokers.iter().all(|b| under_replicated(b) == 0.0);
+            async move { all_zero.then_some(()) }
+        },
+    )
+    .await;
     let reference = log_bytes(&brokers[leader_index], "paused");
     assert!(log_bytes(&brokers[follower_index], "paused") == reference);
 }

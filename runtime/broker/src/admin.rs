@@ -12,7 +12,9 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::metrics::BrokerFacts;
+use std::collections::BTreeMap;
+
+use crate::metrics::{BrokerFacts, ReplicaHealth};
 use crate::server::BrokerState;
 
 /// The most bytes of request line and headers read before answering 431.
@@ -21,6 +23,28 @@ pub const REQUEST_HEAD_BYTES_MAX: usize = 8 * 1024;
 pub const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// Admin connections served at once; more wait in the accept queue.
 pub const ADMIN_CONNECTIONS_MAX: usize = 64;
+
+/// Per topic, the replica health this broker reports, from the controller's metadata.
+fn replica_health(state: &BrokerState) -> BTreeMap<String, ReplicaHealth> {
+    let Some(member) = state.cluster.get() else {
+        return BTreeMap::new();
+    };
+    let metadata = member.controller.metadata();
+    let controller_leader = member.controller.is_leader();
+    metadata
+        .topics()
+        .iter()
+        .map(|(name, topic)| {
+            let partitions = topic
+                .partitions
+                .iter()
+                .map(|p| (p.leader, p.replicas.len(), p.isr.len()));
+            let health =
+                ReplicaHealth::of_partitions(state.config.node_id, controller_leader, partitions);
+            (name.clone(), health)
+        })
+        .collect()
+}
 
 /// Serves until the broker's shutdown signal fires.
 pub async fn serve(listener: TcpListener, state: Arc<BrokerState>) {
@@ -128,6 +152,8 @@ async fn answer(mut stream: TcpStream, state: &BrokerState) -> std::io::Result<(
                     .loads
                     .compiled
                     .load(std::sync::atomic::Ordering::Relaxed),
+                request_bytes_in_flight: state.admission.request_bytes(),
+                replica_health: replica_health(state),
             };
             let body = state.metrics.render(&state.topics.all(), broker);
             respond(

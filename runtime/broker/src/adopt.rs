@@ -70,7 +70,7 @@ pub async fn adopt_unmanaged_state(
         // than its own history).
         let mut leader_epochs = Vec::with_capacity(topic.partitions.len());
         for partition in &topic.partitions {
-            let recovered = crate::dispatch::blocking(|| crate::replication::recovered(partition))
+            let recovered = crate::worker::blocking(|| crate::replication::recovered(partition))
                 .map_err(|e| format!("adopting {}/{}: {e}", topic.name, partition.index))?;
             leader_epochs.push(
                 recovered
@@ -144,7 +144,7 @@ pub async fn adopt_unmanaged_state(
         }
     }
 
-    let written = crate::dispatch::blocking(|| write_marker(&marker));
+    let written = crate::worker::blocking(|| write_marker(&marker));
     written.map_err(|e| format!("cannot write {}: {e}", marker.display()))?;
     if adopted_topics + plugins.len() + adopted_offsets > 0 {
         tracing::info!(

@@ -32,7 +32,7 @@ use quiver_wire::cluster::{
 };
 use quiver_wire::message::ResponseBody;
 
-use crate::dispatch::{Outgoing, RequestError};
+use crate::reply::{Outgoing, RequestError};
 use crate::server::{BrokerState, now_ms};
 
 /// How often a broker tells the controller it is alive.
@@ -637,7 +637,7 @@ pub async fn reconcile_loop(state: Arc<BrokerState>) {
             {
                 continue;
             }
-            let created = crate::dispatch::blocking(|| {
+            let created = crate::worker::blocking(|| {
                 state.topics.create(
                     name,
                     u32::try_from(topic.partitions.len()).unwrap_or(u32::MAX),
@@ -666,7 +666,7 @@ pub async fn reconcile_loop(state: Arc<BrokerState>) {
             }
             let name = local.name.to_string();
             drop(local);
-            match crate::dispatch::blocking(|| state.topics.delete(&name)) {
+            match crate::worker::blocking(|| state.topics.delete(&name)) {
                 Ok(()) => {
                     tracing::info!(topic = %name, "topic deleted after the controller's metadata")
                 }

@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use quiver_log::{FlushPolicy, LogConfig};
-use serde::Deserialize;
 
 /// Default QUIC listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7420";
@@ -55,8 +54,33 @@ pub struct BrokerConfig {
     pub connections_max: usize,
     /// Requests in flight across all connections at once.
     pub requests_in_flight_max: usize,
-    /// Concurrent streams one connection may open.
+    /// Concurrent streams one connection may open (advertised as QUIC stream limits).
     pub streams_per_connection_max: u32,
+    /// A request must arrive whole within this long of its stream opening, or the
+    /// stream is reset with `REQUEST_TIMED_OUT` (a stalled sender holds nothing longer).
+    pub request_read_timeout_ms: u64,
+    /// Bytes of requests being received or handled, across all connections (Kafka's
+    /// `queued.max.request.bytes`). Taken as bytes arrive; when it is spent the broker
+    /// stops reading and QUIC flow control holds the senders back.
+    pub request_bytes_in_flight_max: usize,
+    /// Bytes of requests being received or handled from one client address: a share
+    /// of `request_bytes_in_flight_max`, so one client cannot spend all of it.
+    pub request_bytes_per_address_max: usize,
+    /// An answer must be taken by the client within this long, or its stream is reset
+    /// (a slow reader of a large fetch holds its request slot no longer).
+    pub response_write_timeout_ms: u64,
+    /// A fetch through plugins answers with the batches processed within this long
+    /// (at least one), so a slow or failing plugin delays consumers but never silences
+    /// them.
+    pub fetch_plugin_time_max_ms: u64,
+    /// Requests being read or handled at once from one client address, over all of its
+    /// connections, so that one client's flood leaves room for others.
+    pub requests_per_address_max: usize,
+    /// Open connections from one client address (Kafka's `max.connections.per.ip`).
+    pub connections_max_per_ip: usize,
+    /// A connection with no request for this long is closed, keep-alives or not
+    /// (Kafka's `connections.max.idle.ms`).
+    pub connection_idle_max_ms: u64,
     /// Send stored batches to consumers as they are (`true`), or decode and re-encode
     /// them (`false`). Only benchmarks turn this off, to measure what zero-copy saves.
     pub fetch_zero_copy: bool,
@@ -93,6 +117,14 @@ impl Default for BrokerConfig {
             connections_max: 10_000,
             requests_in_flight_max: 65_536,
             streams_per_connection_max: 1_024,
+            request_read_timeout_ms: 30_000,
+            request_bytes_in_flight_max: 512 * 1024 * 1024,
+            request_bytes_per_address_max: 128 * 1024 * 1024,
+            response_write_timeout_ms: 30_000,
+            fetch_plugin_time_max_ms: 500,
+            requests_per_address_max: 4_096,
+            connections_max_per_ip: 1_000,
+            connection_idle_max_ms: 10 * 60 * 1000,
             fetch_zero_copy: true,
             metrics: true,
             plugins: quiver_plugin_host::Limits::default(),
@@ -101,38 +133,6 @@ impl Default for BrokerConfig {
             offsets_retention_ms: 7 * 24 * 60 * 60 * 1000,
         }
     }
-}
-
-/// The TOML file's shape: every key optional, unknown keys refused by name.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ConfigFile {
-    pub data_dir: Option<PathBuf>,
-    pub listen: Option<String>,
-    pub admin_listen: Option<String>,
-    pub node_id: Option<u32>,
-    pub seeds: Option<String>,
-    pub flush: Option<String>,
-    pub segment_bytes: Option<u64>,
-    pub segment_ms: Option<u64>,
-    pub retention_bytes: Option<i64>,
-    pub retention_ms: Option<i64>,
-    pub max_message_bytes: Option<usize>,
-    pub retention_check_interval_ms: Option<u64>,
-    pub tls_cert: Option<PathBuf>,
-    pub tls_key: Option<PathBuf>,
-    pub tls_ca: Option<PathBuf>,
-    pub connections_max: Option<usize>,
-    pub requests_in_flight_max: Option<usize>,
-    pub streams_per_connection_max: Option<u32>,
-    pub fetch_zero_copy: Option<bool>,
-    pub metrics: Option<bool>,
-    pub plugin_module_bytes_max: Option<usize>,
-    pub plugin_memory_bytes_max: Option<usize>,
-    pub plugin_call_ms_max: Option<u64>,
-    pub replica_lag_max_ms: Option<u64>,
-    pub broker_session_timeout_ms: Option<u64>,
-    pub offsets_retention_ms: Option<u64>,
 }
 
 /// Every key the file and the environment know, for `QUIVER_*` lookups.
@@ -163,84 +163,48 @@ pub const CONFIG_KEYS: &[&str] = &[
     "replica_lag_max_ms",
     "broker_session_timeout_ms",
     "offsets_retention_ms",
+    "request_read_timeout_ms",
+    "request_bytes_in_flight_max",
+    "request_bytes_per_address_max",
+    "response_write_timeout_ms",
+    "fetch_plugin_time_max_ms",
+    "requests_per_address_max",
+    "connections_max_per_ip",
+    "connection_idle_max_ms",
 ];
 
 impl BrokerConfig {
-    /// Applies a TOML document on top of `self`.
+    /// Applies a TOML document on top of `self`: every top-level key must be one of
+    /// [`CONFIG_KEYS`], and its value (a string, integer or boolean) is read as the
+    /// same text a flag or variable would give.
     pub fn apply_toml(&mut self, path: &std::path::Path, text: &str) -> Result<(), ConfigError> {
-        let file: ConfigFile = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
             message: e.message().to_owned(),
         })?;
-        let mut set = |key: &str, value: Option<String>| match value {
-            Some(v) => self.set(key, &v),
-            None => Ok(()),
-        };
-        set("data_dir", file.data_dir.map(|p| p.display().to_string()))?;
-        set("listen", file.listen)?;
-        set("admin_listen", file.admin_listen)?;
-        set("node_id", file.node_id.map(|v| v.to_string()))?;
-        set("seeds", file.seeds)?;
-        set("flush", file.flush)?;
-        set("segment_bytes", file.segment_bytes.map(|v| v.to_string()))?;
-        set("segment_ms", file.segment_ms.map(|v| v.to_string()))?;
-        set(
-            "retention_bytes",
-            file.retention_bytes.map(|v| v.to_string()),
-        )?;
-        set("retention_ms", file.retention_ms.map(|v| v.to_string()))?;
-        set(
-            "max_message_bytes",
-            file.max_message_bytes.map(|v| v.to_string()),
-        )?;
-        set(
-            "retention_check_interval_ms",
-            file.retention_check_interval_ms.map(|v| v.to_string()),
-        )?;
-        set("tls_cert", file.tls_cert.map(|p| p.display().to_string()))?;
-        set("tls_key", file.tls_key.map(|p| p.display().to_string()))?;
-        set("tls_ca", file.tls_ca.map(|p| p.display().to_string()))?;
-        set(
-            "connections_max",
-            file.connections_max.map(|v| v.to_string()),
-        )?;
-        set(
-            "requests_in_flight_max",
-            file.requests_in_flight_max.map(|v| v.to_string()),
-        )?;
-        set(
-            "streams_per_connection_max",
-            file.streams_per_connection_max.map(|v| v.to_string()),
-        )?;
-        set(
-            "fetch_zero_copy",
-            file.fetch_zero_copy.map(|v| v.to_string()),
-        )?;
-        set("metrics", file.metrics.map(|v| v.to_string()))?;
-        set(
-            "plugin_module_bytes_max",
-            file.plugin_module_bytes_max.map(|v| v.to_string()),
-        )?;
-        set(
-            "plugin_memory_bytes_max",
-            file.plugin_memory_bytes_max.map(|v| v.to_string()),
-        )?;
-        set(
-            "plugin_call_ms_max",
-            file.plugin_call_ms_max.map(|v| v.to_string()),
-        )?;
-        set(
-            "replica_lag_max_ms",
-            file.replica_lag_max_ms.map(|v| v.to_string()),
-        )?;
-        set(
-            "broker_session_timeout_ms",
-            file.broker_session_timeout_ms.map(|v| v.to_string()),
-        )?;
-        set(
-            "offsets_retention_ms",
-            file.offsets_retention_ms.map(|v| v.to_string()),
-        )?;
+        for (key, value) in table {
+            if !CONFIG_KEYS.contains(&key.as_str()) {
+                return Err(ConfigError::Parse {
+                    path: path.to_owned(),
+                    message: format!("unknown key `{key}`"),
+                });
+            }
+            let text = match value {
+                toml::Value::String(v) => v,
+                toml::Value::Integer(v) => v.to_string(),
+                toml::Value::Boolean(v) => v.to_string(),
+                other => {
+                    return Err(ConfigError::Invalid {
+                        key,
+                        message: format!(
+                            "expected a string, integer or boolean, not {}",
+                            other.type_str()
+                        ),
+                    });
+                }
+            };
+            self.set(&key, &text)?;
+        }
         Ok(())
     }
 
@@ -316,6 +280,34 @@ impl BrokerConfig {
                 self.streams_per_connection_max =
                     u32::try_from(int(value)?.max(1)).map_err(|e| invalid(e.to_string()))?;
             }
+            "request_read_timeout_ms" => self.request_read_timeout_ms = int(value)?.max(1),
+            "request_bytes_in_flight_max" => {
+                let v = int(value)? as usize;
+                if v < quiver_wire::frame::FRAME_BYTES_MAX {
+                    return Err(invalid(format!(
+                        "{v} is below the largest request frame ({} bytes), which could then never be read",
+                        quiver_wire::frame::FRAME_BYTES_MAX
+                    )));
+                }
+                self.request_bytes_in_flight_max = v;
+            }
+            "request_bytes_per_address_max" => {
+                let v = int(value)? as usize;
+                if v < quiver_wire::frame::FRAME_BYTES_MAX {
+                    return Err(invalid(format!(
+                        "{v} is below the largest request frame ({} bytes), which could then never be read",
+                        quiver_wire::frame::FRAME_BYTES_MAX
+                    )));
+                }
+                self.request_bytes_per_address_max = v;
+            }
+            "response_write_timeout_ms" => self.response_write_timeout_ms = int(value)?.max(1),
+            "fetch_plugin_time_max_ms" => self.fetch_plugin_time_max_ms = int(value)?.max(1),
+            "requests_per_address_max" => {
+                self.requests_per_address_max = int(value)?.max(1) as usize;
+            }
+            "connections_max_per_ip" => self.connections_max_per_ip = int(value)?.max(1) as usize,
+            "connection_idle_max_ms" => self.connection_idle_max_ms = int(value)?.max(1),
             "metrics" => {
                 self.metrics = value
                     .parse()

@@ -10,11 +10,13 @@
 //! committed offsets and the plugin registry in the controller's metadata.
 
 pub mod admin;
+pub mod admission;
 pub mod adopt;
 pub mod cluster;
 pub mod config;
-pub mod dispatch;
 pub mod group;
+pub mod handlers;
+pub mod log_limit;
 pub mod metrics;
 pub mod offsets;
 pub mod partition;
@@ -22,9 +24,11 @@ pub mod peers;
 pub mod plugins;
 pub mod producer_id;
 pub mod replication;
+pub mod reply;
 pub mod server;
 pub mod tls;
 pub mod topic;
+pub mod worker;
 
 pub use config::BrokerConfig;
 pub use server::{RunningBroker, StartError, start};

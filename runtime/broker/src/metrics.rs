@@ -37,6 +37,15 @@ pub struct Metrics {
     pub flush_duration: Histogram,
     pub connections_open: IntGauge,
     pub requests_in_flight: IntGauge,
+    /// Connections refused before their handshake, by the limit that refused them.
+    pub connections_refused: IntCounterVec,
+    /// Streams reset because a request did not arrive, or an answer was not taken, in
+    /// time (`phase` = read | write).
+    pub streams_timed_out: IntCounterVec,
+    /// Bytes of requests being received or handled (`request_bytes_in_flight_max`).
+    pub request_bytes_in_flight: IntGauge,
+    /// Fetches answered early because their plugins spent `fetch_plugin_time_max_ms`.
+    pub fetch_plugin_budget_spent: IntCounterVec,
     log_end_offset: IntGaugeVec,
     log_start_offset: IntGaugeVec,
     high_watermark: IntGaugeVec,
@@ -77,6 +86,11 @@ pub struct BrokerFacts<'a> {
     pub plugins_registered: usize,
     pub plugin_loads_from_cache: u64,
     pub plugin_loads_compiled: u64,
+    /// Bytes of requests being received or handled now.
+    pub request_bytes_in_flight: usize,
+    /// Per topic, the partitions this broker reports as under-replicated or offline
+    /// ([`ReplicaHealth::of_partitions`]); topics not named report zero.
+    pub replica_health: std::collections::BTreeMap<String, ReplicaHealth>,
 }
 
 /// Replica health of one topic, counted over its partitions.
@@ -89,29 +103,25 @@ pub struct ReplicaHealth {
 }
 
 impl ReplicaHealth {
-    /// Counts a topic's partitions. This build does not replicate: each partition's one
-    /// replica is the local log, which leads it and is in sync by definition. The counts
-    /// still compare assigned with in-sync replicas so that the gauges keep their
-    /// meaning once replication lands and the in-sync count comes from the ISR.
-    pub fn of(topic: &Topic) -> Self {
-        const LOCAL_REPLICA_IN_SYNC: u64 = 1;
-        Self::count(
-            topic.replication_factor,
-            topic.partitions.iter().map(|_| LOCAL_REPLICA_IN_SYNC),
-        )
-    }
-
-    /// Counts partitions given the assigned replicas per partition and each
-    /// partition's in-sync replicas.
-    pub fn count(assigned: u16, in_sync_per_partition: impl IntoIterator<Item = u64>) -> Self {
-        let assigned = u64::from(assigned);
+    /// Counts what broker `node` should report for a topic's partitions, given each
+    /// one's `(leader, assigned replicas, in-sync replicas)` from the controller's
+    /// metadata. As in Kafka, a partition counts as under-replicated only on its
+    /// leader, and as offline (no leader) only on the controller leader, so that a sum
+    /// over the cluster's brokers is the cluster's figure.
+    pub fn of_partitions(
+        node: u32,
+        controller_leader: bool,
+        partitions: impl IntoIterator<Item = (Option<u32>, usize, usize)>,
+    ) -> Self {
         let mut health = Self::default();
-        for in_sync in in_sync_per_partition {
-            if in_sync < assigned {
-                health.under_replicated += 1;
-            }
-            if in_sync == 0 {
-                health.offline += 1;
+        for (leader, assigned, in_sync) in partitions {
+            match leader {
+                Some(leader) if leader == node && in_sync < assigned => {
+                    health.under_replicated += 1;
+                }
+                Some(_) => {}
+                None if controller_leader => health.offline += 1,
+                None => {}
             }
         }
         health
@@ -191,6 +201,29 @@ impl Metrics {
     pub fn in_flight(&self, delta: i64) {
         if self.enabled {
             self.requests_in_flight.add(delta);
+        }
+    }
+
+    /// A connection refused by `reason`'s limit.
+    pub fn connection_refused(&self, reason: &str) {
+        if self.enabled {
+            self.connections_refused.with_label_values(&[reason]).inc();
+        }
+    }
+
+    /// A request stream reset for taking too long in `phase` (read or write).
+    pub fn stream_timed_out(&self, phase: &str) {
+        if self.enabled {
+            self.streams_timed_out.with_label_values(&[phase]).inc();
+        }
+    }
+
+    /// A fetch answered early: its plugins spent their time budget.
+    pub fn fetch_plugin_budget_spent(&self, topic: &str) {
+        if self.enabled {
+            self.fetch_plugin_budget_spent
+                .with_label_values(&[topic])
+                .inc();
         }
     }
 
@@ -338,6 +371,11 @@ impl Metrics {
             "Requests being handled (one stream each).",
         ));
         must(registry.register(Box::new(requests_in_flight.clone())));
+        let request_bytes_in_flight = must(IntGauge::new(
+            "quiver_request_bytes_in_flight",
+            "Bytes of requests being received or handled, held against request_bytes_in_flight_max.",
+        ));
+        must(registry.register(Box::new(request_bytes_in_flight.clone())));
         let data_dir_bytes_free = must(IntGauge::new(
             "quiver_data_dir_bytes_free",
             "Bytes available to the broker on the data directory's file system.",
@@ -385,6 +423,22 @@ impl Metrics {
             flush_duration,
             connections_open,
             requests_in_flight,
+            connections_refused: counter(
+                "quiver_connections_refused_total",
+                "Connections refused before their handshake, by the limit that refused them.",
+                &["reason"],
+            ),
+            streams_timed_out: counter(
+                "quiver_streams_timed_out_total",
+                "Request streams reset because the request did not arrive (read) or the answer was not taken (write) in time.",
+                &["phase"],
+            ),
+            request_bytes_in_flight,
+            fetch_plugin_budget_spent: counter(
+                "quiver_fetch_plugin_budget_spent_total",
+                "Fetches answered with part of their batches because the topic's plugins spent fetch_plugin_time_max_ms, by topic.",
+                &["topic"],
+            ),
             log_end_offset: gauge(
                 "quiver_log_end_offset",
                 "Sum of partition log end offsets, by topic.",
@@ -521,6 +575,8 @@ impl Metrics {
             .set(1);
         self.plugins_registered
             .set(gauge_value(broker.plugins_registered as u64));
+        self.request_bytes_in_flight
+            .set(gauge_value(broker.request_bytes_in_flight as u64));
         for (source, total) in [
             ("cache", broker.plugin_loads_from_cache),
             ("compile", broker.plugin_loads_compiled),
@@ -579,7 +635,11 @@ impl Metrics {
             self.partitions
                 .with_label_values(&label)
                 .set(topic.partitions.len() as i64);
-            let health = ReplicaHealth::of(topic);
+            let health = broker
+                .replica_health
+                .get(topic.name.as_ref())
+                .copied()
+                .unwrap_or_default();
             self.under_replicated_partitions
                 .with_label_values(&label)
                 .set(gauge_value(health.under_replicated));
@@ -606,17 +666,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn replica_health_compares_in_sync_with_assigned_replicas() {
-        let healthy = ReplicaHealth::count(1, [1, 1, 1]);
-        assert_eq!(healthy, ReplicaHealth::default());
-        let degraded = ReplicaHealth::count(3, [3, 2, 0]);
+    fn under_replicated_partitions_count_on_their_leader_and_offline_ones_on_the_controller() {
+        // (leader, assigned, in sync): healthy, under-replicated led here,
+        // under-replicated led elsewhere, offline.
+        let partitions = [
+            (Some(1), 3, 3),
+            (Some(1), 3, 2),
+            (Some(2), 3, 1),
+            (None, 3, 1),
+        ];
         assert_eq!(
-            degraded,
+            ReplicaHealth::of_partitions(1, false, partitions),
             ReplicaHealth {
-                under_replicated: 2,
+                under_replicated: 1,
+                offline: 0
+            }
+        );
+        assert_eq!(
+            ReplicaHealth::of_partitions(2, true, partitions),
+            ReplicaHealth {
+                under_replicated: 1,
                 offline: 1
             }
         );
+        let healthy = [(Some(1), 3, 3), (Some(2), 3, 3), (Some(3), 3, 3)];
+        for node in 1..=3 {
+            assert_eq!(
+                ReplicaHealth::of_partitions(node, node == 1, healthy),
+                ReplicaHealth::default(),
+                "a healthy replication-factor-3 topic reads 0 on node {node}"
+            );
+        }
     }
 
     #[test]
@@ -638,6 +718,8 @@ mod tests {
             plugins_registered: 0,
             plugin_loads_from_cache: 0,
             plugin_loads_compiled: 0,
+            request_bytes_in_flight: 0,
+            replica_health: Default::default(),
         };
         let text = Metrics::new().render(&[], facts);
         let version = env!("CARGO_PKG_VERSION");

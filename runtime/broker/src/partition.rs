@@ -7,7 +7,7 @@
 //! are covered by the next round. With `flush = always` consumers see only durable
 //! records, so nothing a consumer read can vanish in a power loss.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
@@ -22,9 +22,23 @@ use crate::metrics::Metrics;
 pub enum DurabilityError {
     #[error("the partition's storage failed; it accepts no more writes")]
     StorageFailed,
-    #[error("the partition was deleted or the broker is stopping")]
-    Closed,
+    #[error("the partition was deleted")]
+    Deleted,
+    #[error("the broker is stopping")]
+    Stopping,
 }
+
+/// Why a partition was closed: the answer a request that meets it gets differs (a
+/// deleted topic is gone; a stopping broker is worth retrying elsewhere or later).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum CloseReason {
+    Deleted = 1,
+    Stopping = 2,
+}
+
+/// `Partition::closed` while the partition is open.
+const OPEN: u8 = 0;
 
 /// A partition's log and the signals around it.
 pub struct Partition {
@@ -41,7 +55,8 @@ pub struct Partition {
     log_end: watch::Sender<u64>,
     /// Set when appends are waiting for the flusher.
     dirty: Notify,
-    closed: AtomicBool,
+    /// [`OPEN`] or a [`CloseReason`].
+    closed: AtomicU8,
     /// Set after an fsync failure: the page cache may hold data the disk lost, so the
     /// partition refuses further writes (as Kafka takes a log directory offline).
     failed: AtomicBool,
@@ -75,7 +90,7 @@ impl Partition {
             durable,
             log_end,
             dirty: Notify::new(),
-            closed: AtomicBool::new(false),
+            closed: AtomicU8::new(OPEN),
             failed: AtomicBool::new(false),
             replicated: AtomicBool::new(false),
             replication_hw: std::sync::atomic::AtomicU64::new(0),
@@ -221,8 +236,12 @@ impl Partition {
         if self.failed.load(Ordering::Acquire) {
             return Err(PartitionAppendError::StorageFailed);
         }
-        if self.closed.load(Ordering::Acquire) {
-            return Err(PartitionAppendError::Closed);
+        match self.closed.load(Ordering::Acquire) {
+            OPEN => {}
+            reason if reason == CloseReason::Deleted as u8 => {
+                return Err(PartitionAppendError::Deleted);
+            }
+            _ => return Err(PartitionAppendError::Stopping),
         }
         let info = {
             let mut log = self.log_mut();
@@ -273,8 +292,13 @@ impl Partition {
             if self.failed.load(Ordering::Acquire) {
                 return Err(DurabilityError::StorageFailed);
             }
-            if rx.changed().await.is_err() || self.closed.load(Ordering::Acquire) {
-                return Err(DurabilityError::Closed);
+            let gone = rx.changed().await.is_err();
+            match self.closed.load(Ordering::Acquire) {
+                OPEN if !gone => {}
+                reason if reason == CloseReason::Deleted as u8 => {
+                    return Err(DurabilityError::Deleted);
+                }
+                _ => return Err(DurabilityError::Stopping),
             }
         }
     }
@@ -288,8 +312,8 @@ impl Partition {
     }
 
     /// Stops the flusher and refuses further appends.
-    pub fn close(&self) {
-        self.closed.store(true, Ordering::Release);
+    pub fn close(&self, reason: CloseReason) {
+        self.closed.store(reason as u8, Ordering::Release);
         self.dirty.notify_one();
         // Wake durability waiters so they see `closed`.
         self.durable.send_modify(|_| {});
@@ -353,7 +377,7 @@ impl Partition {
                     None => partition.dirty.notified().await,
                     Some(every) => tokio::time::sleep(every).await,
                 }
-                if partition.closed.load(Ordering::Acquire)
+                if partition.closed.load(Ordering::Acquire) != OPEN
                     || partition.failed.load(Ordering::Acquire)
                 {
                     return;
@@ -385,8 +409,10 @@ pub enum PartitionAppendError {
     Log(#[from] AppendError),
     #[error("the partition's storage failed; it accepts no more writes")]
     StorageFailed,
-    #[error("the partition was deleted or the broker is stopping")]
-    Closed,
+    #[error("the partition was deleted")]
+    Deleted,
+    #[error("the broker is stopping")]
+    Stopping,
     #[error("a replicated batch starts at offset {received}, but the log ends at {expected}")]
     Diverged { expected: u64, received: u64 },
     #[error("cannot truncate the log: {0}")]

@@ -27,9 +27,10 @@ use quiver_wire::plugin::{
 };
 
 use crate::cluster::ClusterMember;
-use crate::dispatch::{Outgoing, RequestError, blocking};
 use crate::partition::Partition;
+use crate::reply::{Outgoing, RequestError};
 use crate::server::{BrokerState, now_ms};
+use crate::worker::blocking;
 
 impl From<RegistryError> for RequestError {
     fn from(err: RegistryError) -> Self {
@@ -713,7 +714,16 @@ pub async fn fetch_through(
 ) -> Result<Vec<Bytes>, RequestError> {
     let stage = PluginStage::Fetch;
     let mut out = Vec::with_capacity(batches.len());
+    // A fetch answers with what its plugins processed within the budget: a slow or
+    // failing plugin costs the consumer latency, never silence. At least one batch is
+    // always processed, so the consumer progresses.
+    let budget = Duration::from_millis(state.config.fetch_plugin_time_max_ms);
+    let started = std::time::Instant::now();
     for batch in batches {
+        if !out.is_empty() && started.elapsed() >= budget {
+            state.metrics.fetch_plugin_budget_spent(topic);
+            break;
+        }
         let header = BatchHeader::parse(&batch).map_err(corrupt)?;
         if header.is_control() {
             out.push(batch);
@@ -735,7 +745,9 @@ pub async fn fetch_through(
                 break;
             }
             ChainOutcome::Skipped { plugin, error } => {
-                tracing::warn!(%plugin, %topic, partition = index, %error, "plugin failed; batch skipped for this fetch");
+                if let Some(unlogged) = state.plugin_failure_log.due(now_ms()) {
+                    tracing::warn!(%plugin, %topic, partition = index, %error, unlogged, "plugin failed; batch skipped for this fetch");
+                }
                 state.metrics.plugin_skipped(&plugin, stage.name());
                 out.extend(fetch_batches(&header, Vec::new()));
             }

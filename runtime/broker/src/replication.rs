@@ -23,9 +23,10 @@ use quiver_wire::cluster::{ReplicaFetchRequest, ReplicaFetchResponse};
 use quiver_wire::message::ResponseBody;
 
 use crate::cluster::ClusterMember;
-use crate::dispatch::{Outgoing, RequestError, blocking};
 use crate::partition::Partition;
+use crate::reply::{Outgoing, RequestError};
 use crate::server::{BrokerState, now_ms};
+use crate::worker::blocking;
 
 /// How long a leader holds a follower's fetch that found nothing new.
 const FETCH_WAIT: Duration = Duration::from_millis(500);

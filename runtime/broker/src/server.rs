@@ -1,5 +1,5 @@
 //! The QUIC endpoint: accepts connections, reads one request frame per stream, hands it
-//! to [`crate::dispatch`], and writes the answer back on the same stream.
+//! to [`crate::handlers`], and writes the answer back on the same stream.
 //!
 //! Bidirectional streams carry requests that expect an answer; unidirectional streams
 //! carry `acks = none` produces, which get none.
@@ -16,8 +16,12 @@ use quiver_wire::frame::{
 };
 use tokio::sync::{Semaphore, watch};
 
+use crate::admission::{
+    Admission, AdmissionLimits, ConnectionRefused, ConnectionTicket, RequestSlot,
+};
 use crate::config::BrokerConfig;
-use crate::dispatch::{self, Outgoing, RequestError};
+use crate::handlers::{self, Outgoing, RequestError};
+use crate::log_limit::LogLimit;
 use crate::metrics::Metrics;
 use crate::tls;
 use crate::topic::{TopicError, TopicRegistry};
@@ -26,6 +30,14 @@ use crate::topic::{TopicError, TopicRegistry};
 pub const CLOSE_SHUTDOWN: u32 = 0;
 /// QUIC stream reset / stop code for a request the broker refused to read.
 pub const STREAM_REFUSED: u32 = 1;
+/// QUIC stream stop / reset code for a request that did not arrive whole within
+/// `request_read_timeout_ms`, or an answer not taken within `response_write_timeout_ms`.
+pub const STREAM_TIMED_OUT: u32 = 2;
+/// QUIC application close code for a connection idle past `connection_idle_max_ms`.
+pub const CLOSE_IDLE: u32 = 3;
+/// Request bytes are taken from the budgets at most this many at a time, so a stalled
+/// sender holds no more than it sent plus this.
+pub const READ_CHUNK_BYTES_MAX: usize = 64 * 1024;
 /// How long shutdown waits for in-flight requests before closing connections.
 pub const SHUTDOWN_DRAIN_MAX: Duration = Duration::from_secs(10);
 /// A connection with no traffic for this long is closed; clients send keep-alives.
@@ -52,7 +64,12 @@ pub struct BrokerState {
     /// Recovery done and the endpoint accepting.
     pub ready: AtomicBool,
     in_flight: Arc<Semaphore>,
-    connections: AtomicUsize,
+    /// Connection, request and request-byte budgets (see [`crate::admission`]).
+    pub admission: Arc<Admission>,
+    /// Refusals and timeouts, logged at most once per interval each.
+    refusal_log: RefusalLog,
+    /// Plugin failures a fetch skipped past, logged at most once per interval.
+    pub plugin_failure_log: LogLimit,
 }
 
 /// Why the broker could not start.
@@ -226,6 +243,13 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
             source: std::io::Error::other(e),
         })
     })??;
+    let admission_limits = AdmissionLimits {
+        connections_max: config.connections_max,
+        connections_max_per_ip: config.connections_max_per_ip,
+        requests_per_address_max: config.requests_per_address_max,
+        request_bytes_in_flight_max: config.request_bytes_in_flight_max,
+        request_bytes_per_address_max: config.request_bytes_per_address_max,
+    };
     let state = Arc::new(BrokerState {
         plugins,
         cluster: std::sync::OnceLock::new(),
@@ -238,7 +262,9 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
         metrics,
         shutdown,
         ready: AtomicBool::new(false),
-        connections: AtomicUsize::new(0),
+        admission: Admission::new(admission_limits),
+        refusal_log: RefusalLog::default(),
+        plugin_failure_log: LogLimit::default(),
     });
     let admin_task = tokio::spawn(crate::admin::serve(admin, Arc::clone(&state)));
 
@@ -374,16 +400,41 @@ impl RunningBroker {
     }
 }
 
+/// Flood-prone refusals and timeouts, each logged at most once per
+/// [`crate::log_limit::LOG_INTERVAL`].
+#[derive(Default)]
+struct RefusalLog {
+    connections: LogLimit,
+    timeouts: LogLimit,
+}
+
+impl RefusalLog {
+    fn connection_refused(&self, from: SocketAddr, refused: ConnectionRefused) {
+        if let Some(unlogged) = self.connections.due(now_ms()) {
+            tracing::warn!(%from, reason = refused.reason(), unlogged, "connection refused: {refused}");
+        }
+    }
+
+    fn stream_timed_out(&self, from: SocketAddr, phase: &str, limit_ms: u64) {
+        if let Some(unlogged) = self.timeouts.due(now_ms()) {
+            tracing::warn!(%from, phase, limit_ms, unlogged, "request stream reset: not {phase} within its time limit");
+        }
+    }
+}
+
 async fn accept_loop(endpoint: quinn::Endpoint, state: Arc<BrokerState>) {
     while let Some(incoming) = endpoint.accept().await {
-        if state.connections.load(Ordering::Acquire) >= state.config.connections_max {
-            tracing::warn!(
-                limit = state.config.connections_max,
-                "connection refused: at the limit"
-            );
-            incoming.refuse();
-            continue;
-        }
+        // Counted now, before the handshake, so handshakes in progress count too.
+        let from = incoming.remote_address();
+        let ticket = match state.admission.admit(from.ip()) {
+            Ok(ticket) => ticket,
+            Err(refused) => {
+                state.metrics.connection_refused(refused.reason());
+                state.refusal_log.connection_refused(from, refused);
+                incoming.refuse();
+                continue;
+            }
+        };
         let state = Arc::clone(&state);
         tokio::spawn(async move {
             let connection = match incoming.await {
@@ -393,50 +444,243 @@ async fn accept_loop(endpoint: quinn::Endpoint, state: Arc<BrokerState>) {
                     return;
                 }
             };
-            state.connections.fetch_add(1, Ordering::AcqRel);
             state.metrics.connection(1);
-            serve_connection(connection, &state).await;
-            state.connections.fetch_sub(1, Ordering::AcqRel);
+            serve_connection(connection, &state, Arc::new(ticket)).await;
             state.metrics.connection(-1);
         });
     }
 }
 
-async fn serve_connection(connection: quinn::Connection, state: &Arc<BrokerState>) {
+async fn serve_connection(
+    connection: quinn::Connection,
+    state: &Arc<BrokerState>,
+    ticket: Arc<ConnectionTicket>,
+) {
     let mut shutdown = state.shutdown.subscribe();
     // rustls verified a presented certificate against the cluster's CA: only another
     // broker holds one.
     let caller = if connection.peer_identity().is_some() {
-        dispatch::Caller::Broker
+        handlers::Caller::Broker
     } else {
-        dispatch::Caller::Client
+        handlers::Caller::Client
     };
+    let from = connection.remote_address();
+    let idle_max = Duration::from_millis(state.config.connection_idle_max_ms);
+    // Requests of this connection not yet answered: an idle connection has none.
+    let open_requests = Arc::new(AtomicUsize::new(0));
+    let mut idle_deadline = tokio::time::Instant::now() + idle_max;
     loop {
-        tokio::select! {
+        let stream = tokio::select! {
             bi = connection.accept_bi() => match bi {
-                Ok((send, recv)) => {
-                    let state = Arc::clone(state);
-                    tokio::spawn(async move { serve_request(send, recv, state, caller).await });
-                }
+                Ok((send, recv)) => Stream::Answered(send, recv),
                 Err(_) => return,
             },
             uni = connection.accept_uni() => match uni {
-                Ok(recv) => {
-                    let state = Arc::clone(state);
-                    tokio::spawn(async move { serve_unanswered(recv, state, caller).await });
-                }
+                Ok(recv) => Stream::Unanswered(recv),
                 Err(_) => return,
             },
+            _ = tokio::time::sleep_until(idle_deadline) => {
+                if open_requests.load(Ordering::Acquire) == 0 {
+                    tracing::debug!(%from, "closing an idle connection");
+                    connection.close(CLOSE_IDLE.into(), b"idle for connection_idle_max_ms");
+                    return;
+                }
+                idle_deadline = tokio::time::Instant::now() + idle_max;
+                continue;
+            }
             _ = shutdown.wait_for(|stopping| *stopping) => {
                 // Streams already accepted finish; new ones are not taken.
                 return;
             }
+        };
+        idle_deadline = tokio::time::Instant::now() + idle_max;
+        let request = IncomingRequest {
+            state: Arc::clone(state),
+            ticket: Arc::clone(&ticket),
+            open_requests: OpenRequest::new(&open_requests),
+            caller,
+            from,
+        };
+        tokio::spawn(request.serve(stream));
+    }
+}
+
+/// One accepted request stream.
+enum Stream {
+    /// A bidirectional stream: the client waits for an answer.
+    Answered(quinn::SendStream, quinn::RecvStream),
+    /// A unidirectional stream: an `acks = none` produce.
+    Unanswered(quinn::RecvStream),
+}
+
+/// Counts a request among its connection's open ones until dropped.
+struct OpenRequest(Arc<AtomicUsize>);
+
+impl OpenRequest {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::AcqRel);
+        Self(Arc::clone(count))
+    }
+}
+
+impl Drop for OpenRequest {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+struct IncomingRequest {
+    state: Arc<BrokerState>,
+    ticket: Arc<ConnectionTicket>,
+    open_requests: OpenRequest,
+    caller: handlers::Caller,
+    from: SocketAddr,
+}
+
+/// How a request's read ended.
+enum Read {
+    Frame(RequestFrame, RequestSlot),
+    Failed(RequestError),
+    /// Not whole within `request_read_timeout_ms`.
+    TimedOut,
+}
+
+impl IncomingRequest {
+    async fn serve(self, stream: Stream) {
+        let _open = &self.open_requests;
+        let state = &self.state;
+        let (mut send, mut recv) = match stream {
+            Stream::Answered(send, recv) => (Some(send), recv),
+            Stream::Unanswered(recv) => (None, recv),
+        };
+        let answered = send.is_some();
+        let read_limit_ms = state.config.request_read_timeout_ms;
+        // The deadline covers waiting for a request slot too: a stream that cannot be
+        // read in time is reset whatever held it back.
+        let read = tokio::time::timeout(Duration::from_millis(read_limit_ms), async {
+            let Some(mut slot) = self
+                .ticket
+                .request_slot(state.admission.broker_bytes())
+                .await
+            else {
+                return Read::Failed(RequestError::new(
+                    ErrorCode::BrokerShuttingDown,
+                    "the broker is stopping",
+                ));
+            };
+            match read_frame(&mut recv, &mut slot).await {
+                Ok(frame) => Read::Frame(frame, slot),
+                Err(err) => Read::Failed(err),
+            }
+        })
+        .await
+        .unwrap_or(Read::TimedOut);
+        let (frame, slot) = match read {
+            Read::Frame(frame, slot) => (frame, slot),
+            Read::TimedOut => {
+                state.metrics.stream_timed_out("read");
+                state
+                    .refusal_log
+                    .stream_timed_out(self.from, "read", read_limit_ms);
+                let _ = recv.stop(STREAM_TIMED_OUT.into());
+                if let Some(mut send) = send {
+                    let _ = send.reset(STREAM_TIMED_OUT.into());
+                }
+                return;
+            }
+            Read::Failed(err) => {
+                if err.disconnected {
+                    return;
+                }
+                state.metrics.request_error("unknown", err.code.name());
+                let _ = recv.stop(STREAM_REFUSED.into());
+                if let Some(send) = send.as_mut() {
+                    self.answer(send, Err(err)).await;
+                }
+                return;
+            }
+        };
+        // Handling has its own broker-wide bound; reading did not hold it, so streams
+        // that stall before their request is whole cannot take it from others.
+        let Ok(_permit) = state.in_flight.acquire().await else {
+            return;
+        };
+        state.metrics.in_flight(1);
+        let started = Instant::now();
+        let outcome = handlers::handle(frame, state, answered, self.caller).await;
+        let api_name = match &outcome {
+            Ok((api, _)) => api.name(),
+            Err((api, _)) => api.map_or("unknown", |a| a.name()),
+        };
+        state.metrics.request(api_name);
+        let answer = match outcome {
+            Ok((_, outgoing)) => Ok(outgoing),
+            Err((_, err)) => {
+                state.metrics.request_error(api_name, err.code.name());
+                Err(err)
+            }
+        };
+        match send.as_mut() {
+            Some(send) => {
+                if answer.is_err() {
+                    let _ = recv.stop(STREAM_REFUSED.into());
+                }
+                self.answer(send, answer).await;
+            }
+            None => {
+                if let Err(err) = answer {
+                    tracing::debug!(code = %err.code, message = %err.message, "unanswered request failed");
+                }
+            }
+        }
+        state
+            .metrics
+            .request_duration(api_name, started.elapsed().as_secs_f64());
+        state.metrics.in_flight(-1);
+        drop(slot);
+    }
+
+    /// Writes an answer and waits until the client took it (so shutdown does not cut
+    /// it off), within `response_write_timeout_ms`; a slower reader's stream is reset.
+    async fn answer(&self, send: &mut quinn::SendStream, answer: Result<Outgoing, RequestError>) {
+        let state = &self.state;
+        let limit_ms = state.config.response_write_timeout_ms;
+        let written = tokio::time::timeout(Duration::from_millis(limit_ms), async {
+            let written = match answer {
+                Ok(Outgoing::Frame(frame)) => send.write_all(&frame).await,
+                Ok(Outgoing::Chunks(mut chunks)) => send.write_all_chunks(&mut chunks).await,
+                Ok(Outgoing::Nothing) => Ok(()),
+                Err(err) => {
+                    let frame: Bytes = ErrorResponse::encode(err.code, &err.message);
+                    send.write_all(&frame).await
+                }
+            };
+            match written {
+                Ok(()) => {
+                    let _ = send.finish();
+                    let _ = send.stopped().await;
+                }
+                Err(err) => tracing::debug!(%err, "could not write response"),
+            }
+        })
+        .await;
+        if written.is_err() {
+            state.metrics.stream_timed_out("write");
+            state
+                .refusal_log
+                .stream_timed_out(self.from, "written", limit_ms);
+            let _ = send.reset(STREAM_TIMED_OUT.into());
         }
     }
 }
 
-/// Reads one length-prefixed request frame. The length is checked before allocating.
-async fn read_frame(recv: &mut quinn::RecvStream) -> Result<RequestFrame, RequestError> {
+/// Reads one length-prefixed request frame. Its memory grows as its bytes arrive, each
+/// part taken from the request byte budgets first; the length prefix alone allocates
+/// nothing.
+async fn read_frame(
+    recv: &mut quinn::RecvStream,
+    slot: &mut RequestSlot,
+) -> Result<RequestFrame, RequestError> {
     // A stream the client finished early is a malformed request from a client still
     // waiting for the answer; a reset or lost connection leaves nobody to answer.
     let short = |err: quinn::ReadExactError, expected: usize| match err {
@@ -454,13 +698,22 @@ async fn read_frame(recv: &mut quinn::RecvStream) -> Result<RequestFrame, Reques
         FrameError::TooLarge(_) => RequestError::new(ErrorCode::BatchTooLarge, e.to_string()),
         FrameError::TooShort { .. } => RequestError::new(ErrorCode::MalformedFrame, e.to_string()),
     })?;
-    // Chunks are appended to an unfilled buffer: one copy out of quinn's receive
-    // buffers, and no zeroing of memory about to be overwritten.
-    let mut body = BytesMut::with_capacity(len);
-    while body.len() < len {
-        match recv.read_chunk(len - body.len(), true).await {
-            Ok(Some(chunk)) => body.extend_from_slice(&chunk.bytes),
-            Ok(None) => return Err(short(quinn::ReadExactError::FinishedEarly(body.len()), len)),
+    // The chunks as quinn hands them over; joined once the frame is whole.
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut received = 0;
+    while received < len {
+        if received == slot.held_bytes() {
+            let more = (len - received).min(READ_CHUNK_BYTES_MAX);
+            slot.take_bytes(more).await.ok_or_else(|| {
+                RequestError::new(ErrorCode::BrokerShuttingDown, "the broker is stopping")
+            })?;
+        }
+        match recv.read_chunk(slot.held_bytes() - received, true).await {
+            Ok(Some(chunk)) => {
+                received += chunk.bytes.len();
+                chunks.push(chunk.bytes);
+            }
+            Ok(None) => return Err(short(quinn::ReadExactError::FinishedEarly(received), len)),
             Err(err) => {
                 return Err(RequestError::disconnected(
                     quinn::ReadExactError::ReadError(err),
@@ -468,89 +721,12 @@ async fn read_frame(recv: &mut quinn::RecvStream) -> Result<RequestFrame, Reques
             }
         }
     }
+    let mut body = BytesMut::with_capacity(len);
+    for chunk in chunks {
+        body.extend_from_slice(&chunk);
+    }
     RequestFrame::parse(body)
         .map_err(|e| RequestError::new(ErrorCode::MalformedFrame, e.to_string()))
-}
-
-async fn serve_request(
-    mut send: quinn::SendStream,
-    mut recv: quinn::RecvStream,
-    state: Arc<BrokerState>,
-    caller: dispatch::Caller,
-) {
-    let Ok(_permit) = state.in_flight.acquire().await else {
-        return;
-    };
-    state.metrics.in_flight(1);
-    let started = Instant::now();
-    let outcome = match read_frame(&mut recv).await {
-        Ok(frame) => dispatch::handle(frame, &state, true, caller).await,
-        Err(err) => Err((None, err)),
-    };
-    let api = match &outcome {
-        Ok((api, _)) => Some(*api),
-        Err((api, _)) => *api,
-    };
-    let api_name = api.map_or("unknown", |a| a.name());
-    state.metrics.request(api_name);
-    let written = match outcome {
-        Ok((_, Outgoing::Frame(frame))) => send.write_all(&frame).await.map_err(|e| e.to_string()),
-        Ok((_, Outgoing::Chunks(mut chunks))) => send
-            .write_all_chunks(&mut chunks)
-            .await
-            .map_err(|e| e.to_string()),
-        Ok((_, Outgoing::Nothing)) => Ok(()),
-        Err((_, err)) => {
-            if err.disconnected {
-                // The client went away mid-request: nothing was applied, nobody to answer.
-                state.metrics.in_flight(-1);
-                return;
-            }
-            state.metrics.request_error(api_name, err.code.name());
-            let _ = recv.stop(STREAM_REFUSED.into());
-            let frame: Bytes = ErrorResponse::encode(err.code, &err.message);
-            send.write_all(&frame).await.map_err(|e| e.to_string())
-        }
-    };
-    match written {
-        Ok(()) => {
-            let _ = send.finish();
-            // Wait for the peer to take the answer, so shutdown does not cut it off.
-            let _ = send.stopped().await;
-        }
-        Err(err) => tracing::debug!(%err, "could not write response"),
-    }
-    state
-        .metrics
-        .request_duration(api_name, started.elapsed().as_secs_f64());
-    state.metrics.in_flight(-1);
-}
-
-async fn serve_unanswered(
-    mut recv: quinn::RecvStream,
-    state: Arc<BrokerState>,
-    caller: dispatch::Caller,
-) {
-    let Ok(_permit) = state.in_flight.acquire().await else {
-        return;
-    };
-    state.metrics.in_flight(1);
-    let outcome = match read_frame(&mut recv).await {
-        Ok(frame) => dispatch::handle(frame, &state, false, caller).await,
-        Err(err) => Err((None, err)),
-    };
-    let api_name = match &outcome {
-        Ok((api, _)) => api.name(),
-        Err((api, _)) => api.map_or("unknown", |a| a.name()),
-    };
-    state.metrics.request(api_name);
-    if let Err((_, err)) = outcome
-        && !err.disconnected
-    {
-        state.metrics.request_error(api_name, err.code.name());
-        tracing::debug!(code = %err.code, message = %err.message, "unanswered request failed");
-    }
-    state.metrics.in_flight(-1);
 }
 
 /// How often group sessions are checked for expiry.

@@ -16,7 +16,7 @@ use quiver_wire::message::PARTITIONS_MAX;
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::Metrics;
-use crate::partition::Partition;
+use crate::partition::{CloseReason, Partition};
 
 /// Topic config keys a user may set, named as in Kafka.
 pub const TOPIC_CONFIG_KEYS: &[&str] = &[
@@ -354,7 +354,7 @@ impl TopicRegistry {
         next.insert(Arc::clone(&topic.name), Arc::clone(&topic));
         if let Err(err) = self.write_metadata(&next) {
             for p in &topic.partitions {
-                p.close();
+                p.close(CloseReason::Deleted);
             }
             return Err(err);
         }
@@ -386,7 +386,7 @@ impl TopicRegistry {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = next;
         for partition in &topic.partitions {
-            partition.close();
+            partition.close(CloseReason::Deleted);
             let dir = self.partition_dir(name, partition.index);
             if let Err(err) = std::fs::remove_dir_all(&dir) {
                 tracing::warn!(dir = %dir.display(), %err, "could not remove a deleted partition's directory");
@@ -400,7 +400,7 @@ impl TopicRegistry {
     pub fn close_all(&self) {
         for topic in self.all() {
             for partition in &topic.partitions {
-                partition.close();
+                partition.close(CloseReason::Stopping);
             }
         }
     }

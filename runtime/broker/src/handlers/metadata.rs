@@ -1,0 +1,144 @@
+//! Metadata and API versions: what a client asks before anything else.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use quiver_wire::ErrorCode;
+use quiver_wire::message::ResponseBody;
+use quiver_wire::message::{
+    ApiVersionsRequest, ApiVersionsResponse, BrokerInfo, MetadataRequest, MetadataResponse,
+    PartitionInfo, TopicInfo,
+};
+
+use super::{Call, Outgoing, RequestError};
+
+pub(super) async fn api_versions(
+    _req: ApiVersionsRequest,
+    _call: &Call<'_>,
+) -> Result<Outgoing, RequestError> {
+    Ok(Outgoing::Frame(
+        ApiVersionsResponse::current().encode_frame(),
+    ))
+}
+
+/// The topic's explicit configs plus the effective `max.message.bytes`, which
+/// producers need to refuse an oversized record before it takes a sequence number.
+fn effective_configs(topic: &crate::topic::Topic) -> Vec<(String, String)> {
+    let mut configs: BTreeMap<String, String> = topic.configs.clone();
+    if let Some(p) = topic.partitions.first() {
+        configs.insert(
+            "max.message.bytes".into(),
+            p.log().config().batch_bytes_effective().to_string(),
+        );
+    }
+    configs.into_iter().collect()
+}
+
+pub(super) async fn metadata(
+    req: MetadataRequest,
+    call: &Call<'_>,
+) -> Result<Outgoing, RequestError> {
+    let state = call.state;
+    let topics: Vec<Arc<crate::topic::Topic>> = match req.topics {
+        // Internal topics (`__consumer_offsets`) answer only when named, as Kafka's
+        // tools hide them from listings.
+        None => state
+            .topics
+            .all()
+            .into_iter()
+            .filter(|t| {
+                !t.name
+                    .starts_with(quiver_wire::topic::INTERNAL_TOPIC_PREFIX)
+            })
+            .collect(),
+        Some(names) => names
+            .iter()
+            .map(|n| {
+                state.topics.get(n).ok_or_else(|| {
+                    RequestError::new(
+                        ErrorCode::UnknownTopic,
+                        format!("topic `{n}` does not exist"),
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    let node = state.config.node_id;
+    let cluster = state.cluster.get().map(|m| {
+        (
+            m.controller.metadata(),
+            m.controller
+                .leader()
+                .and_then(|(id, _)| u32::try_from(id).ok()),
+        )
+    });
+    // In cluster mode leaders, replicas and the ISR come from the controller; the
+    // offsets are this broker's own view of its replica.
+    let placement = |topic: &str, index: u32| {
+        cluster.as_ref().and_then(|(metadata, _)| {
+            metadata
+                .topic(topic)
+                .and_then(|t| t.partitions.get(index as usize).cloned())
+        })
+    };
+    let brokers = match &cluster {
+        Some((metadata, _)) => metadata
+            .brokers()
+            .iter()
+            .filter(|(_, b)| !b.fenced)
+            .filter_map(|(id, b)| {
+                let addr: std::net::SocketAddr = b.address.parse().ok()?;
+                Some(BrokerInfo {
+                    node_id: *id,
+                    host: addr.ip().to_string(),
+                    port: addr.port(),
+                })
+            })
+            .collect(),
+        None => vec![BrokerInfo {
+            node_id: node,
+            host: state.config.listen.ip().to_string(),
+            port: state.config.listen.port(),
+        }],
+    };
+    let response = MetadataResponse {
+        controller: cluster.as_ref().and_then(|(_, l)| *l).unwrap_or(node),
+        brokers,
+        topics: topics
+            .iter()
+            .map(|t| TopicInfo {
+                name: t.name.to_string(),
+                configs: effective_configs(t),
+                partitions: t
+                    .partitions
+                    .iter()
+                    .map(|p| {
+                        let log = p.log();
+                        let (leader, leader_epoch, replicas, isr) =
+                            match placement(&t.name, p.index) {
+                                // No leader: u32::MAX, which names no broker.
+                                Some(r) => (
+                                    r.leader.unwrap_or(u32::MAX),
+                                    r.leader_epoch,
+                                    r.replicas,
+                                    r.isr,
+                                ),
+                                None => (node, 0, vec![node], vec![node]),
+                            };
+                        PartitionInfo {
+                            partition: p.index,
+                            leader,
+                            leader_epoch,
+                            replicas,
+                            isr,
+                            log_start_offset: log.log_start_offset(),
+                            high_watermark: p.high_watermark(),
+                            log_end_offset: log.log_end_offset(),
+                        }
+                    })
+                    .collect(),
+            })
+            .collect(),
+    };
+    Ok(Outgoing::Frame(response.encode_frame()))
+}

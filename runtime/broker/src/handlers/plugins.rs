@@ -1,0 +1,46 @@
+//! Plugin administration (upload, list, attach, detach) and the module transfer between
+//! brokers. The work lives in [`crate::plugins`]; these rows only adapt it to the table.
+
+use quiver_wire::plugin::{
+    PluginAttachRequest, PluginDetachRequest, PluginListRequest, PluginModuleRequest,
+    PluginUploadRequest,
+};
+
+use super::{Call, Outgoing, PeerProof, RequestError};
+
+pub(super) async fn upload(
+    req: PluginUploadRequest,
+    call: &Call<'_>,
+) -> Result<Outgoing, RequestError> {
+    crate::plugins::upload(req, call.state).await
+}
+
+pub(super) async fn list(
+    _req: PluginListRequest,
+    call: &Call<'_>,
+) -> Result<Outgoing, RequestError> {
+    crate::plugins::list(call.state)
+}
+
+pub(super) async fn attach(
+    req: PluginAttachRequest,
+    call: &Call<'_>,
+) -> Result<Outgoing, RequestError> {
+    crate::plugins::attach(req, call.state).await
+}
+
+pub(super) async fn detach(
+    req: PluginDetachRequest,
+    call: &Call<'_>,
+) -> Result<Outgoing, RequestError> {
+    crate::plugins::detach(req, call.state).await
+}
+
+/// Another broker fetching a module it was told to install.
+pub(super) async fn module(
+    req: PluginModuleRequest,
+    call: &Call<'_>,
+    _peer: PeerProof,
+) -> Result<Outgoing, RequestError> {
+    crate::plugins::module(req, call.state)
+}

@@ -1,0 +1,128 @@
+//! Produce: appends a batch to a partition this broker leads, through the topic's
+//! produce-stage plugins, and answers once the acks level is met.
+
+use std::time::Duration;
+
+use quiver_wire::ErrorCode;
+use quiver_wire::batch::BatchHeader;
+use quiver_wire::message::ResponseBody;
+use quiver_wire::message::{Acks, PRODUCE_TIMEOUT_MS_MAX, ProduceRequest, ProduceResponse};
+
+use super::{Call, Outgoing, RequestError, partition};
+use crate::partition::{DurabilityError, Partition};
+use crate::server::now_ms;
+use crate::worker::blocking;
+
+/// How long an idempotent batch that arrived ahead of its predecessor waits for it.
+/// Requests travel on separate streams, so a producer's pipelined batches can reach the
+/// broker in another order than they were sent; a short wait keeps them in order
+/// without a round trip.
+pub const SEQUENCE_GAP_WAIT: Duration = Duration::from_millis(250);
+
+/// Waits while `header`'s batch is ahead of the partition's next expected sequence,
+/// until the gap closes or [`SEQUENCE_GAP_WAIT`] passes. The append that follows checks
+/// again and has the last word.
+async fn wait_for_predecessors(partition: &Partition, header: &BatchHeader) {
+    if header.producer_id == quiver_wire::batch::NO_PRODUCER_ID {
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + SEQUENCE_GAP_WAIT;
+    let mut appended = partition.watch_log_end();
+    loop {
+        match partition.check_sequence(header) {
+            quiver_log::SequenceCheck::OutOfOrder { expected, received }
+                if received.wrapping_sub(expected) < u32::MAX / 2 => {}
+            _ => return,
+        }
+        tokio::select! {
+            changed = appended.changed() => if changed.is_err() { return },
+            _ = tokio::time::sleep_until(deadline) => return,
+        }
+    }
+}
+
+pub(super) async fn produce(
+    req: ProduceRequest,
+    call: &Call<'_>,
+) -> Result<Outgoing, RequestError> {
+    let (state, answered) = (call.state, call.answered);
+    crate::cluster::require_leader(state, &req.topic, req.partition)?;
+    let partition = partition(state, &req.topic, req.partition)?;
+    if let Ok(header) = BatchHeader::parse(&req.batch) {
+        wait_for_predecessors(&partition, &header).await;
+    }
+    let now = now_ms();
+    let wait = Duration::from_millis(u64::from(req.timeout_ms.min(PRODUCE_TIMEOUT_MS_MAX)));
+    // One deadline for the replication wait and the flush wait together.
+    let deadline = tokio::time::Instant::now() + wait;
+    let batch = req.batch;
+    let (topic, index) = (req.topic.as_str(), req.partition);
+    let append = async || -> Result<quiver_log::AppendInfo, RequestError> {
+        if state
+            .plugins
+            .has_chain(topic, quiver_wire::plugin::PluginStage::Produce)
+        {
+            let steps = state
+                .plugins
+                .chain(topic, quiver_wire::plugin::PluginStage::Produce)?;
+            crate::plugins::produce_through(state, &partition, topic, index, steps, batch, now)
+                .await
+        } else {
+            Ok(blocking(|| partition.append(batch, now))?)
+        }
+    };
+    let replicated = state
+        .cluster
+        .get()
+        .and_then(|m| m.replication.slot(&req.topic, req.partition));
+    let info = match &replicated {
+        Some(slot) => {
+            crate::replication::produce(state, slot, req.acks == Acks::All, wait, append).await?
+        }
+        None => append().await?,
+    };
+    // A duplicate stored nothing new: count it as a request, not as data.
+    let (records, bytes) = if info.duplicate {
+        (0, 0)
+    } else {
+        (info.last_offset - info.base_offset + 1, info.bytes)
+    };
+    state.metrics.produced(&req.topic, records, bytes as u64);
+    if !answered || req.acks == Acks::None {
+        return Ok(Outgoing::Nothing);
+    }
+    // acks=all: replicated to the ISR (waited for above) and, per the flush policy,
+    // on this broker's disk.
+    if req.acks == Acks::All {
+        match tokio::time::timeout_at(deadline, partition.wait_durable(info.last_offset + 1)).await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => {
+                let code = match err {
+                    DurabilityError::StorageFailed => ErrorCode::StorageError,
+                    DurabilityError::Deleted => ErrorCode::UnknownTopic,
+                    DurabilityError::Stopping => ErrorCode::BrokerShuttingDown,
+                };
+                return Err(RequestError::new(code, err.to_string()));
+            }
+            Err(_) => {
+                return Err(RequestError::new(
+                    ErrorCode::Timeout,
+                    format!(
+                        "batch at offset {} appended but not flushed within {wait:?}",
+                        info.base_offset
+                    ),
+                ));
+            }
+        }
+    }
+    let log_start_offset = partition.log().log_start_offset();
+    Ok(Outgoing::Frame(
+        ProduceResponse {
+            base_offset: info.base_offset,
+            log_append_time: now,
+            log_start_offset,
+        }
+        .encode_frame(),
+    ))
+}

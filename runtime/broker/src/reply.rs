@@ -1,0 +1,129 @@
+//! What a handler answers: a frame, stored batches as chunks, or nothing; or a
+//! [`RequestError`] carrying the wire error code the client sees.
+//!
+//! The one table from internal errors to wire codes lives here, keyed by error variant:
+//! every `From` below matches variants, never message text.
+
+use bytes::Bytes;
+use quiver_log::{AppendError, ReadError};
+use quiver_wire::ErrorCode;
+use quiver_wire::batch::BatchError;
+use quiver_wire::codec::DecodeError;
+
+use crate::group::GroupError;
+use crate::partition::PartitionAppendError;
+use crate::topic::TopicError;
+
+/// What goes back on the stream.
+pub enum Outgoing {
+    /// One encoded frame.
+    Frame(Bytes),
+    /// A frame head followed by stored batches, written without copying them.
+    Chunks(Vec<Bytes>),
+    /// Nothing: an `acks = none` produce.
+    Nothing,
+}
+
+/// A request that failed, with the code the client sees.
+#[derive(Debug)]
+pub struct RequestError {
+    pub code: ErrorCode,
+    pub message: String,
+    /// The client vanished before the request was read; there is nobody to answer.
+    pub disconnected: bool,
+}
+
+impl RequestError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            disconnected: false,
+        }
+    }
+
+    pub fn disconnected(err: quinn::ReadExactError) -> Self {
+        Self {
+            code: ErrorCode::MalformedFrame,
+            message: err.to_string(),
+            disconnected: true,
+        }
+    }
+}
+
+impl From<DecodeError> for RequestError {
+    fn from(err: DecodeError) -> Self {
+        let code = match &err {
+            DecodeError::UnknownApi(_) => ErrorCode::UnknownApi,
+            DecodeError::UnsupportedVersion { .. } => ErrorCode::UnsupportedVersion,
+            DecodeError::TooLong { what: "batch", .. } => ErrorCode::BatchTooLarge,
+            _ => ErrorCode::MalformedFrame,
+        };
+        Self::new(code, err.to_string())
+    }
+}
+
+impl From<TopicError> for RequestError {
+    fn from(err: TopicError) -> Self {
+        let code = match &err {
+            TopicError::AlreadyExists(_) => ErrorCode::TopicAlreadyExists,
+            TopicError::Unknown(_) => ErrorCode::UnknownTopic,
+            TopicError::InvalidConfig(_) => ErrorCode::InvalidConfig,
+            TopicError::InvalidRequest(_) => ErrorCode::InvalidRequest,
+            TopicError::Open { .. } | TopicError::Io { .. } | TopicError::Corrupt { .. } => {
+                ErrorCode::StorageError
+            }
+        };
+        Self::new(code, err.to_string())
+    }
+}
+
+impl From<PartitionAppendError> for RequestError {
+    fn from(err: PartitionAppendError) -> Self {
+        let code = match &err {
+            PartitionAppendError::Log(AppendError::InvalidBatch(batch)) => match batch {
+                BatchError::TooLarge { .. } => ErrorCode::BatchTooLarge,
+                BatchError::UnsupportedCompression(_) => ErrorCode::UnsupportedCompression,
+                _ => ErrorCode::CorruptBatch,
+            },
+            PartitionAppendError::Log(AppendError::OutOfOrderSequence { .. }) => {
+                ErrorCode::OutOfOrderSequence
+            }
+            PartitionAppendError::Log(AppendError::ProducerFenced { .. }) => {
+                ErrorCode::InvalidProducerEpoch
+            }
+            PartitionAppendError::Log(_) | PartitionAppendError::StorageFailed => {
+                ErrorCode::StorageError
+            }
+            PartitionAppendError::Deleted => ErrorCode::UnknownTopic,
+            PartitionAppendError::Stopping => ErrorCode::BrokerShuttingDown,
+            PartitionAppendError::Diverged { .. } | PartitionAppendError::Truncate(_) => {
+                ErrorCode::StorageError
+            }
+        };
+        Self::new(code, err.to_string())
+    }
+}
+
+impl From<ReadError> for RequestError {
+    fn from(err: ReadError) -> Self {
+        let code = match &err {
+            ReadError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
+            _ => ErrorCode::StorageError,
+        };
+        Self::new(code, err.to_string())
+    }
+}
+
+impl From<GroupError> for RequestError {
+    fn from(err: GroupError) -> Self {
+        let code = match &err {
+            GroupError::UnknownMember { .. } => ErrorCode::UnknownMemberId,
+            GroupError::StaleEpoch { .. } => ErrorCode::StaleMemberEpoch,
+            GroupError::NotEmpty(_) => ErrorCode::GroupNotEmpty,
+            GroupError::InvalidGroup(_) => ErrorCode::InvalidGroupId,
+            GroupError::Full { .. } | GroupError::TooManyGroups => ErrorCode::InvalidRequest,
+        };
+        Self::new(code, err.to_string())
+    }
+}
