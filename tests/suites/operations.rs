@@ -479,3 +479,45 @@ async fn metrics_can_be_turned_off() {
     assert!(body.contains("disabled"));
     assert_eq!(broker.http_get("/health").0, 200, "health still answers");
 }
+
+/// A client that vanished while its request was in flight (here a consumer killed
+/// during its long poll) never acknowledges the answer; SIGTERM does not wait out its
+/// drain limit for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_does_not_wait_for_clients_that_went_away() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut broker = Broker::start(dir.path());
+    let client = broker.client().await;
+    client
+        .create_topic("gone", 1, 1, &[])
+        .await
+        .expect("create");
+    client.close().await;
+    let mut consumer = std::process::Command::new(quiver_tests::quiver_bin())
+        .args(["consume", "gone", "--timeout", "60000", "--broker"])
+        .arg(broker.quic_addr.to_string())
+        .arg("--ca-cert")
+        .arg(broker.ca_cert())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn a consumer");
+    eventually(
+        "the consumer's long poll in flight",
+        Duration::from_secs(30),
+        || {
+            let polling = broker.metric("quiver_requests_in_flight") >= 1.0;
+            async move { polling.then_some(()) }
+        },
+    )
+    .await;
+    consumer.kill().expect("kill -9 the consumer");
+    let _ = consumer.wait();
+    let status = broker.sigterm();
+    assert_eq!(status.code(), Some(0), "SIGTERM exit status: {status:?}");
+    let log = broker.stderr();
+    assert!(
+        !log.contains("did not finish"),
+        "the broker waited for the request of a client that went away:\n{log}"
+    );
+}

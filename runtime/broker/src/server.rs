@@ -40,6 +40,9 @@ pub const CLOSE_IDLE: u32 = 3;
 pub const READ_CHUNK_BYTES_MAX: usize = 64 * 1024;
 /// How long shutdown waits for in-flight requests before closing connections.
 pub const SHUTDOWN_DRAIN_MAX: Duration = Duration::from_secs(10);
+/// How long shutdown then waits for written answers to be acknowledged: a live client
+/// acknowledges within a round trip; one that vanished never does.
+pub const SHUTDOWN_ACK_WAIT_MAX: Duration = Duration::from_secs(1);
 /// A connection with no traffic for this long is closed; clients send keep-alives.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -64,6 +67,9 @@ pub struct BrokerState {
     /// Recovery done and the endpoint accepting.
     pub ready: AtomicBool,
     in_flight: Arc<Semaphore>,
+    /// Answers written but not yet acknowledged by their client. Shutdown waits for
+    /// them only briefly: a client that vanished never acknowledges.
+    unacknowledged: Arc<Semaphore>,
     /// Connection, request and request-byte budgets (see [`crate::admission`]).
     pub admission: Arc<Admission>,
     /// Refusals and timeouts, logged at most once per interval each.
@@ -257,6 +263,7 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
         groups: std::sync::Mutex::new(crate::group::GroupCoordinator::default()),
         offsets,
         in_flight: Arc::new(Semaphore::new(config.requests_in_flight_max)),
+        unacknowledged: Arc::new(Semaphore::new(config.requests_in_flight_max)),
         config,
         topics,
         metrics,
@@ -371,6 +378,15 @@ impl RunningBroker {
             .is_err()
         {
             tracing::warn!("in-flight requests did not finish within {SHUTDOWN_DRAIN_MAX:?}");
+        }
+        if tokio::time::timeout(
+            SHUTDOWN_ACK_WAIT_MAX,
+            state.unacknowledged.acquire_many(all),
+        )
+        .await
+        .is_err()
+        {
+            tracing::debug!("some answers were not acknowledged within {SHUTDOWN_ACK_WAIT_MAX:?}");
         }
         if let Some(member) = state.cluster.get()
             && let Err(err) = member.controller.shutdown().await
@@ -595,14 +611,17 @@ impl IncomingRequest {
                 state.metrics.request_error("unknown", err.code.name());
                 let _ = recv.stop(STREAM_REFUSED.into());
                 if let Some(send) = send.as_mut() {
-                    self.answer(send, Err(err)).await;
+                    let Ok(permit) = state.in_flight.acquire().await else {
+                        return;
+                    };
+                    self.answer(send, Err(err), permit).await;
                 }
                 return;
             }
         };
         // Handling has its own broker-wide bound; reading did not hold it, so streams
         // that stall before their request is whole cannot take it from others.
-        let Ok(_permit) = state.in_flight.acquire().await else {
+        let Ok(permit) = state.in_flight.acquire().await else {
             return;
         };
         state.metrics.in_flight(1);
@@ -625,7 +644,7 @@ impl IncomingRequest {
                 if answer.is_err() {
                     let _ = recv.stop(STREAM_REFUSED.into());
                 }
-                self.answer(send, answer).await;
+                self.answer(send, answer, permit).await;
             }
             None => {
                 if let Err(err) = answer {
@@ -642,7 +661,14 @@ impl IncomingRequest {
 
     /// Writes an answer and waits until the client took it (so shutdown does not cut
     /// it off), within `response_write_timeout_ms`; a slower reader's stream is reset.
-    async fn answer(&self, send: &mut quinn::SendStream, answer: Result<Outgoing, RequestError>) {
+    /// The request stops counting as in flight once its answer is written: waiting for
+    /// the acknowledgement counts among the unacknowledged answers instead.
+    async fn answer(
+        &self,
+        send: &mut quinn::SendStream,
+        answer: Result<Outgoing, RequestError>,
+        in_flight: tokio::sync::SemaphorePermit<'_>,
+    ) {
         let state = &self.state;
         let limit_ms = state.config.response_write_timeout_ms;
         let written = tokio::time::timeout(Duration::from_millis(limit_ms), async {
@@ -658,6 +684,10 @@ impl IncomingRequest {
             match written {
                 Ok(()) => {
                     let _ = send.finish();
+                    let Ok(_unacknowledged) = state.unacknowledged.acquire().await else {
+                        return;
+                    };
+                    drop(in_flight);
                     let _ = send.stopped().await;
                 }
                 Err(err) => tracing::debug!(%err, "could not write response"),

@@ -55,9 +55,16 @@ fn configure(args: &ServeArgs) -> anyhow::Result<BrokerConfig> {
     Ok(config)
 }
 
+/// The log filter when neither QUIVER_LOG nor RUST_LOG is set.
+const DEFAULT_LOG_FILTER: &str = "warn,quiver=info,quiver_broker=info,quiver_cluster=info,quiver_log=info,quiver_repl=info,quiver_plugin_host=info";
+
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // QUIVER_LOG (CLI.md), else RUST_LOG; by default Quiver's own events at info and
+    // dependencies' internals (openraft, quinn) only at warn and above.
+    let filter = ["QUIVER_LOG", "RUST_LOG"]
+        .iter()
+        .find_map(|var| tracing_subscriber::EnvFilter::try_from_env(var).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
