@@ -434,3 +434,48 @@ fn the_blocking_producer_serves_synchronous_callers() {
     producer.flush();
     assert_eq!(called.load(Ordering::Relaxed), 1);
 }
+
+/// After its broker restarts, a producer resumes without waiting for its old
+/// connection's idle timeout: the restarted broker recognises the old connection ids
+/// (keyed by its persistent reset secret) and answers their packets with a stateless
+/// reset, so the client learns at once that the connection is gone and reconnects.
+/// Before, the restarted broker dropped those packets as invalid and the producer
+/// stalled about 10 s; the delivery timeout here is shorter than that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producer_resumes_promptly_after_its_broker_restarts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut broker = Broker::start(dir.path());
+    let client = broker.client().await;
+    client
+        .create_topic("restarted", 1, 1, &[])
+        .await
+        .expect("create");
+    let producer = Producer::new(
+        client.clone(),
+        ProducerConfig {
+            delivery_timeout: Duration::from_secs(5),
+            ..config(true)
+        },
+    );
+    producer
+        .send(ProducerRecord::new("restarted", "before"))
+        .await
+        .expect("accepted")
+        .await
+        .expect("delivered before the restart");
+    broker.restart();
+    // Ready: a fresh client is served.
+    let fresh = broker.client().await;
+    fresh
+        .list_topics()
+        .await
+        .expect("the restarted broker serves");
+    producer
+        .send(ProducerRecord::new("restarted", "after"))
+        .await
+        .expect("accepted")
+        .await
+        .expect("delivered after the restart, within the delivery timeout");
+    let stored = fetch_all(&fresh, "restarted", 0, 0).await;
+    assert_eq!(stored.len(), 2);
+}

@@ -280,8 +280,11 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
     })?;
     let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(quic_crypto));
     server_config.transport_config(Arc::new(transport_config(&state.config)));
-    let endpoint_config =
-        quinn::EndpointConfig::new(Arc::new(tls::reset_key(&state.config.data_dir)?));
+    let reset_key = tls::reset_key(&state.config.data_dir)?;
+    let mut endpoint_config = quinn::EndpointConfig::new(Arc::new(reset_key.clone()));
+    // Connection ids a restarted broker still recognises, so it resets its
+    // predecessor's connections at once instead of letting them time out.
+    endpoint_config.cid_generator(move || Box::new(tls::connection_ids(&reset_key)));
     let listen = state.config.listen;
     let socket = quiver_sdk::transport::bind_udp(listen).map_err(|source| StartError::Listen {
         addr: listen,

@@ -183,6 +183,18 @@ pub fn reset_key(data_dir: &Path) -> Result<ring::hmac::Key, TlsError> {
     Ok(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &secret))
 }
 
+/// The generator of the connection ids this broker hands out, keyed by a value derived
+/// from the reset secret, so a restarted broker recognises its predecessor's ids and
+/// answers their packets with a stateless reset. Quinn's default generator is keyed per
+/// process: a restarted broker dropped old connections' packets as invalid, and clients
+/// waited out their idle timeout (about 10 s) before reconnecting.
+pub fn connection_ids(reset_key: &ring::hmac::Key) -> quinn_proto::HashedConnectionIdGenerator {
+    let derived = ring::hmac::sign(reset_key, b"quiver connection id key");
+    let mut key = [0u8; 8];
+    key.copy_from_slice(&derived.as_ref()[..8]);
+    quinn_proto::HashedConnectionIdGenerator::from_key(u64::from_le_bytes(key))
+}
+
 /// The rustls server configuration for QUIC: TLS 1.3 only, ALPN `quiver/1`. With
 /// `peer_ca`, a client may present a certificate, which must chain to that CA (the
 /// other brokers of the cluster do); clients without one are accepted as clients.
