@@ -225,6 +225,20 @@ fn now_ms_u64() -> u64 {
     u64::try_from(now_ms()).unwrap_or(0)
 }
 
+/// A number new to each process start, so that the controller tells a restart from a
+/// retry of the same registration: 64 bits from the OS's generator (Kafka's
+/// incarnation id is a random UUID). Clock and pid do not do: `ms ^ pid` of two starts
+/// coincide whenever the milliseconds and the pids between them differ by XOR-equal
+/// amounts, which a loaded machine's process churn makes likely enough.
+fn new_incarnation() -> Result<u64, String> {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 8];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| "no random bytes for this broker's incarnation".to_owned())?;
+    Ok(u64::from_le_bytes(bytes))
+}
+
 /// Registers this broker with the controller under `incarnation` (new per process
 /// start, so the controller tells a restart from a retry).
 async fn register(
@@ -290,8 +304,7 @@ pub async fn start(
         .cluster
         .get()
         .ok_or("the cluster member was not stored")?;
-    // A new number per process start, so the controller tells a restart from a retry.
-    let incarnation = u64::try_from(now_ms()).unwrap_or(0) ^ u64::from(std::process::id());
+    let incarnation = new_incarnation()?;
     if config.seeds.iter().all(|(id, _)| *id == config.node_id) {
         let deadline = tokio::time::Instant::now() + SINGLE_NODE_START_WAIT;
         loop {
@@ -804,5 +817,23 @@ async fn propose_accepted(
     {
         MetadataResponse::Rejected(err) => Err(rejected(&err)),
         answer => Ok(answer),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::new_incarnation;
+
+    /// Two processes of one broker must never register under the same incarnation:
+    /// the controller would take the second's registration for a retry of the
+    /// first's, fence nothing and elect nothing. (`ms ^ pid` repeats within a
+    /// millisecond here, the degenerate case of two starts that drew the same.)
+    #[test]
+    fn incarnations_do_not_repeat() {
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..10_000 {
+            let incarnation = new_incarnation().expect("random bytes");
+            assert!(seen.insert(incarnation), "{incarnation} drawn twice");
+        }
     }
 }

@@ -13,8 +13,10 @@ impl MetadataState {
     ) -> Result<MetadataResponse, CommandError> {
         validate_address(address)?;
         match self.brokers.get(&broker_id) {
-            // A retry of the registration that already went through.
-            Some(b) if b.incarnation == incarnation && b.address == address => {
+            // A retry of the registration that already went through: the same
+            // incarnation and address, and no heartbeat since (after one, the same
+            // number comes from another process, a restart).
+            Some(b) if b.incarnation == incarnation && b.address == address && !b.heartbeated => {
                 return Ok(MetadataResponse::BrokerRegistered {
                     broker_epoch: b.epoch,
                     leaders_elected: 0,
@@ -43,6 +45,7 @@ impl MetadataState {
                 epoch: broker_epoch,
                 fenced: false,
                 last_heartbeat_ms: now_ms,
+                heartbeated: false,
             },
         );
         let leaders_elected = self.elect_leaderless();
@@ -68,6 +71,7 @@ impl MetadataState {
         }
         // Proposers' clocks differ a little; the recorded time never goes back.
         broker.last_heartbeat_ms = broker.last_heartbeat_ms.max(now_ms);
+        broker.heartbeated = true;
         let unfenced = broker.fenced;
         broker.fenced = false;
         let leaders_elected = if unfenced { self.elect_leaderless() } else { 0 };

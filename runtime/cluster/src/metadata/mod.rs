@@ -47,6 +47,11 @@ pub struct BrokerRecord {
     pub fenced: bool,
     /// The proposer's clock at the last registration or heartbeat, in ms.
     pub last_heartbeat_ms: u64,
+    /// Whether a heartbeat of this registration was accepted. A process heartbeats
+    /// only once its registration is answered, so a registration that repeats this
+    /// incarnation afterwards is no retry: it is another process that drew the same.
+    #[serde(default)]
+    pub heartbeated: bool,
 }
 
 /// A topic and its partitions.

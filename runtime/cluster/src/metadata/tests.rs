@@ -981,6 +981,71 @@ fn a_restarted_leader_leads_again_only_in_a_new_epoch() {
 }
 
 #[test]
+fn a_restart_that_draws_its_last_incarnation_again_still_leads_in_a_new_epoch() {
+    // Two starts of a single-node broker on one address. Its incarnations were
+    // `now_ms ^ pid`: these starts, 2 113 ms and 2 113 pids apart (a loaded machine's
+    // process churn), drew the same number.
+    let (first_ms, first_pid) = (1_767_033_094_445_u64, 119_813_u64);
+    let (second_ms, second_pid) = (1_767_033_096_558_u64, 121_926_u64);
+    let incarnation = first_ms ^ first_pid;
+    assert_eq!(second_ms ^ second_pid, incarnation);
+    let register = |now_ms: u64| MetadataCommand::RegisterBroker {
+        broker_id: 1,
+        incarnation,
+        address: "127.0.0.1:7420".to_owned(),
+        now_ms,
+    };
+
+    let mut state = MetadataState::new();
+    let MetadataResponse::BrokerRegistered { broker_epoch, .. } =
+        ok(&mut state, register(first_ms))
+    else {
+        panic!("wrong answer");
+    };
+    // Until its first heartbeat, the same registration again is a retry.
+    let registered = state.clone();
+    assert_eq!(
+        ok(&mut state, register(first_ms + 20)),
+        MetadataResponse::BrokerRegistered {
+            broker_epoch,
+            leaders_elected: 0
+        }
+    );
+    assert_eq!(state, registered);
+    let heartbeat = |broker_epoch: u64, now_ms: u64| MetadataCommand::BrokerHeartbeat {
+        broker_id: 1,
+        broker_epoch,
+        now_ms,
+    };
+    ok(&mut state, heartbeat(broker_epoch, first_ms + 30));
+    ok(&mut state, create("solo", 1, 1));
+    let before = partition(&state, "solo");
+    assert_eq!((before.leader, before.leader_epoch), (Some(1), 0));
+
+    // kill -9; the next process registers under the same number.
+    let MetadataResponse::BrokerRegistered {
+        broker_epoch: next, ..
+    } = ok(&mut state, register(second_ms))
+    else {
+        panic!("wrong answer");
+    };
+    assert!(next > broker_epoch, "a restart gets a new broker epoch");
+    let after = partition(&state, "solo");
+    assert_eq!(after.leader, Some(1), "the only replica leads again");
+    assert!(
+        after.leader_epoch > before.leader_epoch,
+        "its log holds epoch {}, so it can lead only a newer one, not {}",
+        before.leader_epoch,
+        after.leader_epoch
+    );
+    assert_eq!(
+        refused(&mut state, heartbeat(broker_epoch, second_ms + 1)).name(),
+        "STALE_BROKER_EPOCH"
+    );
+    ok(&mut state, heartbeat(next, second_ms + 1));
+}
+
+#[test]
 fn an_adopted_topic_starts_at_the_epochs_its_logs_need() {
     let mut state = cluster(1);
     let adopt = MetadataCommand::AdoptTopic {

@@ -95,6 +95,29 @@ impl LogStore {
         let committed: Option<Option<LogId>> = read_meta(&dir.join(COMMITTED_FILE))?;
         let committed = committed.flatten();
         let purged = files.purged;
+        // A torn tail may only cut entries that were never committed: an entry is
+        // committed after its append was synced. If the log now ends before the
+        // committed index, committed metadata is gone (damaged storage, or a file
+        // truncated by hand) and openraft would fail on it obscurely: refuse clearly.
+        let log_end = entries
+            .keys()
+            .next_back()
+            .copied()
+            .or(purged.map(|p| p.index));
+        if let Some(committed) = committed
+            && log_end.is_none_or(|end| end < committed.index)
+        {
+            let end = log_end.map_or("no entry".to_owned(), |end| format!("index {end}"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "controller log {} ends at {end}, but index {} was committed (recorded in {}): committed cluster metadata is missing; see \"Controller log damage\" in docs/operations.md",
+                    dir.join(LOG_DIR).display(),
+                    committed.index,
+                    dir.join(COMMITTED_FILE).display(),
+                ),
+            ));
+        }
         Ok((
             Self {
                 files: Arc::new(Mutex::new(files)),
