@@ -178,3 +178,72 @@ async fn corrupt_last_batch_is_dropped_and_the_rest_served() {
     broker.restart();
     check_served(&broker, &produced, victim.base_offset).await;
 }
+
+/// The controller's log segment files of a broker's data directory.
+fn controller_segments(broker: &Broker) -> Vec<std::path::PathBuf> {
+    let dir = broker.data_dir.join("controller").join("log");
+    let mut segments: Vec<_> = std::fs::read_dir(&dir)
+        .expect("controller log directory")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    segments.sort();
+    segments
+}
+
+/// A torn tail in the controller's log (an append a crash interrupted) is cut and the
+/// broker starts with every topic; a log cut into committed entries is refused with
+/// one line naming its files and the documented way out, and nothing is changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_log_tail_cut_by_a_crash_is_recovered_and_lost_commits_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut broker = Broker::start(dir.path());
+    let client = broker.client().await;
+    for topic in ["kept-1", "kept-2", "kept-3"] {
+        client.create_topic(topic, 1, 1, &[]).await.expect("create");
+    }
+    client.close().await;
+    assert_eq!(broker.sigterm().code(), Some(0));
+
+    // A half-written frame at the end: cut on start, every topic still there.
+    let last = controller_segments(&broker).pop().expect("a segment");
+    let intact = std::fs::read(&last).expect("read segment");
+    let mut torn = intact.clone();
+    torn.extend_from_slice(&[200, 0, 0, 0, 1, 2, 3, 4, b'{']);
+    std::fs::write(&last, &torn).expect("write torn tail");
+    broker.restart();
+    let client = broker.client().await;
+    let topics: Vec<String> = client
+        .list_topics()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    for topic in ["kept-1", "kept-2", "kept-3"] {
+        assert!(topics.contains(&topic.to_owned()), "{topic} in {topics:?}");
+    }
+    assert!(broker.stderr().contains("cutting a torn tail"));
+    client.close().await;
+    assert_eq!(broker.sigterm().code(), Some(0));
+
+    // Committed entries cut away: refused by name, the files left as they were.
+    let last = controller_segments(&broker).pop().expect("a segment");
+    let whole = std::fs::read(&last).expect("read segment");
+    let cut = &whole[..whole.len() - 3];
+    std::fs::write(&last, cut).expect("cut committed entries");
+    let failure = Broker::try_spawn(&broker.data_dir, &[], None)
+        .err()
+        .expect("a log missing committed entries is refused");
+    assert!(
+        failure.stderr.contains("was committed")
+            && failure.stderr.contains("Controller log damage"),
+        "{}",
+        failure.stderr
+    );
+    assert_eq!(
+        std::fs::read(&last).expect("read segment"),
+        cut,
+        "nothing changed"
+    );
+}

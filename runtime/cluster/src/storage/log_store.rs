@@ -90,34 +90,28 @@ pub struct LogRecovery {
 impl LogStore {
     /// Opens (or creates) the log in `dir`, cutting a torn tail. Blocking.
     pub fn open(dir: &Path, lock: Arc<DirLock>) -> io::Result<(Self, LogRecovery)> {
-        let (files, entries, recovery) = LogFiles::open(&dir.join(LOG_DIR))?;
-        let vote = read_meta(&dir.join(VOTE_FILE))?;
         let committed: Option<Option<LogId>> = read_meta(&dir.join(COMMITTED_FILE))?;
         let committed = committed.flatten();
+        let (files, entries, recovery) =
+            LogFiles::open(&dir.join(LOG_DIR), committed.map(|c| c.index)).map_err(|e| {
+                match e {
+                    OpenError::Io(e) => e,
+                    OpenError::CommittedMissing { end } => {
+                        let end = end.map_or("no entry".to_owned(), |end| format!("index {end}"));
+                        io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!(
+                                "controller log {} ends at {end}, but index {} was committed (recorded in {}): committed cluster metadata is missing; see \"Controller log damage\" in docs/operations.md",
+                                dir.join(LOG_DIR).display(),
+                                committed.map_or(0, |c| c.index),
+                                dir.join(COMMITTED_FILE).display(),
+                            ),
+                        )
+                    }
+                }
+            })?;
+        let vote = read_meta(&dir.join(VOTE_FILE))?;
         let purged = files.purged;
-        // A torn tail may only cut entries that were never committed: an entry is
-        // committed after its append was synced. If the log now ends before the
-        // committed index, committed metadata is gone (damaged storage, or a file
-        // truncated by hand) and openraft would fail on it obscurely: refuse clearly.
-        let log_end = entries
-            .keys()
-            .next_back()
-            .copied()
-            .or(purged.map(|p| p.index));
-        if let Some(committed) = committed
-            && log_end.is_none_or(|end| end < committed.index)
-        {
-            let end = log_end.map_or("no entry".to_owned(), |end| format!("index {end}"));
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "controller log {} ends at {end}, but index {} was committed (recorded in {}): committed cluster metadata is missing; see \"Controller log damage\" in docs/operations.md",
-                    dir.join(LOG_DIR).display(),
-                    committed.index,
-                    dir.join(COMMITTED_FILE).display(),
-                ),
-            ));
-        }
         Ok((
             Self {
                 files: Arc::new(Mutex::new(files)),
@@ -314,7 +308,13 @@ struct LogFiles {
 }
 
 impl LogFiles {
-    fn open(dir: &Path) -> io::Result<(Self, BTreeMap<u64, LogEntry>, LogRecovery)> {
+    /// Opens the segments in `dir`. A torn tail of the last segment is cut, unless
+    /// entries up to `committed` would then be missing: that is refused before any
+    /// file is changed.
+    fn open(
+        dir: &Path,
+        committed: Option<u64>,
+    ) -> Result<(Self, BTreeMap<u64, LogEntry>, LogRecovery), OpenError> {
         fs::create_dir_all(dir)?;
         let purged: Option<LogId> = read_meta(&dir.join(PURGED_FILE))?;
         let live_from = purged.map_or(0, |p| p.index + 1);
@@ -343,6 +343,7 @@ impl LogFiles {
         let mut segments: Vec<Segment> = Vec::new();
         let mut entries = BTreeMap::new();
         let mut recovery = LogRecovery::default();
+        let mut torn = None;
         let count = names.len();
         for (i, (first_index, path)) in names.into_iter().enumerate() {
             let is_last = i + 1 == count;
@@ -352,16 +353,33 @@ impl LogFiles {
                 positions: Vec::new(),
                 end: 0,
             };
-            recovery.torn_bytes_cut += scan(&mut segment, is_last, live_from, &mut entries)?;
+            if let Some(cut) = scan(&mut segment, is_last, live_from, &mut entries)? {
+                torn = Some(cut);
+            }
             if let Some(previous) = segments.last()
                 && (previous.next_index() != segment.first_index || previous.positions.is_empty())
             {
-                return Err(corrupt(
-                    &segment.path,
-                    "does not follow the previous segment",
-                ));
+                return Err(corrupt(&segment.path, "does not follow the previous segment").into());
             }
             segments.push(segment);
+        }
+
+        // A torn tail may only hold entries that were never committed: an entry is
+        // committed after its append was synced. If the log ends before the committed
+        // index, committed metadata is gone (damaged storage, or a file truncated by
+        // hand): refuse, changing nothing.
+        let end = entries
+            .keys()
+            .next_back()
+            .copied()
+            .or(purged.map(|p| p.index));
+        if let Some(committed) = committed
+            && end.is_none_or(|end| end < committed)
+        {
+            return Err(OpenError::CommittedMissing { end });
+        }
+        if let Some(cut) = torn {
+            recovery.torn_bytes_cut += cut.apply()?;
         }
 
         // Finish a purge that a crash interrupted: drop segments holding only purged
@@ -386,7 +404,8 @@ impl LogFiles {
             return Err(corrupt(
                 &first.path,
                 &format!("the log has a gap: entries from {live_from} are missing"),
-            ));
+            )
+            .into());
         }
 
         let active = match segments.last() {
@@ -553,15 +572,54 @@ impl LogFiles {
     }
 }
 
+/// Why the segments could not be opened.
+enum OpenError {
+    Io(io::Error),
+    /// The log ends at `end` (or holds nothing), before the committed index.
+    CommittedMissing {
+        end: Option<u64>,
+    },
+}
+
+impl From<io::Error> for OpenError {
+    fn from(err: io::Error) -> Self {
+        OpenError::Io(err)
+    }
+}
+
+/// A torn tail found in the last segment, cut only once the open is otherwise sound.
+struct TornTail {
+    path: PathBuf,
+    at: u64,
+    cut: u64,
+    why: String,
+}
+
+impl TornTail {
+    /// Cuts the file at the last whole frame; returns the bytes cut.
+    fn apply(self) -> io::Result<u64> {
+        tracing::warn!(
+            segment = %self.path.display(),
+            offset = self.at,
+            bytes = self.cut,
+            "controller log: cutting a torn tail ({})", self.why
+        );
+        let file = OpenOptions::new().write(true).open(&self.path)?;
+        file.set_len(self.at)?;
+        file.sync_all()?;
+        Ok(self.cut)
+    }
+}
+
 /// Reads a segment's frames into `entries` (those from `live_from` on). A bad frame
-/// in the last segment is a torn append: the file is cut there and the bytes cut are
-/// returned. Anywhere else it is corruption.
+/// in the last segment is a torn append: returned for the caller to cut. Anywhere
+/// else it is corruption.
 fn scan(
     segment: &mut Segment,
     is_last: bool,
     live_from: u64,
     entries: &mut BTreeMap<u64, LogEntry>,
-) -> io::Result<u64> {
+) -> io::Result<Option<TornTail>> {
     let len = fs::metadata(&segment.path)?.len();
     if len > SEGMENT_FILE_BYTES_MAX {
         return Err(corrupt(&segment.path, &format!("{len} bytes is too large")));
@@ -592,18 +650,13 @@ fn scan(
                 at += used;
             }
             Err(why) if is_last => {
-                let cut = bytes.len() - at;
-                tracing::warn!(
-                    segment = %segment.path.display(),
-                    offset = at,
-                    bytes = cut,
-                    "controller log: cutting a torn tail ({why})"
-                );
-                let file = OpenOptions::new().write(true).open(&segment.path)?;
-                file.set_len(at as u64)?;
-                file.sync_all()?;
                 segment.end = at as u64;
-                return Ok(cut as u64);
+                return Ok(Some(TornTail {
+                    path: segment.path.clone(),
+                    at: at as u64,
+                    cut: (bytes.len() - at) as u64,
+                    why,
+                }));
             }
             Err(why) => {
                 return Err(corrupt(&segment.path, &format!("offset {at}: {why}")));
@@ -611,7 +664,7 @@ fn scan(
         }
     }
     segment.end = at as u64;
-    Ok(0)
+    Ok(None)
 }
 
 fn read_meta<T: serde::de::DeserializeOwned>(path: &Path) -> io::Result<Option<T>> {
