@@ -15,8 +15,9 @@ use quiver_wire::frame::{FRAME_LENGTH_BYTES, RESPONSE_HEAD_BYTES, frame_length, 
 use quiver_wire::message::*;
 pub use quiver_wire::plugin::PluginCall;
 use quiver_wire::plugin::{
-    Attachment, PLUGIN_MODULE_BYTES_MAX, PluginAttachRequest, PluginDetachRequest, PluginInfo,
-    PluginListRequest, PluginUploadRequest, validate_params, validate_plugin_name,
+    Attachment, PLUGIN_MODULE_BYTES_MAX, PluginAttachRequest, PluginDeleteRequest,
+    PluginDetachRequest, PluginInfo, PluginListRequest, PluginUploadRequest, validate_params,
+    validate_plugin_name,
 };
 use quiver_wire::topic::validate_topic_name;
 
@@ -609,6 +610,16 @@ impl Client {
         self.call(&PluginDetachRequest {
             topic: topic.to_owned(),
             plugin: plugin.to_owned(),
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Deletes plugin `name` and its stored versions; refused with `PLUGIN_IN_USE`
+    /// while a topic has it attached.
+    pub async fn delete_plugin(&self, name: &str) -> Result<(), RequestError> {
+        self.call(&PluginDeleteRequest {
+            name: name.to_owned(),
         })
         .await
         .map(|_| ())

@@ -897,3 +897,65 @@ async fn produce_stage_dead_letter_cycles_are_refused() {
         .await
         .expect("fetch-stage dead letters may point anywhere");
 }
+
+/// The `.wasm` and `.cwasm` files a broker's plugin registry holds.
+fn plugin_files(broker: &Broker) -> Vec<String> {
+    let mut names = Vec::new();
+    for sub in ["modules", "compiled"] {
+        let dir = broker.data_dir.join("plugins").join(sub);
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            names.extend(
+                entries.map(|e| e.expect("entry").file_name().to_string_lossy().into_owned()),
+            );
+        }
+    }
+    names.sort();
+    names
+}
+
+/// `quiver plugin delete` is refused while a topic has the plugin attached (and the
+/// topic's consumers keep receiving what they did); once detached it deletes the
+/// plugin, and a replaced or deleted version leaves no file behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_is_deleted_only_once_detached_and_leaves_no_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(dir.path());
+    let client = broker.client().await;
+    client
+        .create_topic("kept", 1, 1, &[])
+        .await
+        .expect("create");
+    upload(&client, "evens", &filter_filling(0x55)).await;
+    upload(&client, "evens", &filter_filling(0xff)).await;
+    assert_eq!(
+        plugin_files(&broker).len(),
+        2,
+        "the replaced version's files are gone"
+    );
+    attach(&client, "kept", "evens", PluginStage::Fetch, OnError::Fail).await;
+
+    let refused = broker.cli(&["plugin", "delete", "evens"]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("PLUGIN_IN_USE") && stderr.contains("`kept`"),
+        "{stderr}"
+    );
+    let err = client.delete_plugin("evens").await.expect_err("attached");
+    assert_eq!(err.code(), Some(ErrorCode::PluginInUse), "{err}");
+    let (plugins, attachments) = client.list_plugins().await.expect("list");
+    assert_eq!(
+        (plugins.len(), attachments.len()),
+        (1, 1),
+        "nothing changed"
+    );
+
+    client.detach_plugin("kept", "evens").await.expect("detach");
+    let deleted = broker.cli(&["plugin", "delete", "evens"]);
+    assert!(deleted.status.success(), "{deleted:?}");
+    let (plugins, _) = client.list_plugins().await.expect("list");
+    assert!(plugins.is_empty(), "{plugins:?}");
+    assert_eq!(plugin_files(&broker), Vec::<String>::new());
+    let err = client.delete_plugin("evens").await.expect_err("gone");
+    assert_eq!(err.code(), Some(ErrorCode::UnknownPlugin), "{err}");
+}

@@ -498,6 +498,7 @@ pub(crate) fn rejected(err: &quiver_cluster::CommandError) -> RequestError {
         "UNKNOWN_TOPIC_OR_PARTITION" => ErrorCode::UnknownPartition,
         "INVALID_PLUGIN" | "INVALID_ATTACHMENT" => ErrorCode::InvalidPlugin,
         "UNKNOWN_PLUGIN" | "NOT_ATTACHED" => ErrorCode::UnknownPlugin,
+        "PLUGIN_ATTACHED" => ErrorCode::PluginInUse,
         _ => ErrorCode::InvalidRequest,
     };
     RequestError::new(code, format!("controller refused: {err}"))

@@ -160,6 +160,7 @@ pub const CONFIG_KEYS: &[&str] = &[
     "plugin_module_bytes_max",
     "plugin_memory_bytes_max",
     "plugin_call_ms_max",
+    "plugin_call_wall_ms_max",
     "replica_lag_max_ms",
     "broker_session_timeout_ms",
     "offsets_retention_ms",
@@ -356,6 +357,13 @@ impl BrokerConfig {
                     return Err(invalid(format!("{v} is not between 100 and 600000 ms")));
                 }
                 self.replica_lag_max_ms = v;
+            }
+            "plugin_call_wall_ms_max" => {
+                let v = int(value)?;
+                if !(1..=600_000).contains(&v) {
+                    return Err(invalid(format!("{v} is not between 1 and 600000 ms")));
+                }
+                self.plugins.call_wall_time_max = Duration::from_millis(v);
             }
             "plugin_call_ms_max" => {
                 let v = int(value)?;

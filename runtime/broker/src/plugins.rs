@@ -154,6 +154,22 @@ pub async fn detach(
     Ok(Outgoing::Frame(Empty.encode_frame()))
 }
 
+/// Deletes a plugin no topic has attached, through the controller; every broker then
+/// removes it and its files when it follows the controller's registry.
+pub async fn delete(
+    req: quiver_wire::plugin::PluginDeleteRequest,
+    state: &BrokerState,
+) -> Result<Outgoing, RequestError> {
+    let member = crate::cluster::member(state)?;
+    let command = MetadataCommand::DeletePlugin {
+        name: req.name.clone(),
+    };
+    crate::cluster::propose_plugin_change(member, command).await?;
+    sync_with_controller(state, member).await;
+    tracing::info!(plugin = %req.name, "plugin deleted");
+    Ok(Outgoing::Frame(Empty.encode_frame()))
+}
+
 /// Refuses a produce-stage attachment whose dead-letter topic leads back, through
 /// other produce-stage dead-letter attachments, to its own topic. A produce-stage dead
 /// letter is written while the source partition's replica is locked; in a cycle two

@@ -124,6 +124,7 @@ pub struct RunningBroker {
     admin_task: tokio::task::JoinHandle<()>,
     retention_task: tokio::task::JoinHandle<()>,
     session_task: tokio::task::JoinHandle<()>,
+    trim_task: tokio::task::JoinHandle<()>,
     _lock: DataDirLock,
 }
 
@@ -326,6 +327,7 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
     }
     let retention_task = tokio::spawn(retention_loop(Arc::clone(&state)));
     let session_task = tokio::spawn(session_loop(Arc::clone(&state)));
+    let trim_task = tokio::spawn(trim_loop(Arc::clone(&state)));
     state.ready.store(true, Ordering::Release);
     tracing::info!(%quic_addr, %admin_addr, data_dir = %state.config.data_dir.display(), "broker ready");
     Ok(RunningBroker {
@@ -337,6 +339,7 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
         admin_task,
         retention_task,
         session_task,
+        trim_task,
         _lock: lock,
     })
 }
@@ -374,6 +377,7 @@ impl RunningBroker {
         self.accept_task.abort();
         self.retention_task.abort();
         self.session_task.abort();
+        self.trim_task.abort();
         // Waiting for every permit means every in-flight request has answered.
         let all = u32::try_from(state.config.requests_in_flight_max).unwrap_or(u32::MAX);
         if tokio::time::timeout(SHUTDOWN_DRAIN_MAX, state.in_flight.acquire_many(all))
@@ -760,6 +764,38 @@ async fn read_frame(
     }
     RequestFrame::parse(body)
         .map_err(|e| RequestError::new(ErrorCode::MalformedFrame, e.to_string()))
+}
+
+/// How often the broker checks whether a burst of requests ended.
+pub const TRIM_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+/// Request bytes held at some check that make the next quiet check give memory back.
+pub const TRIM_AFTER_REQUEST_BYTES: usize = 32 * 1024 * 1024;
+
+/// Gives memory back to the system once a burst of requests has ended. The allocator
+/// (glibc's) keeps freed memory in its arenas for reuse, so after a flood of large
+/// requests the broker's resident memory stayed at its peak (205 MiB after a 64 MiB
+/// half-sent-frame flood, against 24 MiB before); `malloc_trim` returns the free
+/// pages of every arena. It runs only after a burst, when nothing large is in flight.
+async fn trim_loop(state: Arc<BrokerState>) {
+    let mut tick = tokio::time::interval(TRIM_CHECK_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut burst = false;
+    loop {
+        tick.tick().await;
+        let held = state.admission.request_bytes();
+        if held >= TRIM_AFTER_REQUEST_BYTES {
+            burst = true;
+        } else if burst && held < TRIM_AFTER_REQUEST_BYTES / 8 {
+            burst = false;
+            let trimmed = tokio::task::spawn_blocking(|| {
+                // SAFETY: malloc_trim only returns free memory to the system; it
+                // touches no memory the program holds.
+                unsafe { libc::malloc_trim(0) }
+            })
+            .await;
+            tracing::debug!(?trimmed, "memory given back after a burst of requests");
+        }
+    }
 }
 
 /// How often group sessions are checked for expiry.

@@ -52,6 +52,12 @@ pub enum PluginCommand {
         #[command(flatten)]
         connect: ConnectArgs,
     },
+    /// Delete a plugin and its stored versions (refused while a topic has it attached).
+    Delete {
+        name: String,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
     /// Run a plugin locally, without a broker: input lines in, surviving or mapped
     /// lines out.
     Test {
@@ -142,6 +148,14 @@ pub async fn run(command: PluginCommand) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("cannot detach `{name}` from `{topic}`"))?;
             println!("detached {name} from {topic}");
+        }
+        PluginCommand::Delete { name, connect } => {
+            let client = connect.connect().await?;
+            client
+                .delete_plugin(&name)
+                .await
+                .with_context(|| format!("cannot delete `{name}`"))?;
+            println!("deleted {name}");
         }
         PluginCommand::Test {
             file,

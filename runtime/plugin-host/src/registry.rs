@@ -240,6 +240,33 @@ impl Registry {
         self.dir.join("compiled").join(format!("{version}.cwasm"))
     }
 
+    /// Removes the module and compiled files of versions `manifest` no longer names
+    /// (replaced or deleted). Calls in progress keep running: an instance holds its
+    /// compiled code in memory, not in these files. A file that cannot be removed is
+    /// logged and tried again at the next change.
+    fn remove_unused_files(&self, manifest: &Manifest) {
+        let current: std::collections::BTreeSet<&str> = manifest
+            .plugins
+            .iter()
+            .map(|p| p.version.as_str())
+            .collect();
+        for (dir, extension) in [("modules", "wasm"), ("compiled", "cwasm")] {
+            let Ok(files) = fs::read_dir(self.dir.join(dir)) else {
+                continue;
+            };
+            for path in files.filter_map(|f| f.ok().map(|f| f.path())) {
+                let unused = path.extension().is_some_and(|e| e == extension)
+                    && path
+                        .file_stem()
+                        .and_then(|s| s.to_str())
+                        .is_some_and(|version| !current.contains(version));
+                if unused && let Err(err) = fs::remove_file(&path) {
+                    tracing::warn!(path = %path.display(), %err, "cannot remove an unused plugin file");
+                }
+            }
+        }
+    }
+
     /// Loads a stored version: machine code from the cache when wasmtime accepts it,
     /// else compiled from the module (and the cache rewritten).
     fn load(&self, name: &str, version: &str) -> Result<Plugin, RegistryError> {
@@ -342,6 +369,7 @@ impl Registry {
                 plugin: Arc::new(plugin),
             },
         );
+        self.remove_unused_files(&next);
         Ok(info)
     }
 
@@ -379,9 +407,12 @@ impl Registry {
         next.plugins.retain(|p| p.name != name);
         next.attachments.retain(|a| a.plugin != name);
         self.persist(&next)?;
-        let mut state = self.write_state();
-        state.plugins.remove(name);
-        state.attachments.retain(|a| a.plugin != name);
+        {
+            let mut state = self.write_state();
+            state.plugins.remove(name);
+            state.attachments.retain(|a| a.plugin != name);
+        }
+        self.remove_unused_files(&next);
         Ok(())
     }
 

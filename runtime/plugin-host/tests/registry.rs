@@ -188,3 +188,48 @@ fn bad_requests_are_refused_with_their_reason() {
     ));
     assert!(registry.list().1.is_empty());
 }
+
+/// The files under `dir` (relative names), sorted.
+fn files_under(dir: &std::path::Path) -> Vec<String> {
+    let mut names = Vec::new();
+    for sub in ["modules", "compiled"] {
+        if let Ok(entries) = std::fs::read_dir(dir.join(sub)) {
+            for entry in entries {
+                let entry = entry.expect("entry");
+                names.push(format!("{sub}/{}", entry.file_name().to_string_lossy()));
+            }
+        }
+    }
+    names.sort();
+    names
+}
+
+#[test]
+fn replaced_and_removed_versions_leave_no_files_behind() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let registry = open(dir.path());
+    let first = registry
+        .upload("filter", &module(&keep_even()), 1_000)
+        .expect("uploads");
+    let other = registry
+        .upload("other", &module(&keep_even()), 1_000)
+        .expect("uploads the same module under another name");
+    assert_eq!(first.version, other.version);
+    let second = registry
+        .upload("filter", &module(&common::filter_filling(7)), 2_000)
+        .expect("replaces");
+    // The first version is still `other`'s: its files stay.
+    let both = files_under(dir.path());
+    assert_eq!(both.len(), 4, "{both:?}");
+    assert!(both.iter().any(|f| f.contains(&first.version)));
+    assert!(both.iter().any(|f| f.contains(&second.version)));
+
+    registry.remove("filter").expect("removes");
+    let left = files_under(dir.path());
+    assert!(
+        left.iter().all(|f| f.contains(&first.version)),
+        "a removed version's files are gone: {left:?}"
+    );
+    registry.remove("other").expect("removes");
+    assert_eq!(files_under(dir.path()), Vec::<String>::new());
+}

@@ -25,10 +25,11 @@ pub enum ApiKey {
     ClusterStatus,
     ReplicaFetch,
     PluginModule,
+    PluginDelete,
 }
 
 impl ApiKey {
-    pub const ALL: [ApiKey; 21] = [
+    pub const ALL: [ApiKey; 22] = [
         ApiKey::Produce,
         ApiKey::Fetch,
         ApiKey::ListOffsets,
@@ -50,6 +51,7 @@ impl ApiKey {
         ApiKey::ClusterStatus,
         ApiKey::ReplicaFetch,
         ApiKey::PluginModule,
+        ApiKey::PluginDelete,
     ];
 
     pub const fn code(self) -> u16 {
@@ -75,6 +77,7 @@ impl ApiKey {
             ApiKey::ClusterStatus => 19,
             ApiKey::ReplicaFetch => 20,
             ApiKey::PluginModule => 21,
+            ApiKey::PluginDelete => 22,
         }
     }
 
@@ -106,6 +109,7 @@ impl ApiKey {
             ApiKey::ClusterStatus => "cluster_status",
             ApiKey::ReplicaFetch => "replica_fetch",
             ApiKey::PluginModule => "plugin_module",
+            ApiKey::PluginDelete => "plugin_delete",
         }
     }
 
@@ -152,6 +156,7 @@ mod tests {
             (19, "cluster_status"),
             (20, "replica_fetch"),
             (21, "plugin_module"),
+            (22, "plugin_delete"),
         ];
         assert_eq!(pinned.len(), ApiKey::ALL.len());
         for (key, (code, name)) in ApiKey::ALL.iter().zip(pinned) {

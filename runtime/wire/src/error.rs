@@ -61,11 +61,13 @@ pub enum ErrorCode {
     NotEnoughReplicasAfterAppend,
     /// A broker-to-broker API called without a certificate from the cluster's CA.
     ClusterAuthorizationFailed,
+    /// A plugin that topics still have attached cannot be deleted: detach it first.
+    PluginInUse,
 }
 
 impl ErrorCode {
     /// Every code, in numeric order.
-    pub const ALL: [ErrorCode; 32] = [
+    pub const ALL: [ErrorCode; 33] = [
         ErrorCode::Unknown,
         ErrorCode::UnknownTopic,
         ErrorCode::InvalidTopicName,
@@ -98,6 +100,7 @@ impl ErrorCode {
         ErrorCode::PluginUnavailable,
         ErrorCode::NotEnoughReplicasAfterAppend,
         ErrorCode::ClusterAuthorizationFailed,
+        ErrorCode::PluginInUse,
     ];
 
     /// The number on the wire. 0 means success and is not an error code.
@@ -135,6 +138,7 @@ impl ErrorCode {
             ErrorCode::PluginUnavailable => 30,
             ErrorCode::NotEnoughReplicasAfterAppend => 31,
             ErrorCode::ClusterAuthorizationFailed => 32,
+            ErrorCode::PluginInUse => 33,
         }
     }
 
@@ -178,6 +182,7 @@ impl ErrorCode {
             ErrorCode::PluginUnavailable => "PLUGIN_UNAVAILABLE",
             ErrorCode::NotEnoughReplicasAfterAppend => "NOT_ENOUGH_REPLICAS_AFTER_APPEND",
             ErrorCode::ClusterAuthorizationFailed => "CLUSTER_AUTHORIZATION_FAILED",
+            ErrorCode::PluginInUse => "PLUGIN_IN_USE",
         }
     }
 
@@ -246,6 +251,7 @@ mod tests {
             (30, "PLUGIN_UNAVAILABLE", true),
             (31, "NOT_ENOUGH_REPLICAS_AFTER_APPEND", true),
             (32, "CLUSTER_AUTHORIZATION_FAILED", false),
+            (33, "PLUGIN_IN_USE", false),
         ];
         assert_eq!(pinned.len(), ErrorCode::ALL.len());
         for (code, (number, name, retriable)) in ErrorCode::ALL.iter().zip(pinned) {

@@ -791,6 +791,7 @@ pub enum Request {
     ClusterStatus(crate::cluster::ClusterStatusRequest),
     ReplicaFetch(crate::cluster::ReplicaFetchRequest),
     PluginModule(crate::plugin::PluginModuleRequest),
+    PluginDelete(crate::plugin::PluginDeleteRequest),
 }
 
 impl Request {
@@ -856,6 +857,9 @@ impl Request {
             ApiKey::PluginModule => {
                 Request::PluginModule(crate::plugin::PluginModuleRequest::decode_body(body)?)
             }
+            ApiKey::PluginDelete => {
+                Request::PluginDelete(crate::plugin::PluginDeleteRequest::decode_body(body)?)
+            }
         })
     }
 
@@ -882,6 +886,7 @@ impl Request {
             Request::ClusterStatus(_) => ApiKey::ClusterStatus,
             Request::ReplicaFetch(_) => ApiKey::ReplicaFetch,
             Request::PluginModule(_) => ApiKey::PluginModule,
+            Request::PluginDelete(_) => ApiKey::PluginDelete,
         }
     }
 }

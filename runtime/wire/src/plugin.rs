@@ -483,6 +483,30 @@ impl Rpc for PluginDetachRequest {
     }
 }
 
+/// Deletes a plugin that no topic has attached: `[name:string]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginDeleteRequest {
+    pub name: String,
+}
+
+impl Rpc for PluginDeleteRequest {
+    const API: ApiKey = ApiKey::PluginDelete;
+    type Response = Empty;
+
+    fn encode_body(&self, buf: &mut BytesMut) {
+        buf.put_string(&self.name);
+    }
+
+    fn decode_body(body: BytesMut) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(&body);
+        let out = Self {
+            name: r.string("name")?,
+        };
+        r.finish()?;
+        Ok(out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -518,6 +542,9 @@ mod tests {
         });
         round_trip(PluginAttachRequest {
             attachment: attachment(),
+        });
+        round_trip(PluginDeleteRequest {
+            name: "filter".into(),
         });
         round_trip(PluginDetachRequest {
             topic: "orders".into(),

@@ -128,6 +128,7 @@ api_table! {
         PluginList => plugins::list,
         PluginAttach => plugins::attach,
         PluginDetach => plugins::detach,
+        PluginDelete => plugins::delete,
         ClusterStatus => controller::status,
     }
     broker_peer {

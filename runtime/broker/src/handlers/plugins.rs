@@ -2,8 +2,8 @@
 //! brokers. The work lives in [`crate::plugins`]; these rows only adapt it to the table.
 
 use quiver_wire::plugin::{
-    PluginAttachRequest, PluginDetachRequest, PluginListRequest, PluginModuleRequest,
-    PluginUploadRequest,
+    PluginAttachRequest, PluginDeleteRequest, PluginDetachRequest, PluginListRequest,
+    PluginModuleRequest, PluginUploadRequest,
 };
 
 use super::{Call, Outgoing, PeerProof, RequestError};
@@ -34,6 +34,13 @@ pub(super) async fn detach(
     call: &Call<'_>,
 ) -> Result<Outgoing, RequestError> {
     crate::plugins::detach(req, call.state).await
+}
+
+pub(super) async fn delete(
+    req: PluginDeleteRequest,
+    call: &Call<'_>,
+) -> Result<Outgoing, RequestError> {
+    crate::plugins::delete(req, call.state).await
 }
 
 /// Another broker fetching a module it was told to install.

@@ -96,6 +96,8 @@ pub enum MetadataCommand {
     },
     /// Removes every attachment of the plugin to the topic.
     DetachPlugin { topic: String, plugin: String },
+    /// Forgets a plugin no topic has attached.
+    DeletePlugin { name: String },
     /// Stores a consumer group's committed offsets, all or none.
     CommitOffsets {
         group: String,
@@ -129,6 +131,7 @@ impl MetadataCommand {
             MetadataCommand::UploadPlugin { .. } => "upload_plugin",
             MetadataCommand::AttachPlugin { .. } => "attach_plugin",
             MetadataCommand::DetachPlugin { .. } => "detach_plugin",
+            MetadataCommand::DeletePlugin { .. } => "delete_plugin",
             MetadataCommand::CommitOffsets { .. } => "commit_offsets",
             MetadataCommand::ExpireOffsets { .. } => "expire_offsets",
         }
@@ -199,6 +202,7 @@ pub enum MetadataResponse {
     PluginDetached {
         removed: u32,
     },
+    PluginDeleted,
     OffsetsCommitted {
         count: u32,
     },

@@ -73,6 +73,8 @@ pub enum CommandError {
     TooManyAttachments { topic: String, max: usize },
     #[error("plugin `{plugin}` is not attached to topic `{topic}`")]
     NotAttached { topic: String, plugin: String },
+    #[error("plugin `{plugin}` is attached to {topics}: detach it first")]
+    PluginAttached { plugin: String, topics: String },
     #[error(
         "dead-letter topic `{target}` leads back to `{topic}` through produce-stage dead-letter attachments: a cycle could stall both topics"
     )]
@@ -115,6 +117,7 @@ impl CommandError {
             CommandError::InvalidAttachment(_) => "INVALID_ATTACHMENT",
             CommandError::TooManyAttachments { .. } => "TOO_MANY_ATTACHMENTS",
             CommandError::NotAttached { .. } => "NOT_ATTACHED",
+            CommandError::PluginAttached { .. } => "PLUGIN_ATTACHED",
             CommandError::DeadLetterCycle { .. } => "DEAD_LETTER_CYCLE",
             CommandError::InvalidOffsetCommit(_) => "INVALID_OFFSET_COMMIT",
             CommandError::TooManyOffsets { .. } => "TOO_MANY_OFFSETS",
@@ -256,6 +259,13 @@ mod tests {
                     plugin: String::new(),
                 },
                 "NOT_ATTACHED",
+            ),
+            (
+                CommandError::PluginAttached {
+                    plugin: String::new(),
+                    topics: String::new(),
+                },
+                "PLUGIN_ATTACHED",
             ),
             (
                 CommandError::DeadLetterCycle {

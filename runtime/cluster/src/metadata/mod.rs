@@ -206,6 +206,7 @@ impl MetadataState {
                 on_error,
             } => self.attach_plugin(topic, plugin, stage, params, on_error),
             MetadataCommand::DetachPlugin { topic, plugin } => self.detach_plugin(topic, plugin),
+            MetadataCommand::DeletePlugin { name } => self.delete_plugin(name),
             MetadataCommand::CommitOffsets {
                 group,
                 offsets,

@@ -167,6 +167,35 @@ impl MetadataState {
     }
 }
 
+impl MetadataState {
+    /// Forgets plugin `name`, refused while any topic has it attached (its batches
+    /// would fail) so that a delete never changes what a topic's consumers receive.
+    pub(super) fn delete_plugin(&mut self, name: &str) -> Result<MetadataResponse, CommandError> {
+        if !self.plugins.contains_key(name) {
+            return Err(CommandError::UnknownPlugin(name.to_owned()));
+        }
+        let mut topics: Vec<&str> = self
+            .attachments
+            .iter()
+            .filter(|a| a.plugin == name)
+            .map(|a| a.topic.as_str())
+            .collect();
+        topics.dedup();
+        if !topics.is_empty() {
+            return Err(CommandError::PluginAttached {
+                plugin: name.to_owned(),
+                topics: topics
+                    .iter()
+                    .map(|t| format!("`{t}`"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
+        self.plugins.remove(name);
+        Ok(MetadataResponse::PluginDeleted)
+    }
+}
+
 /// 1 to 128 of `[A-Za-z0-9._-]`, as `quiver-wire` checks them.
 fn validate_plugin_name(name: &str) -> Result<(), CommandError> {
     if name.is_empty()

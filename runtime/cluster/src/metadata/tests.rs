@@ -584,6 +584,48 @@ fn commit(group: &str, offsets: &[(&str, u32, u64)]) -> MetadataCommand {
 }
 
 #[test]
+fn a_plugin_is_deleted_only_when_no_topic_has_it_attached() {
+    let mut state = cluster(1);
+    ok(&mut state, create("t", 1, 1));
+    ok(&mut state, upload("p", "aa"));
+    ok(&mut state, attach("t", "p"));
+    let before = state.clone();
+    let refused_delete = refused(
+        &mut state,
+        MetadataCommand::DeletePlugin {
+            name: "p".to_owned(),
+        },
+    );
+    assert_eq!(refused_delete.name(), "PLUGIN_ATTACHED");
+    assert!(
+        refused_delete.to_string().contains("`t`"),
+        "{refused_delete}"
+    );
+    assert_eq!(state, before, "a refused delete changes nothing");
+    ok(
+        &mut state,
+        MetadataCommand::DetachPlugin {
+            topic: "t".to_owned(),
+            plugin: "p".to_owned(),
+        },
+    );
+    assert_eq!(
+        ok(
+            &mut state,
+            MetadataCommand::DeletePlugin {
+                name: "p".to_owned()
+            }
+        ),
+        MetadataResponse::PluginDeleted
+    );
+    assert!(state.plugins().is_empty());
+    let again = MetadataCommand::DeletePlugin {
+        name: "p".to_owned(),
+    };
+    assert_eq!(refused(&mut state, again).name(), "UNKNOWN_PLUGIN");
+}
+
+#[test]
 fn plugins_upload_attach_detach() {
     let mut state = cluster(1);
     ok(&mut state, create("t", 1, 1));

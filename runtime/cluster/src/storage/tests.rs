@@ -380,22 +380,30 @@ fn a_directory_serves_one_controller_at_a_time() {
     DirLock::acquire(dir.path()).expect("free again");
 }
 
-#[tokio::test]
-async fn a_log_that_lost_committed_entries_is_refused_by_name() {
+/// A log of five entries (indexes 0 to 4) with `committed` saved, whose last entry's
+/// last bytes were then cut away.
+async fn log_with_its_last_entry_cut(committed: u64) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
     {
         let (mut log, _) = open(dir.path());
         log.blocking_append((0..5).map(|i| blank(1, i)))
             .await
             .expect("appends");
-        log.save_committed(Some(log_id(1, 4)))
+        log.save_committed(Some(log_id(1, committed)))
             .await
             .expect("saves committed");
     }
-    // The last whole entry (a committed one) is cut off.
     let segment = segments(dir.path()).pop().expect("one segment");
     let bytes = fs::read(&segment).expect("reads");
     fs::write(&segment, &bytes[..bytes.len() - 3]).expect("writes");
+    dir
+}
+
+#[tokio::test]
+async fn a_log_that_lost_committed_entries_is_refused_by_name() {
+    let dir = log_with_its_last_entry_cut(4).await;
+    let segment = segments(dir.path()).pop().expect("one segment");
+    let before = fs::read(&segment).expect("reads");
     let lock = Arc::new(DirLock::acquire(dir.path()).expect("free"));
     let error = LogStore::open(dir.path(), lock).err().expect("refuses");
     assert_eq!(error.kind(), std::io::ErrorKind::InvalidData, "{error}");
@@ -403,21 +411,14 @@ async fn a_log_that_lost_committed_entries_is_refused_by_name() {
     assert!(message.contains("ends at index 3"), "{message}");
     assert!(message.contains("index 4 was committed"), "{message}");
     assert!(message.contains("Controller log damage"), "{message}");
+    assert_eq!(
+        fs::read(&segment).expect("reads"),
+        before,
+        "a refusal changes no file"
+    );
 
-    // Uncommitted entries cut the same way are recovered silently.
-    let dir = tempfile::tempdir().expect("tempdir");
-    {
-        let (mut log, _) = open(dir.path());
-        log.blocking_append((0..5).map(|i| blank(1, i)))
-            .await
-            .expect("appends");
-        log.save_committed(Some(log_id(1, 3)))
-            .await
-            .expect("saves committed");
-    }
-    let segment = segments(dir.path()).pop().expect("one segment");
-    let bytes = fs::read(&segment).expect("reads");
-    fs::write(&segment, &bytes[..bytes.len() - 3]).expect("writes");
+    // Uncommitted entries cut the same way are recovered.
+    let dir = log_with_its_last_entry_cut(3).await;
     let lock = Arc::new(DirLock::acquire(dir.path()).expect("free"));
     let (mut log, recovery) = LogStore::open(dir.path(), lock).expect("opens");
     assert!(recovery.torn_bytes_cut > 0);

@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod synth;
+
 use bytes::Bytes;
 use quiver_wire::batch::DecodedRecord;
 
