@@ -398,6 +398,10 @@ async fn plugin_modules_past_the_compile_limits_are_refused_by_name() {
         "{err}"
     );
     assert!(err.to_string().contains("module_functions_max"), "{err}");
+    assert!(
+        scene.broker.stderr().contains("plugin upload refused"),
+        "the broker logs the refusal"
+    );
     let (plugins, _) = scene.client.list_plugins().await.expect("list");
     assert!(
         plugins.is_empty(),

@@ -63,7 +63,10 @@ pub async fn upload(
 ) -> Result<Outgoing, RequestError> {
     let member = crate::cluster::member(state)?;
     // Compiling a module takes tens of milliseconds to seconds.
-    let info = blocking(|| state.plugins.upload(&req.name, &req.module, now_ms()))?;
+    let info = blocking(|| state.plugins.upload(&req.name, &req.module, now_ms()))
+        .inspect_err(|err| {
+            tracing::warn!(plugin = %req.name, size = req.module.len(), %err, "plugin upload refused");
+        })?;
     crate::cluster::propose_plugin_change(member, upload_command(&info)).await?;
     await_second_copy(member, &info.name, &info.version).await?;
     tracing::info!(plugin = %info.name, version = %info.version, kind = %info.kind, size = info.size, "plugin uploaded");
