@@ -206,9 +206,9 @@ async fn half_sent_maximal_frames_hold_only_the_senders_share() {
         peak / 1024
     );
     // The share (64 MiB), QUIC's windows (16 MiB a connection) and allocator slack;
-    // reading every offered byte would take 512 MiB.
+    // reading every offered byte (the old frame reader) would take 512 MiB.
     assert!(
-        growth_mib < 320,
+        growth_mib < 400,
         "broker peak RSS grew by {growth_mib} MiB under 512 MiB of half-sent frames"
     );
     let scene = scene.produce_and_fetch(1).await;
