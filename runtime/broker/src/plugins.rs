@@ -44,6 +44,10 @@ impl From<RegistryError> for RequestError {
             RegistryError::TooManyAttachments { .. }
             | RegistryError::TooManyPlugins
             | RegistryError::DeadLetterLoop(_) => ErrorCode::InvalidRequest,
+            // Other uploads held the compiler: the same upload can succeed later.
+            RegistryError::Plugin(quiver_plugin_host::PluginError::CompileBusy(_)) => {
+                ErrorCode::PluginUnavailable
+            }
             RegistryError::Plugin(_) => ErrorCode::InvalidPlugin,
             RegistryError::Io { .. } | RegistryError::Corrupt { .. } => ErrorCode::StorageError,
             RegistryError::VersionMismatch { .. } => ErrorCode::InvalidPlugin,

@@ -38,7 +38,7 @@ pub enum ModuleExcess {
     FunctionLocals { index: u32, locals: u64 },
     /// `locals` counts the function's parameters too.
     #[error(
-        "function {index} has {locals} locals and parameters and {blocks} blocks ({} local-blocks)",
+        "function {index} has {blocks} blocks and {locals} locals counting its parameters ({} local-blocks)",
         locals.saturating_mul(*blocks)
     )]
     FunctionLocalBlocks {
@@ -147,11 +147,16 @@ fn invalid(err: wasmparser::BinaryReaderError) -> PluginError {
     PluginError::Invalid(err.to_string())
 }
 
+/// Whether an upload is in the binary format (else it is taken for text).
+pub fn is_binary(upload: &[u8]) -> bool {
+    upload.starts_with(b"\0asm")
+}
+
 /// The binary form of an upload: the bytes themselves when they are a binary module,
 /// else the module the text format (WAT) describes. The broker accepts both, as
 /// wasmtime does; admission and compiling then read the binary.
 pub fn binary(upload: &[u8]) -> Result<Cow<'_, [u8]>, PluginError> {
-    if upload.starts_with(b"\0asm") {
+    if is_binary(upload) {
         return Ok(Cow::Borrowed(upload));
     }
     wat::parse_bytes(upload).map_err(|e| PluginError::Invalid(e.to_string()))

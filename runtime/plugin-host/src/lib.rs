@@ -12,7 +12,8 @@
 //! - [`chain`]: runs a topic's attached plugins over one batch, applies each
 //!   attachment's `on_error`, and rebuilds batches for the log or for a consumer.
 //!
-//! No async and no network here: the broker calls these from blocking tasks.
+//! No async and no network here: the broker calls these from blocking tasks. Threads
+//! of its own: each engine's epoch ticker, and one thread per compile.
 
 pub mod abi;
 pub mod admission;

@@ -191,7 +191,17 @@ impl Registry {
         };
         let mut state = State::default();
         for entry in manifest.plugins {
-            let plugin = registry.load(&entry.name, &entry.version)?;
+            // A stored plugin this build refuses (a limit tightened since its upload)
+            // must not keep the broker from starting: it is left out, and topics that
+            // attach it answer PLUGIN_UNAVAILABLE until a new version is uploaded.
+            let plugin = match registry.load(&entry.name, &entry.version) {
+                Ok(plugin) => plugin,
+                Err(RegistryError::Plugin(err)) => {
+                    tracing::warn!(plugin = %entry.name, version = %entry.version, %err, "stored plugin refused by this build's limits; left out");
+                    continue;
+                }
+                Err(other) => return Err(other),
+            };
             let info = PluginInfo {
                 name: entry.name.clone(),
                 version: entry.version,
@@ -286,7 +296,8 @@ impl Registry {
     }
 
     /// Registers `module` under `name`, replacing the name's current version. The
-    /// module is checked (ABI, imports, size) and compiled before anything changes.
+    /// module is checked (its shape against the limits before compiling, then the ABI)
+    /// and compiled before anything changes.
     pub fn upload(
         &self,
         name: &str,

@@ -2,12 +2,13 @@
 //! batch under a memory bound (`StoreLimits`) and a CPU bound (epoch deadline).
 //!
 //! Containment, upload side: a module is checked against [`Limits`] before compiling
-//! ([`crate::admission`]); compiles go through a gate that lets
-//! [`Limits::compiles_concurrent_max`] run at once, each on one thread of its own
-//! (wasmtime is built without its `parallel-compilation` feature, so cranelift uses
-//! only the thread that calls it), and an upload whose compile runs past
-//! [`Limits::compile_time_max`] is refused. After each compile the allocator gives its
-//! free memory back to the operating system.
+//! ([`crate::admission`]); compiles (and parsing a text upload) go through a gate that
+//! lets [`Limits::compiles_concurrent_max`] run at once, each on one thread of its own
+//! with a wasmtime engine of its own (wasmtime is built without its
+//! `parallel-compilation` feature, so cranelift uses only the thread that calls it),
+//! and an upload whose compile runs past [`Limits::compile_time_max`] is refused.
+//! After each compile the compile's engine is dropped and the allocator gives its free
+//! memory back to the operating system.
 //!
 //! Containment, call side: an epoch ticker thread advances the engine's epoch every
 //! [`EPOCH_TICK`]; at each tick during a call, wasmtime runs the store's epoch deadline
@@ -17,6 +18,7 @@
 //! pooling allocator, pre-linked once per plugin (`InstancePre`), so a fresh instance
 //! after a failure is cheap.
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Condvar, Mutex};
@@ -57,7 +59,9 @@ pub struct Limits {
     /// Wall-clock time per call: a safety net for a call descheduled for good, far
     /// above `call_time_max` (the bound applied is [`Limits::call_wall_time_bound`]).
     pub call_wall_time_max: Duration,
+    /// Size of one answer the host reads back from the guest, in bytes.
     pub answer_bytes_max: usize,
+    /// Records in one answer.
     pub answer_records_max: usize,
     /// Functions a module defines.
     pub module_functions_max: usize,
@@ -65,9 +69,9 @@ pub struct Limits {
     pub function_body_bytes_max: usize,
     /// Locals one function declares (parameters not counted).
     pub function_locals_max: usize,
-    /// One function's locals times its blocks (`block`, `loop`, `if`): what makes
-    /// cranelift's SSA construction slow and large (a value for each local at each
-    /// join point), where neither count is large alone.
+    /// One function's locals (its parameters included) times its blocks (`block`,
+    /// `loop`, `if`): what makes cranelift's SSA construction slow and large (a value
+    /// for each local at each join point), where neither count is large alone.
     pub function_local_blocks_max: usize,
     /// The whole code section, in bytes.
     pub code_bytes_max: usize,
@@ -101,8 +105,10 @@ pub struct Limits {
 
 impl Limits {
     /// The defaults. Chosen (numbers in `plugins/ABI.md`) so that every example plugin
-    /// and every test module is accepted with room to spare, while the largest module
-    /// they accept compiles in about a second and a few hundred MB at most.
+    /// and every test module is accepted with about twice the room it needs, while the
+    /// costliest modules they accept compile in at most about 15 s of one core and
+    /// 230 MB of peak memory (`tests/compile_cost.rs`; the largest example, 2-3 s and
+    /// 77 MB). `compile_time_max` is twice that slowest compile.
     pub const DEFAULT: Limits = Limits {
         module_bytes_max: 8 * 1024 * 1024,
         memory_bytes_max: 16 * 1024 * 1024,
@@ -114,8 +120,8 @@ impl Limits {
         function_body_bytes_max: 128 * 1024,
         function_locals_max: 4_096,
         function_local_blocks_max: 1_000_000,
-        code_bytes_max: 2 * 1024 * 1024,
-        module_types_max: 10_000,
+        code_bytes_max: 1536 * 1024,
+        module_types_max: 1_000,
         module_globals_max: 1_000,
         module_exports_max: 1_000,
         module_tables_max: 1,
@@ -125,8 +131,8 @@ impl Limits {
         element_items_max: 20_000,
         module_data_segments_max: 1_000,
         data_bytes_max: 4 * 1024 * 1024,
-        compile_time_max: Duration::from_secs(10),
-        compile_wait_max: Duration::from_secs(30),
+        compile_time_max: Duration::from_secs(30),
+        compile_wait_max: Duration::from_secs(60),
         compiles_concurrent_max: 1,
     };
 
@@ -148,6 +154,8 @@ const _: () = {
     assert!(d.data_bytes_max <= d.memory_bytes_max);
     assert!(d.element_items_max <= d.table_elements_max);
     assert!(d.compiles_concurrent_max >= 1);
+    // An upload can wait out one other compile that uses its whole time budget.
+    assert!(d.compile_wait_max.as_nanos() >= d.compile_time_max.as_nanos());
     // A call sees at least a few ticks before its CPU bound ends it.
     assert!(d.call_time_max.as_nanos() >= 4 * EPOCH_TICK.as_nanos());
     assert!(
@@ -176,7 +184,7 @@ pub enum PluginError {
     #[error("{found}; the limit ({}) is {limit}", found.limit_name())]
     ModuleLimit { found: ModuleExcess, limit: u64 },
     /// The module uses a feature ABI v1 does not allow.
-    #[error("plugin declares {0}; ABI v1 allows one 32-bit, unshared memory and tables")]
+    #[error("plugin declares {0}; ABI v1 allows only 32-bit, unshared memories and tables")]
     Unsupported(&'static str),
     #[error("compiling the plugin took longer than {0:?} (compile_time_max); upload refused")]
     CompileTimeout(Duration),
@@ -316,9 +324,9 @@ impl Drop for CompilePermit {
 }
 
 /// Gives the memory the allocator holds free back to the operating system. A compile
-/// allocates hundreds of MB at its peak and frees it when done, but glibc keeps freed
-/// memory in its arenas (one per thread that allocated), so without this a broker's
-/// resident memory stays at the peak of its largest compile.
+/// allocates up to a few hundred MB and frees it when done, but glibc keeps freed
+/// memory in its arenas for reuse, so without this a broker's resident memory stays
+/// near the peak of its largest compile.
 fn release_free_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim has no preconditions: it returns free pages of every arena.
@@ -506,21 +514,41 @@ impl PluginEngine {
                 limit: self.limits.module_bytes_max,
             });
         }
-        let wasm = admission::binary(upload)?;
-        admission::admit(&wasm, &self.limits)?;
-        let module = self.compile_admitted(wasm.into_owned())?;
+        // Parsing the text format costs memory too (~130 MB at the largest upload),
+        // so a text upload takes its compile slot first; a binary one is admitted
+        // first, so a refusal never waits behind another upload's compile.
+        let (wasm, permit) = if admission::is_binary(upload) {
+            let wasm = Cow::Borrowed(upload);
+            admission::admit(&wasm, &self.limits)?;
+            (wasm, self.enter_compile()?)
+        } else {
+            let permit = self.enter_compile()?;
+            let wasm = admission::binary(upload);
+            release_free_memory();
+            let wasm = wasm?;
+            admission::admit(&wasm, &self.limits)?;
+            (wasm, permit)
+        };
+        let module = self.compile_admitted(wasm.into_owned(), permit)?;
         self.check(name, module)
     }
 
-    /// Compiles an admitted module on a thread of its own, once the gate lets it, and
+    /// A compile slot, waiting up to `compile_wait_max` for one.
+    fn enter_compile(&self) -> Result<CompilePermit, PluginError> {
+        self.compiles
+            .enter(self.limits.compile_wait_max)
+            .ok_or(PluginError::CompileBusy(self.limits.compile_wait_max))
+    }
+
+    /// Compiles an admitted module on a thread of its own, which takes `permit`, and
     /// waits up to `compile_time_max` for it. An upload that stops waiting leaves the
     /// thread to finish (cranelift cannot be stopped midway); the thread keeps its
     /// compile slot until then, and drops what it compiled.
-    fn compile_admitted(&self, wasm: Vec<u8>) -> Result<Module, PluginError> {
-        let permit = self
-            .compiles
-            .enter(self.limits.compile_wait_max)
-            .ok_or(PluginError::CompileBusy(self.limits.compile_wait_max))?;
+    fn compile_admitted(
+        &self,
+        wasm: Vec<u8>,
+        permit: CompilePermit,
+    ) -> Result<Module, PluginError> {
         let (sender, receiver) = mpsc::sync_channel(1);
         let config = self.compile_config.clone();
         std::thread::Builder::new()

@@ -103,6 +103,17 @@ fn each_shape_limit_refuses_with_its_name_what_was_found_and_its_value() {
             "function 3 declares 11 locals; the limit (function_locals_max) is 10".into(),
         ),
         (
+            small_limits(|l| l.function_local_blocks_max = 10),
+            // A loop and 4 blocks; 2 locals and 1 parameter.
+            synth::plugin(
+                &[synth::body(2, &synth::locals_across_blocks_code(2, 4, 64))],
+                0,
+            ),
+            "function 3 has 5 blocks and 3 locals counting its parameters (15 local-blocks); \
+             the limit (function_local_blocks_max) is 10"
+                .into(),
+        ),
+        (
             small_limits(|l| l.code_bytes_max = 100),
             synth::plugin(std::slice::from_ref(&big_body), 0),
             format!("module has {code_bytes} bytes of code; the limit (code_bytes_max) is 100"),
@@ -166,13 +177,13 @@ fn each_shape_limit_refuses_with_its_name_what_was_found_and_its_value() {
         (
             Limits::default(),
             with_memory(r#"(memory (export "memory") i64 2)"#),
-            "plugin declares a 64-bit memory; ABI v1 allows one 32-bit, unshared memory and tables"
+            "plugin declares a 64-bit memory; ABI v1 allows only 32-bit, unshared memories and tables"
                 .into(),
         ),
         (
             Limits::default(),
             with_memory(r#"(memory (export "memory") 2 2 shared)"#),
-            "plugin declares a shared memory; ABI v1 allows one 32-bit, unshared memory and tables"
+            "plugin declares a shared memory; ABI v1 allows only 32-bit, unshared memories and tables"
                 .into(),
         ),
     ];

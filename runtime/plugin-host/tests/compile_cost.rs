@@ -60,7 +60,7 @@ fn largest_modules(limits: &Limits) -> Vec<(String, Vec<u8>)> {
     let (blocks_few, locals_few) = at_product(40);
     vec![
         (
-            "X one largest body, call_indirect".to_owned(),
+            "one largest body, call_indirect".to_owned(),
             synth::plugin(
                 &synth::fillers(1, body_max, code_max, 0, synth::call_indirect_code),
                 1,
@@ -136,7 +136,6 @@ fn compiling_the_largest_accepted_modules() {
             }
         }
     }
-    assert!(!modules.is_empty(), "nothing to measure");
     // Measure every compile to its end, however long it takes.
     let engine = PluginEngine::new(Limits {
         compile_time_max: Duration::from_secs(3600),
@@ -150,8 +149,10 @@ fn compiling_the_largest_accepted_modules() {
     let baseline = status_kib("VmRSS:");
     let mut rss_after = Vec::new();
     for (name, wasm) in &modules {
+        let started = Instant::now();
         let shape = admission::admit(wasm, &limits).unwrap_or_else(|e| panic!("{name}: {e}"));
-        println!("  {name}: {shape:?}");
+        let admitted = started.elapsed();
+        println!("  {name}: admitted in {admitted:?}: {shape:?}");
         for round in 0..ROUNDS {
             let before = status_kib("VmRSS:");
             reset_peak();
@@ -173,6 +174,39 @@ fn compiling_the_largest_accepted_modules() {
             );
             rss_after.push(after);
         }
+    }
+    // Refusals cost little: the largest text upload (parsed to a binary before it
+    // is read) and a binary of 100,000 functions.
+    let text_function = "(func (param i32) (result i32) (local.get 0))\n";
+    let text_functions = (limits.module_bytes_max - 64) / text_function.len();
+    let text = format!("(module {})", text_function.repeat(text_functions));
+    let filler = synth::body(0, &[0x20, 0, 0x0b]);
+    let binary = synth::plugin(&vec![filler; 100_000 - 3], 0);
+    let refusals: Vec<(String, &[u8])> = vec![
+        (format!("text, {text_functions} functions"), text.as_bytes()),
+        ("binary, 100000 functions".to_owned(), &binary[..]),
+    ];
+    let refusals: Vec<_> = refusals.into_iter().filter(|(n, _)| wanted(n)).collect();
+    assert!(
+        !modules.is_empty() || !refusals.is_empty(),
+        "nothing to measure"
+    );
+    for (name, upload) in refusals {
+        reset_peak();
+        let started = Instant::now();
+        let refused = engine.compile(&name, upload).err();
+        let took = started.elapsed();
+        let peak = status_kib("VmHWM:");
+        println!(
+            "{name:<44} {:>8} {:>5} {:>7.0}ms {:>9} {:>9.1} {:>9.1}  refused: {}",
+            upload.len(),
+            "-",
+            took.as_secs_f64() * 1000.0,
+            "",
+            mib(peak),
+            mib(status_kib("VmRSS:")),
+            refused.map(|e| e.to_string()).unwrap_or_default()
+        );
     }
     // Compile memory is given back: after every compile the process holds at most
     // 64 MiB more than before the first (allocator arenas keep some free memory).

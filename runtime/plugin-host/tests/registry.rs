@@ -233,3 +233,31 @@ fn replaced_and_removed_versions_leave_no_files_behind() {
     registry.remove("other").expect("removes");
     assert_eq!(files_under(dir.path()), Vec::<String>::new());
 }
+
+#[test]
+fn a_stored_plugin_refused_by_tighter_limits_is_left_out_and_the_registry_opens() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let registry = open(dir.path());
+        registry
+            .upload("filter", &module(&keep_even()), 1_000)
+            .expect("uploads");
+    }
+    // No compile cache (another build's engine settings): the module is checked and
+    // compiled again at open.
+    std::fs::remove_dir_all(dir.path().join("compiled")).expect("remove the cache");
+    let tight = Limits {
+        module_functions_max: 1,
+        ..Limits::default()
+    };
+    let registry = Registry::open(dir.path(), PluginEngine::new(tight).expect("engine"))
+        .expect("the registry opens although a stored plugin is now over a limit");
+    assert_eq!(registry.plugin_count(), 0, "the refused plugin is left out");
+    drop(registry);
+    let registry = open(dir.path());
+    assert_eq!(
+        registry.plugin_count(),
+        1,
+        "it stays stored, and loads again under limits that admit it"
+    );
+}
