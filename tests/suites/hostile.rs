@@ -52,6 +52,7 @@ impl Scene {
     /// Produces ten records as the normal client, then fetches everything back:
     /// the normal client is served. Returns the scene with the new count.
     async fn produce_and_fetch(mut self, round: u64) -> Scene {
+        let started = std::time::Instant::now();
         let records: Vec<Record> = (0..10)
             .map(|i| Record::from_value(format!("round {round} record {i}"), now_ms()))
             .collect();
@@ -63,6 +64,11 @@ impl Scene {
         wait_visible(&self.client, "data", 0, self.stored).await;
         let records = fetch_all(&self.client, "data", 0, 0).await;
         assert_eq!(records.len() as u64, self.stored, "normal client's fetch");
+        // A figure for the issue notes (round 0 is before any attack), not an assertion.
+        eprintln!(
+            "normal client, round {round}: produce (acks=all) and fetch back in {:?}",
+            started.elapsed()
+        );
         self
     }
 
@@ -136,10 +142,11 @@ async fn stalled_streams_at_scale_are_reset_and_starve_nobody() {
     )
     .await;
     assert!(timed_out > 0.0);
-    assert!(
-        scene.broker.stderr().contains("request stream reset"),
-        "the flood is logged"
-    );
+    eventually("the flood is logged", Duration::from_secs(10), || {
+        let logged = scene.broker.stderr().contains("request stream reset");
+        async move { logged.then_some(()) }
+    })
+    .await;
     scene.assert_nothing_lost().await;
 }
 
@@ -398,10 +405,16 @@ async fn plugin_modules_past_the_compile_limits_are_refused_by_name() {
         "{err}"
     );
     assert!(err.to_string().contains("module_functions_max"), "{err}");
-    assert!(
-        scene.broker.stderr().contains("plugin upload refused"),
-        "the broker logs the refusal"
-    );
+    // The harness reads the broker's stderr on its own thread: wait for the line.
+    eventually(
+        "the broker logs the refusal",
+        Duration::from_secs(10),
+        || {
+            let logged = scene.broker.stderr().contains("plugin upload refused");
+            async move { logged.then_some(()) }
+        },
+    )
+    .await;
     let (plugins, _) = scene.client.list_plugins().await.expect("list");
     assert!(
         plugins.is_empty(),
