@@ -35,6 +35,9 @@ pub struct ClientConfig {
     pub server_name: Option<String>,
     /// Client certificate chain and key (PEM) for brokers that ask for one.
     pub client_cert: Option<(PathBuf, PathBuf)>,
+    /// A user and password for brokers that authenticate with SCRAM-SHA-256; every
+    /// connection authenticates before its first request.
+    pub scram: Option<ScramLogin>,
     pub connect_timeout: Duration,
     /// How long a request may take beyond any wait it asks the broker for.
     pub request_timeout: Duration,
@@ -48,9 +51,26 @@ impl ClientConfig {
             ca_cert: Some(ca_cert.into()),
             server_name: None,
             client_cert: None,
+            scram: None,
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
         }
+    }
+}
+
+/// A SCRAM-SHA-256 user and password. The password stays in memory for reconnects and
+/// is never printed.
+#[derive(Clone)]
+pub struct ScramLogin {
+    pub user: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for ScramLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScramLogin")
+            .field("user", &self.user)
+            .finish_non_exhaustive()
     }
 }
 
@@ -243,16 +263,66 @@ impl Client {
                 message: e.to_string(),
             })?;
         let after = self.inner.config.connect_timeout;
-        tokio::time::timeout(after, connecting)
+        let connection = tokio::time::timeout(after, connecting)
             .await
             .map_err(|_| ConnectError::Timeout {
                 addr: text.clone(),
                 after,
             })?
             .map_err(|e| ConnectError::Connect {
-                addr: text,
+                addr: text.clone(),
                 message: e.to_string(),
-            })
+            })?;
+        if let Some(login) = &self.inner.config.scram {
+            tokio::time::timeout(after, self.authenticate(&connection, login))
+                .await
+                .map_err(|_| ConnectError::Timeout {
+                    addr: text.clone(),
+                    after,
+                })??;
+        }
+        Ok(connection)
+    }
+
+    /// Runs a SCRAM-SHA-256 exchange on a new connection (RFC 5802): client-first,
+    /// server-first, client-final, server-final, whose signature proves the broker
+    /// knows the user's credential.
+    async fn authenticate(
+        &self,
+        connection: &quinn::Connection,
+        login: &ScramLogin,
+    ) -> Result<(), ConnectError> {
+        use quiver_wire::sasl::{SCRAM_SHA_256, SaslAuthenticateRequest, SaslAuthenticateResponse};
+        let failed = |message: String| ConnectError::Authentication(message);
+        let step = |message: String| async move {
+            let frame = SaslAuthenticateRequest {
+                mechanism: SCRAM_SHA_256.to_owned(),
+                message,
+            }
+            .encode_frame();
+            let body = exchange(connection, &mut [frame])
+                .await
+                .map_err(|e| match e {
+                    RequestError::Broker(answer) => failed(answer.message),
+                    other => ConnectError::Connect {
+                        addr: connection.remote_address().to_string(),
+                        message: other.to_string(),
+                    },
+                })?;
+            SaslAuthenticateResponse::decode_body(body)
+                .map(|answer| answer.message)
+                .map_err(|e| failed(e.to_string()))
+        };
+        let (client, first) = quiver_wire::scram::ScramClient::new(&login.user, &login.password)
+            .map_err(|e| failed(e.to_string()))?;
+        let server_first = step(first).await?;
+        let (client, last) = client
+            .handle_server_first(&server_first)
+            .map_err(|e| failed(e.to_string()))?;
+        let server_final = step(last).await?;
+        client
+            .handle_server_final(&server_final)
+            .map_err(|e| failed(e.to_string()))
     }
 
     /// A connection to `addr`: the bootstrap connection, or one to another broker of
@@ -410,21 +480,7 @@ impl Client {
         let limit = self.inner.config.request_timeout + extra_wait;
         tokio::time::timeout(limit, async {
             let conn = self.connection_to(addr).await?;
-            let lost = |e: &dyn std::fmt::Display| RequestError::ConnectionLost(e.to_string());
-            let (mut send, mut recv) = conn.open_bi().await.map_err(|e| lost(&e))?;
-            send.write_all_chunks(chunks).await.map_err(|e| lost(&e))?;
-            let _ = send.finish();
-            let mut prefix = [0u8; FRAME_LENGTH_BYTES];
-            recv.read_exact(&mut prefix).await.map_err(|e| lost(&e))?;
-            let len = frame_length(prefix, RESPONSE_HEAD_BYTES)
-                .map_err(|e| RequestError::Protocol(e.to_string()))?;
-            let mut body = BytesMut::zeroed(len);
-            recv.read_exact(&mut body).await.map_err(|e| lost(&e))?;
-            match parse_response(body.freeze()) {
-                Ok(Ok(body)) => Ok(body),
-                Ok(Err(broker)) => Err(RequestError::Broker(broker)),
-                Err(e) => Err(RequestError::Protocol(e.to_string())),
-            }
+            exchange(&conn, chunks).await
         })
         .await
         .map_err(|_| RequestError::Timeout(limit))?
@@ -623,6 +679,76 @@ impl Client {
         })
         .await
         .map(|_| ())
+    }
+
+    /// Adds access control rules (`authorization = "acl"`); rules that exist already
+    /// change nothing. Needs `alter` on the cluster.
+    pub async fn create_acls(
+        &self,
+        bindings: Vec<quiver_wire::acl::AclBinding>,
+    ) -> Result<(), RequestError> {
+        self.call(&quiver_wire::acl::AclCreateRequest { bindings })
+            .await
+            .map(|_| ())
+    }
+
+    /// Removes access control rules matched exactly; answers how many existed. Needs
+    /// `alter` on the cluster.
+    pub async fn delete_acls(
+        &self,
+        bindings: Vec<quiver_wire::acl::AclBinding>,
+    ) -> Result<u32, RequestError> {
+        self.call(&quiver_wire::acl::AclDeleteRequest { bindings })
+            .await
+            .map(|answer| answer.removed)
+    }
+
+    /// The access control rules `filter` selects. Needs `describe` on the cluster.
+    pub async fn describe_acls(
+        &self,
+        filter: quiver_wire::acl::AclDescribeRequest,
+    ) -> Result<Vec<quiver_wire::acl::AclBinding>, RequestError> {
+        self.call(&filter).await.map(|answer| answer.bindings)
+    }
+
+    /// Creates user `name` for SCRAM-SHA-256, or replaces its password. The salted,
+    /// iterated keys are derived here; the password never leaves this process. Needs
+    /// `alter` on the cluster.
+    pub async fn upsert_user(
+        &self,
+        name: &str,
+        password: &str,
+        iterations: u32,
+    ) -> Result<(), RequestError> {
+        let credential = quiver_wire::scram::ScramCredential::new(password, iterations)
+            .map_err(|e| RequestError::InvalidArgument(e.to_string()))?;
+        self.call(&quiver_wire::sasl::UserUpsertRequest {
+            name: name.to_owned(),
+            credential: quiver_wire::sasl::StoredCredential {
+                salt: Bytes::from(credential.salt.clone()),
+                iterations: credential.iterations,
+                stored_key: Bytes::copy_from_slice(&credential.stored_key),
+                server_key: Bytes::copy_from_slice(&credential.server_key),
+            },
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Deletes SCRAM user `name`. Needs `alter` on the cluster.
+    pub async fn delete_user(&self, name: &str) -> Result<(), RequestError> {
+        self.call(&quiver_wire::sasl::UserDeleteRequest {
+            name: name.to_owned(),
+        })
+        .await
+        .map(drop)
+    }
+
+    /// SCRAM users and their iteration counts. Needs `describe` on the cluster.
+    pub async fn list_users(&self) -> Result<Vec<(String, u32)>, RequestError> {
+        self.call(&quiver_wire::sasl::UserListRequest)
+            .await
+            .map(|answer| answer.users)
     }
 
     /// What the broker knows of its cluster: the controller leader, voters, brokers
@@ -827,5 +953,27 @@ impl Client {
             conn.close(0u32.into(), b"client closed");
         }
         let _ = tokio::time::timeout(Duration::from_secs(2), self.inner.endpoint.wait_idle()).await;
+    }
+}
+
+/// Sends one request on `connection` and returns the body of a successful answer.
+async fn exchange(
+    connection: &quinn::Connection,
+    chunks: &mut [Bytes],
+) -> Result<Bytes, RequestError> {
+    let lost = |e: &dyn std::fmt::Display| RequestError::ConnectionLost(e.to_string());
+    let (mut send, mut recv) = connection.open_bi().await.map_err(|e| lost(&e))?;
+    send.write_all_chunks(chunks).await.map_err(|e| lost(&e))?;
+    let _ = send.finish();
+    let mut prefix = [0u8; FRAME_LENGTH_BYTES];
+    recv.read_exact(&mut prefix).await.map_err(|e| lost(&e))?;
+    let len = frame_length(prefix, RESPONSE_HEAD_BYTES)
+        .map_err(|e| RequestError::Protocol(e.to_string()))?;
+    let mut body = BytesMut::zeroed(len);
+    recv.read_exact(&mut body).await.map_err(|e| lost(&e))?;
+    match parse_response(body.freeze()) {
+        Ok(Ok(body)) => Ok(body),
+        Ok(Err(broker)) => Err(RequestError::Broker(broker)),
+        Err(e) => Err(RequestError::Protocol(e.to_string())),
     }
 }

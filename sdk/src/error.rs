@@ -29,6 +29,8 @@ pub enum ConnectError {
     Connect { addr: String, message: String },
     #[error("connecting to {addr} timed out after {after:?}")]
     Timeout { addr: String, after: Duration },
+    #[error("the broker refused the credentials: {0}")]
+    Authentication(String),
 }
 
 impl ConnectError {

@@ -37,7 +37,9 @@ pub mod tls;
 pub mod transport;
 
 pub use blocking::BlockingProducer;
-pub use client::{Client, ClientConfig, FetchOptions, Fetched, FetchedBatches, ProduceReceipt};
+pub use client::{
+    Client, ClientConfig, FetchOptions, Fetched, FetchedBatches, ProduceReceipt, ScramLogin,
+};
 pub use consumer::{
     Consumer, ConsumerConfig, ConsumerError, ConsumerRecord, OffsetReset, RebalanceListener,
     TopicPartition,

@@ -31,6 +31,55 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a CLI invocation or a graceful stop may take before the test gives up.
 pub const PROCESS_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// `n` UDP ports free on 127.0.0.1 at the time of the call.
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let sockets: Vec<std::net::UdpSocket> = (0..n)
+        .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").expect("bind"))
+        .collect();
+    sockets
+        .iter()
+        .map(|s| s.local_addr().expect("addr").port())
+        .collect()
+}
+
+/// Brokers in a [`start_cluster`] cluster.
+pub const CLUSTER_NODES: u32 = 3;
+
+/// Starts a three-broker cluster under `root` (`node-1` .. `node-3`), all founding
+/// seeds, with `env` on every broker. Node 1 makes the cluster's CA; the others get a
+/// copy of its TLS material, as docs/operations.md describes.
+pub fn start_cluster(root: &Path, env: &[(&str, &str)]) -> Vec<Broker> {
+    let ports = free_ports(CLUSTER_NODES as usize);
+    let seeds: Vec<String> = (1..=CLUSTER_NODES)
+        .zip(&ports)
+        .map(|(id, port)| format!("{id}@127.0.0.1:{port}"))
+        .collect();
+    let seeds = seeds.join(",");
+    let dirs: Vec<_> = (1..=CLUSTER_NODES)
+        .map(|id| root.join(format!("node-{id}")))
+        .collect();
+    let start = |index: usize| {
+        let id = (index + 1).to_string();
+        let mut all = vec![
+            ("QUIVER_NODE_ID", id.as_str()),
+            ("QUIVER_SEEDS", seeds.as_str()),
+        ];
+        all.extend_from_slice(env);
+        Broker::start_with(&dirs[index], &all, Some(ports[index]))
+    };
+    let mut brokers = vec![start(0)];
+    for dir in &dirs[1..] {
+        let tls = dir.join("tls");
+        std::fs::create_dir_all(&tls).expect("tls dir");
+        for file in ["ca.pem", "ca.key", "server.pem", "server.key"] {
+            std::fs::copy(dirs[0].join("tls").join(file), tls.join(file)).expect("copy tls");
+        }
+    }
+    brokers.push(start(1));
+    brokers.push(start(2));
+    brokers
+}
+
 /// Runs blocking work from async tests without stalling the runtime's other tasks.
 pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
     match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {

@@ -6,21 +6,8 @@
 use std::time::Duration;
 
 use quiver_sdk::{Acks, ErrorCode, Record};
-use quiver_tests::{Broker, eventually};
+use quiver_tests::{Broker, CLUSTER_NODES as NODES, eventually, free_ports, start_cluster};
 use quiver_wire::cluster::ClusterStatusResponse;
-
-const NODES: u32 = 3;
-
-/// Free UDP ports on 127.0.0.1, released for the brokers to bind.
-fn free_ports(n: usize) -> Vec<u16> {
-    let sockets: Vec<std::net::UdpSocket> = (0..n)
-        .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").expect("bind"))
-        .collect();
-    sockets
-        .iter()
-        .map(|s| s.local_addr().expect("addr").port())
-        .collect()
-}
 
 async fn status(broker: &Broker) -> Option<ClusterStatusResponse> {
     let client = quiver_sdk::Client::connect(broker.client_config())
@@ -410,38 +397,6 @@ async fn a_data_directory_without_a_controller_is_adopted_whole() {
 
 /// Three brokers founding a cluster with `env` added; returns them with their data
 /// directories under `root`.
-fn start_cluster(root: &std::path::Path, env: &[(&str, &str)]) -> Vec<Broker> {
-    let ports = free_ports(NODES as usize);
-    let seeds: Vec<String> = (1..=NODES)
-        .zip(&ports)
-        .map(|(id, port)| format!("{id}@127.0.0.1:{port}"))
-        .collect();
-    let seeds = seeds.join(",");
-    let dirs: Vec<_> = (1..=NODES)
-        .map(|id| root.join(format!("node-{id}")))
-        .collect();
-    let start = |index: usize| {
-        let id = (index + 1).to_string();
-        let mut all = vec![
-            ("QUIVER_NODE_ID", id.as_str()),
-            ("QUIVER_SEEDS", seeds.as_str()),
-        ];
-        all.extend_from_slice(env);
-        Broker::start_with(&dirs[index], &all, Some(ports[index]))
-    };
-    let mut brokers = vec![start(0)];
-    for dir in &dirs[1..] {
-        let tls = dir.join("tls");
-        std::fs::create_dir_all(&tls).expect("tls dir");
-        for file in ["ca.pem", "ca.key", "server.pem", "server.key"] {
-            std::fs::copy(dirs[0].join("tls").join(file), tls.join(file)).expect("copy tls");
-        }
-    }
-    brokers.push(start(1));
-    brokers.push(start(2));
-    brokers
-}
-
 /// Checks that every replica holds the leader's log byte for byte, and returns the
 /// values stored, in offset order.
 async fn identical_logs_and_values(

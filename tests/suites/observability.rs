@@ -102,16 +102,66 @@ fn every_dashboard_and_alert_expression_returns_data() -> anyhow::Result<()> {
                 "127.0.0.1:0",
             ])
             .arg("--data-dir")
-            .arg(&data_dir),
+            .arg(&data_dir)
+            // Secured as a production broker would be, so the security panels and
+            // alerts have data: clients authenticate with certificates, and the ACLs
+            // decide (the operator is the super user).
+            .env("QUIVER_AUTHENTICATION", "mtls")
+            .env("QUIVER_AUTHORIZATION", "acl")
+            .env("QUIVER_SUPER_USERS", "User:operator"),
         &broker_log,
     )?;
     let addrs = broker_addresses(&mut broker, &broker_log)?;
-    let cli = Cli {
+    let certs = tmp.path().join("certs");
+    let anonymous = Cli {
         bin: quiver.clone(),
         broker: addrs.quic,
         ca_cert: addrs.ca_cert.clone(),
         dir: tmp.path().to_path_buf(),
+        identity: Vec::new(),
     };
+    let client_of = |name: &str| -> anyhow::Result<Cli> {
+        let certs = certs.display().to_string();
+        let data = data_dir.display().to_string();
+        run_checked(
+            Command::new(&quiver).args([
+                "cert",
+                "issue",
+                name,
+                "--data-dir",
+                &data,
+                "--out",
+                &certs,
+            ]),
+            tmp.path(),
+            "quiver cert issue",
+        )?;
+        let mut cli = Cli {
+            ..anonymous.clone()
+        };
+        cli.identity = vec![
+            "--client-cert".into(),
+            format!("{certs}/{name}.pem"),
+            "--client-key".into(),
+            format!("{certs}/{name}.key"),
+        ];
+        Ok(cli)
+    };
+    let cli = client_of("operator")?;
+    let intruder = client_of("intruder")?;
+    // A client without a certificate (an authentication failure) and one whose
+    // principal has no rule (an authorisation denial).
+    ensure!(
+        !anonymous.run(&["topic", "list"], None)?.status.success(),
+        "a client without a certificate was served"
+    );
+    ensure!(
+        !intruder
+            .run(&["topic", "create", "intruded"], None)?
+            .status
+            .success(),
+        "a principal without rules created a topic"
+    );
     cli.ok(&["topic", "create", TOPIC, "--partitions", "2"], None)?;
     install_plugins(&cli)?;
     produce_and_consume(&cli)?;
@@ -714,11 +764,14 @@ fn broker_addresses(broker: &mut Guard, log: &Path) -> anyhow::Result<BrokerAddr
 }
 
 /// The `quiver` CLI as a client of the test's broker.
+#[derive(Clone)]
 struct Cli {
     bin: PathBuf,
     broker: SocketAddr,
     ca_cert: PathBuf,
     dir: PathBuf,
+    /// `--client-cert`/`--client-key`, or nothing for an anonymous client.
+    identity: Vec<String>,
 }
 
 struct CliOutput {
@@ -738,6 +791,7 @@ impl Cli {
             .arg(self.broker.to_string())
             .arg("--ca-cert")
             .arg(&self.ca_cert)
+            .args(&self.identity)
             .current_dir(&self.dir)
             .stdin(if stdin.is_some() {
                 Stdio::piped()

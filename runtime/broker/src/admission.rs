@@ -5,7 +5,10 @@
 //!   one address, counted when the connection is admitted (before its handshake), so
 //!   the limits are never exceeded by handshakes in progress.
 //! - Requests: at most `requests_per_address_max` being read or handled from one
-//!   address (per connection, QUIC's advertised stream limits bound them).
+//!   address (per connection, QUIC's advertised stream limits bound them), and at most
+//!   `requests_per_principal_max` from one authenticated principal over all the
+//!   addresses it connects from (anonymous clients share no principal budget: they
+//!   would all be one principal, and one could then stop the others).
 //! - Request bytes: taken as they arrive, from the address's share
 //!   (`request_bytes_per_address_max`) and from the broker-wide budget
 //!   (`request_bytes_in_flight_max`). A reader that cannot get bytes stops reading, and
@@ -29,6 +32,7 @@ pub struct AdmissionLimits {
     pub requests_per_address_max: usize,
     pub request_bytes_in_flight_max: usize,
     pub request_bytes_per_address_max: usize,
+    pub requests_per_principal_max: usize,
 }
 
 /// Why a connection was not admitted.
@@ -62,6 +66,15 @@ pub struct Admission {
     limits: AdmissionLimits,
     bytes: Arc<Semaphore>,
     state: Mutex<Tally>,
+    /// Request places of each authenticated principal that has had a request. The
+    /// names are authenticated ones (certificates the CA signed, users the controller
+    /// keeps), so a client cannot grow this map with names of its own making.
+    principals: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+/// A request's place in its principal's share, held until the request is answered.
+pub struct PrincipalSlot {
+    _permit: OwnedSemaphorePermit,
 }
 
 struct Tally {
@@ -80,6 +93,8 @@ pub struct ConnectionTicket {
 /// A request's place in its address's share; its bytes are added as they arrive.
 pub struct RequestSlot {
     _request: OwnedSemaphorePermit,
+    /// The place in the sender's principal's share, for authenticated principals.
+    pub principal: Option<PrincipalSlot>,
     address_bytes: Arc<Semaphore>,
     broker_bytes: Arc<Semaphore>,
     held: Vec<OwnedSemaphorePermit>,
@@ -95,7 +110,29 @@ impl Admission {
                 connections: 0,
                 addresses: HashMap::new(),
             }),
+            principals: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Waits for a request place in authenticated principal `name`'s share.
+    pub async fn principal_slot(&self, name: &str) -> Option<PrincipalSlot> {
+        let share = {
+            let mut principals = self
+                .principals
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let max = self.limits.requests_per_principal_max;
+            Arc::clone(
+                principals
+                    .entry(name.to_owned())
+                    .or_insert_with(|| Arc::new(Semaphore::new(max))),
+            )
+        };
+        share
+            .acquire_owned()
+            .await
+            .ok()
+            .map(|permit| PrincipalSlot { _permit: permit })
     }
 
     /// Admits a connection from `address`, or says which limit refuses it.
@@ -164,6 +201,7 @@ impl ConnectionTicket {
         let request = Arc::clone(&self.requests).acquire_owned().await.ok()?;
         Some(RequestSlot {
             _request: request,
+            principal: None,
             address_bytes: Arc::clone(&self.bytes),
             broker_bytes: Arc::clone(broker_bytes),
             held: Vec::new(),
@@ -220,7 +258,33 @@ mod tests {
             requests_per_address_max: 2,
             request_bytes_in_flight_max: 100,
             request_bytes_per_address_max: 60,
+            requests_per_principal_max: 2,
         }
+    }
+
+    #[tokio::test]
+    async fn one_principal_cannot_take_more_than_its_share_from_any_number_of_addresses() {
+        let admission = Admission::new(limits());
+        let _first = admission
+            .principal_slot("User:mallory")
+            .await
+            .expect("slot");
+        let second = admission
+            .principal_slot("User:mallory")
+            .await
+            .expect("slot");
+        let third = admission.principal_slot("User:mallory");
+        tokio::pin!(third);
+        assert!(
+            futures_now(&mut third).await.is_none(),
+            "mallory's share is spent"
+        );
+        let _alice = admission
+            .principal_slot("User:alice")
+            .await
+            .expect("alice has her own share");
+        drop(second);
+        assert!(futures_now(&mut third).await.is_some(), "a place came free");
     }
 
     const A: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2));

@@ -490,18 +490,24 @@ fn propose_error(err: quiver_cluster::ProposeError) -> RequestError {
 }
 
 pub(crate) fn rejected(err: &quiver_cluster::CommandError) -> RequestError {
-    let code = match err.name() {
-        "TOPIC_ALREADY_EXISTS" => ErrorCode::TopicAlreadyExists,
-        "UNKNOWN_TOPIC" => ErrorCode::UnknownTopic,
-        "INVALID_TOPIC_NAME" => ErrorCode::InvalidTopicName,
-        "INVALID_CONFIG" => ErrorCode::InvalidConfig,
-        "UNKNOWN_TOPIC_OR_PARTITION" => ErrorCode::UnknownPartition,
-        "INVALID_PLUGIN" | "INVALID_ATTACHMENT" => ErrorCode::InvalidPlugin,
-        "UNKNOWN_PLUGIN" | "NOT_ATTACHED" => ErrorCode::UnknownPlugin,
-        "PLUGIN_ATTACHED" => ErrorCode::PluginInUse,
-        _ => ErrorCode::InvalidRequest,
-    };
-    RequestError::new(code, format!("controller refused: {err}"))
+    RequestError::from(err)
+}
+
+/// A controller answer of the wrong kind for the command: a defect, reported as such.
+pub(crate) fn unexpected(answer: &MetadataResponse) -> RequestError {
+    RequestError::new(
+        ErrorCode::Unknown,
+        format!("unexpected controller answer {answer:?}"),
+    )
+}
+
+/// Proposes `command` and returns the controller's answer; a refusal becomes the
+/// matching wire error.
+pub(crate) async fn propose_change(
+    member: &ClusterMember,
+    command: MetadataCommand,
+) -> Result<MetadataResponse, RequestError> {
+    propose_accepted(member, command, propose_error).await
 }
 
 /// Waits until the local topic registry agrees with `present` for `name`.

@@ -76,6 +76,9 @@ pub struct BrokerConfig {
     /// Requests being read or handled at once from one client address, over all of its
     /// connections, so that one client's flood leaves room for others.
     pub requests_per_address_max: usize,
+    /// Requests being read or handled at once from one authenticated principal, over
+    /// all the addresses it connects from.
+    pub requests_per_principal_max: usize,
     /// Open connections from one client address (Kafka's `max.connections.per.ip`).
     pub connections_max_per_ip: usize,
     /// A connection with no request for this long is closed, keep-alives or not
@@ -96,6 +99,61 @@ pub struct BrokerConfig {
     /// Committed offsets of a group without members are forgotten this long after
     /// their commit (Kafka's `offsets.retention.minutes`).
     pub offsets_retention_ms: u64,
+    /// How clients prove who they are (`authentication`).
+    pub authentication: Authentication,
+    /// `authorization = "acl"`: every request is checked against the cluster's ACLs.
+    pub authorization_acl: bool,
+    /// Principals (`User:NAME`) that no ACL applies to.
+    pub super_users: Vec<String>,
+    /// Accept clients without credentials on a listener that is not loopback.
+    pub allow_anonymous: bool,
+}
+
+/// `authentication`: which credentials a client must present. With neither mechanism
+/// every client is accepted (one that presents a certificate from the cluster's CA is
+/// named by it, the others are `User:ANONYMOUS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Authentication {
+    /// A client certificate signed by the cluster's CA, naming `User:<common name>`.
+    pub mtls: bool,
+    /// SCRAM-SHA-256 inside the TLS connection, for users the controller stores.
+    pub scram: bool,
+}
+
+impl Authentication {
+    /// `authentication = "none"`.
+    pub const NONE: Authentication = Authentication {
+        mtls: false,
+        scram: false,
+    };
+
+    fn parse(text: &str) -> Result<Self, String> {
+        let mut out = Authentication::NONE;
+        for part in text.split(',').map(str::trim) {
+            match part {
+                "none" if text.trim() == "none" => {}
+                "mtls" => out.mtls = true,
+                "scram" => out.scram = true,
+                _ => {
+                    return Err(format!(
+                        "`{text}` is not \"none\", \"mtls\", \"scram\" or \"mtls,scram\""
+                    ));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether clients must prove who they are.
+    pub const fn is_required(self) -> bool {
+        self.mtls || self.scram
+    }
+
+    /// Whether the TLS handshake refuses a client without a certificate: under mTLS
+    /// alone (with SCRAM too, such a client may authenticate with a password instead).
+    pub const fn certificate_required(self) -> bool {
+        self.mtls && !self.scram
+    }
 }
 
 impl Default for BrokerConfig {
@@ -123,6 +181,7 @@ impl Default for BrokerConfig {
             response_write_timeout_ms: 30_000,
             fetch_plugin_time_max_ms: 500,
             requests_per_address_max: 4_096,
+            requests_per_principal_max: 4_096,
             connections_max_per_ip: 1_000,
             connection_idle_max_ms: 10 * 60 * 1000,
             fetch_zero_copy: true,
@@ -131,6 +190,10 @@ impl Default for BrokerConfig {
             replica_lag_max_ms: 10_000,
             broker_session_timeout_ms: 6_000,
             offsets_retention_ms: 7 * 24 * 60 * 60 * 1000,
+            authentication: Authentication::NONE,
+            authorization_acl: false,
+            super_users: Vec::new(),
+            allow_anonymous: false,
         }
     }
 }
@@ -170,8 +233,13 @@ pub const CONFIG_KEYS: &[&str] = &[
     "response_write_timeout_ms",
     "fetch_plugin_time_max_ms",
     "requests_per_address_max",
+    "requests_per_principal_max",
     "connections_max_per_ip",
     "connection_idle_max_ms",
+    "authentication",
+    "authorization",
+    "super_users",
+    "allow_anonymous",
 ];
 
 impl BrokerConfig {
@@ -194,6 +262,13 @@ impl BrokerConfig {
                 toml::Value::String(v) => v,
                 toml::Value::Integer(v) => v.to_string(),
                 toml::Value::Boolean(v) => v.to_string(),
+                // A list of strings (`super_users`) reads as the comma-separated text a
+                // flag or variable gives.
+                toml::Value::Array(items) if items.iter().all(toml::Value::is_str) => items
+                    .iter()
+                    .filter_map(toml::Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(","),
                 other => {
                     return Err(ConfigError::Invalid {
                         key,
@@ -307,8 +382,37 @@ impl BrokerConfig {
             "requests_per_address_max" => {
                 self.requests_per_address_max = int(value)?.max(1) as usize;
             }
+            "requests_per_principal_max" => {
+                self.requests_per_principal_max = int(value)?.max(1) as usize;
+            }
             "connections_max_per_ip" => self.connections_max_per_ip = int(value)?.max(1) as usize,
             "connection_idle_max_ms" => self.connection_idle_max_ms = int(value)?.max(1),
+            "authentication" => {
+                self.authentication = Authentication::parse(value).map_err(invalid)?
+            }
+            "authorization" => {
+                self.authorization_acl = match value.trim() {
+                    "off" => false,
+                    "acl" => true,
+                    other => return Err(invalid(format!("`{other}` is not \"off\" or \"acl\""))),
+                };
+            }
+            "super_users" => {
+                self.super_users = value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| match s.strip_prefix("User:") {
+                        Some(name) if !name.is_empty() => Ok(s.to_owned()),
+                        _ => Err(invalid(format!("`{s}` is not User:NAME"))),
+                    })
+                    .collect::<Result<_, _>>()?;
+            }
+            "allow_anonymous" => {
+                self.allow_anonymous = value
+                    .parse()
+                    .map_err(|_| invalid(format!("`{value}` is not true or false")))?;
+            }
             "metrics" => {
                 self.metrics = value
                     .parse()
@@ -406,6 +510,18 @@ impl BrokerConfig {
                 ),
             });
         }
+        if !self.authentication.is_required()
+            && !self.listen.ip().is_loopback()
+            && !self.allow_anonymous
+        {
+            return Err(ConfigError::Invalid {
+                key: "authentication".into(),
+                message: format!(
+                    "the listener {} is not a loopback address, and authentication = \"none\" would let anyone who reaches it do anything: set authentication (\"mtls\", \"scram\"), or allow_anonymous = true (--allow-anonymous) if that is meant",
+                    self.listen
+                ),
+            });
+        }
         let mut ids: Vec<u32> = self.seeds.iter().map(|(id, _)| *id).collect();
         ids.sort_unstable();
         if ids.windows(2).any(|w| w[0] == w[1]) {
@@ -486,6 +602,7 @@ mod tests {
             "seeds that leave this node out: it joins their cluster"
         );
         config.set("listen", "0.0.0.0:7420").expect("parses");
+        config.set("allow_anonymous", "true").expect("parses");
         assert!(
             config.validate().is_err(),
             "a joining node must listen on an address the others can reach"
@@ -495,5 +612,55 @@ mod tests {
             .set("seeds", "1@127.0.0.1:7420,1@127.0.0.1:7430")
             .expect("parses");
         assert!(config.validate().is_err(), "a repeated id is refused");
+    }
+
+    #[test]
+    fn a_routable_listener_needs_authentication_or_an_explicit_allow() {
+        let mut config = BrokerConfig::default();
+        assert!(
+            config.validate().is_ok(),
+            "the loopback default needs nothing"
+        );
+        config.set("listen", "10.1.2.3:7420").expect("parses");
+        let refused = config
+            .validate()
+            .expect_err("anonymous on a routable address");
+        let message = refused.to_string();
+        assert!(message.contains("`authentication`"), "{message}");
+        assert!(message.contains("allow_anonymous"), "{message}");
+        config.set("allow_anonymous", "true").expect("parses");
+        assert!(config.validate().is_ok());
+        config.set("allow_anonymous", "false").expect("parses");
+        config.set("authentication", "mtls").expect("parses");
+        assert!(config.validate().is_ok());
+        config.set("authentication", "mtls,scram").expect("parses");
+        assert!(config.authentication.mtls && config.authentication.scram);
+        assert!(!config.authentication.certificate_required());
+        config.set("authentication", "scram").expect("parses");
+        assert!(config.validate().is_ok());
+        assert!(config.set("authentication", "kerberos").is_err());
+        assert!(config.set("authentication", "none,mtls").is_err());
+    }
+
+    #[test]
+    fn security_settings_read_from_a_file() {
+        let mut config = BrokerConfig::default();
+        config
+            .apply_toml(
+                std::path::Path::new("q.toml"),
+                "authentication = \"mtls\"\nauthorization = \"acl\"\nsuper_users = [\"User:admin\", \"User:ops\"]\n",
+            )
+            .expect("valid file");
+        assert_eq!(
+            config.authentication,
+            Authentication {
+                mtls: true,
+                scram: false
+            }
+        );
+        assert!(config.authorization_acl);
+        assert_eq!(config.super_users, ["User:admin", "User:ops"]);
+        assert!(config.set("super_users", "admin").is_err());
+        assert!(config.set("authorization", "rbac").is_err());
     }
 }

@@ -25,6 +25,7 @@ pub mod plugins;
 pub mod producer_id;
 pub mod replication;
 pub mod reply;
+pub mod security;
 pub mod server;
 pub mod tls;
 pub mod topic;

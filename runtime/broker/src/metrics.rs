@@ -46,6 +46,10 @@ pub struct Metrics {
     pub request_bytes_in_flight: IntGauge,
     /// Fetches answered early because their plugins spent `fetch_plugin_time_max_ms`.
     pub fetch_plugin_budget_spent: IntCounterVec,
+    /// Clients whose credentials were refused, by mechanism.
+    pub authentication_failures: IntCounterVec,
+    /// Requests refused by the ACLs, by operation and resource type.
+    pub authorization_denials: IntCounterVec,
     log_end_offset: IntGaugeVec,
     log_start_offset: IntGaugeVec,
     high_watermark: IntGaugeVec,
@@ -208,6 +212,24 @@ impl Metrics {
     pub fn connection_refused(&self, reason: &str) {
         if self.enabled {
             self.connections_refused.with_label_values(&[reason]).inc();
+        }
+    }
+
+    /// A client whose credentials `mechanism` refused.
+    pub fn authentication_failed(&self, mechanism: &str) {
+        if self.enabled {
+            self.authentication_failures
+                .with_label_values(&[mechanism])
+                .inc();
+        }
+    }
+
+    /// A request the ACLs refused.
+    pub fn authorization_denied(&self, operation: &str, resource_type: &str) {
+        if self.enabled {
+            self.authorization_denials
+                .with_label_values(&[operation, resource_type])
+                .inc();
         }
     }
 
@@ -434,6 +456,16 @@ impl Metrics {
                 &["phase"],
             ),
             request_bytes_in_flight,
+            authentication_failures: counter(
+                "quiver_authentication_failures_total",
+                "Clients whose credentials were refused (missing, from another CA, naming nobody), by mechanism.",
+                &["mechanism"],
+            ),
+            authorization_denials: counter(
+                "quiver_authorization_denials_total",
+                "Requests refused by the ACLs, by operation and resource type.",
+                &["operation", "resource_type"],
+            ),
             fetch_plugin_budget_spent: counter(
                 "quiver_fetch_plugin_budget_spent_total",
                 "Fetches answered with part of their batches because the topic's plugins spent fetch_plugin_time_max_ms, by topic.",

@@ -115,6 +115,51 @@ impl From<ReadError> for RequestError {
     }
 }
 
+impl From<&quiver_cluster::CommandError> for RequestError {
+    fn from(err: &quiver_cluster::CommandError) -> Self {
+        use quiver_cluster::CommandError as E;
+        let code = match err {
+            E::TopicExists(_) => ErrorCode::TopicAlreadyExists,
+            E::UnknownTopic(_) => ErrorCode::UnknownTopic,
+            E::InvalidTopicName { .. } => ErrorCode::InvalidTopicName,
+            E::InvalidConfig { .. } => ErrorCode::InvalidConfig,
+            E::UnknownPartition { .. } => ErrorCode::UnknownPartition,
+            E::InvalidPlugin(_) | E::InvalidAttachment(_) => ErrorCode::InvalidPlugin,
+            E::UnknownPlugin(_) | E::NotAttached { .. } => ErrorCode::UnknownPlugin,
+            E::PluginAttached { .. } => ErrorCode::PluginInUse,
+            E::ProducerIdClaimed(_) => ErrorCode::ProducerIdNotOwned,
+            E::NotEnoughBrokers { .. }
+            | E::UnknownBroker(_)
+            | E::InvalidBrokerAddress(_)
+            | E::StaleBrokerEpoch { .. }
+            | E::TooManyBrokers { .. }
+            | E::InternalTopic(_)
+            | E::InvalidPartitionCount { .. }
+            | E::InvalidReplicationFactor { .. }
+            | E::TooManyTopics { .. }
+            | E::TooManyPartitions { .. }
+            | E::FencedLeaderEpoch { .. }
+            | E::UnknownLeaderEpoch { .. }
+            | E::StaleIsrVersion { .. }
+            | E::NotLeader { .. }
+            | E::InvalidIsr(_)
+            | E::IneligibleReplica(_)
+            | E::TooManyPlugins { .. }
+            | E::TooManyAttachments { .. }
+            | E::DeadLetterCycle { .. }
+            | E::InvalidOffsetCommit(_)
+            | E::TooManyOffsets { .. }
+            | E::InvalidAcl(_)
+            | E::TooManyAcls { .. }
+            | E::TooManyProducerClaims { .. }
+            | E::InvalidUser(_)
+            | E::UnknownUser(_)
+            | E::TooManyUsers { .. } => ErrorCode::InvalidRequest,
+        };
+        Self::new(code, format!("controller refused: {err}"))
+    }
+}
+
 impl From<GroupError> for RequestError {
     fn from(err: GroupError) -> Self {
         let code = match &err {

@@ -35,6 +35,8 @@ pub const STREAM_REFUSED: u32 = 1;
 pub const STREAM_TIMED_OUT: u32 = 2;
 /// QUIC application close code for a connection idle past `connection_idle_max_ms`.
 pub const CLOSE_IDLE: u32 = 3;
+/// QUIC application close code for a connection whose credentials name nobody.
+pub const CLOSE_UNAUTHENTICATED: u32 = 4;
 /// Request bytes are taken from the budgets at most this many at a time, so a stalled
 /// sender holds no more than it sent plus this.
 pub const READ_CHUNK_BYTES_MAX: usize = 64 * 1024;
@@ -72,6 +74,11 @@ pub struct BrokerState {
     unacknowledged: Arc<Semaphore>,
     /// Connection, request and request-byte budgets (see [`crate::admission`]).
     pub admission: Arc<Admission>,
+    /// Whether and how requests are checked against the ACLs.
+    pub authorizer: crate::security::Authorizer,
+    /// The server side of SCRAM exchanges (keys that make unknown users' answers look
+    /// like known ones').
+    pub scram: quiver_wire::scram::ScramServer,
     /// Refusals and timeouts, logged at most once per interval each.
     refusal_log: RefusalLog,
     /// Plugin failures a fetch skipped past, logged at most once per interval.
@@ -179,7 +186,17 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
     };
     // Other brokers present a certificate from the cluster's CA; clients need none.
     let peer_ca = crate::peers::peer_ca(&config);
-    let crypto = tls::server_crypto(identity, peer_ca.exists().then_some(peer_ca.as_path()))?;
+    let crypto = tls::server_crypto(
+        identity,
+        peer_ca.exists().then_some(peer_ca.as_path()),
+        config.authentication.certificate_required(),
+    )?;
+    if !config.authentication.is_required() && !config.listen.ip().is_loopback() {
+        tracing::warn!(
+            listen = %config.listen,
+            "allow_anonymous: clients without credentials may do anything on a routable address"
+        );
+    }
 
     // The admin listener comes up first so /health answers during recovery.
     let admin = tokio::net::TcpListener::bind(config.admin_listen)
@@ -256,6 +273,12 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
         requests_per_address_max: config.requests_per_address_max,
         request_bytes_in_flight_max: config.request_bytes_in_flight_max,
         request_bytes_per_address_max: config.request_bytes_per_address_max,
+        requests_per_principal_max: config.requests_per_principal_max,
+    };
+    let scram = tls::scram_server(&config.data_dir)?;
+    let authorizer = crate::security::Authorizer {
+        acl: config.authorization_acl,
+        super_users: config.super_users.clone(),
     };
     let state = Arc::new(BrokerState {
         plugins,
@@ -271,6 +294,8 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
         shutdown,
         ready: AtomicBool::new(false),
         admission: Admission::new(admission_limits),
+        authorizer,
+        scram,
         refusal_log: RefusalLog::default(),
         plugin_failure_log: LogLimit::default(),
     });
@@ -423,18 +448,46 @@ impl RunningBroker {
     }
 }
 
+/// The TLS alert of a handshake the broker refused over the client's certificate
+/// (missing under mTLS, from another CA, expired), if that is why it failed.
+fn certificate_refusal(err: &quinn::ConnectionError) -> Option<&'static str> {
+    let quinn::ConnectionError::TransportError(transport) = err else {
+        return None;
+    };
+    // TLS alerts travel as QUIC crypto errors: 0x100 plus the alert number.
+    let code = u64::from(transport.code);
+    let alert = code.checked_sub(0x100).filter(|a| *a < 0x100)?;
+    match alert {
+        42 => Some("bad certificate"),
+        43 => Some("unsupported certificate"),
+        44 => Some("certificate revoked"),
+        45 => Some("certificate expired"),
+        46 => Some("certificate unknown"),
+        48 => Some("certificate from an unknown CA"),
+        116 => Some("no client certificate (authentication = \"mtls\")"),
+        _ => None,
+    }
+}
+
 /// Flood-prone refusals and timeouts, each logged at most once per
 /// [`crate::log_limit::LOG_INTERVAL`].
 #[derive(Default)]
 struct RefusalLog {
     connections: LogLimit,
     timeouts: LogLimit,
+    authentication: LogLimit,
 }
 
 impl RefusalLog {
     fn connection_refused(&self, from: SocketAddr, refused: ConnectionRefused) {
         if let Some(unlogged) = self.connections.due(now_ms()) {
             tracing::warn!(%from, reason = refused.reason(), unlogged, "connection refused: {refused}");
+        }
+    }
+
+    fn authentication_failed(&self, from: SocketAddr, why: &str) {
+        if let Some(unlogged) = self.authentication.due(now_ms()) {
+            tracing::warn!(%from, mechanism = "mtls", unlogged, "authentication failed: {why}");
         }
     }
 
@@ -463,6 +516,10 @@ async fn accept_loop(endpoint: quinn::Endpoint, state: Arc<BrokerState>) {
             let connection = match incoming.await {
                 Ok(c) => c,
                 Err(err) => {
+                    if let Some(alert) = certificate_refusal(&err) {
+                        state.metrics.authentication_failed("mtls");
+                        state.refusal_log.authentication_failed(from, alert);
+                    }
                     tracing::debug!(%err, "handshake failed");
                     return;
                 }
@@ -480,14 +537,44 @@ async fn serve_connection(
     ticket: Arc<ConnectionTicket>,
 ) {
     let mut shutdown = state.shutdown.subscribe();
-    // rustls verified a presented certificate against the cluster's CA: only another
-    // broker holds one.
-    let caller = if connection.peer_identity().is_some() {
-        handlers::Caller::Broker
-    } else {
-        handlers::Caller::Client
-    };
     let from = connection.remote_address();
+    // rustls verified a presented certificate against the cluster's CA (and, under
+    // mTLS, refused the handshake without one): it names the principal.
+    let presented = connection.peer_identity().and_then(|any| {
+        any.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+            .ok()
+    });
+    let principal = match presented.as_deref().map(|chain| chain.first()) {
+        None => crate::security::Principal::Anonymous,
+        Some(leaf) => {
+            match leaf.and_then(|leaf| crate::security::Principal::from_certificate(leaf)) {
+                Some(principal) => principal,
+                None => {
+                    state.metrics.authentication_failed("mtls");
+                    state.refusal_log.authentication_failed(
+                        from,
+                        "a certificate that names no user (no common name)",
+                    );
+                    connection.close(
+                        CLOSE_UNAUTHENTICATED.into(),
+                        b"the certificate names no user",
+                    );
+                    return;
+                }
+            }
+        }
+    };
+    // Under SCRAM alone a certificate names nobody (other than a broker's): the client
+    // authenticates with its password.
+    let principal = match principal {
+        crate::security::Principal::User(_)
+            if state.config.authentication.scram && !state.config.authentication.mtls =>
+        {
+            crate::security::Principal::Anonymous
+        }
+        other => other,
+    };
+    let caller = Arc::new(crate::security::ConnectionIdentity::new(principal));
     let idle_max = Duration::from_millis(state.config.connection_idle_max_ms);
     // Requests of this connection not yet answered: an idle connection has none.
     let open_requests = Arc::new(AtomicUsize::new(0));
@@ -521,7 +608,7 @@ async fn serve_connection(
             state: Arc::clone(state),
             ticket: Arc::clone(&ticket),
             open_requests: OpenRequest::new(&open_requests),
-            caller,
+            caller: Arc::clone(&caller),
             from,
         };
         tokio::spawn(request.serve(stream));
@@ -556,7 +643,7 @@ struct IncomingRequest {
     state: Arc<BrokerState>,
     ticket: Arc<ConnectionTicket>,
     open_requests: OpenRequest,
-    caller: handlers::Caller,
+    caller: Arc<crate::security::ConnectionIdentity>,
     from: SocketAddr,
 }
 
@@ -581,16 +668,30 @@ impl IncomingRequest {
         // The deadline covers waiting for a request slot too: a stream that cannot be
         // read in time is reset whatever held it back.
         let read = tokio::time::timeout(Duration::from_millis(read_limit_ms), async {
+            let stopping = || {
+                Read::Failed(RequestError::new(
+                    ErrorCode::BrokerShuttingDown,
+                    "the broker is stopping",
+                ))
+            };
+            let principal = self.caller.principal();
+            let principal_slot = match &*principal {
+                crate::security::Principal::User(name) => {
+                    match state.admission.principal_slot(name).await {
+                        Some(slot) => Some(slot),
+                        None => return stopping(),
+                    }
+                }
+                crate::security::Principal::Anonymous | crate::security::Principal::Broker => None,
+            };
             let Some(mut slot) = self
                 .ticket
                 .request_slot(state.admission.broker_bytes())
                 .await
             else {
-                return Read::Failed(RequestError::new(
-                    ErrorCode::BrokerShuttingDown,
-                    "the broker is stopping",
-                ));
+                return stopping();
             };
+            slot.principal = principal_slot;
             match read_frame(&mut recv, &mut slot).await {
                 Ok(frame) => Read::Frame(frame, slot),
                 Err(err) => Read::Failed(err),
@@ -633,7 +734,7 @@ impl IncomingRequest {
         };
         state.metrics.in_flight(1);
         let started = Instant::now();
-        let outcome = handlers::handle(frame, state, answered, self.caller).await;
+        let outcome = handlers::handle(frame, state, answered, &self.caller).await;
         let api_name = match &outcome {
             Ok((api, _)) => api.name(),
             Err((api, _)) => api.map_or("unknown", |a| a.name()),

@@ -87,10 +87,24 @@ impl GeneratedPaths {
 }
 
 /// Returns the generated server identity, making the CA and certificate on first use.
-/// The server certificate names `localhost`, the loopback addresses and `listen_ip`.
+/// The server certificate names `localhost`, the loopback addresses and `listen_ip`,
+/// and carries the broker identity ([`BROKER_IDENTITY_URI`]) that other brokers check.
+/// A server certificate made by an earlier build, without that identity, is issued
+/// again from the CA beside it.
 pub fn ensure_generated(data_dir: &Path, listen_ip: IpAddr) -> Result<Identity, TlsError> {
     let paths = GeneratedPaths::in_data_dir(data_dir);
     if paths.server_cert.exists() && paths.server_key.exists() {
+        let pem = std::fs::read(&paths.server_cert).map_err(io(&paths.server_cert))?;
+        if !crate::security::pem_carries_broker_identity(&pem) && paths.ca_key.exists() {
+            let ca = DataDirCa::load(&paths)?;
+            let (cert, key) = ca.issue(broker_params(listen_ip)?)?;
+            write_private(&paths.server_key, key.as_bytes())?;
+            std::fs::write(&paths.server_cert, cert).map_err(io(&paths.server_cert))?;
+            tracing::info!(
+                path = %paths.server_cert.display(),
+                "issued the broker certificate again with the broker identity other brokers now require"
+            );
+        }
         return load_identity(&paths.server_cert, &paths.server_key);
     }
     if paths.ca_cert.exists() {
@@ -110,8 +124,23 @@ pub fn ensure_generated(data_dir: &Path, listen_ip: IpAddr) -> Result<Identity, 
         rcgen::KeyUsagePurpose::DigitalSignature,
     ];
     let ca_key = rcgen::KeyPair::generate()?;
-    let ca = ca_params.self_signed(&ca_key)?;
+    let ca_cert = ca_params.self_signed(&ca_key)?;
+    let ca = DataDirCa {
+        cert: ca_cert,
+        key: ca_key,
+    };
+    let (cert, key) = ca.issue(broker_params(listen_ip)?)?;
 
+    write_private(&paths.ca_key, ca.key.serialize_pem().as_bytes())?;
+    write_private(&paths.server_key, key.as_bytes())?;
+    std::fs::write(&paths.server_cert, cert).map_err(io(&paths.server_cert))?;
+    // The CA is written last: its presence means the set is complete.
+    std::fs::write(&paths.ca_cert, ca.cert.pem()).map_err(io(&paths.ca_cert))?;
+    load_identity(&paths.server_cert, &paths.server_key)
+}
+
+/// A broker certificate's contents: the names clients dial, and the broker identity.
+fn broker_params(listen_ip: IpAddr) -> Result<rcgen::CertificateParams, TlsError> {
     let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()])?;
     params
         .distinguished_name
@@ -126,15 +155,78 @@ pub fn ensure_generated(data_dir: &Path, listen_ip: IpAddr) -> Result<Identity, 
     params
         .subject_alt_names
         .extend(ips.into_iter().map(rcgen::SanType::IpAddress));
-    let key = rcgen::KeyPair::generate()?;
-    let cert = params.signed_by(&key, &ca, &ca_key)?;
+    params
+        .subject_alt_names
+        .push(rcgen::SanType::URI(rcgen::Ia5String::try_from(
+            crate::security::BROKER_IDENTITY_URI,
+        )?));
+    Ok(params)
+}
 
-    write_private(&paths.ca_key, ca_key.serialize_pem().as_bytes())?;
-    write_private(&paths.server_key, key.serialize_pem().as_bytes())?;
-    std::fs::write(&paths.server_cert, cert.pem()).map_err(io(&paths.server_cert))?;
-    // The CA is written last: its presence means the set is complete.
-    std::fs::write(&paths.ca_cert, ca.pem()).map_err(io(&paths.ca_cert))?;
-    load_identity(&paths.server_cert, &paths.server_key)
+/// The CA kept in a data directory (`tls/ca.pem` and `tls/ca.key`).
+struct DataDirCa {
+    cert: rcgen::Certificate,
+    key: rcgen::KeyPair,
+}
+
+impl DataDirCa {
+    fn load(paths: &GeneratedPaths) -> Result<Self, TlsError> {
+        let cert_pem = std::fs::read_to_string(&paths.ca_cert).map_err(io(&paths.ca_cert))?;
+        let key_pem = std::fs::read_to_string(&paths.ca_key).map_err(io(&paths.ca_key))?;
+        let key = rcgen::KeyPair::from_pem(&key_pem)?;
+        // rcgen signs with a certificate object; one rebuilt from the CA's own fields
+        // and key names the same issuer and verifies against the same public key.
+        let params = rcgen::CertificateParams::from_ca_cert_pem(&cert_pem)?;
+        let cert = params.self_signed(&key)?;
+        Ok(Self { cert, key })
+    }
+
+    /// Signs `params` with a new key; returns the certificate and key as PEM.
+    fn issue(&self, params: rcgen::CertificateParams) -> Result<(String, String), TlsError> {
+        let key = rcgen::KeyPair::generate()?;
+        let cert = params.signed_by(&key, &self.cert, &self.key)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+}
+
+/// Longest validity `quiver cert issue` gives a client certificate.
+pub const CLIENT_CERT_DAYS_MAX: u32 = 3_650;
+
+/// Signs a client certificate for `User:<name>` with the CA in `data_dir` (`quiver cert
+/// issue`), valid for `days`. It never carries the broker identity. Returns the
+/// certificate and its key as PEM.
+pub fn issue_client_certificate(
+    data_dir: &Path,
+    name: &str,
+    days: u32,
+) -> Result<(String, String), TlsError> {
+    if name.is_empty() || name.len() > 256 || name.chars().any(char::is_control) {
+        return Err(TlsError::Rustls(rustls::Error::General(format!(
+            "`{name}` cannot name a user: 1 to 256 printable characters"
+        ))));
+    }
+    if days == 0 || days > CLIENT_CERT_DAYS_MAX {
+        return Err(TlsError::Rustls(rustls::Error::General(format!(
+            "{days} days: a certificate is valid for 1 to {CLIENT_CERT_DAYS_MAX} days"
+        ))));
+    }
+    let paths = GeneratedPaths::in_data_dir(data_dir);
+    if !paths.ca_key.exists() {
+        return Err(TlsError::Missing {
+            path: paths.ca_key,
+            what: "CA key (run `quiver serve` once with this data directory, or point --data-dir at the broker's)",
+        });
+    }
+    let ca = DataDirCa::load(&paths)?;
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::minutes(5);
+    params.not_after = now + time::Duration::days(i64::from(days));
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    ca.issue(params)
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
@@ -195,17 +287,51 @@ pub fn connection_ids(reset_key: &ring::hmac::Key) -> quinn_proto::HashedConnect
     quinn_proto::HashedConnectionIdGenerator::from_key(u64::from_le_bytes(key))
 }
 
+/// The server side of SCRAM exchanges. An unknown user's answer carries a salt derived
+/// from its name with a secret, so it looks like a known user's; the secret comes from
+/// the cluster's CA key when this broker holds it (every broker of a cluster formed as
+/// docs/operations.md describes does, so they answer an unknown name alike), else from
+/// this broker's reset secret (stable across restarts).
+pub fn scram_server(data_dir: &Path) -> Result<quiver_wire::scram::ScramServer, TlsError> {
+    let paths = GeneratedPaths::in_data_dir(data_dir);
+    let source = match std::fs::read(&paths.ca_key) {
+        Ok(key) => key,
+        Err(_) => {
+            let path = data_dir.join("tls").join("reset.key");
+            reset_key(data_dir)?;
+            std::fs::read(&path).map_err(io(&path))?
+        }
+    };
+    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+    context.update(b"quiver scram unknown-user salt");
+    context.update(&source);
+    let secret = context.finish();
+    quiver_wire::scram::ScramServer::with_key(
+        secret.as_ref(),
+        quiver_wire::scram::SCRAM_ITERATIONS_DEFAULT,
+    )
+    .map_err(|e| TlsError::Rustls(rustls::Error::General(e.to_string())))
+}
+
 /// The rustls server configuration for QUIC: TLS 1.3 only, ALPN `quiver/1`. With
 /// `peer_ca`, a client may present a certificate, which must chain to that CA (the
-/// other brokers of the cluster do); clients without one are accepted as clients.
+/// other brokers of the cluster do, and clients under mTLS); with
+/// `client_cert_required`, a connection without one fails its handshake.
 pub fn server_crypto(
     identity: Identity,
     peer_ca: Option<&Path>,
+    client_cert_required: bool,
 ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_protocol_versions(&[&rustls::version::TLS13])?;
     let builder = match peer_ca {
+        None if client_cert_required => {
+            return Err(TlsError::Missing {
+                path: PathBuf::from("tls_ca"),
+                what: "CA to verify client certificates (authentication = \"mtls\")",
+            });
+        }
         None => builder.with_no_client_auth(),
         Some(path) => {
             let pem = std::fs::read(path).map_err(io(path))?;
@@ -216,10 +342,15 @@ pub fn server_crypto(
             let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
                 Arc::new(roots),
                 provider,
-            )
-            .allow_unauthenticated()
-            .build()
-            .map_err(|e| TlsError::Rustls(rustls::Error::General(e.to_string())))?;
+            );
+            let verifier = if client_cert_required {
+                verifier
+            } else {
+                verifier.allow_unauthenticated()
+            };
+            let verifier = verifier
+                .build()
+                .map_err(|e| TlsError::Rustls(rustls::Error::General(e.to_string())))?;
             builder.with_client_cert_verifier(verifier)
         }
     };
@@ -227,4 +358,85 @@ pub fn server_crypto(
     config.alpn_protocols = vec![quiver_wire::ALPN.to_vec()];
     config.max_early_data_size = 0;
     Ok(Arc::new(config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::security::{Principal, pem_carries_broker_identity};
+
+    fn leaf(path: &Path) -> Vec<u8> {
+        let pem = std::fs::read(path).expect("read");
+        rustls_pemfile::certs(&mut pem.as_slice())
+            .next()
+            .expect("a certificate")
+            .expect("parses")
+            .to_vec()
+    }
+
+    /// Whether `cert` was signed by the CA in `ca_pem`.
+    fn signed_by(cert: &Path, ca_pem: &Path) -> bool {
+        let ca = leaf(ca_pem);
+        let (_, ca) = x509_parser::parse_x509_certificate(&ca).expect("CA parses");
+        let der = leaf(cert);
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).expect("cert parses");
+        cert.verify_signature(Some(ca.public_key())).is_ok()
+    }
+
+    #[test]
+    fn a_generated_broker_certificate_carries_the_broker_identity() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        ensure_generated(dir.path(), IpAddr::V4(Ipv4Addr::LOCALHOST)).expect("generated");
+        let paths = GeneratedPaths::in_data_dir(dir.path());
+        let pem = std::fs::read(&paths.server_cert).expect("read");
+        assert!(pem_carries_broker_identity(&pem));
+        assert!(signed_by(&paths.server_cert, &paths.ca_cert));
+    }
+
+    #[test]
+    fn a_broker_certificate_from_an_earlier_build_is_issued_again_with_the_identity() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        ensure_generated(dir.path(), IpAddr::V4(Ipv4Addr::LOCALHOST)).expect("generated");
+        let paths = GeneratedPaths::in_data_dir(dir.path());
+        // What earlier builds wrote: the same names, no broker identity.
+        let ca = DataDirCa::load(&paths).expect("CA");
+        let mut old = broker_params(IpAddr::V4(Ipv4Addr::LOCALHOST)).expect("params");
+        old.subject_alt_names
+            .retain(|name| !matches!(name, rcgen::SanType::URI(_)));
+        let (cert, key) = ca.issue(old).expect("issued");
+        std::fs::write(&paths.server_cert, cert).expect("write");
+        std::fs::write(&paths.server_key, key).expect("write");
+        assert!(!pem_carries_broker_identity(
+            &std::fs::read(&paths.server_cert).expect("read")
+        ));
+
+        ensure_generated(dir.path(), IpAddr::V4(Ipv4Addr::LOCALHOST)).expect("upgraded");
+        let pem = std::fs::read(&paths.server_cert).expect("read");
+        assert!(pem_carries_broker_identity(&pem));
+        assert!(signed_by(&paths.server_cert, &paths.ca_cert));
+    }
+
+    #[test]
+    fn a_client_certificate_names_its_user_and_is_never_a_brokers() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        ensure_generated(dir.path(), IpAddr::V4(Ipv4Addr::LOCALHOST)).expect("generated");
+        let (cert, _key) = issue_client_certificate(dir.path(), "alice", 30).expect("issued");
+        let path = dir.path().join("alice.pem");
+        std::fs::write(&path, &cert).expect("write");
+        assert_eq!(
+            Principal::from_certificate(&leaf(&path)),
+            Some(Principal::User("User:alice".into()))
+        );
+        assert!(!pem_carries_broker_identity(cert.as_bytes()));
+        assert!(signed_by(
+            &path,
+            &GeneratedPaths::in_data_dir(dir.path()).ca_cert
+        ));
+
+        assert!(issue_client_certificate(dir.path(), "alice", 0).is_err());
+        assert!(issue_client_certificate(dir.path(), "", 30).is_err());
+        let empty = tempfile::tempdir().expect("tempdir");
+        let err = issue_client_certificate(empty.path(), "alice", 30).expect_err("no CA");
+        assert!(err.to_string().contains("ca.key"), "{err}");
+    }
 }

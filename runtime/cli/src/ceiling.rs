@@ -51,7 +51,7 @@ impl Drop for Scratch {
 pub async fn quic(total: u64) -> anyhow::Result<f64> {
     let scratch = Scratch::new(&std::env::temp_dir(), "tls")?;
     let identity = quiver_broker::tls::ensure_generated(&scratch.0, Ipv4Addr::LOCALHOST.into())?;
-    let crypto = quiver_broker::tls::server_crypto(identity, None)?;
+    let crypto = quiver_broker::tls::server_crypto(identity, None, false)?;
     let quic_crypto = quinn::crypto::rustls::QuicServerConfig::try_from(crypto)
         .map_err(|e| anyhow::anyhow!("QUIC TLS setup: {e}"))?;
     let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(quic_crypto));

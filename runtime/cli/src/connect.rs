@@ -28,6 +28,29 @@ pub struct ConnectArgs {
     /// Client private key (PEM) for `--client-cert`.
     #[arg(long, requires = "client_cert", global = true)]
     pub client_key: Option<PathBuf>,
+    /// SCRAM-SHA-256 user for brokers that authenticate with passwords; the password
+    /// comes from QUIVER_PASSWORD or --password-file, never from a flag.
+    #[arg(long, global = true)]
+    pub user: Option<String>,
+    /// File whose first line is the password of --user.
+    #[arg(long, requires = "user", global = true)]
+    pub password_file: Option<PathBuf>,
+}
+
+/// Reads a password: the first line of `file`, else `QUIVER_PASSWORD`.
+pub fn password(file: Option<&std::path::Path>, what: &str) -> anyhow::Result<String> {
+    let text = match file {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the password file {}", path.display()))?,
+        None => std::env::var("QUIVER_PASSWORD").map_err(|_| {
+            anyhow::anyhow!("{what}: give the password in QUIVER_PASSWORD or --password-file")
+        })?,
+    };
+    let password = text.lines().next().unwrap_or_default().to_owned();
+    if password.is_empty() {
+        anyhow::bail!("{what}: the password is empty");
+    }
+    Ok(password)
 }
 
 impl ConnectArgs {
@@ -39,6 +62,12 @@ impl ConnectArgs {
         let mut config = ClientConfig::new(self.broker.clone(), PathBuf::new());
         config.ca_cert = ca_cert;
         config.client_cert = self.client_cert.clone().zip(self.client_key.clone());
+        if let Some(user) = &self.user {
+            config.scram = Some(quiver_sdk::ScramLogin {
+                user: user.clone(),
+                password: password(self.password_file.as_deref(), &format!("--user {user}"))?,
+            });
+        }
         Client::connect(config)
             .await
             .with_context(|| format!("cannot reach broker {}", self.broker))

@@ -11,6 +11,7 @@ mod consume;
 mod group;
 mod plugin;
 mod produce;
+mod security;
 mod serve;
 mod topic;
 
@@ -50,6 +51,15 @@ enum Command {
     Plugin(plugin::PluginCommand),
     /// Load a broker and report throughput and latency.
     Bench(bench::BenchArgs),
+    /// Client certificates signed by the cluster's CA (mTLS).
+    #[command(subcommand)]
+    Cert(security::CertCommand),
+    /// Access control rules (authorization = "acl").
+    #[command(subcommand)]
+    Acl(security::AclCommand),
+    /// SCRAM-SHA-256 users (authentication = "scram").
+    #[command(subcommand)]
+    User(security::UserCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -80,6 +90,9 @@ fn main() -> std::process::ExitCode {
             Command::Group(cmd) => group::run(cmd).await,
             Command::Plugin(cmd) => plugin::run(cmd).await,
             Command::Cluster(cmd) => cluster::run(cmd).await,
+            Command::Cert(cmd) => security::run_cert(cmd),
+            Command::Acl(cmd) => security::run_acl(cmd).await,
+            Command::User(cmd) => security::run_user(cmd).await,
         }
     });
     // Background tasks (the broker's flushers, a consumer's fetchers) end with the runtime.

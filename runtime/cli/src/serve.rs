@@ -25,6 +25,10 @@ pub struct ServeArgs {
     /// Founding members as ID@HOST:PORT,... (QUIC addresses, this node included)
     #[arg(long)]
     seeds: Option<String>,
+    /// Accept clients without credentials on a listener that is not loopback
+    /// (config allow_anonymous); refused otherwise while authentication = "none".
+    #[arg(long)]
+    allow_anonymous: bool,
 }
 
 /// Builds the configuration: defaults, then the file, then flags, then environment.
@@ -44,6 +48,10 @@ fn configure(args: &ServeArgs) -> anyhow::Result<BrokerConfig> {
         ("admin_listen", args.admin_listen.clone()),
         ("node_id", args.node_id.map(|n| n.to_string())),
         ("seeds", args.seeds.clone()),
+        (
+            "allow_anonymous",
+            args.allow_anonymous.then(|| "true".to_owned()),
+        ),
     ];
     for (key, value) in flags {
         if let Some(value) = value {

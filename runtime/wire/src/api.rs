@@ -26,10 +26,17 @@ pub enum ApiKey {
     ReplicaFetch,
     PluginModule,
     PluginDelete,
+    AclCreate,
+    AclDelete,
+    AclDescribe,
+    SaslAuthenticate,
+    UserUpsert,
+    UserDelete,
+    UserList,
 }
 
 impl ApiKey {
-    pub const ALL: [ApiKey; 22] = [
+    pub const ALL: [ApiKey; 29] = [
         ApiKey::Produce,
         ApiKey::Fetch,
         ApiKey::ListOffsets,
@@ -52,6 +59,13 @@ impl ApiKey {
         ApiKey::ReplicaFetch,
         ApiKey::PluginModule,
         ApiKey::PluginDelete,
+        ApiKey::AclCreate,
+        ApiKey::AclDelete,
+        ApiKey::AclDescribe,
+        ApiKey::SaslAuthenticate,
+        ApiKey::UserUpsert,
+        ApiKey::UserDelete,
+        ApiKey::UserList,
     ];
 
     pub const fn code(self) -> u16 {
@@ -78,6 +92,13 @@ impl ApiKey {
             ApiKey::ReplicaFetch => 20,
             ApiKey::PluginModule => 21,
             ApiKey::PluginDelete => 22,
+            ApiKey::AclCreate => 23,
+            ApiKey::AclDelete => 24,
+            ApiKey::AclDescribe => 25,
+            ApiKey::SaslAuthenticate => 26,
+            ApiKey::UserUpsert => 27,
+            ApiKey::UserDelete => 28,
+            ApiKey::UserList => 29,
         }
     }
 
@@ -110,6 +131,13 @@ impl ApiKey {
             ApiKey::ReplicaFetch => "replica_fetch",
             ApiKey::PluginModule => "plugin_module",
             ApiKey::PluginDelete => "plugin_delete",
+            ApiKey::AclCreate => "acl_create",
+            ApiKey::AclDelete => "acl_delete",
+            ApiKey::AclDescribe => "acl_describe",
+            ApiKey::SaslAuthenticate => "sasl_authenticate",
+            ApiKey::UserUpsert => "user_upsert",
+            ApiKey::UserDelete => "user_delete",
+            ApiKey::UserList => "user_list",
         }
     }
 
@@ -157,6 +185,13 @@ mod tests {
             (20, "replica_fetch"),
             (21, "plugin_module"),
             (22, "plugin_delete"),
+            (23, "acl_create"),
+            (24, "acl_delete"),
+            (25, "acl_describe"),
+            (26, "sasl_authenticate"),
+            (27, "user_upsert"),
+            (28, "user_delete"),
+            (29, "user_list"),
         ];
         assert_eq!(pinned.len(), ApiKey::ALL.len());
         for (key, (code, name)) in ApiKey::ALL.iter().zip(pinned) {

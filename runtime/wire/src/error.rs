@@ -63,11 +63,24 @@ pub enum ErrorCode {
     ClusterAuthorizationFailed,
     /// A plugin that topics still have attached cannot be deleted: detach it first.
     PluginInUse,
+    /// The principal may not perform the operation on the topic (or, with the topic
+    /// hidden from it, the topic is reported as not authorised rather than missing).
+    TopicAuthorizationFailed,
+    /// The principal may not perform the operation on the consumer group.
+    GroupAuthorizationFailed,
+    /// The principal may not read the plugin it named in its fetch.
+    PluginAuthorizationFailed,
+    /// The producer id was issued to another principal: a client may write only under
+    /// the ids it was given. Nothing was appended.
+    ProducerIdNotOwned,
+    /// The client could not be authenticated (no or unknown credentials, wrong
+    /// password); the message never says which.
+    AuthenticationFailed,
 }
 
 impl ErrorCode {
     /// Every code, in numeric order.
-    pub const ALL: [ErrorCode; 33] = [
+    pub const ALL: [ErrorCode; 38] = [
         ErrorCode::Unknown,
         ErrorCode::UnknownTopic,
         ErrorCode::InvalidTopicName,
@@ -101,6 +114,11 @@ impl ErrorCode {
         ErrorCode::NotEnoughReplicasAfterAppend,
         ErrorCode::ClusterAuthorizationFailed,
         ErrorCode::PluginInUse,
+        ErrorCode::TopicAuthorizationFailed,
+        ErrorCode::GroupAuthorizationFailed,
+        ErrorCode::PluginAuthorizationFailed,
+        ErrorCode::ProducerIdNotOwned,
+        ErrorCode::AuthenticationFailed,
     ];
 
     /// The number on the wire. 0 means success and is not an error code.
@@ -139,6 +157,11 @@ impl ErrorCode {
             ErrorCode::NotEnoughReplicasAfterAppend => 31,
             ErrorCode::ClusterAuthorizationFailed => 32,
             ErrorCode::PluginInUse => 33,
+            ErrorCode::TopicAuthorizationFailed => 34,
+            ErrorCode::GroupAuthorizationFailed => 35,
+            ErrorCode::PluginAuthorizationFailed => 36,
+            ErrorCode::ProducerIdNotOwned => 37,
+            ErrorCode::AuthenticationFailed => 38,
         }
     }
 
@@ -183,6 +206,11 @@ impl ErrorCode {
             ErrorCode::NotEnoughReplicasAfterAppend => "NOT_ENOUGH_REPLICAS_AFTER_APPEND",
             ErrorCode::ClusterAuthorizationFailed => "CLUSTER_AUTHORIZATION_FAILED",
             ErrorCode::PluginInUse => "PLUGIN_IN_USE",
+            ErrorCode::TopicAuthorizationFailed => "TOPIC_AUTHORIZATION_FAILED",
+            ErrorCode::GroupAuthorizationFailed => "GROUP_AUTHORIZATION_FAILED",
+            ErrorCode::PluginAuthorizationFailed => "PLUGIN_AUTHORIZATION_FAILED",
+            ErrorCode::ProducerIdNotOwned => "PRODUCER_ID_NOT_OWNED",
+            ErrorCode::AuthenticationFailed => "AUTHENTICATION_FAILED",
         }
     }
 
@@ -252,6 +280,11 @@ mod tests {
             (31, "NOT_ENOUGH_REPLICAS_AFTER_APPEND", true),
             (32, "CLUSTER_AUTHORIZATION_FAILED", false),
             (33, "PLUGIN_IN_USE", false),
+            (34, "TOPIC_AUTHORIZATION_FAILED", false),
+            (35, "GROUP_AUTHORIZATION_FAILED", false),
+            (36, "PLUGIN_AUTHORIZATION_FAILED", false),
+            (37, "PRODUCER_ID_NOT_OWNED", false),
+            (38, "AUTHENTICATION_FAILED", false),
         ];
         assert_eq!(pinned.len(), ErrorCode::ALL.len());
         for (code, (number, name, retriable)) in ErrorCode::ALL.iter().zip(pinned) {

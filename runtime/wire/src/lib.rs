@@ -5,6 +5,7 @@
 //! types, the error codes a client sees, and topic name rules. What it does not do: any
 //! I/O. Callers hand it bytes and get bytes back, so tests drive it without sockets.
 
+pub mod acl;
 pub mod api;
 pub mod batch;
 pub mod cluster;
@@ -14,6 +15,8 @@ pub mod frame;
 pub mod group;
 pub mod message;
 pub mod plugin;
+pub mod sasl;
+pub mod scram;
 pub mod topic;
 pub mod varint;
 

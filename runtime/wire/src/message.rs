@@ -792,6 +792,13 @@ pub enum Request {
     ReplicaFetch(crate::cluster::ReplicaFetchRequest),
     PluginModule(crate::plugin::PluginModuleRequest),
     PluginDelete(crate::plugin::PluginDeleteRequest),
+    AclCreate(crate::acl::AclCreateRequest),
+    AclDelete(crate::acl::AclDeleteRequest),
+    AclDescribe(crate::acl::AclDescribeRequest),
+    SaslAuthenticate(crate::sasl::SaslAuthenticateRequest),
+    UserUpsert(crate::sasl::UserUpsertRequest),
+    UserDelete(crate::sasl::UserDeleteRequest),
+    UserList(crate::sasl::UserListRequest),
 }
 
 impl Request {
@@ -860,6 +867,25 @@ impl Request {
             ApiKey::PluginDelete => {
                 Request::PluginDelete(crate::plugin::PluginDeleteRequest::decode_body(body)?)
             }
+            ApiKey::AclCreate => {
+                Request::AclCreate(crate::acl::AclCreateRequest::decode_body(body)?)
+            }
+            ApiKey::AclDelete => {
+                Request::AclDelete(crate::acl::AclDeleteRequest::decode_body(body)?)
+            }
+            ApiKey::AclDescribe => {
+                Request::AclDescribe(crate::acl::AclDescribeRequest::decode_body(body)?)
+            }
+            ApiKey::SaslAuthenticate => {
+                Request::SaslAuthenticate(crate::sasl::SaslAuthenticateRequest::decode_body(body)?)
+            }
+            ApiKey::UserUpsert => {
+                Request::UserUpsert(crate::sasl::UserUpsertRequest::decode_body(body)?)
+            }
+            ApiKey::UserDelete => {
+                Request::UserDelete(crate::sasl::UserDeleteRequest::decode_body(body)?)
+            }
+            ApiKey::UserList => Request::UserList(crate::sasl::UserListRequest::decode_body(body)?),
         })
     }
 
@@ -887,6 +913,13 @@ impl Request {
             Request::ReplicaFetch(_) => ApiKey::ReplicaFetch,
             Request::PluginModule(_) => ApiKey::PluginModule,
             Request::PluginDelete(_) => ApiKey::PluginDelete,
+            Request::AclCreate(_) => ApiKey::AclCreate,
+            Request::AclDelete(_) => ApiKey::AclDelete,
+            Request::AclDescribe(_) => ApiKey::AclDescribe,
+            Request::SaslAuthenticate(_) => ApiKey::SaslAuthenticate,
+            Request::UserUpsert(_) => ApiKey::UserUpsert,
+            Request::UserDelete(_) => ApiKey::UserDelete,
+            Request::UserList(_) => ApiKey::UserList,
         }
     }
 }

@@ -12,9 +12,12 @@ use quiver_wire::group::{
 use quiver_wire::message::Empty;
 use quiver_wire::message::ResponseBody;
 
+use quiver_wire::acl::Operation::Describe;
+
 use super::{Call, Outgoing, RequestError, partition};
 use crate::group::{GroupCoordinator, Heartbeat, validate_group_id};
 use crate::offsets::OffsetView;
+use crate::security::Need;
 use crate::server::{BrokerState, now_ms};
 
 fn coordinator(state: &BrokerState) -> std::sync::MutexGuard<'_, GroupCoordinator> {
@@ -30,6 +33,24 @@ pub(super) async fn offset_commit(
     req: OffsetCommitRequest,
     call: &Call<'_>,
 ) -> Result<Outgoing, RequestError> {
+    // A commit outside any membership is an administrator moving the group's offsets
+    // (`quiver group reset-offsets`): audited. Members' own commits are not.
+    if req.member_id.is_empty() {
+        let what = format!(
+            "group `{}`: {}",
+            req.group,
+            req.offsets
+                .iter()
+                .map(|o| format!("{}/{} to {}", o.topic, o.partition, o.offset))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        return call.audited("group_offsets_reset", &what, commit(req, call).await);
+    }
+    commit(req, call).await
+}
+
+async fn commit(req: OffsetCommitRequest, call: &Call<'_>) -> Result<Outgoing, RequestError> {
     let state = call.state;
     let member = crate::cluster::group_coordinator(state)?;
     coordinator(state).check_commit(&req.group, &req.member_id, req.member_epoch)?;
@@ -129,6 +150,7 @@ pub(super) async fn list_groups(
     for (group, members) in coordinator(state).list() {
         groups.insert(group, members);
     }
+    groups.retain(|group, _| call.may(&Need::group(Describe, group)));
     Ok(Outgoing::Frame(
         ListGroupsResponse {
             groups: groups.into_iter().collect(),

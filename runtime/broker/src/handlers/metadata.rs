@@ -10,7 +10,10 @@ use quiver_wire::message::{
     PartitionInfo, TopicInfo,
 };
 
+use quiver_wire::acl::Operation::Describe;
+
 use super::{Call, Outgoing, RequestError};
+use crate::security::Need;
 
 pub(super) async fn api_versions(
     _req: ApiVersionsRequest,
@@ -49,11 +52,18 @@ pub(super) async fn metadata(
             .filter(|t| {
                 !t.name
                     .starts_with(quiver_wire::topic::INTERNAL_TOPIC_PREFIX)
+                    && call.may(&Need::topic(Describe, &t.name))
             })
             .collect(),
         Some(names) => names
             .iter()
             .map(|n| {
+                // Checked before existence, so the answer says nothing about a topic
+                // the principal may not describe.
+                let need = Need::topic(Describe, n);
+                if !call.may(&need) {
+                    return Err(need.denied(call.principal));
+                }
                 state.topics.get(n).ok_or_else(|| {
                     RequestError::new(
                         ErrorCode::UnknownTopic,

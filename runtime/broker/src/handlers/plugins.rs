@@ -12,7 +12,12 @@ pub(super) async fn upload(
     req: PluginUploadRequest,
     call: &Call<'_>,
 ) -> Result<Outgoing, RequestError> {
-    crate::plugins::upload(req, call.state).await
+    let what = format!("plugin `{}` ({} bytes)", req.name, req.module.len());
+    call.audited(
+        "plugin_upload",
+        &what,
+        crate::plugins::upload(req, call.state).await,
+    )
 }
 
 pub(super) async fn list(
@@ -26,21 +31,40 @@ pub(super) async fn attach(
     req: PluginAttachRequest,
     call: &Call<'_>,
 ) -> Result<Outgoing, RequestError> {
-    crate::plugins::attach(req, call.state).await
+    let a = &req.attachment;
+    let what = format!(
+        "plugin `{}` to topic `{}` at the {} stage, on error {}",
+        a.plugin, a.topic, a.stage, a.on_error
+    );
+    call.audited(
+        "plugin_attach",
+        &what,
+        crate::plugins::attach(req, call.state).await,
+    )
 }
 
 pub(super) async fn detach(
     req: PluginDetachRequest,
     call: &Call<'_>,
 ) -> Result<Outgoing, RequestError> {
-    crate::plugins::detach(req, call.state).await
+    let what = format!("plugin `{}` from topic `{}`", req.plugin, req.topic);
+    call.audited(
+        "plugin_detach",
+        &what,
+        crate::plugins::detach(req, call.state).await,
+    )
 }
 
 pub(super) async fn delete(
     req: PluginDeleteRequest,
     call: &Call<'_>,
 ) -> Result<Outgoing, RequestError> {
-    crate::plugins::delete(req, call.state).await
+    let what = format!("plugin `{}`", req.name);
+    call.audited(
+        "plugin_delete",
+        &what,
+        crate::plugins::delete(req, call.state).await,
+    )
 }
 
 /// Another broker fetching a module it was told to install.

@@ -49,6 +49,9 @@ pub(super) async fn produce(
     crate::cluster::require_leader(state, &req.topic, req.partition)?;
     let partition = partition(state, &req.topic, req.partition)?;
     if let Ok(header) = BatchHeader::parse(&req.batch) {
+        if header.producer_id != quiver_wire::batch::NO_PRODUCER_ID {
+            super::producer_ids::ensure_owned(call, header.producer_id).await?;
+        }
         wait_for_predecessors(&partition, &header).await;
     }
     let now = now_ms();

@@ -12,6 +12,14 @@ pub(super) async fn create_topic(
     req: CreateTopicRequest,
     call: &Call<'_>,
 ) -> Result<Outgoing, RequestError> {
+    let what = format!(
+        "topic `{}` ({} partitions, replication factor {})",
+        req.name, req.partitions, req.replication_factor
+    );
+    call.audited("topic_create", &what, create(req, call).await)
+}
+
+async fn create(req: CreateTopicRequest, call: &Call<'_>) -> Result<Outgoing, RequestError> {
     let state = call.state;
     validate_topic_name(&req.name)
         .map_err(|e| RequestError::new(ErrorCode::InvalidTopicName, e.to_string()))?;
@@ -43,6 +51,11 @@ pub(super) async fn delete_topic(
     req: DeleteTopicRequest,
     call: &Call<'_>,
 ) -> Result<Outgoing, RequestError> {
+    let what = format!("topic `{}`", req.name);
+    call.audited("topic_delete", &what, delete(req, call).await)
+}
+
+async fn delete(req: DeleteTopicRequest, call: &Call<'_>) -> Result<Outgoing, RequestError> {
     let state = call.state;
     if req
         .name

@@ -113,6 +113,24 @@ pub enum MetadataCommand {
         before_ms: u64,
         keep_groups: Vec<String>,
     },
+    /// Adds access control rules; rules that exist already change nothing.
+    CreateAcls {
+        bindings: Vec<quiver_wire::acl::AclBinding>,
+    },
+    /// Removes access control rules matched exactly.
+    DeleteAcls {
+        bindings: Vec<quiver_wire::acl::AclBinding>,
+    },
+    /// Records that a producer id was issued to an authenticated principal: only that
+    /// principal may produce under it.
+    ClaimProducerId { producer_id: u64, principal: String },
+    /// Creates or replaces a SCRAM user's credential.
+    UpsertUser {
+        name: String,
+        record: super::UserRecord,
+    },
+    /// Forgets a SCRAM user.
+    DeleteUser { name: String },
 }
 
 impl MetadataCommand {
@@ -134,6 +152,11 @@ impl MetadataCommand {
             MetadataCommand::DeletePlugin { .. } => "delete_plugin",
             MetadataCommand::CommitOffsets { .. } => "commit_offsets",
             MetadataCommand::ExpireOffsets { .. } => "expire_offsets",
+            MetadataCommand::CreateAcls { .. } => "create_acls",
+            MetadataCommand::DeleteAcls { .. } => "delete_acls",
+            MetadataCommand::ClaimProducerId { .. } => "claim_producer_id",
+            MetadataCommand::UpsertUser { .. } => "upsert_user",
+            MetadataCommand::DeleteUser { .. } => "delete_user",
         }
     }
 }
@@ -209,4 +232,19 @@ pub enum MetadataResponse {
     OffsetsExpired {
         count: u32,
     },
+    AclsCreated {
+        added: u32,
+    },
+    AclsDeleted {
+        removed: u32,
+    },
+    ProducerIdClaimed {
+        /// The principal's oldest claim, forgotten to make room.
+        evicted: Option<u64>,
+    },
+    UserUpserted {
+        /// False when an existing user's credential was replaced.
+        created: bool,
+    },
+    UserDeleted,
 }

@@ -84,6 +84,21 @@ pub enum CommandError {
     InvalidOffsetCommit(String),
     #[error("committing would keep more than {max} offsets")]
     TooManyOffsets { max: usize },
+
+    #[error("ACL is invalid: {0}")]
+    InvalidAcl(String),
+    #[error("the cluster keeps at most {max} ACLs")]
+    TooManyAcls { max: usize },
+    #[error("producer id {0} was issued to another principal")]
+    ProducerIdClaimed(u64),
+    #[error("the cluster remembers at most {max} producer ids of authenticated clients")]
+    TooManyProducerClaims { max: usize },
+    #[error("user is invalid: {0}")]
+    InvalidUser(String),
+    #[error("user `{0}` does not exist")]
+    UnknownUser(String),
+    #[error("the cluster keeps at most {max} users")]
+    TooManyUsers { max: usize },
 }
 
 impl CommandError {
@@ -121,6 +136,13 @@ impl CommandError {
             CommandError::DeadLetterCycle { .. } => "DEAD_LETTER_CYCLE",
             CommandError::InvalidOffsetCommit(_) => "INVALID_OFFSET_COMMIT",
             CommandError::TooManyOffsets { .. } => "TOO_MANY_OFFSETS",
+            CommandError::InvalidAcl(_) => "INVALID_ACL",
+            CommandError::TooManyAcls { .. } => "TOO_MANY_ACLS",
+            CommandError::ProducerIdClaimed(_) => "PRODUCER_ID_NOT_OWNED",
+            CommandError::TooManyProducerClaims { .. } => "TOO_MANY_PRODUCER_CLAIMS",
+            CommandError::InvalidUser(_) => "INVALID_USER",
+            CommandError::UnknownUser(_) => "UNKNOWN_USER",
+            CommandError::TooManyUsers { .. } => "TOO_MANY_USERS",
         }
     }
 
@@ -279,6 +301,16 @@ mod tests {
                 "INVALID_OFFSET_COMMIT",
             ),
             (CommandError::TooManyOffsets { max: 1 }, "TOO_MANY_OFFSETS"),
+            (CommandError::InvalidAcl(String::new()), "INVALID_ACL"),
+            (CommandError::TooManyAcls { max: 1 }, "TOO_MANY_ACLS"),
+            (CommandError::ProducerIdClaimed(1), "PRODUCER_ID_NOT_OWNED"),
+            (
+                CommandError::TooManyProducerClaims { max: 1 },
+                "TOO_MANY_PRODUCER_CLAIMS",
+            ),
+            (CommandError::InvalidUser(String::new()), "INVALID_USER"),
+            (CommandError::UnknownUser(String::new()), "UNKNOWN_USER"),
+            (CommandError::TooManyUsers { max: 1 }, "TOO_MANY_USERS"),
         ];
         let mut seen = std::collections::BTreeSet::new();
         for (error, name) in &all {

@@ -74,3 +74,11 @@ const _: () = assert!(
 );
 const _: () =
     assert!(PLUGIN_PARAMS_MAX * (2 * PLUGIN_PARAM_BYTES_MAX + 100) + 4 * 1024 < COMMAND_BYTES_MAX);
+
+/// Producer ids whose owner the cluster remembers, over all principals. Claims are
+/// made only when clients authenticate.
+pub const PRODUCER_CLAIMS_MAX: usize = 1_000_000;
+/// Producer ids one principal owns at once; past it, its oldest claim is forgotten
+/// (Kafka likewise expires idle producer ids), so one principal cannot use up the
+/// cluster's room for others.
+pub const PRODUCER_CLAIMS_PER_PRINCIPAL_MAX: usize = 10_000;

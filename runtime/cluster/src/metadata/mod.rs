@@ -21,14 +21,16 @@ mod error;
 pub mod limits;
 mod offsets;
 mod plugin;
+mod security;
 mod topic;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
 pub use command::{MetadataCommand, MetadataResponse, OffsetCommit};
 pub use error::CommandError;
+pub use security::{ProducerClaim, USER_ITERATIONS_MAX, USER_ITERATIONS_MIN, UserRecord};
 pub use topic::UNCLEAN_LEADER_ELECTION_CONFIG;
 
 /// A broker's id. Brokers and controllers share ids: broker `n` runs controller `n`.
@@ -137,6 +139,17 @@ pub struct MetadataState {
     /// Where the next topic's round-robin assignment starts, so that leaders of
     /// successive topics spread over the brokers.
     assignment_cursor: u32,
+    /// Access control rules (`authorization = "acl"`).
+    #[serde(default)]
+    acls: BTreeSet<quiver_wire::acl::AclBinding>,
+    /// Producer ids issued to authenticated principals, by id.
+    #[serde(default)]
+    producer_claims: BTreeMap<u64, ProducerClaim>,
+    #[serde(default)]
+    next_claim_sequence: u64,
+    /// SCRAM users, by name.
+    #[serde(default)]
+    users: BTreeMap<String, UserRecord>,
 }
 
 impl MetadataState {
@@ -216,6 +229,14 @@ impl MetadataState {
                 before_ms,
                 keep_groups,
             } => Ok(self.expire_offsets(*before_ms, keep_groups)),
+            MetadataCommand::CreateAcls { bindings } => self.create_acls(bindings),
+            MetadataCommand::DeleteAcls { bindings } => self.delete_acls(bindings),
+            MetadataCommand::ClaimProducerId {
+                producer_id,
+                principal,
+            } => self.claim_producer_id(*producer_id, principal),
+            MetadataCommand::UpsertUser { name, record } => self.upsert_user(name, record),
+            MetadataCommand::DeleteUser { name } => self.delete_user(name),
         }
     }
 
@@ -365,6 +386,18 @@ impl MetadataState {
         }
         if self.offsets.len() > limits::OFFSETS_MAX {
             return Err(format!("{} offsets", self.offsets.len()));
+        }
+        if self.acls.len() > quiver_wire::acl::ACLS_MAX {
+            return Err(format!("{} ACLs", self.acls.len()));
+        }
+        if let Some(bad) = self.acls.iter().find(|b| b.validate().is_err()) {
+            return Err(format!("invalid ACL {bad}"));
+        }
+        if self.users.len() > quiver_wire::sasl::USERS_MAX {
+            return Err(format!("{} users", self.users.len()));
+        }
+        if self.producer_claims.len() > limits::PRODUCER_CLAIMS_MAX {
+            return Err(format!("{} producer id claims", self.producer_claims.len()));
         }
         Ok(())
     }

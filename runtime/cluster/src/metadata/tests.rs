@@ -1182,3 +1182,194 @@ fn produce_stage_dead_letter_cycles_are_refused_in_log_order() {
     assert!(state.dead_letter_leads_back("c", "a"));
     assert!(!state.dead_letter_leads_back("a", "c"));
 }
+
+fn acl(
+    principal: &str,
+    topic: &str,
+    permission: quiver_wire::acl::Permission,
+) -> quiver_wire::acl::AclBinding {
+    quiver_wire::acl::AclBinding {
+        principal: principal.to_owned(),
+        resource_type: quiver_wire::acl::ResourceType::Topic,
+        pattern: quiver_wire::acl::PatternType::Literal,
+        resource_name: topic.to_owned(),
+        operation: quiver_wire::acl::Operation::Write,
+        permission,
+    }
+}
+
+#[test]
+fn acls_are_added_once_removed_exactly_and_survive_a_snapshot() {
+    use quiver_wire::acl::Permission;
+    let mut state = MetadataState::new();
+    let allow = acl("User:alice", "orders", Permission::Allow);
+    let deny = acl("User:*", "orders", Permission::Deny);
+    assert_eq!(
+        ok(
+            &mut state,
+            MetadataCommand::CreateAcls {
+                bindings: vec![allow.clone(), deny.clone(), allow.clone()]
+            }
+        ),
+        MetadataResponse::AclsCreated { added: 2 }
+    );
+    assert_eq!(
+        ok(
+            &mut state,
+            MetadataCommand::CreateAcls {
+                bindings: vec![allow.clone()]
+            }
+        ),
+        MetadataResponse::AclsCreated { added: 0 }
+    );
+    let json = serde_json::to_vec(&state).expect("serialises");
+    let restored: MetadataState = serde_json::from_slice(&json).expect("deserialises");
+    assert_eq!(restored, state);
+    assert!(restored.check_invariants().is_ok());
+
+    let mut other = allow.clone();
+    other.operation = quiver_wire::acl::Operation::Read;
+    assert_eq!(
+        ok(
+            &mut state,
+            MetadataCommand::DeleteAcls {
+                bindings: vec![other, deny.clone()]
+            }
+        ),
+        MetadataResponse::AclsDeleted { removed: 1 }
+    );
+    assert_eq!(state.acls().cloned().collect::<Vec<_>>(), vec![allow]);
+}
+
+#[test]
+fn an_invalid_acl_changes_nothing() {
+    use quiver_wire::acl::Permission;
+    let mut state = MetadataState::new();
+    let good = acl("User:alice", "orders", Permission::Allow);
+    let bad = acl("alice", "orders", Permission::Allow);
+    let before = state.clone();
+    let err = refused(
+        &mut state,
+        MetadataCommand::CreateAcls {
+            bindings: vec![good, bad],
+        },
+    );
+    assert_eq!(err.name(), "INVALID_ACL");
+    assert_eq!(state, before);
+}
+
+#[test]
+fn a_snapshot_from_before_acls_reads_with_none() {
+    let state = cluster(1);
+    let mut json: serde_json::Value = serde_json::to_value(&state).expect("serialises");
+    let map = json.as_object_mut().expect("an object");
+    map.remove("acls");
+    map.remove("producer_claims");
+    map.remove("next_claim_sequence");
+    let restored: MetadataState = serde_json::from_value(json).expect("old snapshot reads");
+    assert_eq!(restored.acls().count(), 0);
+    assert_eq!(restored, state);
+}
+
+#[test]
+fn a_producer_id_belongs_to_the_first_principal_that_claims_it() {
+    let mut state = MetadataState::new();
+    let claim = |id: u64, who: &str| MetadataCommand::ClaimProducerId {
+        producer_id: id,
+        principal: who.to_owned(),
+    };
+    assert_eq!(
+        ok(&mut state, claim(7, "User:alice")),
+        MetadataResponse::ProducerIdClaimed { evicted: None }
+    );
+    // A retry of the same claim is answered the same.
+    assert_eq!(
+        ok(&mut state, claim(7, "User:alice")),
+        MetadataResponse::ProducerIdClaimed { evicted: None }
+    );
+    let before = state.clone();
+    assert_eq!(
+        refused(&mut state, claim(7, "User:mallory")).name(),
+        "PRODUCER_ID_NOT_OWNED"
+    );
+    assert_eq!(state, before);
+    assert_eq!(state.producer_owner(7), Some("User:alice"));
+    assert_eq!(state.producer_owner(8), None);
+}
+
+#[test]
+fn a_principal_past_its_claim_limit_loses_its_own_oldest_claim_only() {
+    let mut state = MetadataState::new();
+    let claim = |id: u64, who: &str| MetadataCommand::ClaimProducerId {
+        producer_id: id,
+        principal: who.to_owned(),
+    };
+    ok(&mut state, claim(1_000_000, "User:bob"));
+    let max = limits::PRODUCER_CLAIMS_PER_PRINCIPAL_MAX as u64;
+    for id in 0..max {
+        ok(&mut state, claim(id, "User:alice"));
+    }
+    assert_eq!(
+        ok(&mut state, claim(max, "User:alice")),
+        MetadataResponse::ProducerIdClaimed { evicted: Some(0) }
+    );
+    assert_eq!(state.producer_owner(0), None);
+    assert_eq!(state.producer_owner(max), Some("User:alice"));
+    assert_eq!(state.producer_owner(1_000_000), Some("User:bob"));
+}
+
+#[test]
+fn users_are_stored_as_keys_and_checked() {
+    let record = UserRecord {
+        salt: vec![1; 16],
+        iterations: 4096,
+        stored_key: vec![2; 32],
+        server_key: vec![3; 32],
+    };
+    let mut state = MetadataState::new();
+    let upsert = |name: &str, record: &UserRecord| MetadataCommand::UpsertUser {
+        name: name.to_owned(),
+        record: record.clone(),
+    };
+    assert_eq!(
+        ok(&mut state, upsert("alice", &record)),
+        MetadataResponse::UserUpserted { created: true }
+    );
+    assert_eq!(
+        ok(&mut state, upsert("alice", &record)),
+        MetadataResponse::UserUpserted { created: false }
+    );
+    let before = state.clone();
+    let mut weak = record.clone();
+    weak.iterations = 1;
+    assert_eq!(
+        refused(&mut state, upsert("bob", &weak)).name(),
+        "INVALID_USER"
+    );
+    let mut short = record.clone();
+    short.stored_key.pop();
+    assert_eq!(
+        refused(&mut state, upsert("bob", &short)).name(),
+        "INVALID_USER"
+    );
+    assert_eq!(
+        refused(&mut state, upsert("", &record)).name(),
+        "INVALID_USER"
+    );
+    assert_eq!(state, before);
+    assert_eq!(
+        refused(
+            &mut state,
+            MetadataCommand::DeleteUser { name: "bob".into() }
+        )
+        .name(),
+        "UNKNOWN_USER"
+    );
+    ok(
+        &mut state,
+        MetadataCommand::DeleteUser {
+            name: "alice".into(),
+        },
+    );
+    assert!(state.users().is_empty());
+}
