@@ -66,12 +66,19 @@ pub async fn upload(
     state: &BrokerState,
 ) -> Result<Outgoing, RequestError> {
     let member = crate::cluster::member(state)?;
-    // Compiling a module takes tens of milliseconds to seconds.
-    let info = blocking(|| state.plugins.upload(&req.name, &req.module, now_ms()))
-        .inspect_err(|err| {
-            tracing::warn!(plugin = %req.name, size = req.module.len(), %err, "plugin upload refused");
-        })?;
-    crate::cluster::propose_plugin_change(member, upload_command(&info)).await?;
+    // Registered here before the controller commits it: the sync with the controller
+    // would take it for a plugin the controller dropped and remove it (files and
+    // all), so it waits until the commit is in.
+    let info = {
+        let _sync_waits = member.plugin_sync.lock().await;
+        // Compiling a module takes tens of milliseconds to seconds.
+        let info = blocking(|| state.plugins.upload(&req.name, &req.module, now_ms()))
+            .inspect_err(|err| {
+                tracing::warn!(plugin = %req.name, size = req.module.len(), %err, "plugin upload refused");
+            })?;
+        crate::cluster::propose_plugin_change(member, upload_command(&info)).await?;
+        info
+    };
     await_second_copy(member, &info.name, &info.version).await?;
     tracing::info!(plugin = %info.name, version = %info.version, kind = %info.kind, size = info.size, "plugin uploaded");
     Ok(Outgoing::Frame(info.encode_frame()))
