@@ -751,6 +751,30 @@ impl Client {
             .map(|answer| answer.users)
     }
 
+    /// Sets `principal`'s client quota (`User:*` for the default); a quota without
+    /// limits removes it. Needs `alter` on the cluster.
+    pub async fn set_quota(
+        &self,
+        principal: &str,
+        quota: quiver_wire::quota::Quota,
+    ) -> Result<(), RequestError> {
+        self.call(&quiver_wire::quota::QuotaSetRequest {
+            principal: principal.to_owned(),
+            quota,
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Every client quota, by principal. Needs `describe` on the cluster.
+    pub async fn list_quotas(
+        &self,
+    ) -> Result<Vec<(String, quiver_wire::quota::Quota)>, RequestError> {
+        self.call(&quiver_wire::quota::QuotaListRequest)
+            .await
+            .map(|answer| answer.quotas)
+    }
+
     /// What the broker knows of its cluster: the controller leader, voters, brokers
     /// and whether each is fenced.
     pub async fn cluster_status(

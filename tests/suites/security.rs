@@ -354,6 +354,18 @@ async fn attempt(client: &Client, api: ApiKey) -> Result<(), RequestError> {
         ApiKey::UserUpsert => client.upsert_user("bob", "a long password", 4096).await,
         ApiKey::UserDelete => client.delete_user("bob").await,
         ApiKey::UserList => client.list_users().await.map(drop),
+        ApiKey::QuotaSet => {
+            client
+                .set_quota(
+                    "User:bob",
+                    quiver_wire::quota::Quota {
+                        produce_bytes_per_sec: Some(1 << 30),
+                        ..Default::default()
+                    },
+                )
+                .await
+        }
+        ApiKey::QuotaList => client.list_quotas().await.map(drop),
         ApiKey::ControllerRpc => client
             .call(&quiver_wire::cluster::ControllerRpcRequest {
                 payload: Bytes::from_static(b"{}"),
@@ -418,7 +430,8 @@ fn grants(api: ApiKey, principal: &str) -> Option<(Vec<AclBinding>, Option<Error
         ApiKey::AclCreate | ApiKey::AclDelete | ApiKey::UserUpsert | ApiKey::UserDelete => {
             (vec![cluster(Alter)], cluster_denied)
         }
-        ApiKey::UserList => (vec![cluster(Describe)], cluster_denied),
+        ApiKey::UserList | ApiKey::QuotaList => (vec![cluster(Describe)], cluster_denied),
+        ApiKey::QuotaSet => (vec![cluster(Alter)], cluster_denied),
         // No rule opens the brokers' own APIs to a client.
         ApiKey::ControllerRpc | ApiKey::ReplicaFetch | ApiKey::PluginModule => {
             (vec![cluster(All)], None)
@@ -1054,4 +1067,89 @@ async fn scram_users_get_in_with_their_password_and_nobody_learns_who_exists() {
         },
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_principal_over_its_quota_is_throttled_and_another_is_not() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start_with(dir.path(), LOCKED_DOWN, None);
+    let admin_cert = issue(&broker.data_dir, "admin", certs.path());
+    let admin = client_as(&broker, &admin_cert).await;
+    let alice = client_as(&broker, &issue(&broker.data_dir, "alice", certs.path())).await;
+    let bob = client_as(&broker, &issue(&broker.data_dir, "bob", certs.path())).await;
+    admin
+        .create_topic("metered", 1, 1, &[])
+        .await
+        .expect("create");
+    admin
+        .create_acls(vec![
+            rule(
+                "User:alice",
+                ResourceType::Topic,
+                "metered",
+                Operation::Write,
+            ),
+            rule("User:bob", ResourceType::Topic, "metered", Operation::Write),
+        ])
+        .await
+        .expect("rules");
+    // 1,000 bytes per second over the 10-second window: a 12 KB batch is 2 s over.
+    admin
+        .set_quota(
+            "User:alice",
+            quiver_wire::quota::Quota {
+                produce_bytes_per_sec: Some(1_000),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("quota");
+    let record = Record::from_value(vec![b'x'; 12_000], 1);
+    for client in [&alice, &bob] {
+        client
+            .produce("metered", 0, Acks::Leader, std::slice::from_ref(&record))
+            .await
+            .expect("a throttled produce is still stored");
+    }
+    let alice_throttled =
+        broker.metric("quiver_throttle_seconds_total{principal=\"User:alice\",quota=\"produce\"}");
+    assert!(alice_throttled > 0.0, "alice was not throttled");
+    assert_eq!(
+        broker.metric("quiver_throttle_seconds_total{principal=\"User:bob\",quota=\"produce\"}"),
+        0.0,
+        "bob has no quota"
+    );
+
+    let admin_cert_path = admin_cert.0.display().to_string();
+    let admin_key_path = admin_cert.1.display().to_string();
+    let auth = [
+        "--client-cert",
+        admin_cert_path.as_str(),
+        "--client-key",
+        admin_key_path.as_str(),
+    ];
+    let mut args = vec!["quota", "list"];
+    args.extend(auth);
+    let out = broker.cli(&args);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("User:alice\t1000\t-\t-"),
+        "{text}"
+    );
+    // A quota without limits removes it; a zero rate is refused.
+    let mut args = vec![
+        "quota",
+        "set",
+        "--principal",
+        "User:alice",
+        "--produce-bytes-per-sec",
+        "0",
+    ];
+    args.extend(auth);
+    assert!(!broker.cli(&args).status.success());
+    let mut args = vec!["quota", "set", "--principal", "User:alice"];
+    args.extend(auth);
+    assert!(broker.cli(&args).status.success());
+    assert!(admin.list_quotas().await.expect("list").is_empty());
 }

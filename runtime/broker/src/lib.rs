@@ -23,6 +23,7 @@ pub mod partition;
 pub mod peers;
 pub mod plugins;
 pub mod producer_id;
+pub mod quota;
 pub mod replication;
 pub mod reply;
 pub mod security;

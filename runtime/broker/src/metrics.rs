@@ -50,6 +50,8 @@ pub struct Metrics {
     pub authentication_failures: IntCounterVec,
     /// Requests refused by the ACLs, by operation and resource type.
     pub authorization_denials: IntCounterVec,
+    /// Seconds answers were held back by client quotas, by principal and quota.
+    pub throttle_seconds: prometheus::CounterVec,
     log_end_offset: IntGaugeVec,
     log_start_offset: IntGaugeVec,
     high_watermark: IntGaugeVec,
@@ -221,6 +223,15 @@ impl Metrics {
             self.authentication_failures
                 .with_label_values(&[mechanism])
                 .inc();
+        }
+    }
+
+    /// An answer held back `seconds` by `principal`'s `quota`.
+    pub fn throttled(&self, principal: &str, quota: &str, seconds: f64) {
+        if self.enabled {
+            self.throttle_seconds
+                .with_label_values(&[principal, quota])
+                .inc_by(seconds);
         }
     }
 
@@ -461,6 +472,17 @@ impl Metrics {
                 "Clients whose credentials were refused (missing, from another CA, naming nobody), by mechanism.",
                 &["mechanism"],
             ),
+            throttle_seconds: {
+                let vec = must(prometheus::CounterVec::new(
+                    Opts::new(
+                        "quiver_throttle_seconds_total",
+                        "Seconds answers were held back because a principal was over its client quota, by principal and quota (produce, fetch, request).",
+                    ),
+                    &["principal", "quota"],
+                ));
+                must(registry.register(Box::new(vec.clone())));
+                vec
+            },
             authorization_denials: counter(
                 "quiver_authorization_denials_total",
                 "Requests refused by the ACLs, by operation and resource type.",

@@ -60,6 +60,9 @@ enum Command {
     /// SCRAM-SHA-256 users (authentication = "scram").
     #[command(subcommand)]
     User(security::UserCommand),
+    /// Client quotas per principal: produce and fetch bytes per second, request time.
+    #[command(subcommand)]
+    Quota(security::QuotaCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -93,6 +96,7 @@ fn main() -> std::process::ExitCode {
             Command::Cert(cmd) => security::run_cert(cmd),
             Command::Acl(cmd) => security::run_acl(cmd).await,
             Command::User(cmd) => security::run_user(cmd).await,
+            Command::Quota(cmd) => security::run_quota(cmd).await,
         }
     });
     // Background tasks (the broker's flushers, a consumer's fetchers) end with the runtime.

@@ -228,6 +228,73 @@ pub async fn run_user(cmd: UserCommand) -> anyhow::Result<()> {
 }
 
 #[derive(Subcommand)]
+pub enum QuotaCommand {
+    /// Set a principal's quota (User:* for every principal without one); limits not
+    /// given are unlimited, and a quota without limits is removed.
+    Set {
+        #[arg(long)]
+        principal: String,
+        #[arg(long)]
+        produce_bytes_per_sec: Option<u64>,
+        #[arg(long)]
+        fetch_bytes_per_sec: Option<u64>,
+        /// Percent of one core's time handling the principal's requests.
+        #[arg(long)]
+        request_percent: Option<u64>,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+    /// List quotas.
+    List {
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+}
+
+pub async fn run_quota(cmd: QuotaCommand) -> anyhow::Result<()> {
+    match cmd {
+        QuotaCommand::Set {
+            principal,
+            produce_bytes_per_sec,
+            fetch_bytes_per_sec,
+            request_percent,
+            connect,
+        } => {
+            let quota = quiver_wire::quota::Quota {
+                produce_bytes_per_sec,
+                fetch_bytes_per_sec,
+                request_percent,
+            };
+            let client = connect.connect().await?;
+            client
+                .set_quota(&principal, quota)
+                .await
+                .with_context(|| format!("cannot set the quota of {principal}"))?;
+            if quota.is_unlimited() {
+                println!("{principal}: no quota");
+            } else {
+                println!("{principal}: quota set");
+            }
+        }
+        QuotaCommand::List { connect } => {
+            let client = connect.connect().await?;
+            let quotas = client.list_quotas().await.context("cannot list quotas")?;
+            let show = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
+            println!("PRINCIPAL\tPRODUCE_BYTES_PER_SEC\tFETCH_BYTES_PER_SEC\tREQUEST_PERCENT");
+            for (principal, q) in quotas {
+                println!(
+                    "{principal}\t{}\t{}\t{}",
+                    show(q.produce_bytes_per_sec),
+                    show(q.fetch_bytes_per_sec),
+                    show(q.request_percent)
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+#[derive(Subcommand)]
 pub enum AclCommand {
     /// Add rules: PRINCIPAL may (or, with --deny, may not) do OP on RESOURCE.
     Add {

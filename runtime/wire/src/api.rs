@@ -33,10 +33,12 @@ pub enum ApiKey {
     UserUpsert,
     UserDelete,
     UserList,
+    QuotaSet,
+    QuotaList,
 }
 
 impl ApiKey {
-    pub const ALL: [ApiKey; 29] = [
+    pub const ALL: [ApiKey; 31] = [
         ApiKey::Produce,
         ApiKey::Fetch,
         ApiKey::ListOffsets,
@@ -66,6 +68,8 @@ impl ApiKey {
         ApiKey::UserUpsert,
         ApiKey::UserDelete,
         ApiKey::UserList,
+        ApiKey::QuotaSet,
+        ApiKey::QuotaList,
     ];
 
     pub const fn code(self) -> u16 {
@@ -99,6 +103,8 @@ impl ApiKey {
             ApiKey::UserUpsert => 27,
             ApiKey::UserDelete => 28,
             ApiKey::UserList => 29,
+            ApiKey::QuotaSet => 30,
+            ApiKey::QuotaList => 31,
         }
     }
 
@@ -138,6 +144,8 @@ impl ApiKey {
             ApiKey::UserUpsert => "user_upsert",
             ApiKey::UserDelete => "user_delete",
             ApiKey::UserList => "user_list",
+            ApiKey::QuotaSet => "quota_set",
+            ApiKey::QuotaList => "quota_list",
         }
     }
 
@@ -192,6 +200,8 @@ mod tests {
             (27, "user_upsert"),
             (28, "user_delete"),
             (29, "user_list"),
+            (30, "quota_set"),
+            (31, "quota_list"),
         ];
         assert_eq!(pinned.len(), ApiKey::ALL.len());
         for (key, (code, name)) in ApiKey::ALL.iter().zip(pinned) {

@@ -15,6 +15,7 @@ pub mod frame;
 pub mod group;
 pub mod message;
 pub mod plugin;
+pub mod quota;
 pub mod sasl;
 pub mod scram;
 pub mod topic;

@@ -799,6 +799,8 @@ pub enum Request {
     UserUpsert(crate::sasl::UserUpsertRequest),
     UserDelete(crate::sasl::UserDeleteRequest),
     UserList(crate::sasl::UserListRequest),
+    QuotaSet(crate::quota::QuotaSetRequest),
+    QuotaList(crate::quota::QuotaListRequest),
 }
 
 impl Request {
@@ -886,6 +888,12 @@ impl Request {
                 Request::UserDelete(crate::sasl::UserDeleteRequest::decode_body(body)?)
             }
             ApiKey::UserList => Request::UserList(crate::sasl::UserListRequest::decode_body(body)?),
+            ApiKey::QuotaSet => {
+                Request::QuotaSet(crate::quota::QuotaSetRequest::decode_body(body)?)
+            }
+            ApiKey::QuotaList => {
+                Request::QuotaList(crate::quota::QuotaListRequest::decode_body(body)?)
+            }
         })
     }
 
@@ -920,6 +928,8 @@ impl Request {
             Request::UserUpsert(_) => ApiKey::UserUpsert,
             Request::UserDelete(_) => ApiKey::UserDelete,
             Request::UserList(_) => ApiKey::UserList,
+            Request::QuotaSet(_) => ApiKey::QuotaSet,
+            Request::QuotaList(_) => ApiKey::QuotaList,
         }
     }
 }

@@ -23,6 +23,7 @@ mod metadata;
 mod plugins;
 mod produce;
 mod producer_ids;
+mod quotas;
 mod replicas;
 mod topics;
 mod users;
@@ -234,6 +235,8 @@ api_table! {
         UserUpsert => users::upsert, needs(_) vec![Need::cluster(Alter)],
         UserDelete => users::delete, needs(_) vec![Need::cluster(Alter)],
         UserList => users::list, needs(_) vec![Need::cluster(Describe)],
+        QuotaSet => quotas::set, needs(_) vec![Need::cluster(Alter)],
+        QuotaList => quotas::list, needs(_) vec![Need::cluster(Describe)],
     }
     broker_peer {
         ControllerRpc => controller::rpc,

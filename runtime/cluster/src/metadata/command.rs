@@ -131,6 +131,11 @@ pub enum MetadataCommand {
     },
     /// Forgets a SCRAM user.
     DeleteUser { name: String },
+    /// Sets a principal's client quota; one without limits removes it.
+    SetQuota {
+        principal: String,
+        record: super::QuotaRecord,
+    },
 }
 
 impl MetadataCommand {
@@ -157,6 +162,7 @@ impl MetadataCommand {
             MetadataCommand::ClaimProducerId { .. } => "claim_producer_id",
             MetadataCommand::UpsertUser { .. } => "upsert_user",
             MetadataCommand::DeleteUser { .. } => "delete_user",
+            MetadataCommand::SetQuota { .. } => "set_quota",
         }
     }
 }
@@ -247,4 +253,8 @@ pub enum MetadataResponse {
         created: bool,
     },
     UserDeleted,
+    QuotaSet {
+        /// Whether a quota without limits removed one that existed.
+        removed: bool,
+    },
 }

@@ -99,6 +99,8 @@ pub enum CommandError {
     UnknownUser(String),
     #[error("the cluster keeps at most {max} users")]
     TooManyUsers { max: usize },
+    #[error("quota is invalid: {0}")]
+    InvalidQuota(String),
 }
 
 impl CommandError {
@@ -143,6 +145,7 @@ impl CommandError {
             CommandError::InvalidUser(_) => "INVALID_USER",
             CommandError::UnknownUser(_) => "UNKNOWN_USER",
             CommandError::TooManyUsers { .. } => "TOO_MANY_USERS",
+            CommandError::InvalidQuota(_) => "INVALID_QUOTA",
         }
     }
 
@@ -311,6 +314,7 @@ mod tests {
             (CommandError::InvalidUser(String::new()), "INVALID_USER"),
             (CommandError::UnknownUser(String::new()), "UNKNOWN_USER"),
             (CommandError::TooManyUsers { max: 1 }, "TOO_MANY_USERS"),
+            (CommandError::InvalidQuota(String::new()), "INVALID_QUOTA"),
         ];
         let mut seen = std::collections::BTreeSet::new();
         for (error, name) in &all {

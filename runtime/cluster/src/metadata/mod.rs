@@ -30,7 +30,10 @@ use serde::{Deserialize, Serialize};
 
 pub use command::{MetadataCommand, MetadataResponse, OffsetCommit};
 pub use error::CommandError;
-pub use security::{ProducerClaim, USER_ITERATIONS_MAX, USER_ITERATIONS_MIN, UserRecord};
+pub use security::{
+    ProducerClaim, QUOTA_REQUEST_PERCENT_MAX, QuotaRecord, USER_ITERATIONS_MAX,
+    USER_ITERATIONS_MIN, UserRecord,
+};
 pub use topic::UNCLEAN_LEADER_ELECTION_CONFIG;
 
 /// A broker's id. Brokers and controllers share ids: broker `n` runs controller `n`.
@@ -150,6 +153,9 @@ pub struct MetadataState {
     /// SCRAM users, by name.
     #[serde(default)]
     users: BTreeMap<String, UserRecord>,
+    /// Client quotas, by principal.
+    #[serde(default)]
+    quotas: BTreeMap<String, QuotaRecord>,
 }
 
 impl MetadataState {
@@ -237,6 +243,7 @@ impl MetadataState {
             } => self.claim_producer_id(*producer_id, principal),
             MetadataCommand::UpsertUser { name, record } => self.upsert_user(name, record),
             MetadataCommand::DeleteUser { name } => self.delete_user(name),
+            MetadataCommand::SetQuota { principal, record } => self.set_quota(principal, record),
         }
     }
 

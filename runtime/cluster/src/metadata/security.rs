@@ -182,3 +182,76 @@ impl MetadataState {
         }
     }
 }
+
+/// A principal's client quota; `None` is unlimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuotaRecord {
+    pub produce_bytes_per_sec: Option<u64>,
+    pub fetch_bytes_per_sec: Option<u64>,
+    /// Percent of one core's time handling the principal's requests.
+    pub request_percent: Option<u64>,
+}
+
+/// The largest request-time share a quota may give: 100 percent per core of a large
+/// machine.
+pub const QUOTA_REQUEST_PERCENT_MAX: u64 = 100 * 1_024;
+
+impl MetadataState {
+    /// Every client quota, by principal (`User:*` is the default).
+    pub fn quotas(&self) -> &std::collections::BTreeMap<String, QuotaRecord> {
+        &self.quotas
+    }
+
+    /// The quota that applies to `principal`: its own, else the default.
+    pub fn quota_of(&self, principal: &str) -> Option<&QuotaRecord> {
+        self.quotas
+            .get(principal)
+            .or_else(|| self.quotas.get(quiver_wire::quota::DEFAULT_QUOTA_PRINCIPAL))
+    }
+
+    pub(super) fn set_quota(
+        &mut self,
+        principal: &str,
+        record: &QuotaRecord,
+    ) -> Result<MetadataResponse, CommandError> {
+        let valid_principal = principal
+            .strip_prefix("User:")
+            .is_some_and(|name| !name.is_empty() && !name.chars().any(char::is_control))
+            && principal.len() <= quiver_wire::acl::ACL_NAME_BYTES_MAX;
+        if !valid_principal {
+            return Err(CommandError::InvalidQuota(format!(
+                "principal `{principal}` is not User:NAME or User:*"
+            )));
+        }
+        if record.produce_bytes_per_sec == Some(0) || record.fetch_bytes_per_sec == Some(0) {
+            return Err(CommandError::InvalidQuota(
+                "a byte rate of 0 would stop the principal for good: give at least 1".into(),
+            ));
+        }
+        if record
+            .request_percent
+            .is_some_and(|p| p == 0 || p > QUOTA_REQUEST_PERCENT_MAX)
+        {
+            return Err(CommandError::InvalidQuota(format!(
+                "request percent must be 1 to {QUOTA_REQUEST_PERCENT_MAX}"
+            )));
+        }
+        let unlimited = record.produce_bytes_per_sec.is_none()
+            && record.fetch_bytes_per_sec.is_none()
+            && record.request_percent.is_none();
+        if unlimited {
+            let removed = self.quotas.remove(principal).is_some();
+            return Ok(MetadataResponse::QuotaSet { removed });
+        }
+        if !self.quotas.contains_key(principal)
+            && self.quotas.len() >= quiver_wire::quota::QUOTAS_MAX
+        {
+            return Err(CommandError::InvalidQuota(format!(
+                "the cluster keeps at most {} quotas",
+                quiver_wire::quota::QUOTAS_MAX
+            )));
+        }
+        self.quotas.insert(principal.to_owned(), *record);
+        Ok(MetadataResponse::QuotaSet { removed: false })
+    }
+}

@@ -1373,3 +1373,50 @@ fn users_are_stored_as_keys_and_checked() {
     );
     assert!(state.users().is_empty());
 }
+
+#[test]
+fn a_principals_quota_overrides_the_default_and_an_empty_one_removes_it() {
+    let mut state = MetadataState::new();
+    let set = |principal: &str, produce: Option<u64>| MetadataCommand::SetQuota {
+        principal: principal.to_owned(),
+        record: QuotaRecord {
+            produce_bytes_per_sec: produce,
+            fetch_bytes_per_sec: None,
+            request_percent: None,
+        },
+    };
+    ok(&mut state, set("User:*", Some(1_000)));
+    ok(&mut state, set("User:batch", Some(10)));
+    assert_eq!(
+        state
+            .quota_of("User:batch")
+            .and_then(|q| q.produce_bytes_per_sec),
+        Some(10)
+    );
+    assert_eq!(
+        state
+            .quota_of("User:other")
+            .and_then(|q| q.produce_bytes_per_sec),
+        Some(1_000)
+    );
+    let before = state.clone();
+    assert_eq!(
+        refused(&mut state, set("batch", Some(1))).name(),
+        "INVALID_QUOTA"
+    );
+    assert_eq!(
+        refused(&mut state, set("User:x", Some(0))).name(),
+        "INVALID_QUOTA"
+    );
+    assert_eq!(state, before);
+    assert_eq!(
+        ok(&mut state, set("User:batch", None)),
+        MetadataResponse::QuotaSet { removed: true }
+    );
+    assert_eq!(
+        state
+            .quota_of("User:batch")
+            .and_then(|q| q.produce_bytes_per_sec),
+        Some(1_000)
+    );
+}
