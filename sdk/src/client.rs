@@ -104,6 +104,9 @@ pub struct FetchedBatches {
     pub high_watermark: u64,
     pub log_start_offset: u64,
     pub log_end_offset: u64,
+    /// How long the broker throttles this client for (client quotas; 0 when not). The
+    /// client sends that broker nothing more until it has passed.
+    pub throttle_time_ms: u32,
     /// Back-to-back batches; split with [`quiver_wire::batch::BatchSplitter`].
     pub batches: Bytes,
 }
@@ -175,6 +178,10 @@ struct Inner {
     coordinator: std::sync::Mutex<Option<SocketAddr>>,
     /// Connections to brokers other than the bootstrap one.
     others: tokio::sync::Mutex<std::collections::HashMap<SocketAddr, quinn::Connection>>,
+    /// Until when a broker asked this client to send it nothing (client quotas: the
+    /// throttle time of its last produce or fetch answer), by route.
+    throttled_until:
+        std::sync::Mutex<std::collections::HashMap<Option<SocketAddr>, tokio::time::Instant>>,
 }
 
 impl Client {
@@ -223,6 +230,7 @@ impl Client {
                 known_brokers: std::sync::Mutex::new(Vec::new()),
                 coordinator: std::sync::Mutex::new(None),
                 others: tokio::sync::Mutex::new(std::collections::HashMap::new()),
+                throttled_until: std::sync::Mutex::new(std::collections::HashMap::new()),
             }),
         };
         client.connection().await?;
@@ -477,6 +485,7 @@ impl Client {
         chunks: &mut [Bytes],
         extra_wait: Duration,
     ) -> Result<Bytes, RequestError> {
+        self.wait_out_throttle(addr).await;
         let limit = self.inner.config.request_timeout + extra_wait;
         tokio::time::timeout(limit, async {
             let conn = self.connection_to(addr).await?;
@@ -484,6 +493,38 @@ impl Client {
         })
         .await
         .map_err(|_| RequestError::Timeout(limit))?
+    }
+
+    /// Waits until the broker at `addr` stops throttling this client (Kafka's clients
+    /// likewise send nothing to a broker for the throttle time it answered).
+    async fn wait_out_throttle(&self, addr: Option<SocketAddr>) {
+        let until = self
+            .inner
+            .throttled_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&addr)
+            .copied();
+        if let Some(until) = until {
+            tokio::time::sleep_until(until).await;
+        }
+    }
+
+    /// Records a throttle time a broker answered: nothing more goes to it until it
+    /// has passed.
+    fn throttled(&self, addr: Option<SocketAddr>, throttle_time_ms: u32) {
+        let mut throttled = self
+            .inner
+            .throttled_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let now = tokio::time::Instant::now();
+        throttled.retain(|_, until| *until > now);
+        if throttle_time_ms > 0 {
+            let until = now + Duration::from_millis(u64::from(throttle_time_ms));
+            let entry = throttled.entry(addr).or_insert(until);
+            *entry = (*entry).max(until);
+        }
     }
 
     /// Sends a pre-encoded request frame (length prefix included) and returns the body
@@ -831,6 +872,7 @@ impl Client {
         let mut chunks = [head, batch];
         let leader = self.route(topic, partition).await;
         if acks == Acks::None {
+            self.wait_out_throttle(leader).await;
             let limit = self.inner.config.request_timeout;
             return tokio::time::timeout(limit, async {
                 let conn = self.connection_to(leader).await?;
@@ -850,9 +892,10 @@ impl Client {
             .round_trip_to(leader, &mut chunks, Duration::ZERO)
             .await
             .inspect_err(|e| self.forget_route(topic, partition, e))?;
-        ProduceResponse::decode_body(body)
-            .map(Some)
-            .map_err(|e| RequestError::Protocol(e.to_string()))
+        let answer = ProduceResponse::decode_body(body)
+            .map_err(|e| RequestError::Protocol(e.to_string()))?;
+        self.throttled(leader, answer.throttle_time_ms);
+        Ok(Some(answer))
     }
 
     /// Encodes `records` as one batch and sends it. Returns `None` for `Acks::None`.
@@ -906,10 +949,12 @@ impl Client {
             .inspect_err(|e| self.forget_route(topic, partition, e))?;
         let response =
             FetchResponse::decode_body(body).map_err(|e| RequestError::Protocol(e.to_string()))?;
+        self.throttled(leader, response.throttle_time_ms);
         Ok(FetchedBatches {
             high_watermark: response.high_watermark,
             log_start_offset: response.log_start_offset,
             log_end_offset: response.log_end_offset,
+            throttle_time_ms: response.throttle_time_ms,
             batches: response.batches,
         })
     }

@@ -1105,13 +1105,26 @@ async fn a_principal_over_its_quota_is_throttled_and_another_is_not() {
         )
         .await
         .expect("quota");
-    let record = Record::from_value(vec![b'x'; 12_000], 1);
-    for client in [&alice, &bob] {
+    let batch = || {
+        let mut builder =
+            quiver_wire::batch::BatchBuilder::new(quiver_wire::batch::ProducerStamp::NONE);
+        builder.push(&Record::from_value(vec![b'x'; 12_000], 1));
+        builder.finish().expect("a batch")
+    };
+    let answered = |client: Client| async move {
         client
-            .produce("metered", 0, Acks::Leader, std::slice::from_ref(&record))
+            .produce_batch("metered", 0, Acks::Leader, batch())
             .await
-            .expect("a throttled produce is still stored");
-    }
+            .expect("a throttled produce is still stored")
+            .expect("an answer")
+            .throttle_time_ms
+    };
+    let alice_told = answered(alice.clone()).await;
+    let bob_told = answered(bob.clone()).await;
+    // The answer tells the client how long to wait: about 2 s (12 KB at 1,000 B/s is
+    // 12 s of quota, the window covers 10).
+    assert!(alice_told > 0, "alice's answer carries no throttle time");
+    assert_eq!(bob_told, 0, "bob has no quota");
     let alice_throttled =
         broker.metric("quiver_throttle_seconds_total{principal=\"User:alice\",quota=\"produce\"}");
     assert!(alice_throttled > 0.0, "alice was not throttled");

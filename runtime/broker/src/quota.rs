@@ -78,11 +78,13 @@ impl RateWindow {
     }
 }
 
-/// Every principal's windows. Principals are authenticated names (or the one
-/// anonymous principal), so a client cannot grow the map with names of its own.
+/// Every principal's windows, and until when each throttled principal's requests are
+/// held back. Principals are authenticated names (or the one anonymous principal), so
+/// a client cannot grow the maps with names of its own.
 #[derive(Default)]
 pub struct QuotaMeter {
     windows: Mutex<HashMap<(String, QuotaKind), RateWindow>>,
+    held_until_ms: Mutex<HashMap<String, u64>>,
 }
 
 impl QuotaMeter {
@@ -105,7 +107,36 @@ impl QuotaMeter {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let window = windows.entry((principal.to_owned(), kind)).or_default();
         window.record(now_ms, amount);
-        window.throttle(now_ms, quota)
+        let throttle = window.throttle(now_ms, quota);
+        drop(windows);
+        if !throttle.is_zero() {
+            let until = now_ms + throttle.as_millis() as u64;
+            let mut held = self
+                .held_until_ms
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let entry = held.entry(principal.to_owned()).or_insert(0);
+            *entry = (*entry).max(until);
+        }
+        throttle
+    }
+
+    /// How long `principal`'s next request waits, as of `now_ms`: what is left of its
+    /// last throttle (Kafka mutes a throttled client's channel likewise, so a client
+    /// that ignores the throttle time in its answers gains nothing).
+    pub fn held_for(&self, principal: &str, now_ms: u64) -> Duration {
+        let mut held = self
+            .held_until_ms
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match held.get(principal) {
+            Some(until) if *until > now_ms => Duration::from_millis(until - now_ms),
+            Some(_) => {
+                held.remove(principal);
+                Duration::ZERO
+            }
+            None => Duration::ZERO,
+        }
     }
 }
 
@@ -160,5 +191,13 @@ mod tests {
             Duration::ZERO,
             "no quota, no throttle"
         );
+        // The throttled principal's next requests are held until its throttle ends;
+        // the other's are not.
+        assert_eq!(meter.held_for("User:heavy", 5_000), heavy);
+        assert_eq!(
+            meter.held_for("User:heavy", 5_000 + heavy.as_millis() as u64),
+            Duration::ZERO
+        );
+        assert_eq!(meter.held_for("User:light", 5_000), Duration::ZERO);
     }
 }

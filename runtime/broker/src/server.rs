@@ -10,10 +10,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use quiver_wire::ErrorCode;
 use quiver_wire::frame::{
     ErrorResponse, FRAME_LENGTH_BYTES, FrameError, REQUEST_HEAD_BYTES, RequestFrame, frame_length,
 };
-use quiver_wire::{ApiKey, ErrorCode};
 use tokio::sync::{Semaphore, watch};
 
 use crate::admission::{
@@ -736,15 +736,22 @@ impl IncomingRequest {
             return;
         };
         state.metrics.in_flight(1);
+        // A principal over its client quota waits out its throttle before its next
+        // request is handled, whether or not its client honoured the time it was told.
+        let held = state
+            .quota_meter
+            .held_for(self.caller.principal().name(), now_ms().max(0) as u64);
+        if !held.is_zero() {
+            tokio::time::sleep(held).await;
+        }
         let started = Instant::now();
-        let request_bytes = frame.body.len();
         let outcome = handlers::handle(frame, state, answered, &self.caller).await;
         let api_name = match &outcome {
             Ok((api, _)) => api.name(),
             Err((api, _)) => api.map_or("unknown", |a| a.name()),
         };
         state.metrics.request(api_name);
-        let throttle = self.quota_throttle(&outcome, request_bytes, started.elapsed());
+        self.charge_request_time(started.elapsed());
         let answer = match outcome {
             Ok((_, outgoing)) => Ok(outgoing),
             Err((_, err)) => {
@@ -752,11 +759,7 @@ impl IncomingRequest {
                 Err(err)
             }
         };
-        if !throttle.is_zero() {
-            // Held back as Kafka's quotas do: a client waiting for its answers sends
-            // no faster than its quota allows.
-            tokio::time::sleep(throttle).await;
-        }
+
         match send.as_mut() {
             Some(send) => {
                 if answer.is_err() {
@@ -777,63 +780,38 @@ impl IncomingRequest {
         drop(slot);
     }
 
-    /// How long to hold back this request's answer under its principal's quotas
-    /// (produce and fetch bytes, request time); zero without quotas.
-    fn quota_throttle(
-        &self,
-        outcome: &handlers::Handled,
-        request_bytes: usize,
-        spent: Duration,
-    ) -> Duration {
-        use crate::quota::QuotaKind;
+    /// Charges the time spent handling a request to its principal's request-time
+    /// quota; a principal over it has its next requests held back.
+    fn charge_request_time(&self, spent: Duration) {
         let state = &self.state;
         let principal = self.caller.principal();
         if *principal == crate::security::Principal::Broker {
-            return Duration::ZERO;
+            return;
         }
         let Some(member) = state.cluster.get() else {
-            return Duration::ZERO;
+            return;
         };
         let metadata = member.controller.metadata();
-        if metadata.quotas().is_empty() {
-            return Duration::ZERO;
-        }
-        let Some(quota) = metadata.quota_of(principal.name()).copied() else {
-            return Duration::ZERO;
+        let Some(percent) = metadata
+            .quota_of(principal.name())
+            .and_then(|q| q.request_percent)
+        else {
+            return;
         };
-        let now = now_ms().max(0) as u64;
-        let name = principal.name();
-        let limit = |v: Option<u64>| v.map(|v| v as f64);
-        let mut charges = vec![(
-            QuotaKind::RequestTime,
+        let kind = crate::quota::QuotaKind::RequestTime;
+        // Percent of one core: 25 allows 250 ms of handling per second.
+        let throttle = state.quota_meter.charge(
+            principal.name(),
+            kind,
             spent.as_secs_f64() * 1_000.0,
-            // Percent of one core: 25 allows 250 ms of handling per second.
-            quota.request_percent.map(|p| p as f64 * 10.0),
-        )];
-        match outcome {
-            Ok((ApiKey::Produce, _)) => charges.push((
-                QuotaKind::ProduceBytes,
-                request_bytes as f64,
-                limit(quota.produce_bytes_per_sec),
-            )),
-            Ok((ApiKey::Fetch, outgoing)) => charges.push((
-                QuotaKind::FetchBytes,
-                outgoing.len() as f64,
-                limit(quota.fetch_bytes_per_sec),
-            )),
-            _ => {}
+            Some(percent as f64 * 10.0),
+            now_ms().max(0) as u64,
+        );
+        if !throttle.is_zero() {
+            state
+                .metrics
+                .throttled(principal.name(), kind.name(), throttle.as_secs_f64());
         }
-        let mut throttle = Duration::ZERO;
-        for (kind, amount, quota) in charges {
-            let wait = state.quota_meter.charge(name, kind, amount, quota, now);
-            if !wait.is_zero() {
-                state
-                    .metrics
-                    .throttled(name, kind.name(), wait.as_secs_f64());
-            }
-            throttle = throttle.max(wait);
-        }
-        throttle
     }
 
     /// Writes an answer and waits until the client took it (so shutdown does not cut

@@ -152,8 +152,11 @@ impl ApiKey {
     /// The oldest and newest version of this API this build speaks.
     pub const fn versions(self) -> (u16, u16) {
         match self {
-            // v1 adds the plugin a consumer asks for to the request.
-            ApiKey::Fetch => (0, 1),
+            // v1 adds the plugin a consumer asks for to the request; v2 answers carry
+            // the time the client is throttled for (client quotas).
+            ApiKey::Fetch => (0, 2),
+            // v1 answers carry the time the client is throttled for.
+            ApiKey::Produce => (0, 1),
             _ => (0, 0),
         }
     }

@@ -183,13 +183,41 @@ pub struct ProduceResponse {
     /// Broker time at append, milliseconds since the Unix epoch.
     pub log_append_time: i64,
     pub log_start_offset: u64,
+    /// How long the client should send nothing more to this broker: it is over its
+    /// client quota (0 when not). The broker holds back its next requests that long
+    /// anyway. Version 1 on.
+    pub throttle_time_ms: u32,
 }
 
+/// The version of Produce whose answer carries `throttle_time_ms`.
+pub const PRODUCE_THROTTLE_VERSION: u16 = 1;
+/// The version of Fetch whose answer carries `throttle_time_ms`.
+pub const FETCH_THROTTLE_VERSION: u16 = 2;
+
+impl ProduceResponse {
+    /// The answer frame for a request of `version`: without the throttle time before
+    /// version 1, for clients of earlier builds.
+    pub fn encode_frame_for(&self, version: u16) -> Bytes {
+        let mut buf = begin_response(32);
+        buf.put_u64(self.base_offset);
+        buf.put_i64(self.log_append_time);
+        buf.put_u64(self.log_start_offset);
+        if version >= PRODUCE_THROTTLE_VERSION {
+            buf.put_u32(self.throttle_time_ms);
+        }
+        seal_frame(&mut buf, 0);
+        buf.freeze()
+    }
+}
+
+/// `[base_offset:8][log_append_time:8][log_start_offset:8][throttle_time_ms:4]` (the
+/// layout of the current version; see [`ProduceResponse::encode_frame_for`]).
 impl ResponseBody for ProduceResponse {
     fn encode_body(&self, buf: &mut BytesMut) {
         buf.put_u64(self.base_offset);
         buf.put_i64(self.log_append_time);
         buf.put_u64(self.log_start_offset);
+        buf.put_u32(self.throttle_time_ms);
     }
 
     fn decode_body(body: Bytes) -> Result<Self, DecodeError> {
@@ -198,6 +226,7 @@ impl ResponseBody for ProduceResponse {
             base_offset: r.u64("base_offset")?,
             log_append_time: r.i64("log_append_time")?,
             log_start_offset: r.u64("log_start_offset")?,
+            throttle_time_ms: r.u32("throttle_time_ms")?,
         };
         r.finish()?;
         Ok(out)
@@ -272,7 +301,8 @@ impl Rpc for FetchRequest {
     }
 }
 
-/// `[high_watermark:8][log_start_offset:8][log_end_offset:8][batches:bytes]`
+/// `[high_watermark:8][log_start_offset:8][log_end_offset:8][throttle_time_ms:4][batches:bytes]`
+/// (version 2; earlier versions have no `throttle_time_ms`).
 ///
 /// `batches` are stored batches back to back, exactly as the log holds them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -280,22 +310,29 @@ pub struct FetchResponse {
     pub high_watermark: u64,
     pub log_start_offset: u64,
     pub log_end_offset: u64,
+    /// As in [`ProduceResponse::throttle_time_ms`].
+    pub throttle_time_ms: u32,
     pub batches: Bytes,
 }
 
 impl FetchResponse {
-    /// The frame up to the batches, so the broker sends stored batches after it as
-    /// separate chunks, never copying them.
+    /// The frame up to the batches, for a request of `version`, so the broker sends
+    /// stored batches after it as separate chunks, never copying them.
     pub fn encode_head(
+        version: u16,
         high_watermark: u64,
         log_start_offset: u64,
         log_end_offset: u64,
+        throttle_time_ms: u32,
         batches_len: usize,
     ) -> Bytes {
-        let mut buf = begin_response(28);
+        let mut buf = begin_response(32);
         buf.put_u64(high_watermark);
         buf.put_u64(log_start_offset);
         buf.put_u64(log_end_offset);
+        if version >= FETCH_THROTTLE_VERSION {
+            buf.put_u32(throttle_time_ms);
+        }
         buf.put_u32(batches_len as u32);
         seal_frame(&mut buf, batches_len);
         buf.freeze()
@@ -307,6 +344,7 @@ impl ResponseBody for FetchResponse {
         buf.put_u64(self.high_watermark);
         buf.put_u64(self.log_start_offset);
         buf.put_u64(self.log_end_offset);
+        buf.put_u32(self.throttle_time_ms);
         buf.put_u32(self.batches.len() as u32);
         buf.put_slice(&self.batches);
     }
@@ -316,6 +354,7 @@ impl ResponseBody for FetchResponse {
         let high_watermark = r.u64("high_watermark")?;
         let log_start_offset = r.u64("log_start_offset")?;
         let log_end_offset = r.u64("log_end_offset")?;
+        let throttle_time_ms = r.u32("throttle_time_ms")?;
         let consumed = r.consumed();
         let _ = body.split_to(consumed);
         let batches = take_bytes(&mut body, "batches", FRAME_BYTES_MAX)?;
@@ -326,6 +365,7 @@ impl ResponseBody for FetchResponse {
             high_watermark,
             log_start_offset,
             log_end_offset,
+            throttle_time_ms,
             batches,
         })
     }

@@ -54,12 +54,24 @@ proptest! {
     }
 
     #[test]
-    fn fetch_response(hw: u64, ls: u64, le: u64, batches in proptest::collection::vec(any::<u8>(), 0..300)) {
-        let resp = FetchResponse { high_watermark: hw, log_start_offset: ls, log_end_offset: le, batches: Bytes::from(batches) };
+    fn fetch_response(hw: u64, ls: u64, le: u64, throttle: u32, batches in proptest::collection::vec(any::<u8>(), 0..300)) {
+        let resp = FetchResponse { high_watermark: hw, log_start_offset: ls, log_end_offset: le, throttle_time_ms: throttle, batches: Bytes::from(batches) };
         prop_assert_eq!(response_round_trip(&resp), resp.clone());
-        let mut joined = BytesMut::from(&FetchResponse::encode_head(hw, ls, le, resp.batches.len())[..]);
+        let head = FetchResponse::encode_head(quiver_wire::message::FETCH_THROTTLE_VERSION, hw, ls, le, throttle, resp.batches.len());
+        let mut joined = BytesMut::from(&head[..]);
         joined.extend_from_slice(&resp.batches);
         prop_assert_eq!(joined.freeze(), resp.encode_frame());
+        // Before version 2 the head has no throttle time: 4 bytes shorter.
+        let old = FetchResponse::encode_head(1, hw, ls, le, throttle, resp.batches.len());
+        prop_assert_eq!(old.len() + 4, head.len());
+    }
+
+    #[test]
+    fn produce_response(base: u64, at: i64, ls: u64, throttle: u32) {
+        let resp = ProduceResponse { base_offset: base, log_append_time: at, log_start_offset: ls, throttle_time_ms: throttle };
+        prop_assert_eq!(response_round_trip(&resp), resp);
+        prop_assert_eq!(resp.encode_frame_for(quiver_wire::message::PRODUCE_THROTTLE_VERSION), resp.encode_frame());
+        prop_assert_eq!(resp.encode_frame_for(0).len() + 4, resp.encode_frame().len());
     }
 
     #[test]

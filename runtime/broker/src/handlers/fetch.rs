@@ -54,7 +54,15 @@ pub(super) async fn fetch(req: FetchRequest, call: &Call<'_>) -> Result<Outgoing
             let total: usize = batches.iter().map(Bytes::len).sum();
             state.metrics.fetched(&req.topic, batch_count, total as u64);
             let mut chunks = Vec::with_capacity(batches.len() + 1);
-            chunks.push(FetchResponse::encode_head(hw, log_start, log_end, total));
+            let throttle = call.charge_quota(crate::quota::QuotaKind::FetchBytes, total);
+            chunks.push(FetchResponse::encode_head(
+                call.version,
+                hw,
+                log_start,
+                log_end,
+                throttle,
+                total,
+            ));
             chunks.extend(batches);
             return Ok(Outgoing::Chunks(chunks));
         }

@@ -80,6 +80,8 @@ pub struct Call<'a> {
     pub principal: &'a Principal,
     /// The sender's connection, which a SCRAM exchange authenticates.
     pub connection: &'a ConnectionIdentity,
+    /// The version of the request's API, which the answer follows.
+    pub version: u16,
 }
 
 impl Call<'_> {
@@ -113,6 +115,47 @@ impl Call<'_> {
                 .authorizer
                 .allows(member.controller.metadata().acls(), self.principal, need)
         })
+    }
+
+    /// Charges `amount` of `kind` to the principal's client quota and returns the
+    /// throttle time its answer carries, in milliseconds (0 without a quota). Its next
+    /// requests are held back that long.
+    fn charge_quota(&self, kind: crate::quota::QuotaKind, amount: usize) -> u32 {
+        use crate::quota::QuotaKind;
+        if *self.principal == Principal::Broker {
+            return 0;
+        }
+        let Some(member) = self.state.cluster.get() else {
+            return 0;
+        };
+        let metadata = member.controller.metadata();
+        if metadata.quotas().is_empty() {
+            return 0;
+        }
+        let Some(quota) = metadata.quota_of(self.principal.name()) else {
+            return 0;
+        };
+        let limit = match kind {
+            QuotaKind::ProduceBytes => quota.produce_bytes_per_sec,
+            QuotaKind::FetchBytes => quota.fetch_bytes_per_sec,
+            QuotaKind::RequestTime => quota.request_percent.map(|p| p.saturating_mul(10)),
+        };
+        let now = crate::server::now_ms().max(0) as u64;
+        let throttle = self.state.quota_meter.charge(
+            self.principal.name(),
+            kind,
+            amount as f64,
+            limit.map(|l| l as f64),
+            now,
+        );
+        if !throttle.is_zero() {
+            self.state.metrics.throttled(
+                self.principal.name(),
+                kind.name(),
+                throttle.as_secs_f64(),
+            );
+        }
+        u32::try_from(throttle.as_millis()).unwrap_or(u32::MAX)
     }
 
     /// Passes on the outcome of an administrative change (`action` on `what`), logging
@@ -258,6 +301,7 @@ pub async fn handle(
     connection: &ConnectionIdentity,
 ) -> Handled {
     let api = ApiKey::from_code(frame.api_key);
+    let version = frame.api_version;
     let request = Request::decode(frame).map_err(|e| (api, RequestError::from(e)))?;
     let api = request.api_key();
     let principal = connection.principal();
@@ -266,6 +310,7 @@ pub async fn handle(
         answered,
         principal: &principal,
         connection,
+        version,
     };
     route(request, &call)
         .await

@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use quiver_wire::ErrorCode;
 use quiver_wire::batch::BatchHeader;
-use quiver_wire::message::ResponseBody;
 use quiver_wire::message::{Acks, PRODUCE_TIMEOUT_MS_MAX, ProduceRequest, ProduceResponse};
 
 use super::{Call, Outgoing, RequestError, partition};
@@ -59,6 +58,7 @@ pub(super) async fn produce(
     // One deadline for the replication wait and the flush wait together.
     let deadline = tokio::time::Instant::now() + wait;
     let batch = req.batch;
+    let batch_bytes = batch.len();
     let (topic, index) = (req.topic.as_str(), req.partition);
     let append = async || -> Result<quiver_log::AppendInfo, RequestError> {
         if state
@@ -120,12 +120,14 @@ pub(super) async fn produce(
         }
     }
     let log_start_offset = partition.log().log_start_offset();
+    let throttle_time_ms = call.charge_quota(crate::quota::QuotaKind::ProduceBytes, batch_bytes);
     Ok(Outgoing::Frame(
         ProduceResponse {
             base_offset: info.base_offset,
             log_append_time: now,
             log_start_offset,
+            throttle_time_ms,
         }
-        .encode_frame(),
+        .encode_frame_for(call.version),
     ))
 }
