@@ -85,6 +85,17 @@ async fn client_as(broker: &Broker, cert: &(PathBuf, PathBuf)) -> Client {
         .unwrap_or_else(|e| panic!("{} cannot connect: {e}", cert.0.display()))
 }
 
+/// A broker started with [`LOCKED_DOWN`] settings, and a client for each of `users`
+/// (certificates issued into `certs`), in order.
+async fn locked_down(dir: &Path, certs: &Path, users: &[&str]) -> (Broker, Vec<Client>) {
+    let broker = Broker::start_with(dir, LOCKED_DOWN, None);
+    let mut clients = Vec::new();
+    for user in users {
+        clients.push(client_as(&broker, &issue(&broker.data_dir, user, certs)).await);
+    }
+    (broker, clients)
+}
+
 fn rule(
     principal: &str,
     resource_type: ResourceType,
@@ -443,10 +454,9 @@ fn grants(api: ApiKey, principal: &str) -> Option<(Vec<AclBinding>, Option<Error
 async fn every_api_refuses_a_principal_without_its_rule_and_serves_one_with_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let certs = tempfile::tempdir().expect("tempdir");
-    let broker = Broker::start_with(dir.path(), LOCKED_DOWN, None);
-    let admin = client_as(&broker, &issue(&broker.data_dir, "admin", certs.path())).await;
-    let alice = client_as(&broker, &issue(&broker.data_dir, "alice", certs.path())).await;
-    let mallory = client_as(&broker, &issue(&broker.data_dir, "mallory", certs.path())).await;
+    let (broker, clients) =
+        locked_down(dir.path(), certs.path(), &["admin", "alice", "mallory"]).await;
+    let [admin, alice, mallory] = clients.try_into().ok().expect("one client per user");
     admin
         .create_topic("orders", 1, 1, &[])
         .await
@@ -547,10 +557,9 @@ async fn deny_beats_allow_prefixes_match_and_super_users_bypass() {
     use Operation::*;
     let dir = tempfile::tempdir().expect("tempdir");
     let certs = tempfile::tempdir().expect("tempdir");
-    let broker = Broker::start_with(dir.path(), LOCKED_DOWN, None);
-    let admin = client_as(&broker, &issue(&broker.data_dir, "admin", certs.path())).await;
-    let alice = client_as(&broker, &issue(&broker.data_dir, "alice", certs.path())).await;
-    let carol = client_as(&broker, &issue(&broker.data_dir, "carol", certs.path())).await;
+    let (broker, clients) =
+        locked_down(dir.path(), certs.path(), &["admin", "alice", "carol"]).await;
+    let [admin, alice, carol] = clients.try_into().ok().expect("one client per user");
     for topic in ["orders-eu", "orders-us", "payments"] {
         admin.create_topic(topic, 1, 1, &[]).await.expect("create");
     }
@@ -661,10 +670,9 @@ async fn deny_beats_allow_prefixes_match_and_super_users_bypass() {
 async fn a_producer_id_read_from_a_fetched_batch_cannot_be_written_under() {
     let dir = tempfile::tempdir().expect("tempdir");
     let certs = tempfile::tempdir().expect("tempdir");
-    let broker = Broker::start_with(dir.path(), LOCKED_DOWN, None);
-    let admin = client_as(&broker, &issue(&broker.data_dir, "admin", certs.path())).await;
-    let alice = client_as(&broker, &issue(&broker.data_dir, "alice", certs.path())).await;
-    let mallory = client_as(&broker, &issue(&broker.data_dir, "mallory", certs.path())).await;
+    let (_broker, clients) =
+        locked_down(dir.path(), certs.path(), &["admin", "alice", "mallory"]).await;
+    let [admin, alice, mallory] = clients.try_into().ok().expect("one client per user");
     admin
         .create_topic("ledger", 1, 1, &[])
         .await
@@ -875,6 +883,18 @@ async fn an_acl_added_through_one_broker_holds_on_every_broker() {
     }
 }
 
+/// Runs `quiver ARGS --broker ADDR --ca-cert CA` against `broker` with `env`.
+fn quiver_with_env(broker: &Broker, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut full: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    full.extend([
+        "--broker".to_owned(),
+        broker.quic_addr.to_string(),
+        "--ca-cert".to_owned(),
+        broker.ca_cert().display().to_string(),
+    ]);
+    run_quiver(&full, None, env)
+}
+
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
@@ -984,21 +1004,19 @@ async fn scram_users_get_in_with_their_password_and_nobody_learns_who_exists() {
 
     // The CLI logs in with the password from the environment; the user list shows
     // names and iterations only; the controller's files never hold the password.
-    let out = run_quiver(
+    let admin_cert_path = admin_cert.0.display().to_string();
+    let admin_key_path = admin_cert.1.display().to_string();
+    let out = quiver_with_env(
+        &broker,
         &[
-            "user".into(),
-            "create".into(),
-            "carol".into(),
-            "--broker".into(),
-            broker.quic_addr.to_string(),
-            "--ca-cert".into(),
-            broker.ca_cert().display().to_string(),
-            "--client-cert".into(),
-            admin_cert.0.display().to_string(),
-            "--client-key".into(),
-            admin_cert.1.display().to_string(),
+            "user",
+            "create",
+            "carol",
+            "--client-cert",
+            &admin_cert_path,
+            "--client-key",
+            &admin_key_path,
         ],
-        None,
         &[("QUIVER_PASSWORD", "carol's own password")],
     );
     assert!(
@@ -1006,42 +1024,22 @@ async fn scram_users_get_in_with_their_password_and_nobody_learns_who_exists() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = run_quiver(
-        &[
-            "user".into(),
-            "list".into(),
-            "--broker".into(),
-            broker.quic_addr.to_string(),
-            "--ca-cert".into(),
-            broker.ca_cert().display().to_string(),
-            "--user".into(),
-            "admin".into(),
-        ],
-        None,
-        &[("QUIVER_PASSWORD", "no such password")],
-    );
+    let list_as_admin = |password: &'static str| {
+        quiver_with_env(
+            &broker,
+            &["user", "list", "--user", "admin"],
+            &[("QUIVER_PASSWORD", password)],
+        )
+    };
     assert!(
-        !out.status.success(),
+        !list_as_admin("no such password").status.success(),
         "admin has no password, only a certificate"
     );
     admin
         .upsert_user("admin", "admin's password", 4096)
         .await
         .expect("admin password");
-    let out = run_quiver(
-        &[
-            "user".into(),
-            "list".into(),
-            "--broker".into(),
-            broker.quic_addr.to_string(),
-            "--ca-cert".into(),
-            broker.ca_cert().display().to_string(),
-            "--user".into(),
-            "admin".into(),
-        ],
-        None,
-        &[("QUIVER_PASSWORD", "admin's password")],
-    );
+    let out = list_as_admin("admin's password");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

@@ -229,7 +229,8 @@ pub fn issue_client_certificate(
     ca.issue(params)
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
+/// Writes a secret (a private key) readable by its owner only (mode 0600).
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut file = std::fs::OpenOptions::new()

@@ -52,7 +52,7 @@ pub fn run_cert(cmd: CertCommand) -> anyhow::Result<()> {
                 .collect();
             let cert_path = out.join(format!("{file_name}.pem"));
             let key_path = out.join(format!("{file_name}.key"));
-            write_private(&key_path, key.as_bytes())?;
+            quiver_broker::tls::write_private(&key_path, key.as_bytes())?;
             std::fs::write(&cert_path, cert)
                 .with_context(|| format!("cannot write {}", cert_path.display()))?;
             println!(
@@ -63,20 +63,6 @@ pub fn run_cert(cmd: CertCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
-}
-
-fn write_private(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    file.write_all(bytes)
-        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// The resource a rule speaks of: exactly one of these flags.

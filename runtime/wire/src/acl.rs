@@ -291,9 +291,15 @@ impl Operation {
     }
 }
 
-fn read_bindings(r: &mut Reader<'_>) -> Result<Vec<AclBinding>, DecodeError> {
+/// Reads a body that is `[bindings:array<binding>]` and nothing else.
+fn decode_bindings(body: &[u8]) -> Result<Vec<AclBinding>, DecodeError> {
+    let mut r = Reader::new(body);
     let n = r.array_len("bindings", ACLS_MAX, 10)?;
-    (0..n).map(|_| AclBinding::read(r)).collect()
+    let bindings = (0..n)
+        .map(|_| AclBinding::read(&mut r))
+        .collect::<Result<_, _>>()?;
+    r.finish()?;
+    Ok(bindings)
 }
 
 fn put_bindings(buf: &mut BytesMut, bindings: &[AclBinding]) {
@@ -320,10 +326,9 @@ impl Rpc for AclCreateRequest {
     }
 
     fn decode_body(body: BytesMut) -> Result<Self, DecodeError> {
-        let mut r = Reader::new(&body);
-        let bindings = read_bindings(&mut r)?;
-        r.finish()?;
-        Ok(Self { bindings })
+        Ok(Self {
+            bindings: decode_bindings(&body)?,
+        })
     }
 }
 
@@ -362,10 +367,9 @@ impl Rpc for AclDeleteRequest {
     }
 
     fn decode_body(body: BytesMut) -> Result<Self, DecodeError> {
-        let mut r = Reader::new(&body);
-        let bindings = read_bindings(&mut r)?;
-        r.finish()?;
-        Ok(Self { bindings })
+        Ok(Self {
+            bindings: decode_bindings(&body)?,
+        })
     }
 }
 
@@ -439,10 +443,9 @@ impl ResponseBody for AclDescribeResponse {
     }
 
     fn decode_body(body: Bytes) -> Result<Self, DecodeError> {
-        let mut r = Reader::new(&body);
-        let bindings = read_bindings(&mut r)?;
-        r.finish()?;
-        Ok(Self { bindings })
+        Ok(Self {
+            bindings: decode_bindings(&body)?,
+        })
     }
 }
 

@@ -36,46 +36,60 @@ fn listed(bindings: &[AclBinding]) -> String {
         .join("; ")
 }
 
+/// Checks `bindings`, commits `command` of them through the controller and answers
+/// with `answer` of the controller's reply; audited as `action`.
+async fn change(
+    call: &Call<'_>,
+    action: &str,
+    bindings: Vec<AclBinding>,
+    command: fn(Vec<AclBinding>) -> MetadataCommand,
+    answer: fn(&MetadataResponse) -> Option<Outgoing>,
+) -> Result<Outgoing, RequestError> {
+    let what = listed(&bindings);
+    let outcome = async {
+        checked(&bindings)?;
+        let member = crate::cluster::member(call.state)?;
+        let reply = crate::cluster::propose_change(member, command(bindings)).await?;
+        answer(&reply).ok_or_else(|| crate::cluster::unexpected(&reply))
+    }
+    .await;
+    call.audited(action, &what, outcome)
+}
+
 pub(super) async fn create(
     req: AclCreateRequest,
     call: &Call<'_>,
 ) -> Result<Outgoing, RequestError> {
-    let what = listed(&req.bindings);
-    let outcome = async {
-        checked(&req.bindings)?;
-        let member = crate::cluster::member(call.state)?;
-        let command = MetadataCommand::CreateAcls {
-            bindings: req.bindings,
-        };
-        match crate::cluster::propose_change(member, command).await? {
-            MetadataResponse::AclsCreated { .. } => Ok(Outgoing::Frame(Empty.encode_frame())),
-            other => Err(crate::cluster::unexpected(&other)),
-        }
-    }
-    .await;
-    call.audited("acl_create", &what, outcome)
+    change(
+        call,
+        "acl_create",
+        req.bindings,
+        |bindings| MetadataCommand::CreateAcls { bindings },
+        |reply| {
+            matches!(reply, MetadataResponse::AclsCreated { .. })
+                .then(|| Outgoing::Frame(Empty.encode_frame()))
+        },
+    )
+    .await
 }
 
 pub(super) async fn delete(
     req: AclDeleteRequest,
     call: &Call<'_>,
 ) -> Result<Outgoing, RequestError> {
-    let what = listed(&req.bindings);
-    let outcome = async {
-        checked(&req.bindings)?;
-        let member = crate::cluster::member(call.state)?;
-        let command = MetadataCommand::DeleteAcls {
-            bindings: req.bindings,
-        };
-        match crate::cluster::propose_change(member, command).await? {
-            MetadataResponse::AclsDeleted { removed } => Ok(Outgoing::Frame(
-                AclDeleteResponse { removed }.encode_frame(),
+    change(
+        call,
+        "acl_delete",
+        req.bindings,
+        |bindings| MetadataCommand::DeleteAcls { bindings },
+        |reply| match reply {
+            MetadataResponse::AclsDeleted { removed } => Some(Outgoing::Frame(
+                AclDeleteResponse { removed: *removed }.encode_frame(),
             )),
-            other => Err(crate::cluster::unexpected(&other)),
-        }
-    }
-    .await;
-    call.audited("acl_delete", &what, outcome)
+            _ => None,
+        },
+    )
+    .await
 }
 
 pub(super) async fn describe(
