@@ -185,7 +185,9 @@ pub struct Consumer {
     config: ConsumerConfig,
     assigned: BTreeMap<TopicPartition, PartitionState>,
     group: Option<Group>,
-    listener: Option<Box<dyn RebalanceListener>>,
+    /// In a mutex only so that a `Consumer` is `Sync` (and its futures `Send`) with a
+    /// listener that is `Send` but not `Sync`; it is only ever used through `&mut self`.
+    listener: Option<std::sync::Mutex<Box<dyn RebalanceListener>>>,
     last_auto_commit: Instant,
     /// Positions as last committed, so auto-commit sends only what moved.
     committed_positions: BTreeMap<TopicPartition, u64>,
@@ -233,7 +235,7 @@ impl Consumer {
 
     /// Sets the listener told about group rebalances.
     pub fn set_rebalance_listener(&mut self, listener: impl RebalanceListener + 'static) {
-        self.listener = Some(Box::new(listener));
+        self.listener = Some(std::sync::Mutex::new(Box::new(listener)));
     }
 
     /// Reads exactly these partitions, without group membership. Positions start from
@@ -506,6 +508,7 @@ impl Consumer {
                 commits.extend(positions.clone());
             }
             if let Some(listener) = self.listener.as_mut() {
+                let listener = listener.get_mut().unwrap_or_else(|p| p.into_inner());
                 commits.extend(listener.on_partitions_revoked(&revoked, &positions));
             }
             let commits: Vec<(TopicPartition, u64)> = commits.into_iter().collect();
@@ -528,7 +531,10 @@ impl Consumer {
         if !added.is_empty()
             && let Some(listener) = self.listener.as_mut()
         {
-            listener.on_partitions_assigned(&added);
+            listener
+                .get_mut()
+                .unwrap_or_else(|p| p.into_inner())
+                .on_partitions_assigned(&added);
         }
         Ok(())
     }

@@ -697,3 +697,68 @@ async fn offsets_of_an_empty_group_expire_and_a_live_groups_stay() {
     );
     live.close().await.expect("leave");
 }
+
+/// A listener that is `Send` but not `Sync` (it holds a `Cell`), as a Java
+/// `ConsumerRebalanceListener` port would be.
+struct CountingListener {
+    assigned: std::sync::mpsc::Sender<usize>,
+    calls: std::cell::Cell<usize>,
+}
+
+impl quiver_sdk::RebalanceListener for CountingListener {
+    fn on_partitions_assigned(&mut self, partitions: &[TopicPartition]) {
+        self.calls.set(self.calls.get() + 1);
+        let _ = self.assigned.send(partitions.len());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_consumer_polls_and_commits_from_a_spawned_task() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(dir.path());
+    let client = broker.client().await;
+    client
+        .create_topic("spawned", 2, 1, &[])
+        .await
+        .expect("create");
+    for partition in 0..2 {
+        produce_values(
+            &client,
+            "spawned",
+            partition,
+            (0..50).map(|i| format!("s{i}")),
+        )
+        .await;
+    }
+    let (assigned, told) = std::sync::mpsc::channel();
+    let mut consumer = Consumer::new(client.clone(), group_config("g-spawned"));
+    consumer.set_rebalance_listener(CountingListener {
+        assigned,
+        calls: std::cell::Cell::new(0),
+    });
+    consumer.subscribe(&["spawned"]).expect("subscribe");
+    let task = tokio::spawn(async move {
+        let records = poll_n(&mut consumer, 100).await;
+        consumer.commit_sync().await.expect("commit");
+        let committed = consumer
+            .committed(&[
+                TopicPartition::new("spawned", 0),
+                TopicPartition::new("spawned", 1),
+            ])
+            .await
+            .expect("committed");
+        consumer.close().await.expect("close");
+        (records.len(), committed)
+    });
+    let (count, committed) = task.await.expect("the task ran to its end");
+    assert_eq!(count, 100);
+    assert!(
+        committed.iter().all(|(_, offset)| *offset == Some(50)),
+        "{committed:?}"
+    );
+    assert_eq!(
+        told.try_iter().sum::<usize>(),
+        2,
+        "both partitions assigned"
+    );
+}
