@@ -26,7 +26,8 @@ use crate::error::{ConnectError, RequestError};
 /// How to reach and trust a broker.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
-    /// `HOST:PORT` of the broker's QUIC listener.
+    /// `HOST:PORT` of the broker's QUIC listener, or several separated by commas, tried
+    /// in order until one answers.
     pub broker: String,
     /// PEM file of the CA that signed the broker's certificate.
     pub ca_cert: Option<PathBuf>,
@@ -186,8 +187,39 @@ struct Inner {
 
 impl Client {
     /// Resolves the broker, sets up TLS and connects once, so a wrong address or CA
-    /// fails here rather than on the first request.
+    /// fails here rather than on the first request. `broker` may list several
+    /// bootstrap addresses separated by commas (Kafka's `bootstrap.servers`): they are
+    /// tried in order, and the first that answers is this client's bootstrap broker.
     pub async fn connect(config: ClientConfig) -> Result<Self, ConnectError> {
+        let addresses: Vec<String> = config
+            .broker
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(str::to_owned)
+            .collect();
+        let mut last = ConnectError::InvalidAddress(config.broker.clone());
+        for address in addresses {
+            let mut one = config.clone();
+            one.broker = address;
+            match Self::connect_to_bootstrap(one).await {
+                Ok(client) => return Ok(client),
+                // A certificate or credential problem is the same on every broker.
+                Err(
+                    err @ (ConnectError::CaCert { .. }
+                    | ConnectError::ClientCert { .. }
+                    | ConnectError::NoCaCert
+                    | ConnectError::Tls(_)
+                    | ConnectError::Authentication(_)),
+                ) => return Err(err),
+                Err(err) => last = err,
+            }
+        }
+        Err(last)
+    }
+
+    /// [`Client::connect`] to one bootstrap address.
+    async fn connect_to_bootstrap(config: ClientConfig) -> Result<Self, ConnectError> {
         let (host, _) = config
             .broker
             .rsplit_once(':')

@@ -369,3 +369,51 @@ async fn acknowledged_batch_is_visible_to_the_next_request() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_bootstraps_past_a_dead_first_address() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(dir.path());
+    // Nothing listens there: the port was free a moment ago.
+    let dead = quiver_tests::free_ports(1)[0];
+    let bootstrap = format!("127.0.0.1:{dead}, {}", broker.quic_addr);
+    let mut config = broker.client_config();
+    config.broker = bootstrap.clone();
+    config.connect_timeout = std::time::Duration::from_secs(1);
+    let client = quiver_sdk::Client::connect(config)
+        .await
+        .expect("the second address answers");
+    assert_eq!(client.broker_addr(), broker.quic_addr);
+    client
+        .create_topic("via-second", 1, 1, &[])
+        .await
+        .expect("served");
+
+    let out = quiver_tests::run_quiver(
+        &[
+            "topic".into(),
+            "list".into(),
+            "--broker".into(),
+            bootstrap,
+            "--ca-cert".into(),
+            broker.ca_cert().display().to_string(),
+        ],
+        None,
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("via-second"));
+
+    // Every address dead: the error names the last one tried.
+    let mut config = broker.client_config();
+    config.broker = format!("127.0.0.1:{dead}");
+    config.connect_timeout = std::time::Duration::from_secs(1);
+    let Err(err) = quiver_sdk::Client::connect(config).await else {
+        panic!("a dead address answered");
+    };
+    assert!(err.to_string().contains(&dead.to_string()), "{err}");
+}

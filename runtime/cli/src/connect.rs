@@ -10,7 +10,7 @@ const DEFAULT_CA_CERT: &str = "./quiver-data/tls/ca.pem";
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct ConnectArgs {
-    /// Broker QUIC address.
+    /// Broker QUIC address, or several separated by commas (tried in order).
     #[arg(
         long,
         env = "QUIVER_BROKER",
