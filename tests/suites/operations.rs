@@ -521,3 +521,45 @@ async fn sigterm_does_not_wait_for_clients_that_went_away() {
         "the broker waited for the request of a client that went away:\n{log}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_come_as_one_json_object_a_line_for_log_shippers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start_with(dir.path(), &[("QUIVER_LOG_FORMAT", "json")], None);
+    let client = broker.client().await;
+    client
+        .create_topic("shipped", 1, 1, &[])
+        .await
+        .expect("create");
+    let audit = eventually("the audit line", Duration::from_secs(10), || async {
+        broker
+            .stderr()
+            .lines()
+            .find(|l| l.contains("quiver::audit"))
+            .map(str::to_owned)
+    })
+    .await;
+    let mut objects = 0;
+    for line in broker.stderr().lines() {
+        // The harness tags each line with the broker's incarnation.
+        let line = line.split_once("] ").map_or(line, |(_, rest)| rest);
+        if line.starts_with("quiver broker listening on") {
+            continue;
+        }
+        let value: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(value["level"].is_string(), "{line}");
+        assert!(value["target"].is_string(), "{line}");
+        objects += 1;
+    }
+    assert!(objects > 0);
+    let audit: serde_json::Value = serde_json::from_str(
+        audit
+            .split_once("] ")
+            .map_or(audit.as_str(), |(_, rest)| rest),
+    )
+    .expect("the audit line is JSON");
+    assert_eq!(audit["target"], "quiver::audit");
+    assert_eq!(audit["principal"], "User:ANONYMOUS");
+    assert_eq!(audit["action"], "topic_create");
+}

@@ -29,6 +29,15 @@ pub struct ServeArgs {
     /// (config allow_anonymous); refused otherwise while authentication = "none".
     #[arg(long)]
     allow_anonymous: bool,
+    /// Log lines as text for people or JSON (one object a line) for log shippers.
+    #[arg(long, env = "QUIVER_LOG_FORMAT", default_value = "text")]
+    log_format: LogFormat,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 /// Builds the configuration: defaults, then the file, then flags, then environment.
@@ -73,10 +82,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .iter()
         .find_map(|var| tracing_subscriber::EnvFilter::try_from_env(var).ok())
         .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().flatten_event(true).with_ansi(false).init(),
+    }
     let config = configure(&args)?;
     let broker = quiver_broker::start(config).await?;
     eprintln!(
