@@ -39,6 +39,19 @@ if ! command -v promtool >/dev/null 2>&1; then
     fi
 fi
 
+# ip (iproute2) and unshare (util-linux): the security suite runs a broker on a
+# routable address inside a network namespace of its own.
+if ! command -v ip >/dev/null 2>&1 || ! command -v unshare >/dev/null 2>&1; then
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+        say "installing iproute2 and util-linux (for the security suite)"
+        apt-get update
+        DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends iproute2 util-linux
+    else
+        echo "ip or unshare not found: install Debian's iproute2 and util-linux" >&2
+        exit 1
+    fi
+fi
+
 # The example plugins, built for wasm32 from source: the black-box plugin tests load
 # plugins/dist/*.wasm. build.sh uses rustup's wasm32 target when installed, else
 # Debian's Rust toolchain (installed here when missing and running as root).
