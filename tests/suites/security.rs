@@ -757,9 +757,16 @@ fn serve_on_a_routable_address(
         quiver_tests::quiver_bin().display(),
         data_dir.display()
     );
+    // A user namespace too where the kernel allows one (no privilege needed), else a
+    // network namespace alone (as root).
+    let with_user = std::process::Command::new("unshare")
+        .args(["-rn", "true"])
+        .status()
+        .is_ok_and(|s| s.success());
+    let flags = if with_user { "-rn" } else { "-n" };
     let mut command = std::process::Command::new("unshare");
     command
-        .args(["-rn", "sh", "-c", &script])
+        .args([flags, "sh", "-c", &script])
         .env("RUST_LOG", "info")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
