@@ -85,6 +85,9 @@ impl RateWindow {
 pub struct QuotaMeter {
     windows: Mutex<HashMap<(String, QuotaKind), RateWindow>>,
     held_until_ms: Mutex<HashMap<String, u64>>,
+    /// Whether any principal may be held: every request asks, and without quotas none
+    /// is, so the common case takes no lock.
+    any_held: std::sync::atomic::AtomicBool,
 }
 
 impl QuotaMeter {
@@ -117,6 +120,8 @@ impl QuotaMeter {
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             let entry = held.entry(principal.to_owned()).or_insert(0);
             *entry = (*entry).max(until);
+            self.any_held
+                .store(true, std::sync::atomic::Ordering::Release);
         }
         throttle
     }
@@ -125,6 +130,9 @@ impl QuotaMeter {
     /// last throttle (Kafka mutes a throttled client's channel likewise, so a client
     /// that ignores the throttle time in its answers gains nothing).
     pub fn held_for(&self, principal: &str, now_ms: u64) -> Duration {
+        if !self.any_held.load(std::sync::atomic::Ordering::Acquire) {
+            return Duration::ZERO;
+        }
         let mut held = self
             .held_until_ms
             .lock()
@@ -133,6 +141,10 @@ impl QuotaMeter {
             Some(until) if *until > now_ms => Duration::from_millis(until - now_ms),
             Some(_) => {
                 held.remove(principal);
+                if held.is_empty() {
+                    self.any_held
+                        .store(false, std::sync::atomic::Ordering::Release);
+                }
                 Duration::ZERO
             }
             None => Duration::ZERO,

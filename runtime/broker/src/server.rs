@@ -751,7 +751,12 @@ impl IncomingRequest {
             Err((api, _)) => api.map_or("unknown", |a| a.name()),
         };
         state.metrics.request(api_name);
-        self.charge_request_time(started.elapsed());
+        handlers::charge_quota(
+            state,
+            &self.caller.principal(),
+            crate::quota::QuotaKind::RequestTime,
+            started.elapsed().as_secs_f64() * 1_000.0,
+        );
         let answer = match outcome {
             Ok((_, outgoing)) => Ok(outgoing),
             Err((_, err)) => {
@@ -778,40 +783,6 @@ impl IncomingRequest {
             .request_duration(api_name, started.elapsed().as_secs_f64());
         state.metrics.in_flight(-1);
         drop(slot);
-    }
-
-    /// Charges the time spent handling a request to its principal's request-time
-    /// quota; a principal over it has its next requests held back.
-    fn charge_request_time(&self, spent: Duration) {
-        let state = &self.state;
-        let principal = self.caller.principal();
-        if *principal == crate::security::Principal::Broker {
-            return;
-        }
-        let Some(member) = state.cluster.get() else {
-            return;
-        };
-        let metadata = member.controller.metadata();
-        let Some(percent) = metadata
-            .quota_of(principal.name())
-            .and_then(|q| q.request_percent)
-        else {
-            return;
-        };
-        let kind = crate::quota::QuotaKind::RequestTime;
-        // Percent of one core: 25 allows 250 ms of handling per second.
-        let throttle = state.quota_meter.charge(
-            principal.name(),
-            kind,
-            spent.as_secs_f64() * 1_000.0,
-            Some(percent as f64 * 10.0),
-            now_ms().max(0) as u64,
-        );
-        if !throttle.is_zero() {
-            state
-                .metrics
-                .throttled(principal.name(), kind.name(), throttle.as_secs_f64());
-        }
     }
 
     /// Writes an answer and waits until the client took it (so shutdown does not cut

@@ -121,40 +121,7 @@ impl Call<'_> {
     /// throttle time its answer carries, in milliseconds (0 without a quota). Its next
     /// requests are held back that long.
     fn charge_quota(&self, kind: crate::quota::QuotaKind, amount: usize) -> u32 {
-        use crate::quota::QuotaKind;
-        if *self.principal == Principal::Broker {
-            return 0;
-        }
-        let Some(member) = self.state.cluster.get() else {
-            return 0;
-        };
-        let metadata = member.controller.metadata();
-        if metadata.quotas().is_empty() {
-            return 0;
-        }
-        let Some(quota) = metadata.quota_of(self.principal.name()) else {
-            return 0;
-        };
-        let limit = match kind {
-            QuotaKind::ProduceBytes => quota.produce_bytes_per_sec,
-            QuotaKind::FetchBytes => quota.fetch_bytes_per_sec,
-            QuotaKind::RequestTime => quota.request_percent.map(|p| p.saturating_mul(10)),
-        };
-        let now = crate::server::now_ms().max(0) as u64;
-        let throttle = self.state.quota_meter.charge(
-            self.principal.name(),
-            kind,
-            amount as f64,
-            limit.map(|l| l as f64),
-            now,
-        );
-        if !throttle.is_zero() {
-            self.state.metrics.throttled(
-                self.principal.name(),
-                kind.name(),
-                throttle.as_secs_f64(),
-            );
-        }
+        let throttle = charge_quota(self.state, self.principal, kind, amount as f64);
         u32::try_from(throttle.as_millis()).unwrap_or(u32::MAX)
     }
 
@@ -185,6 +152,49 @@ impl Call<'_> {
         }
         outcome
     }
+}
+
+/// Charges `amount` of `kind` (bytes, or milliseconds of handling) to `principal`'s
+/// client quota and returns how long it is throttled for; zero for brokers and without
+/// a quota. The one place quotas are looked up, charged and counted.
+pub fn charge_quota(
+    state: &BrokerState,
+    principal: &Principal,
+    kind: crate::quota::QuotaKind,
+    amount: f64,
+) -> std::time::Duration {
+    use crate::quota::QuotaKind;
+    let none = std::time::Duration::ZERO;
+    if *principal == Principal::Broker {
+        return none;
+    }
+    let Some(member) = state.cluster.get() else {
+        return none;
+    };
+    let metadata = member.controller.metadata();
+    let Some(quota) = metadata.quota_of(principal.name()) else {
+        return none;
+    };
+    let per_sec = match kind {
+        QuotaKind::ProduceBytes => quota.produce_bytes_per_sec,
+        QuotaKind::FetchBytes => quota.fetch_bytes_per_sec,
+        // Percent of one core: 25 allows 250 ms of handling per second.
+        QuotaKind::RequestTime => quota.request_percent.map(|p| p.saturating_mul(10)),
+    };
+    let Some(per_sec) = per_sec else {
+        return none;
+    };
+    let now = crate::server::now_ms().max(0) as u64;
+    let throttle =
+        state
+            .quota_meter
+            .charge(principal.name(), kind, amount, Some(per_sec as f64), now);
+    if !throttle.is_zero() {
+        state
+            .metrics
+            .throttled(principal.name(), kind.name(), throttle.as_secs_f64());
+    }
+    throttle
 }
 
 /// The API table. `any_client` rows may be called by every connection, once the ACLs
