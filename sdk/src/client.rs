@@ -1008,16 +1008,16 @@ impl Client {
             let batch = batch.map_err(|e| RequestError::Protocol(e.to_string()))?;
             let header =
                 BatchHeader::parse(&batch).map_err(|e| RequestError::Protocol(e.to_string()))?;
+            // A batch covers its offsets whether or not its records all came: a
+            // fetch-stage plugin may have removed some (gaps, or a removed tail that
+            // the batch still spans), and a control marker stands for removed records.
+            next_offset = next_offset.max(header.next_offset());
             if header.is_control() {
-                // A marker the broker stored (or sent) in place of records a plugin
-                // removed: step over its offsets, deliver nothing.
-                next_offset = next_offset.max(header.next_offset());
                 continue;
             }
             for record in
                 decode_records(&batch).map_err(|e| RequestError::Protocol(e.to_string()))?
             {
-                next_offset = next_offset.max(record.offset + 1);
                 if record.offset >= offset {
                     records.push(record);
                 }

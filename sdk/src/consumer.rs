@@ -146,6 +146,22 @@ struct PartitionState {
     position: Option<u64>,
     paused: bool,
     buffer: VecDeque<DecodedRecord>,
+    /// Where the fetch that filled `buffer` ended: past records a fetch-stage plugin
+    /// removed after the last buffered one. The position moves there once the buffer
+    /// is handed out, so a commit does not send the group back to removed records.
+    fetched_end: Option<u64>,
+}
+
+impl PartitionState {
+    /// With the buffer handed out, moves the position past what the last fetch
+    /// covered.
+    fn skip_to_fetched_end(&mut self) {
+        if let (Some(end), Some(position)) = (self.fetched_end.take(), self.position)
+            && end > position
+        {
+            self.position = Some(end);
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -301,6 +317,7 @@ impl Consumer {
         let state = self.state_mut(tp)?;
         state.position = Some(offset);
         state.buffer.clear();
+        state.fetched_end = None;
         Ok(())
     }
 
@@ -649,6 +666,9 @@ impl Consumer {
                 }
                 if let Some(record) = state.buffer.pop_front() {
                     state.position = Some(record.offset + 1);
+                    if state.buffer.is_empty() {
+                        state.skip_to_fetched_end();
+                    }
                     out.push(ConsumerRecord {
                         topic: Arc::clone(topic),
                         partition: tp.partition,
@@ -702,6 +722,11 @@ impl Consumer {
                         && state.position == Some(offset)
                     {
                         state.buffer.extend(fetched.records);
+                        state.fetched_end = Some(fetched.next_offset);
+                        if state.buffer.is_empty() {
+                            // Everything fetched was removed by a plugin: move on.
+                            state.skip_to_fetched_end();
+                        }
                     }
                 }
                 Err(err) if err.code() == Some(ErrorCode::OffsetOutOfRange) => {

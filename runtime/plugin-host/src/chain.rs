@@ -269,51 +269,70 @@ pub fn produce_batch(
     Ok(batch)
 }
 
-/// The batches one consumer receives in place of `original` at the fetch stage: the
-/// chain's records at their stored offsets, one batch per run of consecutive offsets
-/// (a batch's offsets are dense), then a control marker at the original's last offset
-/// when the record there was removed, so the consumer's next fetch starts after it.
+/// The batches one consumer receives in place of `original` at the fetch stage.
+///
+/// The survivors go out as one batch at the original's base offset, each record at its
+/// stored offset delta, the gaps left where records were removed (as Kafka's compacted
+/// batches carry them), and spanning to the original's last offset so the consumer's
+/// next fetch starts after the batch even when its last records were removed. So a
+/// filter costs the survivors' own bytes plus one header per stored batch. Records that
+/// share an offset (an `array_map` at the fetch stage) cannot share a batch, whose
+/// deltas increase: each repeat starts a new batch. Nothing left is one control marker
+/// at the original's last offset.
 pub fn fetch_batches(original: &BatchHeader, records: Vec<DecodedRecord>) -> Vec<Bytes> {
-    let mut out = Vec::new();
-    let mut run: Option<(u64, u64, BatchBuilder)> = None;
-    let last_kept = records.last().map(|r| r.offset);
-    let seal = |first: u64, builder: BatchBuilder, out: &mut Vec<Bytes>| {
-        if let Some(batch) = builder.finish() {
-            let mut batch = BytesMut::from(batch);
-            stamp(&mut batch, first, original.leader_epoch);
-            out.push(batch.freeze());
-        }
-    };
-    for r in records {
-        let offset = r.offset;
-        run = match run.take() {
-            Some((first, prev, mut builder)) if offset == prev + 1 => {
-                builder.push(&to_record(r));
-                Some((first, offset, builder))
-            }
-            previous => {
-                if let Some((first, _, builder)) = previous {
-                    seal(first, builder, &mut out);
-                }
-                let mut builder = BatchBuilder::new(ProducerStamp::NONE);
-                builder.push(&to_record(r));
-                Some((offset, offset, builder))
-            }
-        };
-    }
-    if let Some((first, _, builder)) = run {
-        seal(first, builder, &mut out);
-    }
-    if last_kept != Some(original.last_offset()) {
-        out.push(removed_marker(
+    let Some(last_kept) = records.last().map(|r| r.offset) else {
+        return vec![removed_marker(
             original.last_offset(),
             original.leader_epoch,
             original.max_timestamp,
             0,
             ProducerStamp::NONE,
-        ));
+        )];
+    };
+    let mut out = Vec::new();
+    // The open batch: its base offset, the last offset pushed, the builder.
+    let mut open: Option<(u64, u64, BatchBuilder)> = None;
+    let seal = |base: u64, mut builder: BatchBuilder, span_end: u64, out: &mut Vec<Bytes>| {
+        builder.span_to(delta(base, span_end));
+        if let Some(batch) = builder.finish() {
+            let mut batch = BytesMut::from(batch);
+            stamp(&mut batch, base, original.leader_epoch);
+            out.push(batch.freeze());
+        }
+    };
+    for r in records {
+        let offset = r.offset;
+        let (base, mut builder) = match open.take() {
+            Some((base, previous, builder)) if offset > previous => (base, builder),
+            previous => {
+                if let Some((base, previous, builder)) = previous {
+                    seal(base, builder, previous, &mut out);
+                }
+                let base = if out.is_empty() {
+                    original.base_offset
+                } else {
+                    offset
+                };
+                (base, BatchBuilder::new(ProducerStamp::NONE))
+            }
+        };
+        builder.push_at(&to_record(r), delta(base, offset));
+        open = Some((base, offset, builder));
+    }
+    if let Some((base, _, builder)) = open {
+        seal(
+            base,
+            builder,
+            original.last_offset().max(last_kept),
+            &mut out,
+        );
     }
     out
+}
+
+/// `offset`'s delta from `base`. Both come from one stored batch, whose deltas are u32.
+fn delta(base: u64, offset: u64) -> u32 {
+    u32::try_from(offset.saturating_sub(base)).unwrap_or(u32::MAX)
 }
 
 /// The records of a dead-lettered batch: each as it entered the chain, with the
@@ -397,14 +416,50 @@ mod tests {
             .filter(|r| r.offset != 102 && r.offset != 104)
             .collect();
         let batches = fetch_batches(&header, kept);
-        // Runs [100, 101], [103], then the marker at 104.
-        assert_eq!(batches.len(), 3);
+        // One batch at the stored base with gaps at 102 and 104, spanning to 104.
+        assert_eq!(batches.len(), 1);
+        let sent = BatchHeader::parse(&batches[0]).expect("header");
+        assert_eq!(
+            (sent.base_offset, sent.last_offset_delta, sent.record_count),
+            (100, 4, 3)
+        );
         let (records, next) = delivered(&batches);
         assert_eq!(
             records,
             vec![(100, "a".into()), (101, "b".into()), (103, "d".into())]
         );
         assert_eq!(next, 105);
+    }
+
+    #[test]
+    fn fetch_view_costs_the_survivors_plus_one_header() {
+        let values: Vec<String> = (0..100).map(|i| format!("record number {i:04}")).collect();
+        let values: Vec<&str> = values.iter().map(String::as_str).collect();
+        let (header, records) = stored_batch(0, &values);
+        let kept: Vec<_> = records.into_iter().filter(|r| r.offset % 2 == 1).collect();
+        let batches = fetch_batches(&header, kept);
+        assert_eq!(batches.len(), 1, "every other record kept: still one batch");
+        let sent: usize = batches.iter().map(Bytes::len).sum();
+        assert!(
+            sent < header.total_bytes() / 2 + 64,
+            "{sent} bytes sent for half of a {}-byte batch",
+            header.total_bytes()
+        );
+        let (records, next) = delivered(&batches);
+        assert_eq!(records.len(), 50);
+        assert!(records.iter().all(|(offset, value)| {
+            offset % 2 == 1 && *value == format!("record number {offset:04}")
+        }));
+        assert_eq!(next, 100);
+    }
+
+    #[test]
+    fn fetch_view_without_the_first_records_starts_at_the_stored_base() {
+        let (header, records) = stored_batch(50, &["a", "b", "c"]);
+        let batches = fetch_batches(&header, records[2..].to_vec());
+        let sent = BatchHeader::parse(&batches[0]).expect("header");
+        assert_eq!((sent.base_offset, sent.last_offset_delta), (50, 2));
+        assert_eq!(delivered(&batches), (vec![(52, "c".into())], 53));
     }
 
     #[test]

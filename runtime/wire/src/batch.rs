@@ -248,18 +248,37 @@ impl BatchHeader {
 pub fn validate(buf: &[u8], batch_bytes_max: usize) -> Result<BatchHeader, BatchError> {
     let header = validate_framing(buf, batch_bytes_max)?;
     match header.compression()? {
-        Compression::None => walk_records(&header, &buf[BATCH_HEADER_BYTES..], |_| Ok(()))?,
+        Compression::None => walk_records(
+            &header,
+            &buf[BATCH_HEADER_BYTES..],
+            OffsetLayout::Dense,
+            |_| Ok(()),
+        )?,
         codec => {
             let section = codec.decompress(&buf[BATCH_HEADER_BYTES..])?;
-            walk_records(&header, &section, |_| Ok(()))?;
+            walk_records(&header, &section, OffsetLayout::Dense, |_| Ok(()))?;
         }
     }
     Ok(header)
 }
 
 /// Checks length, magic, count and CRC, but not the records section's contents. This is
-/// what log recovery needs to tell a torn tail from a whole batch.
+/// what log recovery needs to tell a torn tail from a whole batch. Offsets must be
+/// dense (`record_count` = `last_offset_delta` + 1): the log assigns them by count.
 pub fn validate_framing(buf: &[u8], batch_bytes_max: usize) -> Result<BatchHeader, BatchError> {
+    let header = check_frame(buf, batch_bytes_max)?;
+    if header.last_offset_delta != header.record_count - 1 {
+        return Err(BatchError::CountMismatch {
+            record_count: header.record_count,
+            last_offset_delta: header.last_offset_delta,
+        });
+    }
+    Ok(header)
+}
+
+/// Length, magic, CRC and at least one record: what every reader checks. Whether the
+/// offsets may have gaps is the caller's rule.
+fn check_frame(buf: &[u8], batch_bytes_max: usize) -> Result<BatchHeader, BatchError> {
     let header = BatchHeader::parse(buf)?;
     let limit = batch_bytes_max.min(BATCH_BYTES_MAX);
     if header.total_bytes() > limit {
@@ -286,12 +305,6 @@ pub fn validate_framing(buf: &[u8], batch_bytes_max: usize) -> Result<BatchHeade
     }
     if header.record_count == 0 {
         return Err(BatchError::Empty);
-    }
-    if header.last_offset_delta != header.record_count - 1 {
-        return Err(BatchError::CountMismatch {
-            record_count: header.record_count,
-            last_offset_delta: header.last_offset_delta,
-        });
     }
     Ok(header)
 }
@@ -393,6 +406,9 @@ impl ProducerStamp {
 pub struct BatchBuilder {
     buf: BytesMut,
     record_count: u32,
+    /// The offset delta the header will carry: the last record's, unless
+    /// [`BatchBuilder::span_to`] widened it.
+    last_offset_delta: u32,
     first_timestamp: i64,
     max_timestamp: i64,
     producer: ProducerStamp,
@@ -405,6 +421,7 @@ impl BatchBuilder {
         Self {
             buf,
             record_count: 0,
+            last_offset_delta: 0,
             first_timestamp: 0,
             max_timestamp: i64::MIN,
             producer,
@@ -445,12 +462,33 @@ impl BatchBuilder {
         )
     }
 
-    /// Appends a record.
+    /// Appends a record at the next offset.
     pub fn push(&mut self, record: &Record) {
+        let (_, offset_delta) = self.deltas(record);
+        self.write(record, offset_delta);
+    }
+
+    /// Appends a record at `offset_delta` from the batch's base, leaving a gap after the
+    /// previous record: for the batches a fetch sends after a plugin removed records.
+    /// Such a batch is for readers ([`decode_records`]); [`validate`] refuses it, so it
+    /// is never stored. `offset_delta` must be above the previous record's; one that is
+    /// not is a caller's bug, refused by every reader.
+    pub fn push_at(&mut self, record: &Record, offset_delta: u32) {
+        self.write(record, i64::from(offset_delta));
+    }
+
+    /// Makes the batch cover offsets up to `last_offset_delta` from its base, past its
+    /// last record, so that a reader's next fetch starts after records removed at the
+    /// end. Never narrows the batch.
+    pub fn span_to(&mut self, last_offset_delta: u32) {
+        self.last_offset_delta = self.last_offset_delta.max(last_offset_delta);
+    }
+
+    fn write(&mut self, record: &Record, offset_delta: i64) {
         if self.record_count == 0 {
             self.first_timestamp = record.timestamp;
         }
-        let (ts_delta, offset_delta) = self.deltas(record);
+        let (ts_delta, _) = self.deltas(record);
         let body = record.body_len(ts_delta, offset_delta);
         self.buf.reserve(varlong_len(body as i64) + body);
         put_varlong(&mut self.buf, body as i64);
@@ -467,6 +505,9 @@ impl BatchBuilder {
         }
         self.max_timestamp = self.max_timestamp.max(record.timestamp);
         self.record_count += 1;
+        // Deltas are u32 in the header; both callers pass values that fit.
+        let delta = u32::try_from(offset_delta).unwrap_or(u32::MAX);
+        self.last_offset_delta = self.last_offset_delta.max(delta);
     }
 
     /// Writes the header and CRC and returns the batch, or `None` if it holds no record.
@@ -504,7 +545,7 @@ impl BatchBuilder {
         header.put_u8(BATCH_MAGIC);
         header.put_u32(0);
         header.put_u16(codec as u16 | flags);
-        header.put_u32(self.record_count - 1);
+        header.put_u32(self.last_offset_delta);
         header.put_i64(self.first_timestamp);
         header.put_i64(self.max_timestamp);
         header.put_u64(self.producer.producer_id);
@@ -528,14 +569,20 @@ fn put_optional_bytes(buf: &mut BytesMut, bytes: Option<&Bytes>) {
 }
 
 /// Decodes every record of one batch. Key, value and headers are slices of `batch`.
+///
+/// A reader's function: it accepts the batches a fetch may carry, whose offsets may have
+/// gaps (a fetch-stage plugin removed records between the survivors, each of which keeps
+/// its stored offset) and whose last records may be gone (`last_offset_delta` still
+/// spans them, so the next fetch starts after them). Deltas must increase and stay
+/// within `last_offset_delta`. What is stored is checked densely by [`validate`].
 pub fn decode_records(batch: &Bytes) -> Result<Vec<DecodedRecord>, BatchError> {
-    let header = validate_framing(batch, BATCH_BYTES_MAX)?;
+    let header = check_frame(batch, BATCH_BYTES_MAX)?;
     let section = match header.compression()? {
         Compression::None => batch.slice(BATCH_HEADER_BYTES..),
         codec => Bytes::from(codec.decompress(&batch[BATCH_HEADER_BYTES..])?),
     };
     let mut out = Vec::with_capacity(header.record_count.min(65_536) as usize);
-    walk_records(&header, &section, |raw| {
+    walk_records(&header, &section, OffsetLayout::Gapped, |raw| {
         let slice = |r: Option<std::ops::Range<usize>>| r.map(|r| section.slice(r));
         let headers = raw
             .headers
@@ -571,14 +618,26 @@ struct RawRecord {
     headers: Vec<(std::ops::Range<usize>, Option<std::ops::Range<usize>>)>,
 }
 
-/// Walks the records section, checking that each record parses, that offset deltas run
-/// 0, 1, 2, ..., and that the section holds exactly `record_count` records.
+/// Which offset deltas a batch's records may carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OffsetLayout {
+    /// 0, 1, 2, ..., `record_count` - 1: what producers send and the log stores.
+    Dense,
+    /// Strictly increasing, the last at most `last_offset_delta`: a batch some of whose
+    /// records were filtered out on the way to a consumer.
+    Gapped,
+}
+
+/// Walks the records section, checking that each record parses, that offset deltas
+/// follow `layout`, and that the section holds exactly `record_count` records.
 fn walk_records(
     header: &BatchHeader,
     section: &[u8],
+    layout: OffsetLayout,
     mut visit: impl FnMut(RawRecord) -> Result<(), &'static str>,
 ) -> Result<(), BatchError> {
     let mut pos = 0usize;
+    let mut previous_delta: Option<u64> = None;
     for index in 0..header.record_count {
         let malformed = |reason| BatchError::MalformedRecord { index, reason };
         if pos >= section.len() {
@@ -599,9 +658,23 @@ fn walk_records(
         cursor.skip(1).map_err(malformed)?; // record attributes, unused
         let timestamp_delta = cursor.varlong().map_err(malformed)?;
         let offset_delta = cursor.varlong().map_err(malformed)?;
-        if offset_delta != i64::from(index) {
-            return Err(malformed("offset deltas are not dense"));
-        }
+        let offset_delta = match layout {
+            OffsetLayout::Dense if offset_delta != i64::from(index) => {
+                return Err(malformed("offset deltas are not dense"));
+            }
+            OffsetLayout::Dense => u64::from(index),
+            OffsetLayout::Gapped => {
+                let delta = u64::try_from(offset_delta)
+                    .ok()
+                    .filter(|&d| d <= u64::from(header.last_offset_delta))
+                    .ok_or_else(|| malformed("offset delta outside the batch's span"))?;
+                if previous_delta.is_some_and(|p| delta <= p) {
+                    return Err(malformed("offset deltas do not increase"));
+                }
+                delta
+            }
+        };
+        previous_delta = Some(offset_delta);
         let key = cursor.optional_bytes().map_err(malformed)?;
         let value = cursor.optional_bytes().map_err(malformed)?;
         let header_count = cursor.varlong().map_err(malformed)?;
@@ -621,7 +694,7 @@ fn walk_records(
         }
         visit(RawRecord {
             timestamp_delta,
-            offset_delta: index.into(),
+            offset_delta,
             key,
             value,
             headers,
@@ -758,6 +831,86 @@ mod tests {
         let records = decode_records(&stamped.freeze()).expect("decodes");
         assert_eq!(records[1].offset, 1_001);
         assert_eq!(records[1].timestamp, 12);
+    }
+
+    fn gapped(deltas: &[u32], span: u32) -> Bytes {
+        let mut builder = BatchBuilder::new(ProducerStamp::NONE);
+        for &delta in deltas {
+            let mut record = Record::from_value(format!("at {delta}"), 1_000 + i64::from(delta));
+            record.key = Some(Bytes::from(format!("k{delta}")));
+            record.headers = vec![RecordHeader {
+                key: "h".into(),
+                value: Some(Bytes::from(delta.to_string())),
+            }];
+            builder.push_at(&record, delta);
+        }
+        builder.span_to(span);
+        let mut batch = BytesMut::from(builder.finish().expect("records were pushed"));
+        stamp(&mut batch, 100, 3);
+        batch.freeze()
+    }
+
+    #[test]
+    fn gapped_batches_keep_offsets_and_span_for_readers() {
+        let batch = gapped(&[1, 4, 5], 9);
+        let header = BatchHeader::parse(&batch).expect("header");
+        assert_eq!((header.record_count, header.last_offset_delta), (3, 9));
+        assert_eq!(
+            header.next_offset(),
+            110,
+            "the next fetch starts past the span"
+        );
+        let records = decode_records(&batch).expect("readers accept gaps");
+        let offsets: Vec<u64> = records.iter().map(|r| r.offset).collect();
+        assert_eq!(offsets, [101, 104, 105]);
+        for r in &records {
+            let delta = r.offset - 100;
+            assert_eq!(r.value.as_deref(), Some(format!("at {delta}").as_bytes()));
+            assert_eq!(r.key.as_deref(), Some(format!("k{delta}").as_bytes()));
+            assert_eq!(r.timestamp, 1_000 + delta as i64);
+            assert_eq!(
+                r.headers[0].value.as_deref(),
+                Some(delta.to_string().as_bytes())
+            );
+        }
+    }
+
+    #[test]
+    fn gapped_batches_are_never_valid_to_store() {
+        let batch = gapped(&[0, 2], 2);
+        assert!(matches!(
+            validate(&batch, BATCH_BYTES_MAX),
+            Err(BatchError::CountMismatch { .. })
+        ));
+        // Dense deltas but a span past the last record: also not storable.
+        let batch = gapped(&[0, 1], 5);
+        assert!(validate(&batch, BATCH_BYTES_MAX).is_err());
+        assert!(decode_records(&batch).is_ok());
+    }
+
+    #[test]
+    fn readers_refuse_deltas_that_repeat_fall_back_or_leave_the_span() {
+        for (deltas, span, reason) in [
+            (&[2u32, 2][..], 3, "offset deltas do not increase"),
+            (&[3, 1][..], 3, "offset deltas do not increase"),
+        ] {
+            let err = decode_records(&gapped(deltas, span)).expect_err("refused");
+            assert!(
+                matches!(err, BatchError::MalformedRecord { index: 1, reason: r } if r == reason),
+                "{deltas:?}: {err}"
+            );
+        }
+        // A header that claims a narrower span than its records: rewrite the delta and
+        // fix the CRC, as a hostile broker could.
+        let mut batch = BytesMut::from(&gapped(&[0, 7], 7)[..]);
+        batch[23..27].copy_from_slice(&5u32.to_be_bytes());
+        let crc = crc32c::crc32c(&batch[CRC_COVERAGE_AT..]);
+        batch[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+        let err = decode_records(&batch.freeze()).expect_err("refused");
+        assert!(
+            err.to_string().contains("outside the batch's span"),
+            "{err}"
+        );
     }
 
     #[test]
