@@ -54,7 +54,10 @@ fi
 
 # The example plugins, built for wasm32 from source: the black-box plugin tests load
 # plugins/dist/*.wasm. build.sh uses rustup's wasm32 target when installed, else
-# Debian's Rust toolchain (installed here when missing and running as root).
+# Debian's Rust toolchain, and clang with wasm-ld for the C example (Debian's
+# clang-22 and lld-22); it installs what is missing when running as root. The plugin
+# suite later runs build.sh again on projects `quiver plugin init` writes (every kind
+# in Rust, C and WAT), sharing plugins/target with this build.
 say "example plugins (wasm32)"
 ./plugins/build.sh
 

@@ -959,3 +959,327 @@ async fn a_plugin_is_deleted_only_once_detached_and_leaves_no_files() {
     let err = client.delete_plugin("evens").await.expect_err("gone");
     assert_eq!(err.code(), Some(ErrorCode::UnknownPlugin), "{err}");
 }
+
+/// Runs `plugins/build.sh` on `args` (example names or project folders), bounded in
+/// time, with the target directory shared with the example plugins so that std for
+/// wasm32 and the guest SDK are compiled once. Panics with its output on failure.
+fn build_plugins(args: &[std::path::PathBuf], logs: &std::path::Path) {
+    let plugins = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins");
+    let log = |name: &str| std::fs::File::create(logs.join(name)).expect("log file");
+    let mut child = std::process::Command::new(plugins.join("build.sh"))
+        .args(args)
+        .env("CARGO_TARGET_DIR", plugins.join("target"))
+        .stdin(std::process::Stdio::null())
+        .stdout(log("build.out"))
+        .stderr(log("build.err"))
+        .spawn()
+        .expect("run plugins/build.sh");
+    let status = quiver_tests::wait_bounded(&mut child, Duration::from_secs(20 * 60));
+    let output = || {
+        let read = |name: &str| std::fs::read_to_string(logs.join(name)).unwrap_or_default();
+        format!("{}{}", read("build.out"), read("build.err"))
+    };
+    match status {
+        Some(status) if status.success() => {}
+        Some(status) => panic!("plugins/build.sh {args:?} failed ({status}):\n{}", output()),
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "plugins/build.sh {args:?} took over 20 minutes:\n{}",
+                output()
+            );
+        }
+    }
+}
+
+fn quiver_ok(args: &[&str], stdin: Option<&[u8]>) -> String {
+    let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+    let output = quiver_tests::run_quiver(&args, stdin, &[]);
+    stdout_ok(&output, &format!("quiver {}", args.join(" ")))
+}
+
+/// The values of `plugin test --format json` output lines.
+fn json_values(lines: &str) -> Vec<String> {
+    lines
+        .lines()
+        .map(|line| {
+            let json: serde_json::Value =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+            json["value"].as_str().unwrap_or("<null>").to_owned()
+        })
+        .collect()
+}
+
+/// `quiver plugin init` for every kind in every language writes a project that
+/// `plugins/build.sh` builds as written and that passes `quiver plugin test` on its
+/// sample: the output its README shows, the same in Rust, C and WAT, and what each kind
+/// promises (kept records keep key, headers, timestamp and offset).
+#[test]
+fn plugin_init_projects_of_every_kind_and_language_build_and_pass_plugin_test() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let kinds = ["filter", "map", "filter-map", "array-map"];
+    let langs = ["rust", "c", "wat"];
+    let mut dirs = Vec::new();
+    for kind in kinds {
+        for lang in langs {
+            let name = format!("{kind}-{lang}");
+            let dir = root.path().join(&name);
+            let said = quiver_ok(
+                &[
+                    "plugin",
+                    "init",
+                    &name,
+                    "--kind",
+                    kind,
+                    "--lang",
+                    lang,
+                    "--dir",
+                    &dir.display().to_string(),
+                ],
+                None,
+            );
+            assert!(said.contains("README.md"), "{said}");
+            dirs.push(dir);
+        }
+    }
+    // Init never overwrites: the folder now holds a project.
+    let again = quiver_tests::run_quiver(
+        &[
+            "plugin".into(),
+            "init".into(),
+            "filter-c".into(),
+            "--kind".into(),
+            "filter".into(),
+            "--dir".into(),
+            dirs[0].display().to_string(),
+        ],
+        None,
+        &[],
+    );
+    assert!(!again.status.success(), "init into a non-empty folder");
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("is not empty"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+
+    let started = std::time::Instant::now();
+    build_plugins(&dirs, root.path());
+    eprintln!("built 8 projects in {:?}", started.elapsed());
+
+    let expected_values: [&[&str]; 4] = [
+        &["ERROR disk full", "ERROR timeout,retrying"],
+        &[
+            "ERROR DISK FULL",
+            "INFO REQUEST SERVED,200",
+            "",
+            "ERROR TIMEOUT,RETRYING",
+        ],
+        &[
+            "ERROR DISK FULL",
+            "INFO REQUEST SERVED,200",
+            "ERROR TIMEOUT,RETRYING",
+        ],
+        &[
+            "ERROR disk full",
+            "INFO request served",
+            "200",
+            "",
+            "ERROR timeout",
+            "retrying",
+        ],
+    ];
+    for (kind, expected) in kinds.iter().zip(expected_values) {
+        let mut outputs = Vec::new();
+        for lang in langs {
+            let name = format!("{kind}-{lang}");
+            let dir = root.path().join(&name);
+            let module = dir.join(if lang == "wat" {
+                format!("{name}.wat")
+            } else {
+                format!("{name}.wasm")
+            });
+            let out = quiver_ok(
+                &[
+                    "plugin",
+                    "test",
+                    &module.display().to_string(),
+                    "--format",
+                    "json",
+                    "--input",
+                    &dir.join("sample.jsonl").display().to_string(),
+                ],
+                None,
+            );
+            assert_eq!(json_values(&out), expected, "{name}");
+            let readme = std::fs::read_to_string(dir.join("README.md")).expect("README");
+            assert!(
+                readme.contains(&out),
+                "{name}: the README shows another output than\n{out}"
+            );
+            outputs.push(out);
+        }
+        assert!(
+            outputs.windows(2).all(|w| w[0] == w[1]),
+            "{kind}: Rust, C and WAT differ:\n{outputs:#?}"
+        );
+        // The last record of the sample, whatever the kind made of it, keeps its
+        // key, headers, timestamp and offset.
+        let last: serde_json::Value =
+            serde_json::from_str(outputs[0].lines().last().expect("a record")).expect("JSON");
+        assert_eq!(last["offset"], 3, "{kind}");
+        assert_eq!(last["key"], "db-1", "{kind}");
+        assert_eq!(last["timestamp"], 1_767_225_603_000_i64, "{kind}");
+        assert_eq!(
+            last["headers"],
+            serde_json::json!({"host": "c3", "trace": "t-9"}),
+            "{kind}"
+        );
+    }
+
+    // The filter's parameter, in every language; plain lines in, plain lines out.
+    for lang in ["rust", "c", "wat"] {
+        let dir = root.path().join(format!("filter-{lang}"));
+        let module = if lang == "wat" {
+            dir.join(format!("filter-{lang}.wat"))
+        } else {
+            dir.join(format!("filter-{lang}.wasm"))
+        };
+        let out = quiver_ok(
+            &[
+                "plugin",
+                "test",
+                &module.display().to_string(),
+                "--param",
+                "prefix=INFO",
+            ],
+            Some(b"ERROR a\nINFO b\nINF\n"),
+        );
+        assert_eq!(out, "INFO b\n", "filter-{lang} with prefix=INFO");
+    }
+}
+
+/// The C example, built by plugins/build.sh with clang: locally with JSON records, and
+/// on a broker's fetch stage over records produced with `quiver produce --header`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_c_example_keeps_records_by_header_from_produce_with_headers() {
+    let module = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../plugins/dist/header-filter.wasm")
+        .display()
+        .to_string();
+    let records = concat!(
+        r#"{"value":"disk full","headers":{"level":"error"},"timestamp":5}"#,
+        "\n",
+        r#"{"value":"all good","headers":{"level":"info"}}"#,
+        "\n",
+        r#"{"value":"no level"}"#,
+        "\n",
+    );
+    let local = quiver_ok(
+        &[
+            "plugin",
+            "test",
+            &module,
+            "--format",
+            "json",
+            "--param",
+            "name=level",
+            "--param",
+            "value=error",
+        ],
+        Some(records.as_bytes()),
+    );
+    assert_eq!(
+        local,
+        "{\"offset\":0,\"timestamp\":5,\"key\":null,\"value\":\"disk full\",\"headers\":{\"level\":\"error\"}}\n"
+    );
+    let any_level = quiver_ok(
+        &[
+            "plugin",
+            "test",
+            &module,
+            "--format",
+            "json",
+            "--param",
+            "name=level",
+        ],
+        Some(records.as_bytes()),
+    );
+    assert_eq!(json_values(&any_level), ["disk full", "all good"]);
+    let refused = quiver_tests::run_quiver(
+        &["plugin".into(), "test".into(), module.clone()],
+        Some(b"x\n"),
+        &[],
+    );
+    assert!(!refused.status.success(), "`name` is required");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(dir.path());
+    stdout_ok(&broker.cli(&["topic", "create", "logs"]), "topic create");
+    stdout_ok(
+        &broker.cli(&["plugin", "upload", "errors", &module]),
+        "plugin upload",
+    );
+    stdout_ok(
+        &broker.cli(&[
+            "plugin",
+            "attach",
+            "logs",
+            "errors",
+            "--stage",
+            "fetch",
+            "--param",
+            "name=level",
+            "--param",
+            "value=error",
+        ]),
+        "plugin attach",
+    );
+    for (headers, lines) in [
+        (
+            &["--header", "level=error", "--header", "host=a1"][..],
+            "e1\ne2\n",
+        ),
+        (&["--header", "level=info"][..], "i1\n"),
+        (&[][..], "plain\n"),
+        (&["--header", "level=error"][..], "e3\n"),
+    ] {
+        let mut args = vec!["produce", "logs"];
+        args.extend_from_slice(headers);
+        stdout_ok(
+            &broker.cli_with_stdin(&args, Some(lines.as_bytes())),
+            "produce --header",
+        );
+    }
+    let consumed = stdout_ok(
+        &broker.cli(&[
+            "consume",
+            "logs",
+            "--from-beginning",
+            "--count",
+            "3",
+            "--format",
+            "json",
+        ]),
+        "consume",
+    );
+    let lines: Vec<serde_json::Value> = consumed
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    let values: Vec<&str> = lines.iter().filter_map(|j| j["value"].as_str()).collect();
+    assert_eq!(values, ["e1", "e2", "e3"]);
+    assert_eq!(
+        lines[0]["headers"],
+        serde_json::json!({"level": "error", "host": "a1"})
+    );
+    assert_eq!(lines[2]["headers"], serde_json::json!({"level": "error"}));
+    let bad = broker.cli(&["produce", "logs", "--header", "novalue"]);
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("--header `novalue` is not KEY=VALUE"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+}

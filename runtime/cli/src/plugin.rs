@@ -1,18 +1,13 @@
-//! `quiver plugin upload|list|attach|detach|test`.
+//! `quiver plugin upload|list|attach|detach|delete|test|init`.
 
-use std::io::{BufRead, Write};
-
-use anyhow::{Context, bail};
-use bytes::Bytes;
+use anyhow::Context;
 use clap::Subcommand;
-use quiver_plugin_host::{Limits, Outcome, PluginEngine};
-use quiver_sdk::{Attachment, DecodedRecord, OnError, PluginStage};
+use quiver_sdk::{Attachment, OnError, PluginStage};
 
 use crate::connect::ConnectArgs;
+use crate::plugin_test::RecordFormat;
+use crate::scaffold::{Language, ScaffoldKind};
 use crate::topic::parse_pairs;
-
-/// Input lines `plugin test` passes to the plugin in one call, as one batch would.
-const TEST_BATCH_RECORDS: usize = 10_000;
 
 #[derive(Subcommand)]
 pub enum PluginCommand {
@@ -58,9 +53,10 @@ pub enum PluginCommand {
         #[command(flatten)]
         connect: ConnectArgs,
     },
-    /// Run a plugin locally, without a broker: input lines in, surviving or mapped
-    /// lines out.
+    /// Run a plugin locally, without a broker: records in (one per line), the
+    /// records it keeps or makes out, in the same form.
     Test {
+        /// The plugin: a WebAssembly module, binary (.wasm) or text (.wat).
         file: std::path::PathBuf,
         /// Read records (one per line) from this file instead of stdin.
         #[arg(long)]
@@ -68,6 +64,31 @@ pub enum PluginCommand {
         /// Parameter for the plugin's init, as key=value; repeatable.
         #[arg(long = "param", value_name = "KEY=VALUE")]
         params: Vec<String>,
+        /// value: a line is a record's value. json: a line is a JSON object
+        /// {"key":..,"value":..,"headers":{..},"timestamp":..} (all optional), and
+        /// records are printed as JSON objects with their input record's offset.
+        #[arg(long, value_enum, default_value = "value")]
+        format: RecordFormat,
+    },
+    /// Write a new plugin project that builds and passes `quiver plugin test` as is.
+    Init {
+        /// The plugin's name: lowercase letters, digits and dashes, starting with a
+        /// letter; also the directory written unless --dir says otherwise.
+        name: String,
+        /// What the plugin does with a batch.
+        #[arg(long, value_enum)]
+        kind: ScaffoldKind,
+        /// The language of the project.
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: Language,
+        /// Write the project here instead of ./NAME (must not exist, or be empty).
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+        /// The guest SDK (a Quiver checkout's plugins/guest) a Rust project depends
+        /// on [default: found above the project's directory, or the checkout this
+        /// quiver was built from].
+        #[arg(long, value_name = "PATH")]
+        sdk: Option<std::path::PathBuf>,
     },
 }
 
@@ -161,91 +182,31 @@ pub async fn run(command: PluginCommand) -> anyhow::Result<()> {
             file,
             input,
             params,
+            format,
         } => {
             let params = parse_pairs(&params, "--param")?;
-            tokio::task::spawn_blocking(move || test_locally(&file, input.as_deref(), &params))
-                .await
-                .context("the plugin test task failed")??;
+            tokio::task::spawn_blocking(move || {
+                crate::plugin_test::run(&file, input.as_deref(), &params, format)
+            })
+            .await
+            .context("the plugin test task failed")??;
+        }
+        PluginCommand::Init {
+            name,
+            kind,
+            lang,
+            dir,
+            sdk,
+        } => {
+            let dir = dir.unwrap_or_else(|| std::path::PathBuf::from(&name));
+            let written = crate::scaffold::write(&name, kind, lang, &dir, sdk.as_deref())?;
+            println!(
+                "wrote a {kind} plugin in {lang} to {}: {}",
+                dir.display(),
+                written.join(", ")
+            );
+            println!("next: see {}", dir.join("README.md").display());
         }
     }
     Ok(())
-}
-
-/// Runs a plugin over input lines under the broker's default limits, printing what
-/// comes out: the kept lines of a filter, the values of a map's records.
-fn test_locally(
-    file: &std::path::Path,
-    input: Option<&std::path::Path>,
-    params: &[(String, String)],
-) -> anyhow::Result<()> {
-    let module = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let engine = PluginEngine::new(Limits::default())?;
-    let name = file
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "plugin".into());
-    let plugin = engine
-        .compile(&name, &module)
-        .with_context(|| format!("{} is not a usable plugin", file.display()))?;
-    let mut instance = engine.instantiate(&plugin, params)?;
-    let reader: Box<dyn BufRead> = match input {
-        Some(path) => Box::new(std::io::BufReader::new(
-            std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?,
-        )),
-        None => Box::new(std::io::stdin().lock()),
-    };
-    let timestamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
-    let mut batch = Vec::with_capacity(TEST_BATCH_RECORDS);
-    let mut offset = 0u64;
-    let mut lines = reader.lines();
-    loop {
-        let line = lines.next().transpose().context("cannot read input")?;
-        let done = line.is_none();
-        if let Some(line) = line {
-            batch.push(DecodedRecord {
-                offset,
-                timestamp,
-                key: None,
-                value: Some(Bytes::from(line)),
-                headers: Vec::new(),
-            });
-            offset += 1;
-        }
-        if batch.len() == TEST_BATCH_RECORDS || (done && !batch.is_empty()) {
-            match instance.run(&batch) {
-                Ok(Outcome::Keep(keep)) => {
-                    for (record, kept) in batch.iter().zip(keep) {
-                        if kept {
-                            write_value(&mut out, record.value.as_deref())?;
-                        }
-                    }
-                }
-                Ok(Outcome::Records(records)) => {
-                    for record in records {
-                        write_value(&mut out, record.value.as_deref())?;
-                    }
-                }
-                Err(err) => bail!(
-                    "plugin failed on records {}..{offset}: {err}",
-                    offset - batch.len() as u64
-                ),
-            }
-            batch.clear();
-        }
-        if done {
-            break;
-        }
-    }
-    out.flush()?;
-    Ok(())
-}
-
-fn write_value(out: &mut impl Write, value: Option<&[u8]>) -> std::io::Result<()> {
-    out.write_all(value.unwrap_or_default())?;
-    out.write_all(b"\n")
 }

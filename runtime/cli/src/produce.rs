@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
-use quiver_sdk::{Acks, Compression, Producer, ProducerConfig, ProducerRecord};
+use quiver_sdk::{Acks, Compression, Producer, ProducerConfig, ProducerRecord, RecordHeader};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
 use crate::connect::ConnectArgs;
+use crate::topic::parse_pairs;
 
 /// The longest input line accepted as one record.
 const LINE_BYTES_MAX: usize = 1024 * 1024;
@@ -31,6 +32,9 @@ pub struct ProduceArgs {
     /// Read records from this file instead of stdin.
     #[arg(long)]
     file: Option<PathBuf>,
+    /// A header every record gets, as key=value; repeatable (a key may repeat).
+    #[arg(long = "header", value_name = "KEY=VALUE")]
+    headers: Vec<String>,
     /// none | lz4 | zstd
     #[arg(long, default_value = "none")]
     compression: Compression,
@@ -59,6 +63,13 @@ struct Outcome {
 }
 
 pub async fn run(args: ProduceArgs) -> anyhow::Result<()> {
+    let headers: Vec<RecordHeader> = parse_pairs(&args.headers, "--header")?
+        .into_iter()
+        .map(|(key, value)| RecordHeader {
+            key,
+            value: Some(Bytes::from(value)),
+        })
+        .collect();
     let client = args.connect.connect().await?;
     let topic = client
         .describe_topic(&args.topic)
@@ -133,6 +144,7 @@ pub async fn run(args: ProduceArgs) -> anyhow::Result<()> {
         let mut record = ProducerRecord::new(args.topic.clone(), value);
         record.key = key;
         record.partition = args.partition;
+        record.headers = headers.clone();
         let outcome = Arc::clone(&outcome);
         producer
             .send_with_callback(record, move |result| match result {
