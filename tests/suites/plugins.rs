@@ -1283,3 +1283,215 @@ async fn the_c_example_keeps_records_by_header_from_produce_with_headers() {
         String::from_utf8_lossy(&bad.stderr)
     );
 }
+
+/// One stored batch of `count` records at timestamps 50_000 + i, keys `k<i>`, values
+/// `v<i>`, a header `n=<i>`, `i` counting from `first`.
+async fn produce_described(client: &Client, topic: &str, first: u64, count: u64) {
+    let mut builder = BatchBuilder::new(ProducerStamp::NONE);
+    for i in first..first + count {
+        builder.push(&Record {
+            key: Some(Bytes::from(format!("k{i}"))),
+            value: Some(Bytes::from(format!("v{i}"))),
+            headers: vec![RecordHeader {
+                key: "n".into(),
+                value: Some(Bytes::from(i.to_string())),
+            }],
+            timestamp: 50_000 + i as i64,
+        });
+    }
+    let batch = builder.finish().expect("records");
+    client
+        .produce_batch(topic, 0, Acks::All, batch)
+        .await
+        .expect("produce");
+}
+
+/// What the fetch stage sends when a filter keeps some records of a stored batch: one
+/// batch per stored batch with the survivors at their stored offsets, every field
+/// exact, through the SDK, the CLI and a consumer group whose commits step over the
+/// removed records; the produce stage still stores dense batches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filtered_fetches_keep_batches_with_gaps_exact_to_sdk_cli_and_groups() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(dir.path());
+    let client = broker.client().await;
+    client
+        .create_topic("gaps", 1, 1, &[])
+        .await
+        .expect("create");
+    // Stored: [0..6) and [6..10). Keeping positions 0, 2, 4, ... of each leaves
+    // 0 2 4 | 6 8: gaps inside both batches, and each batch's last record removed.
+    produce_described(&client, "gaps", 0, 6).await;
+    produce_described(&client, "gaps", 6, 4).await;
+    upload(&client, "keep-even", &filter_filling(0x55)).await;
+    attach(
+        &client,
+        "gaps",
+        "keep-even",
+        PluginStage::Fetch,
+        OnError::Fail,
+    )
+    .await;
+
+    let fetched = client
+        .fetch_batches("gaps", 0, 0, &FetchOptions::default())
+        .await
+        .expect("fetch");
+    let headers: Vec<BatchHeader> = BatchSplitter::new(fetched.batches.clone())
+        .map(|b| BatchHeader::parse(&b.expect("whole batch")).expect("header"))
+        .collect();
+    let shape: Vec<(u64, u32, u32, bool)> = headers
+        .iter()
+        .map(|h| {
+            (
+                h.base_offset,
+                h.last_offset_delta,
+                h.record_count,
+                h.is_control(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        shape,
+        [(0, 5, 3, false), (6, 3, 2, false)],
+        "one batch per stored batch, spanning its offsets, holding the survivors"
+    );
+
+    let expect_from = |from: u64| -> Vec<u64> {
+        [0u64, 2, 4, 6, 8]
+            .into_iter()
+            .filter(|&o| o >= from)
+            .collect()
+    };
+    for from in [0, 1, 5, 6, 9] {
+        let got = client
+            .fetch("gaps", 0, from, &FetchOptions::default())
+            .await
+            .expect("fetch");
+        let offsets: Vec<u64> = got.records.iter().map(|r| r.offset).collect();
+        assert_eq!(offsets, expect_from(from), "fetch from {from}");
+        assert_eq!(
+            got.next_offset, 10,
+            "fetch from {from} moves past the removed tail"
+        );
+        for r in &got.records {
+            let i = r.offset;
+            assert_eq!(r.key.as_deref(), Some(format!("k{i}").as_bytes()));
+            assert_eq!(r.value.as_deref(), Some(format!("v{i}").as_bytes()));
+            assert_eq!(r.timestamp, 50_000 + i as i64);
+            assert_eq!(header(&r.headers, "n"), Some(i.to_string().as_str()));
+            assert_eq!(r.headers.len(), 1);
+        }
+    }
+
+    // The CLI prints the same fields.
+    let printed = broker.cli(&[
+        "consume",
+        "gaps",
+        "--from-beginning",
+        "--count",
+        "5",
+        "--format",
+        "json",
+    ]);
+    let lines: Vec<serde_json::Value> = stdout_ok(&printed, "consume --format json")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 5);
+    for (line, i) in lines.iter().zip([0u64, 2, 4, 6, 8]) {
+        assert_eq!(line["offset"], i);
+        assert_eq!(line["timestamp"], 50_000 + i);
+        assert_eq!(line["key"], format!("k{i}"));
+        assert_eq!(line["value"], format!("v{i}"));
+        assert_eq!(line["headers"]["n"], i.to_string());
+    }
+
+    // A group consumer hands out the survivors and commits past the removed tail, so
+    // a restarted member does not read removed records' offsets again.
+    let config = quiver_sdk::ConsumerConfig {
+        group: Some("gap-readers".into()),
+        auto_commit: false,
+        auto_offset_reset: quiver_sdk::OffsetReset::Earliest,
+        session_timeout: Duration::from_millis(1_500),
+        ..quiver_sdk::ConsumerConfig::default()
+    };
+    let tp = quiver_sdk::TopicPartition::new("gaps", 0);
+    let mut consumer = quiver_sdk::Consumer::new(broker.client().await, config.clone());
+    consumer.subscribe(&["gaps"]).expect("subscribe");
+    let mut seen = Vec::new();
+    for _ in 0..200 {
+        seen.extend(
+            consumer
+                .poll(Duration::from_millis(100))
+                .await
+                .expect("poll")
+                .into_iter()
+                .map(|r| r.offset),
+        );
+        if seen.len() >= 5 && consumer.position(&tp) == Some(10) {
+            break;
+        }
+    }
+    assert_eq!(seen, [0, 2, 4, 6, 8]);
+    assert_eq!(consumer.position(&tp), Some(10));
+    consumer.commit_sync().await.expect("commit");
+    assert_eq!(
+        consumer
+            .committed(std::slice::from_ref(&tp))
+            .await
+            .expect("committed"),
+        vec![(tp.clone(), Some(10))]
+    );
+    consumer.close().await.expect("close");
+
+    produce_described(&client, "gaps", 10, 3).await;
+    let mut again = quiver_sdk::Consumer::new(broker.client().await, config);
+    again.subscribe(&["gaps"]).expect("subscribe");
+    let mut seen = Vec::new();
+    for _ in 0..200 {
+        seen.extend(
+            again
+                .poll(Duration::from_millis(100))
+                .await
+                .expect("poll")
+                .into_iter()
+                .map(|r| r.offset),
+        );
+        if seen.len() >= 2 {
+            break;
+        }
+    }
+    assert_eq!(seen, [10, 12], "the group resumes after the committed gap");
+    again.close().await.expect("close");
+
+    // The produce stage still stores dense batches: the same filter there renumbers.
+    client
+        .create_topic("dense", 1, 1, &[])
+        .await
+        .expect("create");
+    attach(
+        &client,
+        "dense",
+        "keep-even",
+        PluginStage::Produce,
+        OnError::Fail,
+    )
+    .await;
+    produce_described(&client, "dense", 0, 6).await;
+    let stored = fetch_all(&client, "dense", 0, 0).await;
+    assert_eq!(
+        stored.iter().map(|r| r.offset).collect::<Vec<_>>(),
+        [0, 1, 2]
+    );
+    assert_eq!(values(&stored), ["v0", "v2", "v4"]);
+    let raw = client
+        .fetch_batches("dense", 0, 0, &FetchOptions::default())
+        .await
+        .expect("fetch");
+    for batch in BatchSplitter::new(raw.batches) {
+        let batch = batch.expect("whole batch");
+        quiver_wire::batch::validate(&batch, quiver_wire::batch::BATCH_BYTES_MAX)
+            .expect("what the produce stage stored is dense");
+    }
+}
