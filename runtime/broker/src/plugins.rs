@@ -692,7 +692,7 @@ pub async fn produce_through(
                 partition.append(BytesMut::from(original), now)
             })?);
         }
-        ChainOutcome::Records(out) => produce_batch(&header, out, limit)
+        ChainOutcome::Records(out) | ChainOutcome::Kept(out) => produce_batch(&header, out, limit)
             .map_err(|e| RequestError::new(ErrorCode::BatchTooLarge, e.to_string()))?,
         ChainOutcome::Failed { plugin, error } => {
             return Err(plugin_failed(&plugin, topic, index, error));
@@ -728,6 +728,30 @@ pub fn fetch_steps(
         steps.push(state.plugins.resolve(call)?);
     }
     Ok(steps)
+}
+
+/// What a consumer receives of a stored batch when filters kept `kept` (in offset
+/// order): the kept records' stored bytes under one header with gaps.
+fn kept_batch(
+    stored: &Bytes,
+    header: &BatchHeader,
+    kept: &[DecodedRecord],
+) -> Result<Bytes, RequestError> {
+    let mut wanted = kept.iter().map(|r| r.offset).peekable();
+    let sent =
+        quiver_wire::batch::retain_records(stored, |offset| wanted.next_if_eq(&offset).is_some())
+            .map_err(corrupt)?;
+    // `kept` is never empty (an empty chain output is `Records`), but an empty
+    // answer still has its form: the marker standing for removed records.
+    Ok(sent.unwrap_or_else(|| {
+        quiver_plugin_host::chain::removed_marker(
+            header.last_offset(),
+            header.leader_epoch,
+            header.max_timestamp,
+            0,
+            quiver_wire::batch::ProducerStamp::NONE,
+        )
+    }))
 }
 
 /// Passes stored batches through the fetch-stage plugins. A batch every plugin kept
@@ -767,7 +791,8 @@ pub async fn fetch_through(
         })?;
         match run(state, steps, stage, records) {
             ChainOutcome::Unchanged => out.push(batch),
-            ChainOutcome::Records(kept) => out.extend(fetch_batches(&header, kept)),
+            ChainOutcome::Records(made) => out.extend(fetch_batches(&header, made)),
+            ChainOutcome::Kept(kept) => out.push(kept_batch(&batch, &header, &kept)?),
             ChainOutcome::Failed { plugin, error } => {
                 if out.is_empty() {
                     return Err(plugin_failed(&plugin, topic, index, error));

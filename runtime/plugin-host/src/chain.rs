@@ -36,6 +36,9 @@ pub enum ChainOutcome {
     Unchanged,
     /// The records that come out, each with the offset of the record it came from.
     Records(Vec<DecodedRecord>),
+    /// Only filters changed the batch: these input records stay, each as it was, in
+    /// input order. A fetch can send them as their stored bytes.
+    Kept(Vec<DecodedRecord>),
     /// A plugin failed and its policy is `skip`: the batch is dropped.
     Skipped { plugin: String, error: PluginError },
     /// A plugin failed and its policy is `fail`.
@@ -69,17 +72,27 @@ fn call(
     Ok((outcome, memory))
 }
 
+/// What one call did to the batch, as far as the chain's outcome cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Change {
+    None,
+    /// Records removed, none rewritten.
+    Removed,
+    /// Records rewritten or made.
+    Rewritten,
+}
+
 /// Applies one call's outcome to the records that went in.
-fn apply(records: Vec<DecodedRecord>, outcome: Outcome) -> (Vec<DecodedRecord>, bool) {
+fn apply(records: Vec<DecodedRecord>, outcome: Outcome) -> (Vec<DecodedRecord>, Change) {
     match outcome {
-        Outcome::Keep(keep) if keep.iter().all(|k| *k) => (records, false),
+        Outcome::Keep(keep) if keep.iter().all(|k| *k) => (records, Change::None),
         Outcome::Keep(keep) => (
             records
                 .into_iter()
                 .zip(keep)
                 .filter_map(|(r, k)| k.then_some(r))
                 .collect(),
-            true,
+            Change::Removed,
         ),
         Outcome::Records(out) => (
             out.into_iter()
@@ -95,7 +108,7 @@ fn apply(records: Vec<DecodedRecord>, outcome: Outcome) -> (Vec<DecodedRecord>, 
                     })
                 })
                 .collect(),
-            true,
+            Change::Rewritten,
         ),
     }
 }
@@ -110,7 +123,7 @@ pub fn run_chain(
 ) -> ChainRun {
     let mut reports = Vec::with_capacity(steps.len());
     let mut current = records;
-    let mut changed = false;
+    let mut changed = Change::None;
     for step in steps {
         if current.is_empty() {
             break;
@@ -127,8 +140,8 @@ pub fn run_chain(
         };
         match result {
             Ok((outcome, memory)) => {
-                let (next, did_change) = apply(current, outcome);
-                changed |= did_change;
+                let (next, change) = apply(current, outcome);
+                changed = changed.max(change);
                 current = next;
                 report.records_out = current.len();
                 report.memory_bytes = memory;
@@ -162,10 +175,10 @@ pub fn run_chain(
             }
         }
     }
-    let outcome = if changed {
-        ChainOutcome::Records(current)
-    } else {
-        ChainOutcome::Unchanged
+    let outcome = match changed {
+        Change::None => ChainOutcome::Unchanged,
+        Change::Removed => ChainOutcome::Kept(current),
+        Change::Rewritten => ChainOutcome::Records(current),
     };
     ChainRun { outcome, reports }
 }

@@ -55,7 +55,7 @@ fn plugins_and_attachments_survive_reopen_and_load_from_the_cache() {
     let steps = registry.chain("orders", PluginStage::Fetch).expect("chain");
     let run = run_chain(&registry, &steps, PluginStage::Fetch, records(4));
     match run.outcome {
-        ChainOutcome::Records(kept) => {
+        ChainOutcome::Kept(kept) => {
             assert_eq!(
                 kept.iter().map(|r| r.offset).collect::<Vec<_>>(),
                 [100, 102]
@@ -97,7 +97,7 @@ fn uploading_under_a_name_replaces_its_version_for_the_next_batch() {
     assert_ne!(before[0].version, after[0].version);
     // A chain resolved before the upload still finishes with the version it holds.
     let run = run_chain(&registry, &before, PluginStage::Fetch, records(2));
-    assert!(matches!(run.outcome, ChainOutcome::Records(ref r) if r.len() == 1));
+    assert!(matches!(run.outcome, ChainOutcome::Kept(ref r) if r.len() == 1));
     let run = run_chain(&registry, &after, PluginStage::Fetch, records(2));
     assert!(matches!(run.outcome, ChainOutcome::Records(ref r) if r.len() == 2));
 }
@@ -117,7 +117,7 @@ fn chains_run_in_order_and_apply_on_error() {
         .chain("orders", PluginStage::Produce)
         .expect("chain");
     let run = run_chain(&registry, &steps, PluginStage::Produce, records(4));
-    assert!(matches!(run.outcome, ChainOutcome::Records(ref r) if r.len() == 2));
+    assert!(matches!(run.outcome, ChainOutcome::Kept(ref r) if r.len() == 2));
     assert_eq!(run.reports.len(), 2);
     assert_eq!(run.reports[0].error, Some("trap"));
 

@@ -609,8 +609,63 @@ pub fn decode_records(batch: &Bytes) -> Result<Vec<DecodedRecord>, BatchError> {
     Ok(out)
 }
 
+/// The batch a reader receives when only some of `batch`'s records are sent: the
+/// records at the offsets `keep` answers true for (asked in increasing offset order),
+/// copied as they are encoded (no re-encoding: each keeps its offset and timestamp
+/// delta), under a header with the same base offset, first timestamp and
+/// `last_offset_delta`, so the batch spans the same offsets with gaps where records
+/// were left out. The records section goes out uncompressed; the producer fields are
+/// cleared (a reader has no use for them). `None` when no record is kept.
+pub fn retain_records(
+    batch: &[u8],
+    mut keep: impl FnMut(u64) -> bool,
+) -> Result<Option<Bytes>, BatchError> {
+    let header = check_frame(batch, BATCH_BYTES_MAX)?;
+    let decompressed;
+    let section: &[u8] = match header.compression()? {
+        Compression::None => &batch[BATCH_HEADER_BYTES..],
+        codec => {
+            decompressed = codec.decompress(&batch[BATCH_HEADER_BYTES..])?;
+            &decompressed
+        }
+    };
+    let mut out = BytesMut::with_capacity(BATCH_HEADER_BYTES + section.len());
+    out.put_bytes(0, BATCH_HEADER_BYTES);
+    let mut kept = 0u32;
+    walk_records(&header, section, OffsetLayout::Gapped, |raw| {
+        if keep(header.base_offset + raw.offset_delta) {
+            out.extend_from_slice(&section[raw.encoded.clone()]);
+            kept += 1;
+        }
+        Ok(())
+    })?;
+    if kept == 0 {
+        return Ok(None);
+    }
+    let batch_length = (out.len() - BATCH_LENGTH_PREFIX_BYTES) as u32;
+    let mut fields = &mut out[..BATCH_HEADER_BYTES];
+    fields.put_u64(header.base_offset);
+    fields.put_u32(batch_length);
+    fields.put_u32(header.leader_epoch);
+    fields.put_u8(BATCH_MAGIC);
+    fields.put_u32(0);
+    fields.put_u16(header.attributes & !ATTR_COMPRESSION_MASK);
+    fields.put_u32(header.last_offset_delta);
+    fields.put_i64(header.first_timestamp);
+    fields.put_i64(header.max_timestamp);
+    fields.put_u64(NO_PRODUCER_ID);
+    fields.put_u16(NO_PRODUCER_EPOCH);
+    fields.put_u32(NO_SEQUENCE);
+    fields.put_u32(kept);
+    let crc = crc32c::crc32c(&out[CRC_COVERAGE_AT..]);
+    out[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    Ok(Some(out.freeze()))
+}
+
 /// One record's fields as ranges into the records section.
 struct RawRecord {
+    /// The whole record as encoded, its length prefix included.
+    encoded: std::ops::Range<usize>,
     timestamp_delta: i64,
     offset_delta: u64,
     key: Option<std::ops::Range<usize>>,
@@ -693,6 +748,7 @@ fn walk_records(
             return Err(malformed("record has trailing bytes"));
         }
         visit(RawRecord {
+            encoded: pos..end,
             timestamp_delta,
             offset_delta,
             key,
@@ -871,6 +927,61 @@ mod tests {
             assert_eq!(
                 r.headers[0].value.as_deref(),
                 Some(delta.to_string().as_bytes())
+            );
+        }
+    }
+
+    #[test]
+    fn retained_records_are_the_stored_bytes_with_gaps() {
+        for codec in [Compression::None, Compression::Lz4, Compression::Zstd] {
+            let mut builder = BatchBuilder::new(ProducerStamp {
+                producer_id: 4,
+                producer_epoch: 1,
+                base_sequence: 0,
+            });
+            for i in 0..10 {
+                let mut record = Record::from_value(format!("value {i}"), 7_000 + i);
+                record.headers = vec![RecordHeader {
+                    key: "i".into(),
+                    value: Some(Bytes::from(i.to_string())),
+                }];
+                builder.push(&record);
+            }
+            let mut stored = BytesMut::from(builder.finish_compressed(codec).expect("records"));
+            stamp(&mut stored, 40, 2);
+            let stored = stored.freeze();
+            let all = decode_records(&stored).expect("decodes");
+            let mut asked = Vec::new();
+            let sent = retain_records(&stored, |offset| {
+                asked.push(offset);
+                offset % 3 == 1
+            })
+            .expect("valid")
+            .expect("some kept");
+            assert_eq!(
+                asked,
+                (40..50).collect::<Vec<_>>(),
+                "{codec:?}: asked in order"
+            );
+            let header = BatchHeader::parse(&sent).expect("header");
+            assert_eq!(
+                (
+                    header.base_offset,
+                    header.last_offset_delta,
+                    header.record_count
+                ),
+                (40, 9, 3)
+            );
+            assert_eq!(
+                (header.leader_epoch, header.producer_id),
+                (2, NO_PRODUCER_ID)
+            );
+            assert!(matches!(header.compression(), Ok(Compression::None)));
+            let kept: Vec<DecodedRecord> = all.into_iter().filter(|r| r.offset % 3 == 1).collect();
+            assert_eq!(decode_records(&sent).expect("a reader accepts it"), kept);
+            assert!(
+                retain_records(&stored, |_| false).expect("valid").is_none(),
+                "nothing kept is no batch"
             );
         }
     }
