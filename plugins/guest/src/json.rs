@@ -29,6 +29,7 @@
 
 use alloc::string::String;
 use alloc::vec::Vec;
+use core::cmp::Ordering;
 use core::fmt;
 use core::ops::Range;
 
@@ -170,7 +171,14 @@ pub fn string_equals(token: &[u8], expected: &str) -> bool {
     else {
         return false;
     };
-    decoded_equals(content, expected.as_bytes()) == Ok(true)
+    let expected = expected.as_bytes();
+    // Every escape is longer than the text it stands for, so lengths alone settle
+    // most comparisons without decoding (or looping over) anything.
+    match content.len().cmp(&expected.len()) {
+        Ordering::Less => false,
+        Ordering::Equal => same_bytes(content, expected) && !content.contains(&b'\\'),
+        Ordering::Greater => decoded_equals(content, expected) == Ok(true),
+    }
 }
 
 /// The text is not JSON, or nests deeper than [`DEPTH_MAX`].
@@ -217,23 +225,28 @@ fn decoded_equals(content: &[u8], expected: &[u8]) -> Scan<bool> {
     }
 }
 
-/// `a == b`, inline: keys are short, and a call to `memcmp` (a byte loop in
-/// WebAssembly) costs more than comparing them here, eight bytes at a time.
+/// `a == b`, inline and without a loop for up to 8 bytes: keys are short, a call to
+/// `memcmp` is a byte loop in WebAssembly, and WebAssembly hosts check for
+/// interruption at every loop iteration. Short slices compare as two overlapping
+/// words (first and last 4 or 2 bytes).
 #[inline(always)]
 fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
-    let (mut a, mut b) = (a, b);
-    while let (Some((x, a_rest)), Some((y, b_rest))) =
-        (a.split_first_chunk::<8>(), b.split_first_chunk::<8>())
-    {
-        if u64::from_ne_bytes(*x) != u64::from_ne_bytes(*y) {
-            return false;
-        }
-        (a, b) = (a_rest, b_rest);
+    fn head<const N: usize>(s: &[u8]) -> Option<[u8; N]> {
+        s.first_chunk::<N>().copied()
     }
-    a.iter().zip(b).all(|(x, y)| x == y)
+    fn tail<const N: usize>(s: &[u8]) -> Option<[u8; N]> {
+        s.last_chunk::<N>().copied()
+    }
+    match a.len() {
+        0 => true,
+        1 => a.first() == b.first(),
+        2..4 => head::<2>(a) == head::<2>(b) && tail::<2>(a) == tail::<2>(b),
+        4..=8 => head::<4>(a) == head::<4>(b) && tail::<4>(a) == tail::<4>(b),
+        _ => a == b,
+    }
 }
 
 /// Decodes the escape `escape` starts with (the part after the backslash), and
@@ -292,6 +305,17 @@ const fn string_stops(word: u64) -> u64 {
     let is_backslash = backslash.wrapping_sub(ONES) & !backslash;
     let is_control = word.wrapping_sub(ONES * 0x20) & !word;
     (is_quote | is_backslash | is_control | word) & HIGH
+}
+
+/// The high bit of each byte of `word` (little-endian) that is not an ASCII digit.
+/// Exact per byte: masking off each byte's high bit first means the addition never
+/// carries into the next byte.
+const fn non_digits(word: u64) -> u64 {
+    const LOW7: u64 = u64::from_ne_bytes([0x7f; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    // b'0'..=b'9' become 0..=9; adding 0x76 sets the high bit from 10 up.
+    let offset = word ^ u64::from_ne_bytes([b'0'; 8]);
+    (((offset & LOW7) + u64::from_ne_bytes([0x76; 8])) | offset) & HIGH
 }
 
 /// The open objects and arrays of one scan, one bit a level (1 = object).
@@ -502,6 +526,7 @@ impl<'j> Scanner<'j> {
     }
 
     /// Skips one value at `pos` (whitespace skipped), checking its grammar.
+    #[inline(always)]
     fn skip_value(&mut self) -> Scan<()> {
         match self.peek().ok_or(Invalid)? {
             b'"' => self.string().map(|_| ()),
@@ -606,15 +631,17 @@ impl<'j> Scanner<'j> {
         let json = self.json;
         let mut i = self.pos + 1;
         let mut escaped = false;
+        // One loop, not a word loop nested in a byte loop: WebAssembly hosts check
+        // for interruption at every loop entry, and most strings are short.
         loop {
             // Eight bytes at a time over plain text, which is most of a record.
-            while let Some(word) = json.get(i..).and_then(<[u8]>::first_chunk::<8>) {
+            if let Some(word) = json.get(i..).and_then(<[u8]>::first_chunk::<8>) {
                 let stops = string_stops(u64::from_le_bytes(*word));
-                if stops != 0 {
-                    i += (stops.trailing_zeros() / 8) as usize;
-                    break;
+                if stops == 0 {
+                    i += 8;
+                    continue;
                 }
-                i += 8;
+                i += (stops.trailing_zeros() / 8) as usize;
             }
             let byte = json.get(i).copied().ok_or(Invalid)?;
             match byte {
@@ -675,9 +702,24 @@ impl<'j> Scanner<'j> {
         Ok(())
     }
 
+    /// Skips ASCII digits, eight at a time while eight bytes are left (one loop
+    /// iteration for most numbers, for the same reason as in `string`).
+    #[inline(always)]
     fn digits(&mut self) {
-        while let Some(b'0'..=b'9') = self.peek() {
-            self.pos += 1;
+        loop {
+            let Some(word) = self.json.get(self.pos..).and_then(<[u8]>::first_chunk::<8>) else {
+                while let Some(b'0'..=b'9') = self.peek() {
+                    self.pos += 1;
+                }
+                return;
+            };
+            let stops = non_digits(u64::from_le_bytes(*word));
+            if stops == 0 {
+                self.pos += 8;
+            } else {
+                self.pos += (stops.trailing_zeros() / 8) as usize;
+                return;
+            }
         }
     }
 
@@ -699,6 +741,86 @@ impl<'j> Scanner<'j> {
             Ok(())
         } else {
             Err(Invalid)
+        }
+    }
+}
+
+#[cfg(test)]
+mod word_tests {
+    use alloc::vec;
+
+    use super::{non_digits, same_bytes, string_stops};
+
+    /// Eight bytes with `byte` at `at` among `filler`s, as a little-endian word.
+    fn word(filler: u8, byte: u8, at: usize) -> u64 {
+        let mut bytes = [filler; 8];
+        bytes[at] = byte;
+        u64::from_le_bytes(bytes)
+    }
+
+    #[test]
+    fn non_digits_flags_exactly_the_bytes_that_are_not_digits() {
+        for byte in 0..=u8::MAX {
+            for at in 0..8 {
+                let expected = if byte.is_ascii_digit() {
+                    0
+                } else {
+                    0x80 << (8 * at)
+                };
+                assert_eq!(
+                    non_digits(word(b'7', byte, at)),
+                    expected,
+                    "{byte:#x} at {at}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn string_stops_marks_the_first_stop_byte_exactly() {
+        for byte in 0..=u8::MAX {
+            let stop = matches!(byte, b'"' | b'\\' | 0..=0x1f | 0x80..=0xff);
+            for at in 0..8 {
+                let stops = string_stops(word(b'a', byte, at));
+                let first = (stops != 0).then(|| stops.trailing_zeros() / 8);
+                assert_eq!(first, stop.then_some(at as u32), "{byte:#x} at {at}");
+            }
+        }
+        // A stop byte followed by others: the lowest mark is still the first.
+        assert_eq!(
+            string_stops(u64::from_le_bytes(*b"ab\x00\"\\\xffcd")).trailing_zeros() / 8,
+            2
+        );
+    }
+
+    #[test]
+    fn same_bytes_is_slice_equality() {
+        let texts: [&[u8]; 12] = [
+            b"",
+            b"a",
+            b"b",
+            b"ab",
+            b"ba",
+            b"abc",
+            b"abd",
+            b"user",
+            b"usex",
+            b"country",
+            b"countrx",
+            b"a key longer than eight bytes",
+        ];
+        for a in texts {
+            for b in texts {
+                assert_eq!(same_bytes(a, b), a == b, "{a:?} {b:?}");
+            }
+        }
+        for len in 0..=9 {
+            let a = vec![b'x'; len];
+            for at in 0..len {
+                let mut b = a.clone();
+                b[at] = b'y';
+                assert!(!same_bytes(&a, &b), "differs at {at} of {len}");
+            }
         }
     }
 }
