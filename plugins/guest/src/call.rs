@@ -83,27 +83,52 @@ fn for_each_record<'a>(
 
 /// A `filter` call: `[count:u32][bitmap]`, bit `i` (byte `i / 8`, bit `i % 8`, least
 /// significant first) set when `keep` returned `true` for record `i`.
-pub fn filter<F>(input: &[u8], mut keep: F) -> Result<Vec<u8>, CallError>
+pub fn filter<F>(input: &[u8], keep: F) -> Result<Vec<u8>, CallError>
 where
     F: FnMut(&Record<'_>) -> Result<bool>,
 {
     let list = RecordList::parse(input)?;
-    let bitmap_len = list.len().div_ceil(8);
+    let answer_len = filter_answer_bytes(&list);
     let mut answer = Vec::new();
-    answer.try_reserve_exact(4 + bitmap_len)?;
+    answer.try_reserve_exact(answer_len)?;
+    answer.resize(answer_len, 0);
+    filter_into(&list, keep, &mut answer)?;
+    Ok(answer)
+}
+
+/// Bytes of the `filter` answer for `list`: the count and one bit a record.
+pub(crate) fn filter_answer_bytes(list: &RecordList<'_>) -> usize {
+    4 + list.len().div_ceil(8)
+}
+
+/// Writes the `filter` answer for `list` into `answer`, which holds
+/// [`filter_answer_bytes`] bytes (any content). The records are the views `list`
+/// borrows from the input: nothing is copied, only the bitmap is written.
+pub(crate) fn filter_into<F>(
+    list: &RecordList<'_>,
+    mut keep: F,
+    answer: &mut [u8],
+) -> Result<(), CallError>
+where
+    F: FnMut(&Record<'_>) -> Result<bool>,
+{
+    let (count, bitmap) = answer
+        .split_first_chunk_mut::<4>()
+        .ok_or(EncodeError::TooLarge {
+            what: "a filter answer shorter than its count",
+        })?;
     // `RecordList` counts are u32, so this cannot truncate.
-    answer.extend_from_slice(&(list.len() as u32).to_le_bytes());
-    answer.resize(4 + bitmap_len, 0);
-    for_each_record(&list, |position, record| {
+    *count = (list.len() as u32).to_le_bytes();
+    bitmap.fill(0);
+    for_each_record(list, |position, record| {
         if keep(record).map_err(CallError::Plugin)? {
             let i = position as usize;
-            if let Some(byte) = answer.get_mut(4 + i / 8) {
+            if let Some(byte) = bitmap.get_mut(i / 8) {
                 *byte |= 1 << (i % 8);
             }
         }
         Ok(())
-    })?;
-    Ok(answer)
+    })
 }
 
 /// A `map` call: a record list with one record per input record, in order.

@@ -24,10 +24,32 @@
 //! - [`filter!`], [`map!`], [`filter_map!`], [`array_map!`] and [`init!`], which emit
 //!   the exports; [`call`] runs the same logic natively, for tests;
 //! - [`Error`]/[`Result`] for the plugin's own failures, and the codes the exports
-//!   return ([`abi::code`]).
+//!   return ([`abi::code`]);
+//! - [`json`], a streaming lookup of one field in a JSON value: one validating pass,
+//!   no value tree, no allocation per record.
 //!
 //! What it does not do: pick an allocator or panic handler for a `std` plugin (std
 //! brings both), or talk to the broker (ABI v1 has no imports).
+//!
+//! # Memory
+//!
+//! A filter that reads its records in place costs no allocation per batch. The
+//! record list the host writes, and a `filter`'s answer bitmap, live in a per-call
+//! arena the SDK owns: a buffer costs a pointer bump, and the whole arena is reset,
+//! without touching its bytes, when the host starts the next call with `alloc`. A
+//! `filter` reads the records as borrowed views of that input (nothing is copied) and
+//! writes only the bitmap, placed after the input so that the input is never
+//! overwritten.
+//!
+//! The rule for plugin authors, which the compiler enforces: a [`Record`] (its key,
+//! value and headers) borrows the current call's input and cannot be kept after the
+//! function returns; copy what must outlive the call (`to_vec()`, `to_owned()`).
+//! Everything a plugin allocates itself, in its function or in `init` (what it keeps
+//! in an [`InitCell`]), comes from the ordinary global allocator and is never reset
+//! or overwritten by the arena; [`Params`] are owned copies. The arena is not the
+//! global allocator on purpose: that would free every allocation of a call when the
+//! next one starts, including any that safe code had kept (a cache a dependency fills
+//! lazily), which is unsound.
 //!
 //! # Features
 //!
@@ -64,6 +86,7 @@ mod error;
 #[cfg(target_arch = "wasm32")]
 #[doc(hidden)]
 pub mod exports;
+pub mod json;
 mod params;
 mod record;
 mod record_list;
@@ -274,5 +297,7 @@ macro_rules! no_std_runtime {
     };
 }
 
+#[cfg(test)]
+mod json_tests;
 #[cfg(test)]
 mod tests;

@@ -111,6 +111,9 @@ impl<'a> Iterator for Records<'a> {
     }
 }
 
+// Inlined into the parse loop and the iterator: it runs twice per record of every
+// batch, and in WebAssembly each call costs a stack check and a frame.
+#[inline(always)]
 fn read_record<'a>(reader: &mut Reader<'a>) -> Result<Record<'a>, MalformedInput> {
     let offset_delta = reader.u32("offset_delta runs past the end of the input")?;
     let timestamp = reader.i64("timestamp runs past the end of the input")?;

@@ -4,17 +4,17 @@
 //! `true`, `false` and `null` by their text as the record wrote it (`1.0` is not `1`).
 //! Objects and arrays never match. Values that are not JSON, or lack the field, are
 //! dropped: a filter decides, it does not fail the batch.
+//!
+//! Each value is read with the SDK's streaming lookup (`quiver_plugin::json`): one
+//! validating pass over the text, no value tree and no allocation per record.
 
-use std::collections::BTreeMap;
-
+use quiver_plugin::json::{self, Path, PathError};
 use quiver_plugin::{Error, InitCell, Params, Record, Result};
-use serde_json::value::RawValue;
 
 /// What `init` parsed from the parameters.
 #[derive(Debug)]
 struct Condition {
-    /// The path's segments, outermost first.
-    path: Vec<String>,
+    path: Path,
     value: String,
 }
 
@@ -23,54 +23,18 @@ static CONDITION: InitCell<Condition> = InitCell::new();
 impl Condition {
     fn from_params(params: &Params) -> Result<Self> {
         let field = params.require("field")?;
-        let path: Vec<String> = field.split('.').map(str::to_owned).collect();
-        if path.iter().any(String::is_empty) {
-            return Err(Error::new(format!(
+        let path = Path::parse(field).map_err(|e| match e {
+            PathError::EmptySegment => Error::new(format!(
                 "parameter `field` is `{field}`; expected names joined by single dots"
-            )));
-        }
+            )),
+            PathError::TooManySegments => Error::new(format!("parameter `field`: {e}")),
+        })?;
         let value = params.require("value")?.to_owned();
         Ok(Self { path, value })
     }
 
-    fn matches(&self, json: &[u8]) -> bool {
-        let Ok(mut node) = serde_json::from_slice::<&RawValue>(json) else {
-            return false;
-        };
-        for segment in &self.path {
-            match child(node, segment) {
-                Some(next) => node = next,
-                None => return false,
-            }
-        }
-        leaf_equals(node.get(), &self.value)
-    }
-}
-
-/// The member `segment` of an object, or element `segment` of an array.
-fn child<'a>(node: &'a RawValue, segment: &str) -> Option<&'a RawValue> {
-    let text = node.get();
-    match text.as_bytes().first()? {
-        // A repeated key: the last one counts, as in most JSON readers.
-        b'{' => serde_json::from_str::<BTreeMap<String, &RawValue>>(text)
-            .ok()?
-            .remove(segment),
-        b'[' => {
-            let index: usize = segment.parse().ok()?;
-            serde_json::from_str::<Vec<&RawValue>>(text)
-                .ok()?
-                .get(index)
-                .copied()
-        }
-        _ => None,
-    }
-}
-
-fn leaf_equals(text: &str, expected: &str) -> bool {
-    match text.as_bytes().first() {
-        Some(b'"') => serde_json::from_str::<String>(text).is_ok_and(|s| s == expected),
-        Some(b'{' | b'[') | None => false,
-        Some(_) => text == expected,
+    fn matches(&self, value: &[u8]) -> bool {
+        json::find(value, &self.path).is_some_and(|found| json::text_equals(found, &self.value))
     }
 }
 
@@ -151,6 +115,12 @@ mod tests {
         ] {
             assert!(!c.matches(value), "{value:?}");
         }
+    }
+
+    #[test]
+    fn a_repeated_parent_replaces_what_the_earlier_one_held() {
+        assert!(!condition("a.b", "1").matches(br#"{"a":{"b":1},"a":{"c":1}}"#));
+        assert!(condition("a.b", "2").matches(br#"{"a":{"b":1},"a":{"b":2}}"#));
     }
 
     #[test]

@@ -7,11 +7,12 @@
 //! dropped by default, so consumers only ever see projected objects; `non_object=keep`
 //! passes such records through unchanged, and `non_object=fail` fails the batch
 //! (code -1), leaving the decision to the attachment's `on_error` policy.
+//!
+//! Each value is read with the SDK's streaming JSON reader (`quiver_plugin::json`):
+//! one validating pass over the object's members, no map of its keys.
 
-use std::collections::BTreeMap;
-
+use quiver_plugin::json;
 use quiver_plugin::{Error, InitCell, ParamError, Params, Record, RecordOut, Result};
-use serde_json::value::RawValue;
 
 /// What to do with a record whose value is not a JSON object.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,7 +43,7 @@ impl Projection {
             }
             // Naming a field twice would write a duplicate key.
             if fields.iter().all(|(known, _)| known != name) {
-                fields.push((name.to_owned(), serde_json::to_string(name)?));
+                fields.push((name.to_owned(), json_string(name)));
             }
         }
         let non_object = match params.get("non_object") {
@@ -62,13 +63,24 @@ impl Projection {
     }
 
     /// The projected object, or `None` when `json` is not a JSON object.
-    fn project(&self, json: &[u8]) -> Option<Vec<u8>> {
-        // A repeated key: the last one counts, as in most JSON readers.
-        let object: BTreeMap<String, &RawValue> = serde_json::from_slice(json).ok()?;
-        let mut out = Vec::with_capacity(json.len().min(4096));
+    fn project(&self, value: &[u8]) -> Option<Vec<u8>> {
+        // Each listed field's value; a repeated key: the last one counts, as in most
+        // JSON readers.
+        let mut found: Vec<Option<&[u8]>> = vec![None; self.fields.len()];
+        let object = json::for_each_member(value, |key, member| {
+            for (slot, (name, _)) in found.iter_mut().zip(&self.fields) {
+                if json::string_equals(key, name) {
+                    *slot = Some(member);
+                }
+            }
+        });
+        if !object {
+            return None;
+        }
+        let mut out = Vec::with_capacity(value.len().min(4096));
         out.push(b'{');
-        for (name, key) in &self.fields {
-            let Some(value) = object.get(name) else {
+        for ((_, key), member) in self.fields.iter().zip(found) {
+            let Some(member) = member else {
                 continue;
             };
             if out.len() > 1 {
@@ -76,7 +88,7 @@ impl Projection {
             }
             out.extend_from_slice(key.as_bytes());
             out.push(b':');
-            write_compact(value.get(), &mut out);
+            write_compact(member, &mut out);
         }
         out.push(b'}');
         Some(out)
@@ -100,11 +112,33 @@ impl Projection {
     }
 }
 
+/// `name` as a JSON string token, escaped as serde_json writes it: `"` and `\`, and
+/// control characters (short forms where JSON has them).
+fn json_string(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 2);
+    out.push('"');
+    for c in name.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            c if c < ' ' => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
 /// Copies valid JSON text without the whitespace between tokens.
-fn write_compact(json: &str, out: &mut Vec<u8>) {
+fn write_compact(json: &[u8], out: &mut Vec<u8>) {
     let mut in_string = false;
     let mut escaped = false;
-    for &b in json.as_bytes() {
+    for &b in json {
         if in_string {
             if escaped {
                 escaped = false;
@@ -188,8 +222,48 @@ mod tests {
     }
 
     #[test]
+    fn the_last_of_a_repeated_key_counts() {
+        assert_eq!(
+            projected("a", r#"{"a":1,"b":2,"\u0061":3}"#).as_deref(),
+            Some(r#"{"a":3}"#)
+        );
+    }
+
+    #[test]
+    fn field_names_are_encoded_as_serde_json_writes_them() {
+        let cases = [
+            ("plain", r#""plain""#),
+            ("say \"hi\"", r#""say \"hi\"""#),
+            ("back\\slash", r#""back\\slash""#),
+            (
+                "tab\tnew\nline\u{1}\u{1f}",
+                r#""tab\tnew\nline\u0001\u001f""#,
+            ),
+            ("été/😀", r#""été/😀""#),
+        ];
+        for (name, encoded) in cases {
+            assert_eq!(json_string(name), encoded, "{name:?}");
+            assert!(
+                json::string_equals(encoded.as_bytes(), name),
+                "{encoded} decodes to {name:?}"
+            );
+        }
+    }
+
+    #[test]
     fn only_objects_are_projected() {
-        for json in ["[1,2]", "\"a\"", "3", "null", "not json", "{\"a\":1", ""] {
+        for json in [
+            "[1,2]",
+            "\"a\"",
+            "3",
+            "null",
+            "not json",
+            "{\"a\":1",
+            "",
+            "{\"a\":1} x",
+            "{\"a\":1,}",
+            "{\"\\ud800\":1,\"a\":2}",
+        ] {
             assert_eq!(projected("a", json), None, "{json}");
         }
     }
