@@ -45,43 +45,89 @@ fn malformed(reason: impl Into<String>) -> AnswerError {
     AnswerError(reason.into())
 }
 
-fn put_bytes(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
-    match bytes {
-        Some(b) => {
-            out.extend_from_slice(&(b.len() as i32).to_le_bytes());
-            out.extend_from_slice(b);
+/// Writes ABI fields into a slice sized by [`encoded_len`]: the record list goes
+/// straight into the guest's memory, without a buffer of its own to copy from.
+struct SliceWriter<'a> {
+    rest: &'a mut [u8],
+}
+
+impl SliceWriter<'_> {
+    /// Writes `bytes`; the slice was sized for everything written, so a write past it
+    /// is a bug in [`encoded_len`], reported rather than panicking.
+    fn put(&mut self, bytes: &[u8]) -> Result<(), RecordListTooShort> {
+        let rest = std::mem::take(&mut self.rest);
+        let (head, tail) = rest
+            .split_at_mut_checked(bytes.len())
+            .ok_or(RecordListTooShort)?;
+        head.copy_from_slice(bytes);
+        self.rest = tail;
+        Ok(())
+    }
+
+    fn put_optional(&mut self, bytes: Option<&[u8]>) -> Result<(), RecordListTooShort> {
+        match bytes {
+            Some(b) => {
+                self.put(&(b.len() as i32).to_le_bytes())?;
+                self.put(b)
+            }
+            None => self.put(&(-1i32).to_le_bytes()),
         }
-        None => out.extend_from_slice(&(-1i32).to_le_bytes()),
     }
 }
 
-/// Encodes records as the ABI's record list; `offset_delta` is each record's position.
-pub fn encode_records(records: &[DecodedRecord]) -> Vec<u8> {
-    let size: usize = records
+/// The buffer given to [`encode_records_into`] is shorter than [`encoded_len`] said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("record list buffer shorter than the records")]
+pub struct RecordListTooShort;
+
+/// Bytes of a record in the list besides its key, value and headers.
+const RECORD_FIXED_BYTES: usize = 4 + 8 + 4 + 4 + 4;
+
+/// Bytes of the ABI record list for `records`.
+pub fn encoded_len(records: &[DecodedRecord]) -> usize {
+    4 + records
         .iter()
         .map(|r| {
-            28 + r.key.as_ref().map_or(0, Bytes::len)
+            // offset_delta, timestamp, key and value lengths, header count
+            RECORD_FIXED_BYTES
+                + r.key.as_ref().map_or(0, Bytes::len)
                 + r.value.as_ref().map_or(0, Bytes::len)
                 + r.headers
                     .iter()
                     .map(|h| 8 + h.key.len() + h.value.as_ref().map_or(0, Bytes::len))
                     .sum::<usize>()
         })
-        .sum();
-    let mut out = Vec::with_capacity(4 + size);
-    out.extend_from_slice(&(records.len() as u32).to_le_bytes());
+        .sum::<usize>()
+}
+
+/// Encodes records as the ABI's record list into `out`, which holds exactly
+/// [`encoded_len`] bytes; `offset_delta` is each record's position.
+pub fn encode_records_into(
+    records: &[DecodedRecord],
+    out: &mut [u8],
+) -> Result<(), RecordListTooShort> {
+    let mut w = SliceWriter { rest: out };
+    w.put(&(records.len() as u32).to_le_bytes())?;
     for (i, r) in records.iter().enumerate() {
-        out.extend_from_slice(&(i as u32).to_le_bytes());
-        out.extend_from_slice(&r.timestamp.to_le_bytes());
-        put_bytes(&mut out, r.key.as_deref());
-        put_bytes(&mut out, r.value.as_deref());
-        out.extend_from_slice(&(r.headers.len() as u32).to_le_bytes());
+        w.put(&(i as u32).to_le_bytes())?;
+        w.put(&r.timestamp.to_le_bytes())?;
+        w.put_optional(r.key.as_deref())?;
+        w.put_optional(r.value.as_deref())?;
+        w.put(&(r.headers.len() as u32).to_le_bytes())?;
         for h in &r.headers {
-            out.extend_from_slice(&(h.key.len() as u32).to_le_bytes());
-            out.extend_from_slice(h.key.as_bytes());
-            put_bytes(&mut out, h.value.as_deref());
+            w.put(&(h.key.len() as u32).to_le_bytes())?;
+            w.put(h.key.as_bytes())?;
+            w.put_optional(h.value.as_deref())?;
         }
     }
+    Ok(())
+}
+
+/// Encodes records as the ABI's record list; `offset_delta` is each record's position.
+pub fn encode_records(records: &[DecodedRecord]) -> Vec<u8> {
+    let mut out = vec![0; encoded_len(records)];
+    // Sized by encoded_len, so it always fits.
+    let _ = encode_records_into(records, &mut out);
     out
 }
 

@@ -739,30 +739,43 @@ impl Plugin {
 impl PluginInstance {
     /// Asks the guest for memory and writes `input` there.
     fn write_input(&mut self, input: &[u8]) -> Result<i32, PluginError> {
-        let len = i32::try_from(input.len()).map_err(|_| PluginError::OutOfMemory(input.len()))?;
-        start_call(&mut self.store);
-        let ptr = self
-            .alloc
-            .call(&mut self.store, len)
-            .map_err(|e| call_error(&e, &self.store, &self.limits))?;
-        if ptr == 0 && len > 0 {
-            return Err(PluginError::OutOfMemory(input.len()));
-        }
+        let ptr = self.alloc_input(input.len())?;
         self.memory
             .write(&mut self.store, ptr as u32 as usize, input)
             .map_err(|_| PluginError::OutOfBounds)?;
         Ok(ptr)
     }
 
+    /// Asks the guest's `alloc` for `len` bytes of input.
+    fn alloc_input(&mut self, len: usize) -> Result<i32, PluginError> {
+        let size = i32::try_from(len).map_err(|_| PluginError::OutOfMemory(len))?;
+        start_call(&mut self.store);
+        let ptr = self
+            .alloc
+            .call(&mut self.store, size)
+            .map_err(|e| call_error(&e, &self.store, &self.limits))?;
+        if ptr == 0 && size > 0 {
+            return Err(PluginError::OutOfMemory(len));
+        }
+        Ok(ptr)
+    }
+
     /// Runs the plugin over one batch's records. On an error the instance must be
     /// dropped: its memory may be in any state.
     pub fn run(&mut self, records: &[DecodedRecord]) -> Result<Outcome, PluginError> {
-        let input = abi::encode_records(records);
-        let ptr = self.write_input(&input)?;
+        let len = abi::encoded_len(records);
+        let ptr = self.alloc_input(len)?;
+        // Encoded straight into the guest's memory: a batch's bytes are copied once.
+        let at = ptr as u32 as usize;
+        let target = at
+            .checked_add(len)
+            .and_then(|end| self.memory.data_mut(&mut self.store).get_mut(at..end))
+            .ok_or(PluginError::OutOfBounds)?;
+        abi::encode_records_into(records, target).map_err(|_| PluginError::OutOfBounds)?;
         start_call(&mut self.store);
         let packed = self
             .call
-            .call(&mut self.store, (ptr, input.len() as i32))
+            .call(&mut self.store, (ptr, len as i32))
             .map_err(|e| call_error(&e, &self.store, &self.limits))?;
         if packed < 0 {
             return Err(PluginError::Guest(packed));

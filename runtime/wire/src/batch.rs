@@ -584,19 +584,22 @@ pub fn decode_records(batch: &Bytes) -> Result<Vec<DecodedRecord>, BatchError> {
     let mut out = Vec::with_capacity(header.record_count.min(65_536) as usize);
     walk_records(&header, &section, OffsetLayout::Gapped, |raw| {
         let slice = |r: Option<std::ops::Range<usize>>| r.map(|r| section.slice(r));
-        let headers = raw
-            .headers
-            .into_iter()
-            .map(|(k, v)| {
-                let key = std::str::from_utf8(&section[k])
-                    .map_err(|_| "header key is not UTF-8")?
-                    .to_owned();
-                Ok(RecordHeader {
-                    key,
-                    value: slice(v),
+        let headers = if raw.headers.is_empty() {
+            Vec::new()
+        } else {
+            raw.headers
+                .into_iter()
+                .map(|(k, v)| {
+                    let key = std::str::from_utf8(&section[k])
+                        .map_err(|_| "header key is not UTF-8")?
+                        .to_owned();
+                    Ok(RecordHeader {
+                        key,
+                        value: slice(v),
+                    })
                 })
-            })
-            .collect::<Result<Vec<_>, &'static str>>()?;
+                .collect::<Result<Vec<_>, &'static str>>()?
+        };
         out.push(DecodedRecord {
             offset: header.base_offset + raw.offset_delta,
             timestamp: header.first_timestamp.wrapping_add(raw.timestamp_delta),
@@ -616,11 +619,21 @@ pub fn decode_records(batch: &Bytes) -> Result<Vec<DecodedRecord>, BatchError> {
 /// `last_offset_delta`, so the batch spans the same offsets with gaps where records
 /// were left out. The records section goes out uncompressed; the producer fields are
 /// cleared (a reader has no use for them). `None` when no record is kept.
+///
+/// The input's CRC is not checked again: the caller decoded `batch` (which checks it)
+/// to run the filters. Its records are still walked with every bound checked, so a
+/// batch changed since cannot make this read out of bounds.
 pub fn retain_records(
     batch: &[u8],
     mut keep: impl FnMut(u64) -> bool,
 ) -> Result<Option<Bytes>, BatchError> {
-    let header = check_frame(batch, BATCH_BYTES_MAX)?;
+    let header = BatchHeader::parse(batch)?;
+    if header.total_bytes() != batch.len() {
+        return Err(BatchError::LengthMismatch {
+            declared: header.total_bytes(),
+            available: batch.len(),
+        });
+    }
     let decompressed;
     let section: &[u8] = match header.compression()? {
         Compression::None => &batch[BATCH_HEADER_BYTES..],
