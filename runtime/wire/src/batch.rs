@@ -786,6 +786,7 @@ struct Cursor<'a> {
 }
 
 impl Cursor<'_> {
+    #[inline]
     fn varlong(&mut self) -> Result<i64, &'static str> {
         let (value, used) = get_varlong(&self.buf[self.pos..]).map_err(|_| "bad varint")?;
         self.pos += used;
@@ -800,6 +801,7 @@ impl Cursor<'_> {
         Ok(())
     }
 
+    #[inline]
     fn optional_bytes(&mut self) -> Result<Option<std::ops::Range<usize>>, &'static str> {
         let length = self.varlong()?;
         if length == -1 {

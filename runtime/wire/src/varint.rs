@@ -35,7 +35,17 @@ pub fn varlong_len(value: i64) -> usize {
 }
 
 /// Reads one zig-zag varint from the front of `buf`, returning it and the bytes used.
+///
+/// Inlined, with the one-byte case first: a batch's decoder reads several varints per
+/// record (length, deltas, key and value lengths), most of them a single byte.
+#[inline]
 pub fn get_varlong(buf: &[u8]) -> Result<(i64, usize), VarintError> {
+    if let Some(&byte) = buf.first()
+        && byte & 0x80 == 0
+    {
+        let raw = u64::from(byte);
+        return Ok((((raw >> 1) as i64) ^ -((raw & 1) as i64), 1));
+    }
     let mut raw: u64 = 0;
     for (i, byte) in buf.iter().copied().enumerate() {
         if i >= VARLONG_BYTES_MAX {
