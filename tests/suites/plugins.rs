@@ -1284,6 +1284,25 @@ async fn the_c_example_keeps_records_by_header_from_produce_with_headers() {
     );
 }
 
+/// The offsets `consumer` hands out, polled until `done` says so (at most 200 polls).
+async fn poll_offsets(
+    consumer: &mut quiver_sdk::Consumer,
+    done: impl Fn(&[u64], &quiver_sdk::Consumer) -> bool,
+) -> Vec<u64> {
+    let mut seen = Vec::new();
+    for _ in 0..200 {
+        let polled = consumer
+            .poll(Duration::from_millis(100))
+            .await
+            .expect("poll");
+        seen.extend(polled.into_iter().map(|r| r.offset));
+        if done(&seen, consumer) {
+            break;
+        }
+    }
+    seen
+}
+
 /// One stored batch of `count` records at timestamps 50_000 + i, keys `k<i>`, values
 /// `v<i>`, a header `n=<i>`, `i` counting from `first`.
 async fn produce_described(client: &Client, topic: &str, first: u64, count: u64) {
@@ -1419,20 +1438,10 @@ async fn filtered_fetches_keep_batches_with_gaps_exact_to_sdk_cli_and_groups() {
     let tp = quiver_sdk::TopicPartition::new("gaps", 0);
     let mut consumer = quiver_sdk::Consumer::new(broker.client().await, config.clone());
     consumer.subscribe(&["gaps"]).expect("subscribe");
-    let mut seen = Vec::new();
-    for _ in 0..200 {
-        seen.extend(
-            consumer
-                .poll(Duration::from_millis(100))
-                .await
-                .expect("poll")
-                .into_iter()
-                .map(|r| r.offset),
-        );
-        if seen.len() >= 5 && consumer.position(&tp) == Some(10) {
-            break;
-        }
-    }
+    let seen = poll_offsets(&mut consumer, |seen, c| {
+        seen.len() >= 5 && c.position(&tp) == Some(10)
+    })
+    .await;
     assert_eq!(seen, [0, 2, 4, 6, 8]);
     assert_eq!(consumer.position(&tp), Some(10));
     consumer.commit_sync().await.expect("commit");
@@ -1448,20 +1457,7 @@ async fn filtered_fetches_keep_batches_with_gaps_exact_to_sdk_cli_and_groups() {
     produce_described(&client, "gaps", 10, 3).await;
     let mut again = quiver_sdk::Consumer::new(broker.client().await, config);
     again.subscribe(&["gaps"]).expect("subscribe");
-    let mut seen = Vec::new();
-    for _ in 0..200 {
-        seen.extend(
-            again
-                .poll(Duration::from_millis(100))
-                .await
-                .expect("poll")
-                .into_iter()
-                .map(|r| r.offset),
-        );
-        if seen.len() >= 2 {
-            break;
-        }
-    }
+    let seen = poll_offsets(&mut again, |seen, _| seen.len() >= 2).await;
     assert_eq!(seen, [10, 12], "the group resumes after the committed gap");
     again.close().await.expect("close");
 
