@@ -491,8 +491,9 @@ fn run(
     state: &BrokerState,
     steps: &[Step],
     stage: PluginStage,
-    records: Vec<DecodedRecord>,
+    records: impl Into<quiver_plugin_host::chain::ChainInput>,
 ) -> ChainOutcome {
+    let records = records.into();
     let run = blocking(|| run_chain(&state.plugins, steps, stage, records));
     for report in &run.reports {
         state.metrics.plugin_call(stage.name(), report);
@@ -783,7 +784,9 @@ pub async fn fetch_through(
             out.push(batch);
             continue;
         }
-        let records = decode_records(&batch).map_err(|e| {
+        // Plugins read the stored records where they lie; only records a plugin
+        // rewrites, or the survivors, are decoded.
+        let records = quiver_wire::batch::RawBatch::open(&batch).map_err(|e| {
             RequestError::new(
                 ErrorCode::StorageError,
                 format!("stored batch unreadable: {e}"),

@@ -3,7 +3,7 @@
 //! functions over bytes; every length read from a guest is checked before use.
 
 use bytes::Bytes;
-use quiver_wire::batch::{DecodedRecord, RecordHeader};
+use quiver_wire::batch::{DecodedRecord, RecordHeader, RecordView};
 
 /// The ABI version this host speaks.
 pub const ABI_VERSION: i32 = 1;
@@ -80,21 +80,69 @@ impl SliceWriter<'_> {
 #[error("record list buffer shorter than the records")]
 pub struct RecordListTooShort;
 
+/// A record as the record list carries it: what the host can encode for a guest, from
+/// a decoded record or straight from a stored batch ([`RecordView`]).
+pub trait AbiRecord {
+    fn timestamp(&self) -> i64;
+    fn key(&self) -> Option<&[u8]>;
+    fn value(&self) -> Option<&[u8]>;
+    fn header_count(&self) -> usize;
+    /// Each header's UTF-8 name and value.
+    fn headers(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)>;
+}
+
+impl AbiRecord for DecodedRecord {
+    fn timestamp(&self) -> i64 {
+        self.timestamp
+    }
+    fn key(&self) -> Option<&[u8]> {
+        self.key.as_deref()
+    }
+    fn value(&self) -> Option<&[u8]> {
+        self.value.as_deref()
+    }
+    fn header_count(&self) -> usize {
+        self.headers.len()
+    }
+    fn headers(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
+        self.headers
+            .iter()
+            .map(|h| (h.key.as_bytes(), h.value.as_deref()))
+    }
+}
+
+impl AbiRecord for RecordView<'_> {
+    fn timestamp(&self) -> i64 {
+        self.timestamp
+    }
+    fn key(&self) -> Option<&[u8]> {
+        self.key
+    }
+    fn value(&self) -> Option<&[u8]> {
+        self.value
+    }
+    fn header_count(&self) -> usize {
+        RecordView::header_count(self)
+    }
+    fn headers(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
+        RecordView::headers(self)
+    }
+}
+
 /// Bytes of a record in the list besides its key, value and headers.
 const RECORD_FIXED_BYTES: usize = 4 + 8 + 4 + 4 + 4;
 
 /// Bytes of the ABI record list for `records`.
-pub fn encoded_len(records: &[DecodedRecord]) -> usize {
+pub fn encoded_len(records: &[impl AbiRecord]) -> usize {
     4 + records
         .iter()
         .map(|r| {
             // offset_delta, timestamp, key and value lengths, header count
             RECORD_FIXED_BYTES
-                + r.key.as_ref().map_or(0, Bytes::len)
-                + r.value.as_ref().map_or(0, Bytes::len)
-                + r.headers
-                    .iter()
-                    .map(|h| 8 + h.key.len() + h.value.as_ref().map_or(0, Bytes::len))
+                + r.key().map_or(0, <[u8]>::len)
+                + r.value().map_or(0, <[u8]>::len)
+                + r.headers()
+                    .map(|(k, v)| 8 + k.len() + v.map_or(0, <[u8]>::len))
                     .sum::<usize>()
         })
         .sum::<usize>()
@@ -103,28 +151,28 @@ pub fn encoded_len(records: &[DecodedRecord]) -> usize {
 /// Encodes records as the ABI's record list into `out`, which holds exactly
 /// [`encoded_len`] bytes; `offset_delta` is each record's position.
 pub fn encode_records_into(
-    records: &[DecodedRecord],
+    records: &[impl AbiRecord],
     out: &mut [u8],
 ) -> Result<(), RecordListTooShort> {
     let mut w = SliceWriter { rest: out };
     w.put(&(records.len() as u32).to_le_bytes())?;
     for (i, r) in records.iter().enumerate() {
         w.put(&(i as u32).to_le_bytes())?;
-        w.put(&r.timestamp.to_le_bytes())?;
-        w.put_optional(r.key.as_deref())?;
-        w.put_optional(r.value.as_deref())?;
-        w.put(&(r.headers.len() as u32).to_le_bytes())?;
-        for h in &r.headers {
-            w.put(&(h.key.len() as u32).to_le_bytes())?;
-            w.put(h.key.as_bytes())?;
-            w.put_optional(h.value.as_deref())?;
+        w.put(&r.timestamp().to_le_bytes())?;
+        w.put_optional(r.key())?;
+        w.put_optional(r.value())?;
+        w.put(&(r.header_count() as u32).to_le_bytes())?;
+        for (key, value) in r.headers() {
+            w.put(&(key.len() as u32).to_le_bytes())?;
+            w.put(key)?;
+            w.put_optional(value)?;
         }
     }
     Ok(())
 }
 
 /// Encodes records as the ABI's record list; `offset_delta` is each record's position.
-pub fn encode_records(records: &[DecodedRecord]) -> Vec<u8> {
+pub fn encode_records(records: &[impl AbiRecord]) -> Vec<u8> {
     let mut out = vec![0; encoded_len(records)];
     // Sized by encoded_len, so it always fits.
     let _ = encode_records_into(records, &mut out);

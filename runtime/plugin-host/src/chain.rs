@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use quiver_wire::batch::{
-    BatchBuilder, BatchHeader, Compression, DecodedRecord, NO_PRODUCER_ID, ProducerStamp, Record,
-    RecordHeader, stamp,
+    BatchBuilder, BatchHeader, Compression, DecodedRecord, NO_PRODUCER_ID, ProducerStamp, RawBatch,
+    Record, RecordHeader, RecordView, stamp,
 };
 use quiver_wire::plugin::{OnError, PluginStage, dead_letter_header};
 
@@ -63,13 +63,70 @@ pub struct ChainRun {
 fn call(
     registry: &Registry,
     step: &Step,
-    records: &[DecodedRecord],
+    records: &ChainInput,
 ) -> Result<(Outcome, usize), PluginError> {
     let mut instance = registry.checkout(step)?;
-    let outcome = instance.run(records)?;
+    let outcome = match records {
+        ChainInput::Decoded(records) => instance.run(records)?,
+        ChainInput::Stored { batch, kept } => {
+            let views: Vec<RecordView<'_>> = kept.iter().map(|&i| batch.view(i)).collect();
+            instance.run(&views)?
+        }
+    };
     let memory = instance.memory_bytes();
     registry.checkin(step, instance);
     Ok((outcome, memory))
+}
+
+/// The records a chain works on: decoded, or (at the fetch stage) still in their
+/// stored batch, which filters only narrow down. Plugins read stored records straight
+/// from the batch's bytes; they are decoded only when a plugin rewrites them or the
+/// chain ends with records to hand on.
+#[derive(Debug)]
+pub enum ChainInput {
+    Decoded(Vec<DecodedRecord>),
+    /// The records of `batch` at the indices `kept`, in order.
+    Stored {
+        batch: RawBatch,
+        kept: Vec<usize>,
+    },
+}
+
+impl From<Vec<DecodedRecord>> for ChainInput {
+    fn from(records: Vec<DecodedRecord>) -> Self {
+        Self::Decoded(records)
+    }
+}
+
+impl From<RawBatch> for ChainInput {
+    fn from(batch: RawBatch) -> Self {
+        let kept = (0..batch.len()).collect();
+        Self::Stored { batch, kept }
+    }
+}
+
+impl ChainInput {
+    fn len(&self) -> usize {
+        match self {
+            Self::Decoded(records) => records.len(),
+            Self::Stored { kept, .. } => kept.len(),
+        }
+    }
+
+    fn offset(&self, index: usize) -> Option<u64> {
+        match self {
+            Self::Decoded(records) => records.get(index).map(|r| r.offset),
+            Self::Stored { batch, kept } => kept.get(index).map(|&i| batch.offset(i)),
+        }
+    }
+
+    /// The records, decoded.
+    fn into_records(self) -> Vec<DecodedRecord> {
+        match self {
+            Self::Decoded(records) => records,
+            Self::Stored { batch, kept } => kept.into_iter().map(|i| batch.decoded(i)).collect(),
+        }
+    }
 }
 
 /// What one call did to the batch, as far as the chain's outcome cares.
@@ -83,31 +140,45 @@ enum Change {
 }
 
 /// Applies one call's outcome to the records that went in.
-fn apply(records: Vec<DecodedRecord>, outcome: Outcome) -> (Vec<DecodedRecord>, Change) {
+fn apply(records: ChainInput, outcome: Outcome) -> (ChainInput, Change) {
     match outcome {
         Outcome::Keep(keep) if keep.iter().all(|k| *k) => (records, Change::None),
-        Outcome::Keep(keep) => (
-            records
-                .into_iter()
-                .zip(keep)
-                .filter_map(|(r, k)| k.then_some(r))
-                .collect(),
-            Change::Removed,
-        ),
+        Outcome::Keep(keep) => {
+            let narrowed = match records {
+                ChainInput::Decoded(records) => ChainInput::Decoded(
+                    records
+                        .into_iter()
+                        .zip(keep)
+                        .filter_map(|(r, k)| k.then_some(r))
+                        .collect(),
+                ),
+                ChainInput::Stored { batch, kept } => ChainInput::Stored {
+                    batch,
+                    kept: kept
+                        .into_iter()
+                        .zip(keep)
+                        .filter_map(|(i, k)| k.then_some(i))
+                        .collect(),
+                },
+            };
+            (narrowed, Change::Removed)
+        }
         Outcome::Records(out) => (
-            out.into_iter()
-                .filter_map(|o| {
-                    // The ABI parser already checked `source` against the input count.
-                    let offset = records.get(o.source as usize)?.offset;
-                    Some(DecodedRecord {
-                        offset,
-                        timestamp: o.timestamp,
-                        key: o.key,
-                        value: o.value,
-                        headers: o.headers,
+            ChainInput::Decoded(
+                out.into_iter()
+                    .filter_map(|o| {
+                        // The ABI parser already checked `source` against the input count.
+                        let offset = records.offset(o.source as usize)?;
+                        Some(DecodedRecord {
+                            offset,
+                            timestamp: o.timestamp,
+                            key: o.key,
+                            value: o.value,
+                            headers: o.headers,
+                        })
                     })
-                })
-                .collect(),
+                    .collect(),
+            ),
             Change::Rewritten,
         ),
     }
@@ -119,13 +190,13 @@ pub fn run_chain(
     registry: &Registry,
     steps: &[Step],
     stage: PluginStage,
-    records: Vec<DecodedRecord>,
+    records: impl Into<ChainInput>,
 ) -> ChainRun {
     let mut reports = Vec::with_capacity(steps.len());
-    let mut current = records;
+    let mut current: ChainInput = records.into();
     let mut changed = Change::None;
     for step in steps {
-        if current.is_empty() {
+        if current.len() == 0 {
             break;
         }
         let started = Instant::now();
@@ -177,8 +248,8 @@ pub fn run_chain(
     }
     let outcome = match changed {
         Change::None => ChainOutcome::Unchanged,
-        Change::Removed => ChainOutcome::Kept(current),
-        Change::Rewritten => ChainOutcome::Records(current),
+        Change::Removed => ChainOutcome::Kept(current.into_records()),
+        Change::Rewritten => ChainOutcome::Records(current.into_records()),
     };
     ChainRun { outcome, reports }
 }

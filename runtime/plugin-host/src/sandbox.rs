@@ -24,7 +24,6 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use quiver_wire::batch::DecodedRecord;
 use wasmtime::{
     Config, Engine, ExternType, InstanceAllocationStrategy, InstancePre, Linker, Memory, Module,
     PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder, Trap, TypedFunc,
@@ -762,7 +761,7 @@ impl PluginInstance {
 
     /// Runs the plugin over one batch's records. On an error the instance must be
     /// dropped: its memory may be in any state.
-    pub fn run(&mut self, records: &[DecodedRecord]) -> Result<Outcome, PluginError> {
+    pub fn run(&mut self, records: &[impl abi::AbiRecord]) -> Result<Outcome, PluginError> {
         let len = abi::encoded_len(records);
         let ptr = self.alloc_input(len)?;
         // Encoded straight into the guest's memory: a batch's bytes are copied once.

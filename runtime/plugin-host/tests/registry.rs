@@ -5,9 +5,14 @@ mod common;
 
 use std::sync::atomic::Ordering;
 
+use bytes::{Bytes, BytesMut};
+
 use common::{IDENTITY_MAP, keep_even, module, records};
 use quiver_plugin_host::chain::{ChainOutcome, run_chain};
 use quiver_plugin_host::{Limits, PluginEngine, Registry, RegistryError};
+use quiver_wire::batch::{
+    BatchBuilder, Compression, ProducerStamp, RawBatch, Record, RecordHeader, decode_records, stamp,
+};
 use quiver_wire::plugin::{Attachment, OnError, PluginStage};
 
 /// Traps on every call.
@@ -260,4 +265,69 @@ fn a_stored_plugin_refused_by_tighter_limits_is_left_out_and_the_registry_opens(
         1,
         "it stays stored, and loads again under limits that admit it"
     );
+}
+
+/// The records of `records(n)`-like input as one stored batch at offset 100, with a
+/// header on every record and a compressed records section when `codec` says so.
+fn stored_batch(n: usize, codec: Compression) -> Bytes {
+    let mut builder = BatchBuilder::new(ProducerStamp::NONE);
+    for i in 0..n {
+        builder.push(&Record {
+            key: (i % 3 != 0).then(|| Bytes::from(format!("k{i}"))),
+            value: Some(Bytes::from(format!("value-{i}"))),
+            headers: vec![RecordHeader {
+                key: "n".into(),
+                value: (i % 2 == 0).then(|| Bytes::from(i.to_string())),
+            }],
+            timestamp: 1_000 + i as i64,
+        });
+    }
+    let mut batch = BytesMut::from(builder.finish_compressed(codec).expect("records"));
+    stamp(&mut batch, 100, 1);
+    batch.freeze()
+}
+
+/// A chain reading records straight from their stored batch answers as it does over
+/// decoded records: filters narrow the batch, a map after them sees only survivors,
+/// every field intact.
+#[test]
+fn chains_over_stored_records_answer_as_over_decoded_ones() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let registry = open(dir.path());
+    registry
+        .upload("keep-even", &module(&keep_even()), 1)
+        .expect("uploads");
+    registry
+        .upload("identity", &module(IDENTITY_MAP), 1)
+        .expect("uploads");
+    attach(&registry, "keep-even", PluginStage::Fetch, OnError::Fail);
+    let filters = registry.chain("orders", PluginStage::Fetch).expect("chain");
+    attach(&registry, "keep-even", PluginStage::Fetch, OnError::Fail);
+    let two_filters = registry.chain("orders", PluginStage::Fetch).expect("chain");
+    attach(&registry, "identity", PluginStage::Fetch, OnError::Fail);
+    let filters_then_map = registry.chain("orders", PluginStage::Fetch).expect("chain");
+    for codec in [Compression::None, Compression::Zstd] {
+        let batch = stored_batch(9, codec);
+        for (steps, kept) in [
+            (&filters, vec![100, 102, 104, 106, 108]),
+            (&two_filters, vec![100, 104, 108]),
+            (&filters_then_map, vec![100, 104, 108]),
+        ] {
+            let stored = RawBatch::open(&batch).expect("opens");
+            let decoded = decode_records(&batch).expect("decodes");
+            let from_stored = run_chain(&registry, steps, PluginStage::Fetch, stored).outcome;
+            let from_decoded = run_chain(&registry, steps, PluginStage::Fetch, decoded).outcome;
+            let (a, b) = match (from_stored, from_decoded) {
+                (ChainOutcome::Kept(a), ChainOutcome::Kept(b))
+                | (ChainOutcome::Records(a), ChainOutcome::Records(b)) => (a, b),
+                other => panic!("outcomes differ: {other:?}"),
+            };
+            assert_eq!(a, b, "{} steps, {codec:?}", steps.len());
+            assert_eq!(a.iter().map(|r| r.offset).collect::<Vec<_>>(), kept);
+            let all = decode_records(&batch).expect("decodes");
+            for r in &a {
+                assert_eq!(r, &all[(r.offset - 100) as usize], "fields intact");
+            }
+        }
+    }
 }

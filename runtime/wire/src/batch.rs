@@ -576,40 +576,126 @@ fn put_optional_bytes(buf: &mut BytesMut, bytes: Option<&Bytes>) {
 /// spans them, so the next fetch starts after them). Deltas must increase and stay
 /// within `last_offset_delta`. What is stored is checked densely by [`validate`].
 pub fn decode_records(batch: &Bytes) -> Result<Vec<DecodedRecord>, BatchError> {
-    let header = check_frame(batch, BATCH_BYTES_MAX)?;
-    let section = match header.compression()? {
-        Compression::None => batch.slice(BATCH_HEADER_BYTES..),
-        codec => Bytes::from(codec.decompress(&batch[BATCH_HEADER_BYTES..])?),
-    };
-    let mut out = Vec::with_capacity(header.record_count.min(65_536) as usize);
-    walk_records(&header, &section, OffsetLayout::Gapped, |raw| {
-        let slice = |r: Option<std::ops::Range<usize>>| r.map(|r| section.slice(r));
-        let headers = if raw.headers.is_empty() {
-            Vec::new()
-        } else {
-            raw.headers
-                .into_iter()
-                .map(|(k, v)| {
-                    let key = std::str::from_utf8(&section[k])
-                        .map_err(|_| "header key is not UTF-8")?
-                        .to_owned();
-                    Ok(RecordHeader {
-                        key,
-                        value: slice(v),
-                    })
-                })
-                .collect::<Result<Vec<_>, &'static str>>()?
+    let raw = RawBatch::open(batch)?;
+    Ok((0..raw.len()).map(|i| raw.decoded(i)).collect())
+}
+
+/// A batch's records located but not copied out: where each record's fields lie in
+/// the (decompressed) records section. What a reader that only looks at records, such
+/// as a plugin's input, needs without building a [`DecodedRecord`] (and its shared
+/// byte handles) per record. Accepts what [`decode_records`] accepts.
+#[derive(Debug, Clone)]
+pub struct RawBatch {
+    header: BatchHeader,
+    section: Bytes,
+    records: Vec<RawRecord>,
+}
+
+impl RawBatch {
+    /// Checks `batch` as [`decode_records`] does and locates its records.
+    pub fn open(batch: &Bytes) -> Result<Self, BatchError> {
+        let header = check_frame(batch, BATCH_BYTES_MAX)?;
+        let section = match header.compression()? {
+            Compression::None => batch.slice(BATCH_HEADER_BYTES..),
+            codec => Bytes::from(codec.decompress(&batch[BATCH_HEADER_BYTES..])?),
         };
-        out.push(DecodedRecord {
-            offset: header.base_offset + raw.offset_delta,
-            timestamp: header.first_timestamp.wrapping_add(raw.timestamp_delta),
-            key: slice(raw.key),
-            value: slice(raw.value),
+        let mut records = Vec::with_capacity(header.record_count.min(65_536) as usize);
+        walk_records(&header, &section, OffsetLayout::Gapped, |raw| {
+            for (key, _) in &raw.headers {
+                std::str::from_utf8(&section[key.clone()])
+                    .map_err(|_| "header key is not UTF-8")?;
+            }
+            records.push(raw);
+            Ok(())
+        })?;
+        Ok(Self {
+            header,
+            section,
+            records,
+        })
+    }
+
+    pub fn header(&self) -> &BatchHeader {
+        &self.header
+    }
+
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// Record `index`'s offset. Panics on an index past [`RawBatch::len`], like a slice.
+    pub fn offset(&self, index: usize) -> u64 {
+        self.header.base_offset + self.records[index].offset_delta
+    }
+
+    /// Record `index`'s fields, borrowed. Panics on an index past [`RawBatch::len`].
+    pub fn view(&self, index: usize) -> RecordView<'_> {
+        let raw = &self.records[index];
+        let bytes = |r: &Option<std::ops::Range<usize>>| r.clone().map(|r| &self.section[r]);
+        RecordView {
+            timestamp: self
+                .header
+                .first_timestamp
+                .wrapping_add(raw.timestamp_delta),
+            key: bytes(&raw.key),
+            value: bytes(&raw.value),
+            section: &self.section,
+            headers: &raw.headers,
+        }
+    }
+
+    /// Record `index` as a [`DecodedRecord`] whose bytes share the batch's.
+    pub fn decoded(&self, index: usize) -> DecodedRecord {
+        let raw = &self.records[index];
+        let slice = |r: &Option<std::ops::Range<usize>>| r.clone().map(|r| self.section.slice(r));
+        let headers = raw
+            .headers
+            .iter()
+            .map(|(k, v)| RecordHeader {
+                // Checked to be UTF-8 in `open`.
+                key: String::from_utf8_lossy(&self.section[k.clone()]).into_owned(),
+                value: slice(v),
+            })
+            .collect();
+        DecodedRecord {
+            offset: self.offset(index),
+            timestamp: self
+                .header
+                .first_timestamp
+                .wrapping_add(raw.timestamp_delta),
+            key: slice(&raw.key),
+            value: slice(&raw.value),
             headers,
-        });
-        Ok(())
-    })?;
-    Ok(out)
+        }
+    }
+}
+
+/// One record of a [`RawBatch`], borrowed from its records section.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordView<'a> {
+    pub timestamp: i64,
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+    section: &'a [u8],
+    headers: &'a [RawHeader],
+}
+
+impl<'a> RecordView<'a> {
+    pub fn header_count(&self) -> usize {
+        self.headers.len()
+    }
+
+    /// Each header's name (UTF-8, checked when the batch was opened) and value.
+    pub fn headers(&self) -> impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)> + 'a {
+        let section = self.section;
+        self.headers
+            .iter()
+            .map(move |(k, v)| (&section[k.clone()], v.clone().map(|v| &section[v])))
+    }
 }
 
 /// The batch a reader receives when only some of `batch`'s records are sent: the
@@ -675,7 +761,11 @@ pub fn retain_records(
     Ok(Some(out.freeze()))
 }
 
+/// A header's name and value as ranges into the records section.
+type RawHeader = (std::ops::Range<usize>, Option<std::ops::Range<usize>>);
+
 /// One record's fields as ranges into the records section.
+#[derive(Debug, Clone)]
 struct RawRecord {
     /// The whole record as encoded, its length prefix included.
     encoded: std::ops::Range<usize>,
@@ -683,7 +773,7 @@ struct RawRecord {
     offset_delta: u64,
     key: Option<std::ops::Range<usize>>,
     value: Option<std::ops::Range<usize>>,
-    headers: Vec<(std::ops::Range<usize>, Option<std::ops::Range<usize>>)>,
+    headers: Vec<RawHeader>,
 }
 
 /// Which offset deltas a batch's records may carry.
