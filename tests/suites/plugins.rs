@@ -1194,19 +1194,26 @@ async fn the_c_example_keeps_records_by_header_from_produce_with_headers() {
         local,
         "{\"offset\":0,\"timestamp\":5,\"key\":null,\"value\":\"disk full\",\"headers\":{\"level\":\"error\"}}\n"
     );
+    // Without --format, the first line says the input is JSON records.
     let any_level = quiver_ok(
+        &["plugin", "test", &module, "--param", "name=level"],
+        Some(records.as_bytes()),
+    );
+    assert_eq!(json_values(&any_level), ["disk full", "all good"]);
+    // Told to read values, the same lines are values without headers: none is kept.
+    let as_values = quiver_ok(
         &[
             "plugin",
             "test",
             &module,
             "--format",
-            "json",
+            "value",
             "--param",
             "name=level",
         ],
         Some(records.as_bytes()),
     );
-    assert_eq!(json_values(&any_level), ["disk full", "all good"]);
+    assert_eq!(as_values, "");
     let refused = quiver_tests::run_quiver(
         &["plugin".into(), "test".into(), module.clone()],
         Some(b"x\n"),

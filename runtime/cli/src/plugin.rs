@@ -5,7 +5,7 @@ use clap::Subcommand;
 use quiver_sdk::{Attachment, OnError, PluginStage};
 
 use crate::connect::ConnectArgs;
-use crate::plugin_test::RecordFormat;
+use crate::plugin_test::FormatChoice;
 use crate::scaffold::{Language, ScaffoldKind};
 use crate::topic::parse_pairs;
 
@@ -67,8 +67,10 @@ pub enum PluginCommand {
         /// value: a line is a record's value. json: a line is a JSON object
         /// {"key":..,"value":..,"headers":{..},"timestamp":..} (all optional), and
         /// records are printed as JSON objects with their input record's offset.
-        #[arg(long, value_enum, default_value = "value")]
-        format: RecordFormat,
+        /// auto (default): json when the first line is such an object with a value,
+        /// else value.
+        #[arg(long, value_enum, default_value = "auto")]
+        format: FormatChoice,
     },
     /// Write a new plugin project that builds and passes `quiver plugin test` as is.
     Init {

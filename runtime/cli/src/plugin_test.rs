@@ -1,7 +1,12 @@
 //! `quiver plugin test`: runs a plugin over records read from a file or stdin, under
 //! the broker's default limits and without a broker, and prints what comes out.
 //!
-//! Records come in one of two forms, chosen with `--format`:
+//! Records come in one of two forms, chosen with `--format`, or by default from the
+//! first non-blank input line ([`RecordFormat::detect`]): a JSON object with a `value`
+//! and no field but the record's (`key`, `value`, `headers`, `timestamp`, and the
+//! `topic`, `partition`, `offset` of `quiver consume --format json`) means the JSON
+//! form; anything else the value form. A plain value that happens to be such an object
+//! needs `--format value`.
 //! - `value` (default): each input line is a record's value; each record out is
 //!   printed as its value on its own line.
 //! - `json`: each input line is a JSON object
@@ -26,13 +31,51 @@ pub const TEST_BATCH_RECORDS: usize = 10_000;
 /// The longest input line accepted as one record, as for `quiver produce`.
 const LINE_BYTES_MAX: usize = 1024 * 1024;
 
-/// How `plugin test` reads and prints records.
+/// How `plugin test` reads and prints records, as asked on the command line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum FormatChoice {
+    /// The JSON form if the first non-blank line is a JSON record, else values.
+    Auto,
+    /// One value per line, in and out.
+    Value,
+    /// One JSON object per line, in and out.
+    Json,
+}
+
+/// The fields a JSON record line may carry.
+const JSON_RECORD_FIELDS: [&str; 7] = [
+    "key",
+    "value",
+    "headers",
+    "timestamp",
+    "topic",
+    "partition",
+    "offset",
+];
+
+/// How `plugin test` reads and prints records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RecordFormat {
     /// One value per line, in and out.
     Value,
     /// One JSON object per line, in and out: key, value, headers, timestamp.
     Json,
+}
+
+impl RecordFormat {
+    /// The form a first input line is in: JSON when it is an object with a `value` and
+    /// only record fields.
+    pub fn detect(first_line: &[u8]) -> Self {
+        let record_like =
+            serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(first_line)
+                .is_ok_and(|fields| {
+                    fields.contains_key("value")
+                        && fields
+                            .keys()
+                            .all(|k| JSON_RECORD_FIELDS.contains(&k.as_str()))
+                });
+        if record_like { Self::Json } else { Self::Value }
+    }
 }
 
 /// One input line in the JSON form. Unknown fields are refused, so a typo
@@ -63,8 +106,13 @@ pub fn run(
     file: &std::path::Path,
     input: Option<&std::path::Path>,
     params: &[(String, String)],
-    format: RecordFormat,
+    choice: FormatChoice,
 ) -> anyhow::Result<()> {
+    let mut format = match choice {
+        FormatChoice::Auto => None,
+        FormatChoice::Value => Some(RecordFormat::Value),
+        FormatChoice::Json => Some(RecordFormat::Json),
+    };
     let module = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
     let engine = PluginEngine::new(Limits::default())?;
     let name = file
@@ -105,7 +153,11 @@ pub fn run(
                     line.len()
                 );
             }
-            if let Some(record) = parse_line(line, format, offset, now)
+            if format.is_none() && !line.iter().all(u8::is_ascii_whitespace) {
+                format = Some(RecordFormat::detect(&line));
+            }
+            let line_format = format.unwrap_or(RecordFormat::Value);
+            if let Some(record) = parse_line(line, line_format, offset, now)
                 .with_context(|| format!("input line {line_number}"))?
             {
                 batch.push(record);
@@ -118,7 +170,7 @@ pub fn run(
                 Ok(Outcome::Keep(keep)) => {
                     for (record, kept) in batch.iter().zip(keep) {
                         if kept {
-                            write_record(&mut out, format, record)?;
+                            write_record(&mut out, format.unwrap_or(RecordFormat::Value), record)?;
                         }
                     }
                 }
@@ -131,7 +183,7 @@ pub fn run(
                             value: record.value,
                             headers: record.headers,
                         };
-                        write_record(&mut out, format, &record)?;
+                        write_record(&mut out, format.unwrap_or(RecordFormat::Value), &record)?;
                     }
                 }
                 Err(err) => bail!("plugin failed on records {base}..{offset}: {err}"),
@@ -231,6 +283,30 @@ fn write_record(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_first_line_tells_json_records_from_values() {
+        for (line, expected) in [
+            (r#"{"value":"a"}"#, RecordFormat::Json),
+            (
+                r#"{"key":"k","value":null,"headers":{"h":"1"},"timestamp":5}"#,
+                RecordFormat::Json,
+            ),
+            (
+                r#"{"topic":"t","partition":0,"offset":3,"timestamp":1,"key":null,"value":"v","headers":{}}"#,
+                RecordFormat::Json,
+            ),
+            // JSON values that are not records: a filter's usual input.
+            (r#"{"user":{"country":"NO"}}"#, RecordFormat::Value),
+            (r#"{"value":"a","country":"NO"}"#, RecordFormat::Value),
+            (r#"{"key":"k"}"#, RecordFormat::Value),
+            (r#"["value"]"#, RecordFormat::Value),
+            ("ERROR disk full", RecordFormat::Value),
+            ("", RecordFormat::Value),
+        ] {
+            assert_eq!(RecordFormat::detect(line.as_bytes()), expected, "{line}");
+        }
+    }
 
     fn json(line: &str) -> anyhow::Result<Option<DecodedRecord>> {
         parse_line(line.as_bytes().to_vec(), RecordFormat::Json, 7, 99)
