@@ -1410,6 +1410,16 @@ async fn filtered_fetches_keep_batches_with_gaps_exact_to_sdk_cli_and_groups() {
         }
     }
 
+    // A filter that keeps nothing leaves one control marker per stored batch, so the
+    // consumer still moves past every offset.
+    upload(&client, "keep-none", &filter_filling(0)).await;
+    let none = client
+        .fetch("gaps", 0, 0, &with_plugin("keep-none"))
+        .await
+        .expect("fetch");
+    assert!(none.records.is_empty());
+    assert_eq!(none.next_offset, 10);
+
     // The CLI prints the same fields.
     let printed = broker.cli(&[
         "consume",

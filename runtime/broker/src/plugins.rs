@@ -742,8 +742,8 @@ fn kept_batch(
     let sent =
         quiver_wire::batch::retain_records(stored, |offset| wanted.next_if_eq(&offset).is_some())
             .map_err(corrupt)?;
-    // `kept` is never empty (an empty chain output is `Records`), but an empty
-    // answer still has its form: the marker standing for removed records.
+    // Filters that kept nothing: the marker stands for the removed records, so the
+    // consumer's next fetch starts after them.
     Ok(sent.unwrap_or_else(|| {
         quiver_plugin_host::chain::removed_marker(
             header.last_offset(),
