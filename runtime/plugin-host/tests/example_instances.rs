@@ -32,7 +32,7 @@ fn batch(records: usize, seed: usize) -> Vec<DecodedRecord> {
             DecodedRecord {
                 offset: i as u64,
                 timestamp: j as i64,
-                key: (j % 3 == 0).then(|| Bytes::from(format!("k{j}"))),
+                key: j.is_multiple_of(3).then(|| Bytes::from(format!("k{j}"))),
                 value: Some(Bytes::from(value)),
                 headers: Vec::new(),
             }
