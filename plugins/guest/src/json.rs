@@ -176,7 +176,7 @@ pub fn string_equals(token: &[u8], expected: &str) -> bool {
     // most comparisons without decoding (or looping over) anything.
     match content.len().cmp(&expected.len()) {
         Ordering::Less => false,
-        Ordering::Equal => same_bytes(content, expected) && !content.contains(&b'\\'),
+        Ordering::Equal => same_bytes(content, expected) && !has_backslash(content),
         Ordering::Greater => decoded_equals(content, expected) == Ok(true),
     }
 }
@@ -292,6 +292,28 @@ fn hex4(bytes: &[u8]) -> Scan<(u32, &[u8])> {
     Ok((unit, rest))
 }
 
+/// Whether `bytes` holds a backslash: a word at a time, the first word (most
+/// values compared) before any loop, for the reason `same_bytes` gives.
+#[inline(always)]
+fn has_backslash(bytes: &[u8]) -> bool {
+    if bytes_equal_to(word_at(bytes, 0), b'\\') != 0 {
+        return true;
+    }
+    (8..bytes.len())
+        .step_by(8)
+        .any(|at| bytes_equal_to(word_at(bytes, at), b'\\') != 0)
+}
+
+/// Marks each byte of `word` equal to `byte` with its high bit, and possibly bytes
+/// above a marked one (a borrow runs upwards): the lowest mark is exact, and the
+/// mask is zero exactly when no byte equals `byte`.
+const fn bytes_equal_to(word: u64, byte: u8) -> u64 {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    let diff = word ^ (ONES * byte as u64);
+    diff.wrapping_sub(ONES) & !diff & HIGH
+}
+
 /// Whether the 8 bytes of `word` (little-endian) hold a byte a string scan must stop
 /// at: `"`, `\`, a control character (below 0x20) or a non-ASCII byte. The lowest set
 /// bit of the mask marks the first such byte exactly (the borrows that can flag a
@@ -299,12 +321,8 @@ fn hex4(bytes: &[u8]) -> Scan<(u32, &[u8])> {
 const fn string_stops(word: u64) -> u64 {
     const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
     const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
-    let quote = word ^ (ONES * b'"' as u64);
-    let backslash = word ^ (ONES * b'\\' as u64);
-    let is_quote = quote.wrapping_sub(ONES) & !quote;
-    let is_backslash = backslash.wrapping_sub(ONES) & !backslash;
     let is_control = word.wrapping_sub(ONES * 0x20) & !word;
-    (is_quote | is_backslash | is_control | word) & HIGH
+    bytes_equal_to(word, b'"') | bytes_equal_to(word, b'\\') | (is_control | word) & HIGH
 }
 
 /// The high bit of each byte of `word` (little-endian) that is not an ASCII digit.
@@ -316,6 +334,53 @@ const fn non_digits(word: u64) -> u64 {
     // b'0'..=b'9' become 0..=9; adding 0x76 sets the high bit from 10 up.
     let offset = word ^ u64::from_ne_bytes([b'0'; 8]);
     (((offset & LOW7) + u64::from_ne_bytes([0x76; 8])) | offset) & HIGH
+}
+
+/// The eight bytes of `json` from `at` as a little-endian word, zero bytes standing
+/// in for those past the end. A zero byte stops every word scan (it is a control
+/// character, not a digit, not whitespace), so a scan near the end needs no byte
+/// loop of its own: it stops at the end and finds nothing there. Loop-free, because
+/// WebAssembly hosts check for interruption at every loop iteration.
+#[inline(always)]
+fn word_at(json: &[u8], at: usize) -> u64 {
+    let rest = json.get(at..).unwrap_or_default();
+    match rest.first_chunk::<8>() {
+        Some(word) => u64::from_le_bytes(*word),
+        None => short_word(rest),
+    }
+}
+
+/// `bytes` (fewer than eight) as a little-endian word padded with zeros, read as two
+/// overlapping loads (first and last 4 or 2 bytes: a byte in both has the same value
+/// in both, so OR-ing them is exact) instead of a byte loop.
+#[inline(always)]
+fn short_word(bytes: &[u8]) -> u64 {
+    let len = bytes.len();
+    if let (Some(head), Some(tail)) = (bytes.first_chunk::<4>(), bytes.last_chunk::<4>()) {
+        u64::from(u32::from_le_bytes(*head))
+            | u64::from(u32::from_le_bytes(*tail)) << (8 * (len - 4))
+    } else if let (Some(head), Some(tail)) = (bytes.first_chunk::<2>(), bytes.last_chunk::<2>()) {
+        u64::from(u16::from_le_bytes(*head))
+            | u64::from(u16::from_le_bytes(*tail)) << (8 * (len - 2))
+    } else {
+        bytes.first().copied().map_or(0, u64::from)
+    }
+}
+
+/// The high bit of each byte of `word` (little-endian) that is not JSON whitespace
+/// (space, tab, line feed, carriage return). Exact per byte, like [`non_digits`].
+const fn non_whitespace(word: u64) -> u64 {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const LOW7: u64 = u64::from_ne_bytes([0x7f; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    /// The high bit of each byte equal to `byte`: a byte is zero after the XOR
+    /// exactly when its low seven bits do not carry into the high one and its high
+    /// bit is clear (masking the high bits first keeps carries inside each byte).
+    const fn equal(word: u64, byte: u8) -> u64 {
+        let diff = word ^ (ONES * byte as u64);
+        !(((diff & LOW7) + LOW7) | diff) & HIGH
+    }
+    !(equal(word, b' ') | equal(word, b'\t') | equal(word, b'\n') | equal(word, b'\r')) & HIGH
 }
 
 /// The open objects and arrays of one scan, one bit a level (1 = object).
@@ -374,10 +439,27 @@ impl<'j> Scanner<'j> {
         self.json.get(self.pos).copied()
     }
 
+    /// Skips whitespace. Compact JSON has none between tokens, so the first byte is
+    /// tested before any loop: in WebAssembly, entering a loop costs an interruption
+    /// check even when it runs no iteration, and this runs around every token.
     #[inline(always)]
     fn whitespace(&mut self) {
-        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.peek() {
-            self.pos += 1;
+        if let Some(b' ' | b'\n' | b'\r' | b'\t') = self.peek() {
+            self.whitespace_run();
+        }
+    }
+
+    /// Skips the whitespace at `pos` (indentation, mostly) eight bytes at a time.
+    /// Not inlined: it is rare in compact records, and called from every token.
+    #[inline(never)]
+    fn whitespace_run(&mut self) {
+        loop {
+            let stops = non_whitespace(word_at(self.json, self.pos));
+            if stops != 0 {
+                self.pos += (stops.trailing_zeros() / 8) as usize;
+                return;
+            }
+            self.pos += 8;
         }
     }
 
@@ -409,6 +491,20 @@ impl<'j> Scanner<'j> {
         }
     }
 
+    /// [`Self::value_on_path`] with the end of the path handled here, saving every
+    /// lookup a call at its leaf: in WebAssembly a call costs a frame, a stack check
+    /// and an interruption check.
+    #[inline(always)]
+    fn value_on_path_inline(&mut self, path: &[Segment]) -> Scan<Lookup> {
+        if path.is_empty() {
+            let start = self.pos;
+            self.skip_value()?;
+            Ok(Lookup::Found(start..self.pos))
+        } else {
+            self.value_on_path(path)
+        }
+    }
+
     fn object_on_path(&mut self, segment: &Segment, rest: &[Segment]) -> Scan<Lookup> {
         self.pos += 1;
         self.whitespace();
@@ -434,7 +530,7 @@ impl<'j> Scanner<'j> {
             self.whitespace();
             if on_path {
                 // A repeated key replaces what an earlier one found, even with nothing.
-                found = self.value_on_path(rest)?;
+                found = self.value_on_path_inline(rest)?;
             } else {
                 self.skip_value()?;
             }
@@ -467,7 +563,7 @@ impl<'j> Scanner<'j> {
         let mut index = 0usize;
         loop {
             if segment.index == Some(index) {
-                found = self.value_on_path(rest)?;
+                found = self.value_on_path_inline(rest)?;
             } else {
                 self.skip_value()?;
             }
@@ -625,24 +721,47 @@ impl<'j> Scanner<'j> {
     // WebAssembly a call costs a stack check and a frame each time.
     #[inline(always)]
     fn string(&mut self) -> Scan<bool> {
-        if self.peek() != Some(b'"') {
+        let json = self.json;
+        if json.get(self.pos) != Some(&b'"') {
             return Err(Invalid);
         }
+        let start = self.pos + 1;
+        // Most strings are keys and short values whose closing quote is in the
+        // first word: settled here, before any loop (WebAssembly hosts check for
+        // interruption at every loop iteration, and a record holds many strings).
+        let stops = string_stops(word_at(json, start));
+        if stops != 0 {
+            let end = start + (stops.trailing_zeros() / 8) as usize;
+            if json.get(end) == Some(&b'"') {
+                self.pos = end + 1;
+                return Ok(false);
+            }
+        }
+        self.string_rest(start)
+    }
+
+    /// The rest of [`Self::string`], from `i` inside the string: longer strings,
+    /// escapes, non-ASCII text and errors.
+    #[inline(always)]
+    fn string_rest(&mut self, mut i: usize) -> Scan<bool> {
         let json = self.json;
-        let mut i = self.pos + 1;
         let mut escaped = false;
         // One loop, not a word loop nested in a byte loop: WebAssembly hosts check
-        // for interruption at every loop entry, and most strings are short.
+        // for interruption at every loop entry.
         loop {
-            // Eight bytes at a time over plain text, which is most of a record.
-            if let Some(word) = json.get(i..).and_then(<[u8]>::first_chunk::<8>) {
-                let stops = string_stops(u64::from_le_bytes(*word));
+            // Sixteen bytes an iteration over plain text, which is most of a record:
+            // half the iterations (and interruption checks) of one word at a time.
+            let mut stops = string_stops(word_at(json, i));
+            if stops == 0 {
+                i += 8;
+                stops = string_stops(word_at(json, i));
                 if stops == 0 {
                     i += 8;
                     continue;
                 }
-                i += (stops.trailing_zeros() / 8) as usize;
             }
+            // The first stop byte; past the end (a zero from `word_at`), `get` fails.
+            i += (stops.trailing_zeros() / 8) as usize;
             let byte = json.get(i).copied().ok_or(Invalid)?;
             match byte {
                 b'"' => {
@@ -664,6 +783,7 @@ impl<'j> Scanner<'j> {
                     };
                 }
                 0..=0x1f => return Err(Invalid),
+                // Not a stop byte: `string_stops` marks its first stop exactly.
                 0x20..=0x7f => i += 1,
                 lead => {
                     let width = match lead {
@@ -702,27 +822,28 @@ impl<'j> Scanner<'j> {
         Ok(())
     }
 
-    /// Skips ASCII digits, eight at a time while eight bytes are left (one loop
-    /// iteration for most numbers, for the same reason as in `string`).
+    /// Skips ASCII digits, eight at a time (`word_at` pads the end with non-digits).
+    /// Most numbers end within the first word, checked before any loop for the same
+    /// reason as in `string`.
     #[inline(always)]
     fn digits(&mut self) {
+        let stops = non_digits(word_at(self.json, self.pos));
+        if stops != 0 {
+            self.pos += (stops.trailing_zeros() / 8) as usize;
+            return;
+        }
+        self.pos += 8;
         loop {
-            let Some(word) = self.json.get(self.pos..).and_then(<[u8]>::first_chunk::<8>) else {
-                while let Some(b'0'..=b'9') = self.peek() {
-                    self.pos += 1;
-                }
-                return;
-            };
-            let stops = non_digits(u64::from_le_bytes(*word));
-            if stops == 0 {
-                self.pos += 8;
-            } else {
+            let stops = non_digits(word_at(self.json, self.pos));
+            if stops != 0 {
                 self.pos += (stops.trailing_zeros() / 8) as usize;
                 return;
             }
+            self.pos += 8;
         }
     }
 
+    #[inline(always)]
     fn some_digits(&mut self) -> Scan<()> {
         let start = self.pos;
         self.digits();
@@ -749,7 +870,7 @@ impl<'j> Scanner<'j> {
 mod word_tests {
     use alloc::vec;
 
-    use super::{non_digits, same_bytes, string_stops};
+    use super::{has_backslash, non_digits, non_whitespace, same_bytes, string_stops, word_at};
 
     /// Eight bytes with `byte` at `at` among `filler`s, as a little-endian word.
     fn word(filler: u8, byte: u8, at: usize) -> u64 {
@@ -777,6 +898,26 @@ mod word_tests {
     }
 
     #[test]
+    fn non_whitespace_flags_exactly_the_bytes_that_are_not_whitespace() {
+        for byte in 0..=u8::MAX {
+            for filler in [b' ', b'\t', b'\n', b'\r'] {
+                for at in 0..8 {
+                    let expected = if matches!(byte, b' ' | b'\t' | b'\n' | b'\r') {
+                        0
+                    } else {
+                        0x80 << (8 * at)
+                    };
+                    assert_eq!(
+                        non_whitespace(word(filler, byte, at)),
+                        expected,
+                        "{byte:#x} at {at}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
     fn string_stops_marks_the_first_stop_byte_exactly() {
         for byte in 0..=u8::MAX {
             let stop = matches!(byte, b'"' | b'\\' | 0..=0x1f | 0x80..=0xff);
@@ -791,6 +932,43 @@ mod word_tests {
             string_stops(u64::from_le_bytes(*b"ab\x00\"\\\xffcd")).trailing_zeros() / 8,
             2
         );
+    }
+
+    #[test]
+    fn word_at_reads_eight_bytes_and_zeros_past_the_end() {
+        let text: alloc::vec::Vec<u8> = (1..=20).collect();
+        for len in 0..=text.len() {
+            let json = &text[..len];
+            for at in 0..=len + 9 {
+                let mut expected = [0u8; 8];
+                for (k, byte) in expected.iter_mut().enumerate() {
+                    *byte = json.get(at + k).copied().unwrap_or(0);
+                }
+                assert_eq!(
+                    word_at(json, at),
+                    u64::from_le_bytes(expected),
+                    "{at} of {len}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn has_backslash_finds_one_at_every_position() {
+        for len in 0..=20 {
+            let plain = vec![b'a'; len];
+            assert!(!has_backslash(&plain), "none in {len}");
+            for at in 0..len {
+                let mut text = plain.clone();
+                text[at] = b'\\';
+                assert!(has_backslash(&text), "at {at} of {len}");
+                // Bytes one off a backslash are not one.
+                text[at] = b'\\' + 1;
+                assert!(!has_backslash(&text), "{:?}", text);
+                text[at] = b'\\' - 1;
+                assert!(!has_backslash(&text), "{:?}", text);
+            }
+        }
     }
 
     #[test]

@@ -472,3 +472,159 @@ fn find_agrees_with_a_serde_json_lookup_on_generated_text() {
         "only {malformed} cases were malformed"
     );
 }
+
+/// One text checked against the oracle: `find` at `path`, `for_each_member`, and
+/// `text_equals` of what was found with its decoded text. Returns whether a field was
+/// found, so that a caller can refuse to pass on texts that never had one.
+fn agrees_with_the_oracle(text: &[u8], path: &[&str], case: u64) -> bool {
+    let parsed = Path::parse(&path.join(".")).expect("valid path");
+    let expected = oracle_find(text, path);
+    let shown = String::from_utf8_lossy(text);
+    assert_eq!(
+        json::find(text, &parsed),
+        expected.as_deref().map(str::as_bytes),
+        "case {case}: {shown} at {path:?}"
+    );
+    check_members(text, case, 0);
+    let Some(raw) = expected else { return false };
+    if let Ok(decoded) = serde_json::from_str::<String>(&raw) {
+        assert!(
+            json::text_equals(raw.as_bytes(), &decoded),
+            "case {case}: {raw}"
+        );
+        let longer = decoded.clone() + "x";
+        assert!(
+            !json::text_equals(raw.as_bytes(), &longer),
+            "case {case}: {raw}"
+        );
+    }
+    true
+}
+
+/// The scanner reads strings and digits eight bytes a word. Strings whose closing
+/// quote, escape (whole, or straddling two words), non-ASCII character or control
+/// character sits at each position of the first three words; shorter than a word,
+/// ending the input or followed by more; and every prefix of each text, so that the
+/// input also ends inside each word. All checked against the oracle.
+#[test]
+fn strings_read_the_same_wherever_a_word_boundary_falls() {
+    let specials = [
+        "",
+        "\\\"",
+        "\\\\",
+        "\\/",
+        "\\n",
+        "\\u00e9",
+        "\\ud83d\\ude00",
+        "\\ud83d",
+        "é",
+        "😀",
+        "\u{800}",
+        "\u{7f}",
+        "\t",
+        "\\x",
+        "\\u12G4",
+        "\\",
+    ];
+    let (mut case, mut hits) = (0u64, 0usize);
+    for special in specials {
+        for before in 0..=17 {
+            for after in [0, 1, 7, 9] {
+                let content = "a".repeat(before) + special + &"b".repeat(after);
+                let texts = [
+                    (format!("\"{content}\""), "k"),
+                    (format!("{{\"k\":\"{content}\"}}"), "k"),
+                    (
+                        format!("{{\"{content}\":1,\"k\":\"{content}\",\"z\":2}}"),
+                        "k",
+                    ),
+                    (
+                        format!("{{\"{content}\" : \"{content}\"}}"),
+                        // A path segment cannot be empty.
+                        if content.is_empty() { "k" } else { &content },
+                    ),
+                    (format!("[\"{content}\",[\"{content}\"],1]"), "1"),
+                ];
+                for (text, path) in &texts {
+                    for cut in 0..=text.len() {
+                        hits += usize::from(agrees_with_the_oracle(
+                            &text.as_bytes()[..cut],
+                            &[path],
+                            case,
+                        ));
+                        case += 1;
+                    }
+                }
+            }
+        }
+    }
+    assert!(hits > 1_000, "only {hits} of {case} texts had the field");
+}
+
+/// Numbers whose digit runs end at each position of a word, at the end of the input
+/// or before more text, and every prefix of each: checked against the oracle.
+#[test]
+fn numbers_read_the_same_wherever_a_word_boundary_falls() {
+    let (mut case, mut hits) = (0u64, 0usize);
+    for int in 0..=17 {
+        for frac in [0, 1, 8, 9] {
+            for exp in [0, 1, 8] {
+                let mut number = "-".to_owned() + &"7".repeat(int.max(1));
+                if frac > 0 {
+                    number += &(".".to_owned() + &"3".repeat(frac));
+                }
+                if exp > 0 {
+                    number += &("e+".to_owned() + &"5".repeat(exp));
+                }
+                let texts = [
+                    number.clone(),
+                    format!("{{\"k\":{number}}}"),
+                    format!("[{number},{number}]"),
+                    format!("{{\"a\":[{number}],\"k\":{number} }}"),
+                ];
+                for text in &texts {
+                    for cut in 0..=text.len() {
+                        for path in ["k", "1"] {
+                            hits += usize::from(agrees_with_the_oracle(
+                                &text.as_bytes()[..cut],
+                                &[path],
+                                case,
+                            ));
+                            case += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(hits > 500, "only {hits} of {case} texts had the field");
+}
+
+/// Runs of whitespace of every length up to three words, around every token, at the
+/// end of the input and cut short: checked against the oracle.
+#[test]
+fn whitespace_reads_the_same_wherever_a_word_boundary_falls() {
+    let (mut case, mut hits) = (0u64, 0usize);
+    for len in 0..=17 {
+        for unit in [" ", "\n", "\r\n", "\t "] {
+            let ws = unit.repeat(len);
+            let ws = &ws[..len];
+            let text = format!(
+                "{ws}{{{ws}\"a\"{ws}:{ws}[{ws}1{ws},{ws}\"x\"{ws}]{ws},{ws}\"k\"{ws}:{ws}true{ws}}}{ws}"
+            );
+            for cut in 0..=text.len() {
+                hits += usize::from(agrees_with_the_oracle(
+                    &text.as_bytes()[..cut],
+                    &["k"],
+                    case,
+                ));
+                case += 1;
+            }
+            // A byte that is not whitespace inside a run.
+            let broken = format!("{{\"k\":1{ws}\u{b}{ws}}}");
+            agrees_with_the_oracle(broken.as_bytes(), &["k"], case);
+            case += 1;
+        }
+    }
+    assert!(hits >= 18 * 4, "only {hits} of {case} texts had the field");
+}
