@@ -77,6 +77,11 @@ say "plugin guest SDK and examples (native unit tests)"
 say "tests"
 "${runner[@]}" "$@"
 
+# The decoders under arbitrary bytes: each fuzz target for a fixed number of inputs
+# from a fixed seed (scripts/fuzz.sh; about 15 s each, plus the first build).
+say "fuzz targets (bounded)"
+./scripts/fuzz.sh
+
 if [ "${runner[1]}" = "nextest" ]; then
     # nextest does not run doc tests.
     say "doc tests"
