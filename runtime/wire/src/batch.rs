@@ -150,6 +150,13 @@ pub enum BatchError {
     #[error("batch holds no records")]
     Empty,
     #[error(
+        "batch offsets run past the largest offset: base {base_offset}, last offset delta {last_offset_delta}"
+    )]
+    OffsetOverflow {
+        base_offset: u64,
+        last_offset_delta: u32,
+    },
+    #[error(
         "batch record count {record_count} disagrees with last offset delta {last_offset_delta}"
     )]
     CountMismatch {
@@ -216,14 +223,16 @@ impl BatchHeader {
         BATCH_LENGTH_PREFIX_BYTES + self.batch_length as usize
     }
 
-    /// The offset of the batch's last record.
+    /// The offset of the batch's last record. Saturates on a header that only
+    /// [`BatchHeader::parse`] has seen: the checks refuse batches whose offsets overflow.
     pub fn last_offset(&self) -> u64 {
-        self.base_offset + u64::from(self.last_offset_delta)
+        self.base_offset
+            .saturating_add(u64::from(self.last_offset_delta))
     }
 
-    /// The offset after the batch's last record.
+    /// The offset after the batch's last record (saturating, as [`BatchHeader::last_offset`]).
     pub fn next_offset(&self) -> u64 {
-        self.last_offset() + 1
+        self.last_offset().saturating_add(1)
     }
 
     /// A control batch: consumers advance past it without delivering its records.
@@ -306,7 +315,24 @@ fn check_frame(buf: &[u8], batch_bytes_max: usize) -> Result<BatchHeader, BatchE
     if header.record_count == 0 {
         return Err(BatchError::Empty);
     }
+    check_offset_span(&header)?;
     Ok(header)
+}
+
+/// The offset after the batch must exist: a reader computes every record's offset and
+/// its next fetch position from `base_offset` and `last_offset_delta`.
+fn check_offset_span(header: &BatchHeader) -> Result<(), BatchError> {
+    let next = header
+        .base_offset
+        .checked_add(u64::from(header.last_offset_delta))
+        .and_then(|last| last.checked_add(1));
+    match next {
+        Some(_) => Ok(()),
+        None => Err(BatchError::OffsetOverflow {
+            base_offset: header.base_offset,
+            last_offset_delta: header.last_offset_delta,
+        }),
+    }
 }
 
 /// Writes the broker-assigned `base_offset` and `leader_epoch` into a batch in place.
@@ -720,6 +746,7 @@ pub fn retain_records(
             available: batch.len(),
         });
     }
+    check_offset_span(&header)?;
     let decompressed;
     let section: &[u8] = match header.compression()? {
         Compression::None => &batch[BATCH_HEADER_BYTES..],
@@ -1089,6 +1116,37 @@ mod tests {
                 "nothing kept is no batch"
             );
         }
+    }
+
+    /// Found by the `record_batch` fuzz target: a batch at the top of the offset space
+    /// made `decode_records` add past `u64::MAX` (a panic with debug assertions, a wrapped
+    /// offset without).
+    #[test]
+    fn offsets_past_the_largest_are_refused() {
+        for (base, records) in [(u64::MAX, 1), (u64::MAX - 1, 2), (u64::MAX - 2, 3)] {
+            let mut builder = BatchBuilder::new(ProducerStamp::NONE);
+            for i in 0..records {
+                builder.push(&Record::from_value(format!("v{i}"), 0));
+            }
+            let mut batch = BytesMut::from(builder.finish().expect("records"));
+            stamp(&mut batch, base, 0);
+            let batch = batch.freeze();
+            assert!(matches!(
+                decode_records(&batch),
+                Err(BatchError::OffsetOverflow { .. })
+            ));
+            assert!(validate(&batch, BATCH_BYTES_MAX).is_err());
+            assert!(RawBatch::open(&batch).is_err());
+            let header = BatchHeader::parse(&batch).expect("header");
+            assert_eq!(header.next_offset(), u64::MAX, "saturates, never panics");
+        }
+        // The last offsets that still have a next one decode.
+        let mut builder = BatchBuilder::new(ProducerStamp::NONE);
+        builder.push(&Record::from_value("v", 0));
+        let mut batch = BytesMut::from(builder.finish().expect("records"));
+        stamp(&mut batch, u64::MAX - 1, 0);
+        let records = decode_records(&batch.freeze()).expect("decodes");
+        assert_eq!(records[0].offset, u64::MAX - 1);
     }
 
     #[test]
