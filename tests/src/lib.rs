@@ -896,3 +896,66 @@ pub mod wat {
         format!("(module {PRELUDE} {body})")
     }
 }
+
+/// A small file system of its own (a tmpfs of a given size, mounted on a fresh
+/// directory and unmounted on drop), for a data directory that fills up. Mounting needs
+/// root (CAP_SYS_ADMIN), which the test machines give; `None`, with the reason, where
+/// it is refused.
+pub struct SmallFilesystem {
+    root: tempfile::TempDir,
+}
+
+impl SmallFilesystem {
+    pub fn mount(bytes: u64) -> Result<SmallFilesystem, String> {
+        let root = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let output = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={bytes},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(root.path())
+            .output()
+            .map_err(|e| format!("mount: {e}"))?;
+        if !output.status.success() {
+            return Err(format!(
+                "mount -t tmpfs: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            ));
+        }
+        Ok(SmallFilesystem { root })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.root.path()
+    }
+
+    /// Writes `name` until the file system refuses with "no space left"; returns the
+    /// bytes written. Bounded by the file system's size.
+    pub fn fill(&self, name: &str) -> u64 {
+        let mut file = std::fs::File::create(self.path().join(name)).expect("filler file");
+        let chunk = vec![0xa5u8; 64 * 1024];
+        let mut written = 0u64;
+        loop {
+            match file.write(&chunk) {
+                Ok(0) => break,
+                Ok(n) => written += n as u64,
+                Err(e) if e.kind() == std::io::ErrorKind::StorageFull => break,
+                Err(e) => panic!("filling {name}: {e}"),
+            }
+        }
+        written
+    }
+}
+
+impl Drop for SmallFilesystem {
+    fn drop(&mut self) {
+        // Lazy: a broker killed a moment ago may still hold files open.
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.root.path())
+            .status();
+    }
+}

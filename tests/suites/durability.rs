@@ -8,6 +8,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use quiver_sdk::{Acks, Client, ClientConfig, Record, RequestError};
 use quiver_tests::{Broker, eventually, fetch_all, now_ms, padded_value, seeded_rng, wait_visible};
+use quiver_wire::acl::{
+    AclBinding, AclDescribeRequest, Operation, PatternType, Permission, ResourceType,
+};
 
 const PARTITIONS: u32 = 3;
 const RECORDS_PER_BATCH: usize = 20;
@@ -241,4 +244,173 @@ async fn acknowledged_records_survive_kill_9() {
             );
         }
     }
+}
+
+/// A data directory that fills up: produces are refused with the retriable
+/// STORAGE_FULL and nothing of them is stored, fetches go on, a metadata change waits
+/// for space instead of failing the controller, and once space returns a producer's
+/// retries get through and the partition holds every record exactly once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_appends_until_space_returns() {
+    let fs = match quiver_tests::SmallFilesystem::mount(48 * 1024 * 1024) {
+        Ok(fs) => fs,
+        Err(reason) => {
+            eprintln!("SKIPPED: a small file system cannot be mounted here: {reason}");
+            return;
+        }
+    };
+    let broker = Broker::start(&fs.path().join("data"));
+    let client = broker.client().await;
+    client
+        .create_topic("full", 1, 1, &[])
+        .await
+        .expect("create topic");
+    let value = |i: usize| Bytes::from(format!("{i:05}-{}", "x".repeat(4000)));
+    let mut stored = Vec::new();
+    for i in 0..20 {
+        client
+            .produce(
+                "full",
+                0,
+                Acks::All,
+                &[Record::from_value(value(i), now_ms())],
+            )
+            .await
+            .expect("produce before the disk fills");
+        stored.push(value(i));
+    }
+
+    // An idempotent producer, its id obtained while there is space.
+    let producer = quiver_sdk::Producer::new(
+        client.clone(),
+        quiver_sdk::ProducerConfig {
+            acks: Acks::All,
+            delivery_timeout: Duration::from_secs(120),
+            ..Default::default()
+        },
+    );
+    let first = producer
+        .send(quiver_sdk::ProducerRecord::new("full", value(20)).partition(0))
+        .await
+        .expect("enqueued")
+        .await
+        .expect("delivered before the disk fills");
+    assert_eq!(first.offset, Some(20));
+    stored.push(value(20));
+
+    let filled = fs.fill("filler");
+    assert!(filled > 0, "the filler took the free space");
+    // Larger than a page, so it cannot fit in the segment's last, partly used page.
+    let big = Bytes::from(vec![b'b'; 256 * 1024]);
+    let end_before = fetch_all(&client, "full", 0, 0).await.len();
+    for attempt in 0..3 {
+        match client
+            .produce(
+                "full",
+                0,
+                Acks::All,
+                &[Record::from_value(big.clone(), now_ms())],
+            )
+            .await
+        {
+            Err(e) => {
+                assert_eq!(
+                    e.code(),
+                    Some(quiver_sdk::ErrorCode::StorageFull),
+                    "attempt {attempt}: {e}"
+                );
+                assert!(e.is_retriable(), "STORAGE_FULL is retriable");
+            }
+            Ok(receipt) => panic!("attempt {attempt}: stored on a full disk: {receipt:?}"),
+        }
+    }
+    assert!(
+        broker.metric("quiver_request_errors_total{api=\"produce\",code=\"STORAGE_FULL\"}") >= 3.0,
+        "refusals are counted"
+    );
+    // Nothing of the refused batches is stored, and fetches are served.
+    let read = fetch_all(&client, "full", 0, 0).await;
+    assert_eq!(read.len(), end_before);
+    let values: Vec<Bytes> = read.iter().filter_map(|r| r.value.clone()).collect();
+    assert_eq!(
+        values, stored,
+        "what was stored before the disk filled is intact"
+    );
+
+    // A metadata change waits for space: its request gives up, the controller stays
+    // up. (Rules with long names, so that the controller's log entry needs pages the
+    // full file system cannot give.)
+    let rules: Vec<AclBinding> = (0..100)
+        .map(|i| AclBinding {
+            principal: format!("User:tenant-{i}"),
+            resource_type: ResourceType::Topic,
+            pattern: PatternType::Literal,
+            resource_name: format!("{i:03}-{}", "t".repeat(300)),
+            operation: Operation::Read,
+            permission: Permission::Allow,
+        })
+        .collect();
+    let mut short = broker.client_config();
+    short.request_timeout = Duration::from_secs(2);
+    let impatient = Client::connect(short).await.expect("connect");
+    let created = impatient.create_acls(rules.clone()).await;
+    assert!(
+        created.as_ref().is_err_and(RequestError::is_retriable),
+        "a metadata change on a full disk fails retriably: {created:?}"
+    );
+
+    // A producer keeps retrying through the refusals...
+    let delivery = producer
+        .send(quiver_sdk::ProducerRecord::new("full", big.clone()).partition(0))
+        .await
+        .expect("enqueued");
+    let refused_before =
+        broker.metric("quiver_request_errors_total{api=\"produce\",code=\"STORAGE_FULL\"}");
+    eventually(
+        "the producer's attempts are refused",
+        Duration::from_secs(60),
+        || async {
+            (broker.metric("quiver_request_errors_total{api=\"produce\",code=\"STORAGE_FULL\"}")
+                > refused_before)
+                .then_some(())
+        },
+    )
+    .await;
+    // ...and gets through once space returns, without a restart.
+    std::fs::remove_file(fs.path().join("filler")).expect("free the space");
+    let receipt = delivery.await.expect("delivered once space returned");
+    assert_eq!(
+        receipt.offset,
+        Some(stored.len() as u64),
+        "right after the stored records"
+    );
+    stored.push(big.clone());
+    producer.close().await;
+
+    let values: Vec<Bytes> = fetch_all(&client, "full", 0, 0)
+        .await
+        .into_iter()
+        .filter_map(|r| r.value)
+        .collect();
+    assert_eq!(values.len(), stored.len(), "each record exactly once");
+    assert_eq!(values, stored, "in order");
+    // The controller wrote the rules once it had room, and takes changes again.
+    eventually(
+        "the rules made while full exist",
+        Duration::from_secs(60),
+        || async {
+            let stored = client
+                .describe_acls(AclDescribeRequest::default())
+                .await
+                .ok()?;
+            (stored.len() == rules.len()).then_some(())
+        },
+    )
+    .await;
+    client
+        .create_topic("made-after", 1, 1, &[])
+        .await
+        .expect("metadata changes work again");
+    impatient.close().await;
+    client.close().await;
 }

@@ -60,6 +60,7 @@ pub struct Metrics {
     partitions: IntGaugeVec,
     under_replicated_partitions: IntGaugeVec,
     offline_partitions: IntGaugeVec,
+    storage_failed_partitions: IntGaugeVec,
     data_dir_bytes_free: IntGauge,
     data_dir_bytes_total: IntGauge,
     broker_info: IntGaugeVec,
@@ -529,6 +530,12 @@ impl Metrics {
                 "Partitions without an in-sync replica to lead them, by topic.",
                 &["topic"],
             ),
+            storage_failed_partitions: gauge(
+                "quiver_storage_failed_partitions",
+                "Partitions this broker took out of service after a failed fsync, by topic: \
+                 they refuse writes until the broker restarts and recovers them from disk.",
+                &["topic"],
+            ),
             data_dir_bytes_free,
             data_dir_bytes_total,
             broker_info: gauge(
@@ -612,6 +619,7 @@ impl Metrics {
             &self.partitions,
             &self.under_replicated_partitions,
             &self.offline_partitions,
+            &self.storage_failed_partitions,
         ] {
             let _ = vec.remove_label_values(&[topic]);
         }
@@ -665,7 +673,9 @@ impl Metrics {
         for topic in topics {
             let (mut end, mut start, mut hw, mut size, mut segments) =
                 (0u64, 0u64, 0u64, 0u64, 0usize);
+            let mut storage_failed = 0u64;
             for partition in &topic.partitions {
+                storage_failed += u64::from(partition.storage_failed());
                 let log = partition.log();
                 end += log.log_end_offset();
                 start += log.log_start_offset();
@@ -700,6 +710,9 @@ impl Metrics {
             self.offline_partitions
                 .with_label_values(&label)
                 .set(gauge_value(health.offline));
+            self.storage_failed_partitions
+                .with_label_values(&label)
+                .set(gauge_value(storage_failed));
         }
         let mut out = Vec::with_capacity(16 * 1024);
         if let Err(err) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
@@ -751,6 +764,64 @@ mod tests {
                 "a healthy replication-factor-3 topic reads 0 on node {node}"
             );
         }
+    }
+
+    #[test]
+    fn partitions_whose_fsync_failed_are_counted_by_topic() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let partitions: Vec<Arc<crate::partition::Partition>> = (0..3)
+            .map(|index| {
+                let (log, _) = quiver_log::PartitionLog::open(
+                    &dir.path().join(format!("t-{index}")),
+                    quiver_log::LogConfig::default(),
+                    0,
+                )
+                .expect("log opens");
+                Arc::new(crate::partition::Partition::new(
+                    "t".into(),
+                    index,
+                    log,
+                    quiver_log::FlushPolicy::Always,
+                ))
+            })
+            .collect();
+        let topic = Arc::new(Topic {
+            name: "t".into(),
+            partitions,
+            replication_factor: 1,
+            configs: Default::default(),
+        });
+        let facts = || BrokerFacts {
+            node_id: 1,
+            group_lag: Vec::new(),
+            group_members: Vec::new(),
+            data_dir: dir.path(),
+            plugins_registered: 0,
+            plugin_loads_from_cache: 0,
+            plugin_loads_compiled: 0,
+            request_bytes_in_flight: 0,
+            replica_health: Default::default(),
+        };
+        let metrics = Metrics::new();
+        let healthy = metrics.render(std::slice::from_ref(&topic), facts());
+        assert!(
+            healthy.contains("quiver_storage_failed_partitions{topic=\"t\"} 0"),
+            "{healthy}"
+        );
+        topic.partitions[1].take_out_of_service();
+        let failed = metrics.render(std::slice::from_ref(&topic), facts());
+        assert!(
+            failed.contains("quiver_storage_failed_partitions{topic=\"t\"} 1"),
+            "{failed}"
+        );
+        let refused = topic.partitions[1].append(bytes::BytesMut::new(), 0);
+        assert!(
+            matches!(
+                refused,
+                Err(crate::partition::PartitionAppendError::StorageFailed)
+            ),
+            "{refused:?}"
+        );
     }
 
     #[test]

@@ -177,6 +177,18 @@ impl Partition {
         Ok(())
     }
 
+    /// After a failed fsync the page cache may hold data the disk lost: refuse every
+    /// further write, and wake durability waiters so they answer STORAGE_ERROR.
+    pub(crate) fn take_out_of_service(&self) {
+        self.failed.store(true, Ordering::Release);
+        self.durable.send_modify(|_| {});
+    }
+
+    /// Whether an fsync failed: the partition refuses writes until the broker restarts.
+    pub fn storage_failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
+
     /// Read access to the log. A poisoned lock means a panic mid-append, which leaves
     /// the in-memory state suspect; the data on disk is still checked on restart.
     pub fn log(&self) -> RwLockReadGuard<'_, PartitionLog> {
@@ -331,8 +343,7 @@ impl Partition {
         let result = target.sync();
         metrics.flushed(started.elapsed().as_secs_f64());
         if let Err(err) = result {
-            self.failed.store(true, Ordering::Release);
-            self.durable.send_modify(|_| {});
+            self.take_out_of_service();
             return Err(err);
         }
         self.log_mut().mark_synced(up_to);

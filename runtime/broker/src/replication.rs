@@ -152,7 +152,10 @@ fn apply_outputs(
                 };
                 let batch = BytesMut::from(batch.as_ref());
                 if let Err(err) = blocking(|| slot.partition.append_replica(batch, now_ms())) {
+                    // The log is as it was: fetch the batch again after a backoff (a
+                    // full disk may get space back; a failed one stays failed).
                     tracing::error!(topic = %slot.topic, partition = slot.index, %err, "replicated append failed");
+                    replica.handle_append_failed(range.base_offset, mono_ms());
                 }
             }
             Output::ProposeIsr(proposal) => {

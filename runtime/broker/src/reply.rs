@@ -107,6 +107,7 @@ impl From<PartitionAppendError> for RequestError {
             PartitionAppendError::Log(AppendError::ProducerFenced { .. }) => {
                 ErrorCode::InvalidProducerEpoch
             }
+            PartitionAppendError::Log(AppendError::StorageFull { .. }) => ErrorCode::StorageFull,
             PartitionAppendError::Log(_) | PartitionAppendError::StorageFailed => {
                 ErrorCode::StorageError
             }

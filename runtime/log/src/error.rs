@@ -36,6 +36,11 @@ pub enum AppendError {
     InvalidBatch(#[from] BatchError),
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: io::Error },
+    /// The file system holding the log has no space left (or the quota is used up).
+    /// Like every append error it leaves the log as it was, so appends succeed again
+    /// once space returns.
+    #[error("{path}: no space left for the batch: {source}")]
+    StorageFull { path: PathBuf, source: io::Error },
     /// An idempotent producer's batch skips sequence numbers; the missing batch may
     /// still arrive.
     #[error("out of order sequence: expected {expected}, received {received}")]
@@ -43,6 +48,26 @@ pub enum AppendError {
     /// An idempotent producer's epoch is older than the partition's.
     #[error("producer epoch {received} is fenced by epoch {current}")]
     ProducerFenced { current: u16, received: u16 },
+}
+
+impl AppendError {
+    /// The error for an I/O failure on `path`: [`AppendError::StorageFull`] when the
+    /// file system is out of space, else [`AppendError::Io`].
+    pub fn io(path: PathBuf, source: io::Error) -> Self {
+        if is_storage_full(&source) {
+            Self::StorageFull { path, source }
+        } else {
+            Self::Io { path, source }
+        }
+    }
+}
+
+/// Whether an I/O error says the file system has no space (or quota) left.
+pub fn is_storage_full(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    )
 }
 
 /// Why [`crate::PartitionLog::read`] or [`crate::PartitionLog::offset_for_timestamp`]

@@ -36,7 +36,9 @@ pub use config::{
     SEGMENT_BYTES_MAX_DEFAULT, SEVEN_DAYS_MS, TAIL_CACHE_BYTES_DEFAULT,
 };
 pub use durability::{FlushPolicy, FlushPolicyParseError, SyncTarget};
-pub use error::{AppendError, BatchFault, LogError, OpenError, ReadError, TruncateError};
+pub use error::{
+    AppendError, BatchFault, LogError, OpenError, ReadError, TruncateError, is_storage_full,
+};
 pub use index::INDEX_ENTRY_BYTES;
 pub use partition::{AppendInfo, PartitionLog, ReadSlice};
 pub use producer_state::{PRODUCER_BATCHES_KEPT, PRODUCERS_MAX, ProducerStateTable, SequenceCheck};

@@ -226,10 +226,7 @@ impl PartitionLog {
         let active = self.active_mut();
         active
             .append(data, &header, interval, cache, now_ms)
-            .map_err(|source| AppendError::Io {
-                path: active.log_path.clone(),
-                source,
-            })?;
+            .map_err(|source| AppendError::io(active.log_path.clone(), source))?;
         self.size_bytes += bytes as u64;
         self.producers.record(&header);
         Ok(AppendInfo {
@@ -303,7 +300,7 @@ impl PartitionLog {
     fn roll(&mut self) -> Result<(), AppendError> {
         let dir = self.dir.clone();
         let new_base = self.log_end_offset();
-        let io_at = |path: PathBuf| move |source| AppendError::Io { path, source };
+        let io_at = |path: PathBuf| move |source| AppendError::io(path, source);
         let sealing = self.active_mut();
         let sealing_path = sealing.log_path.clone();
         sealing

@@ -655,6 +655,31 @@ impl Replica {
         Ok(())
     }
 
+    /// The broker could not store the fetched batch starting at `base_offset` (its
+    /// disk is full, say): the log still ends there. The appends queued after it are
+    /// dropped, the epochs they brought forgotten, the high watermark capped at what is
+    /// stored, and the next fetch, after the usual backoff, asks for `base_offset`
+    /// again: replication resumes by itself once appends succeed. Meanwhile this
+    /// replica falls behind and the leader's lag rule takes it out of the ISR, as for
+    /// any slow follower.
+    pub fn handle_append_failed(&mut self, base_offset: u64, now_ms: u64) {
+        if base_offset >= self.log_end_offset {
+            return;
+        }
+        self.outputs
+            .retain(|o| !matches!(o, Output::Append(batch) if batch.base_offset >= base_offset));
+        self.log_end_offset = base_offset;
+        let cut = self.epochs.truncate_from_end(base_offset);
+        if cut < base_offset {
+            self.truncate_log(cut);
+        } else if self.high_watermark > base_offset {
+            self.set_high_watermark(base_offset);
+        }
+        if let RoleState::Follower(follower) = &mut self.role {
+            follower.next_fetch_ms = now_ms.saturating_add(self.config.fetch_backoff_ms);
+        }
+    }
+
     /// Ends the fetch in flight if `request` is it, returning the leader epoch.
     fn take_in_flight(&mut self, request: &FetchRequest) -> Result<u32, FetchResponseError> {
         let RoleState::Follower(follower) = &mut self.role else {

@@ -76,11 +76,15 @@ pub enum ErrorCode {
     /// The client could not be authenticated (no or unknown credentials, wrong
     /// password); the message never says which.
     AuthenticationFailed,
+    /// The broker's data directory has no space left: nothing of the request was
+    /// stored. Retriable: space may return (retention, an operator), or another broker
+    /// may take over the partition.
+    StorageFull,
 }
 
 impl ErrorCode {
     /// Every code, in numeric order.
-    pub const ALL: [ErrorCode; 38] = [
+    pub const ALL: [ErrorCode; 39] = [
         ErrorCode::Unknown,
         ErrorCode::UnknownTopic,
         ErrorCode::InvalidTopicName,
@@ -119,6 +123,7 @@ impl ErrorCode {
         ErrorCode::PluginAuthorizationFailed,
         ErrorCode::ProducerIdNotOwned,
         ErrorCode::AuthenticationFailed,
+        ErrorCode::StorageFull,
     ];
 
     /// The number on the wire. 0 means success and is not an error code.
@@ -162,6 +167,7 @@ impl ErrorCode {
             ErrorCode::PluginAuthorizationFailed => 36,
             ErrorCode::ProducerIdNotOwned => 37,
             ErrorCode::AuthenticationFailed => 38,
+            ErrorCode::StorageFull => 39,
         }
     }
 
@@ -211,6 +217,7 @@ impl ErrorCode {
             ErrorCode::PluginAuthorizationFailed => "PLUGIN_AUTHORIZATION_FAILED",
             ErrorCode::ProducerIdNotOwned => "PRODUCER_ID_NOT_OWNED",
             ErrorCode::AuthenticationFailed => "AUTHENTICATION_FAILED",
+            ErrorCode::StorageFull => "STORAGE_FULL",
         }
     }
 
@@ -228,6 +235,7 @@ impl ErrorCode {
                 | ErrorCode::NotCoordinator
                 | ErrorCode::PluginUnavailable
                 | ErrorCode::NotEnoughReplicasAfterAppend
+                | ErrorCode::StorageFull
         )
     }
 }
@@ -285,6 +293,7 @@ mod tests {
             (36, "PLUGIN_AUTHORIZATION_FAILED", false),
             (37, "PRODUCER_ID_NOT_OWNED", false),
             (38, "AUTHENTICATION_FAILED", false),
+            (39, "STORAGE_FULL", true),
         ];
         assert_eq!(pinned.len(), ErrorCode::ALL.len());
         for (code, (number, name, retriable)) in ErrorCode::ALL.iter().zip(pinned) {

@@ -191,9 +191,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
         let path = self.dir.join(VOTE_FILE);
         let payload = serde_json::to_vec(vote).map_err(|e| StorageIOError::write_vote(&e))?;
-        blocking(move || frame::write_file_atomically(&path, &[&payload]))
-            .await
-            .map_err(|e| StorageIOError::write_vote(&e))?;
+        until_space("vote", move || {
+            frame::write_file_atomically(&path, &[&payload])
+        })
+        .await
+        .map_err(|e| StorageIOError::write_vote(&e))?;
         self.vote = Some(*vote);
         Ok(())
     }
@@ -213,9 +215,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         let path = self.dir.join(COMMITTED_FILE);
         let payload = serde_json::to_vec(&committed).map_err(|e| StorageIOError::write(&e))?;
-        blocking(move || frame::write_file_atomically(&path, &[&payload]))
-            .await
-            .map_err(|e| StorageIOError::write(&e))?;
+        until_space("committed index", move || {
+            frame::write_file_atomically(&path, &[&payload])
+        })
+        .await
+        .map_err(|e| StorageIOError::write(&e))?;
         self.committed = committed;
         Ok(())
     }
@@ -234,8 +238,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: Send,
     {
         let entries: Vec<LogEntry> = entries.into_iter().collect();
-        let written = entries.clone();
-        match self.with_files(move |files| files.append(&written)).await {
+        let written = Arc::new(entries.clone());
+        let files = self.files.clone();
+        let appended = until_space("log", move || {
+            lock(&files).and_then(|mut files| files.append(&written))
+        })
+        .await;
+        match appended {
             Ok(()) => {
                 let mut memory = lock(&self.entries).map_err(|e| StorageIOError::write_logs(&e))?;
                 for entry in entries {
@@ -484,8 +493,12 @@ impl LogFiles {
         let (Some(segment), Some(file)) = (self.segments.last_mut(), self.active.as_mut()) else {
             unreachable!("frames are only buffered once a segment is active");
         };
-        file.write_all(pending)?;
-        file.sync_data()?;
+        if let Err(e) = file.write_all(pending).and_then(|()| file.sync_data()) {
+            // Nothing of a failed write may stay: the next one would land after a
+            // partial frame. (Opened for appending, the file's end is where writes go.)
+            file.set_len(segment.end)?;
+            return Err(e);
+        }
         segment.end += pending.len() as u64;
         segment.positions.append(positions);
         pending.clear();
@@ -502,7 +515,12 @@ impl LogFiles {
             .append(true)
             .create_new(true)
             .open(&path)?;
-        frame::sync_dir(&self.dir)?;
+        if let Err(e) = frame::sync_dir(&self.dir) {
+            // Gone again, so that a later attempt can create it.
+            drop(file);
+            let _ = fs::remove_file(&path);
+            return Err(e);
+        }
         self.segments.push(Segment {
             first_index,
             path,
@@ -692,6 +710,51 @@ pub(super) fn lock<T>(mutex: &Mutex<T>) -> io::Result<MutexGuard<'_, T>> {
     mutex
         .lock()
         .map_err(|_| io::Error::other("controller storage lock poisoned by a panic"))
+}
+
+/// How long the controller's storage waits between attempts while its file system is
+/// full.
+const STORAGE_FULL_RETRY: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Whether an I/O error says the file system has no space (or quota) left.
+pub(super) fn is_storage_full(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    )
+}
+
+/// Runs a write of the controller's storage on the blocking pool, trying again while
+/// the file system is full. Openraft treats a storage error as fatal (the node would
+/// serve no metadata until restarted), but a full disk is often temporary, and every
+/// write here leaves the files as they were when it fails. Meanwhile the Raft core
+/// waits: metadata requests time out with a retriable error, and in a cluster the
+/// other controllers elect a leader whose disk has room.
+pub(super) async fn until_space<T: Send + 'static>(
+    what: &'static str,
+    write: impl Fn() -> io::Result<T> + Send + Sync + 'static,
+) -> io::Result<T> {
+    let write = Arc::new(write);
+    let mut waited = false;
+    loop {
+        let attempt = Arc::clone(&write);
+        match blocking(move || attempt()).await {
+            Err(e) if is_storage_full(&e) => {
+                if !waited {
+                    tracing::warn!(what, error = %e,
+                        "controller storage is full; metadata changes wait until space returns");
+                    waited = true;
+                }
+                tokio::time::sleep(STORAGE_FULL_RETRY).await;
+            }
+            result => {
+                if waited && result.is_ok() {
+                    tracing::info!(what, "controller storage has space again");
+                }
+                return result;
+            }
+        }
+    }
 }
 
 pub(super) async fn blocking<T: Send + 'static>(

@@ -22,7 +22,7 @@ use tokio::sync::watch;
 
 use super::DirLock;
 use super::frame;
-use super::log_store::{blocking, lock};
+use super::log_store::{blocking, lock, until_space};
 use crate::metadata::{MetadataResponse, MetadataState};
 use crate::type_config::{ControllerNode, LogEntry, LogId, NodeId, TypeConfig};
 
@@ -195,11 +195,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let signature = Some(meta.signature());
         let meta_owned = meta.clone();
         let file = self.snapshot.clone();
-        let state = blocking(move || {
+        let data = Arc::new(data);
+        let state = until_space("snapshot", move || {
             let mut file = lock(&file)?;
             let state = decode_state(&data, &file.path)?;
             write_snapshot(&file.path, &meta_owned, &data)?;
-            file.meta = Some(meta_owned);
+            file.meta = Some(meta_owned.clone());
             Ok(state)
         })
         .await
@@ -251,7 +252,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let state = self.state.clone();
         let file = self.snapshot.clone();
         let meta_owned = meta.clone();
-        let data = blocking(move || {
+        let data = until_space("snapshot", move || {
             let data = serde_json::to_vec(&*state).map_err(io::Error::other)?;
             if data.len() > SNAPSHOT_BYTES_MAX {
                 return Err(io::Error::other(format!(
@@ -267,7 +268,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                 .is_some_and(|m| m.last_log_id > meta_owned.last_log_id);
             if !newer_on_disk {
                 write_snapshot(&file.path, &meta_owned, &data)?;
-                file.meta = Some(meta_owned);
+                file.meta = Some(meta_owned.clone());
             }
             Ok(data)
         })

@@ -837,3 +837,86 @@ fn one_live_follower_is_enough_for_a_minimum_of_two() {
         .can_accept_acks_all(LAG_MAX_MS + 20)
         .expect("two live ISR members");
 }
+
+#[test]
+fn a_follower_whose_append_failed_fetches_the_batch_again() {
+    let (mut leader, mut follower) = pair(&[(1, 10)], &[(1, 2)], 2);
+    let request = follower.poll_fetch(0).expect("due");
+    leader.handle_follower_fetch(&request, 0).expect("ok");
+    let batches = [
+        BatchRange {
+            base_offset: 2,
+            last_offset: 5,
+            leader_epoch: 1,
+        },
+        BatchRange {
+            base_offset: 6,
+            last_offset: 9,
+            leader_epoch: 1,
+        },
+    ];
+    follower
+        .handle_fetch_response(
+            &request,
+            FetchResponse::Records {
+                high_watermark: 8,
+                batches: &batches,
+            },
+            1,
+        )
+        .expect("ok");
+    assert_eq!(follower.high_watermark(), 8);
+    // The broker stores the first batch; the second finds the disk full.
+    assert_eq!(follower.poll_output(), Some(Output::Append(batches[0])));
+    assert_eq!(follower.poll_output(), Some(Output::Append(batches[1])));
+    follower.handle_append_failed(6, 1);
+    assert_eq!(follower.log_end_offset(), 6);
+    assert_eq!(follower.high_watermark(), 6, "capped at what is stored");
+    assert_eq!(drain(&mut follower), [Output::HighWatermark(6)]);
+    assert_eq!(follower.poll_fetch(1), None, "backs off first");
+    let again = follower
+        .poll_fetch(1 + BACKOFF_MS)
+        .expect("due after the backoff");
+    assert_eq!(again.fetch_offset, 6);
+}
+
+#[test]
+fn a_failed_append_drops_the_appends_queued_after_it() {
+    let (mut leader, mut follower) = pair(&[(1, 3), (2, 3)], &[], 2);
+    let request = follower.poll_fetch(0).expect("due");
+    leader.handle_follower_fetch(&request, 0).expect("ok");
+    let batches = [
+        BatchRange {
+            base_offset: 0,
+            last_offset: 2,
+            leader_epoch: 1,
+        },
+        BatchRange {
+            base_offset: 3,
+            last_offset: 5,
+            leader_epoch: 2,
+        },
+    ];
+    follower
+        .handle_fetch_response(
+            &request,
+            FetchResponse::Records {
+                high_watermark: 0,
+                batches: &batches,
+            },
+            1,
+        )
+        .expect("ok");
+    // The first append fails: the second, queued behind it, must not run.
+    assert_eq!(follower.poll_output(), Some(Output::Append(batches[0])));
+    follower.handle_append_failed(0, 1);
+    assert_eq!(drain(&mut follower), []);
+    assert_eq!(follower.log_end_offset(), 0);
+    assert_eq!(
+        follower.epochs().latest_epoch(),
+        None,
+        "epoch 2's start forgotten"
+    );
+    let again = follower.poll_fetch(1 + BACKOFF_MS).expect("due");
+    assert_eq!((again.fetch_offset, again.last_fetched_epoch), (0, None));
+}
