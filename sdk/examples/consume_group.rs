@@ -18,7 +18,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use quiver_sdk::{
-    Client, ClientConfig, Consumer, ConsumerConfig, OffsetReset, RebalanceListener, TopicPartition,
+    Client, ClientConfig, Consumer, ConsumerConfig, OffsetReset, Rebalance, RebalanceListener,
+    TopicPartition,
 };
 
 const DEFAULT_BROKER: &str = "127.0.0.1:7420";
@@ -60,7 +61,7 @@ impl RebalanceListener for PrintRebalance {
             .collect()
     }
 
-    fn on_partitions_assigned(&mut self, assigned: &[TopicPartition]) {
+    fn on_partitions_assigned(&mut self, assigned: &[TopicPartition], _: &mut Rebalance) {
         eprintln!("assigned: {}", list(assigned));
     }
 }

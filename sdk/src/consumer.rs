@@ -119,6 +119,47 @@ pub enum ConsumerError {
     Closed,
 }
 
+/// Where a [`Rebalance::seek_to`] moves a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SeekTo {
+    /// This offset: the next record read is the one stored there.
+    Offset(u64),
+    /// The first stored record.
+    Beginning,
+    /// Past the last record: only new records are read.
+    End,
+    /// The first record whose timestamp is at or after this one (milliseconds since
+    /// the epoch), or the end when there is none.
+    Timestamp(i64),
+}
+
+/// What a [`RebalanceListener`] asks for the partitions it was just given: where
+/// reading starts, and offsets to commit. The consumer carries it out when the
+/// callback returns, before anything of those partitions is fetched (as Java's
+/// `ConsumerRebalanceListener` calling `seek` and `commitSync` from
+/// `onPartitionsAssigned`).
+#[derive(Debug, Default)]
+pub struct Rebalance {
+    seeks: Vec<(TopicPartition, SeekTo)>,
+    commits: Vec<(TopicPartition, u64)>,
+}
+
+impl Rebalance {
+    /// Starts reading `tp` at `to` instead of its committed offset (or the reset
+    /// policy). The last seek asked for a partition wins.
+    pub fn seek_to(&mut self, tp: &TopicPartition, to: SeekTo) {
+        self.seeks.retain(|(t, _)| t != tp);
+        self.seeks.push((tp.clone(), to));
+    }
+
+    /// Commits `offset` (the next record to read) for `tp` for the group.
+    pub fn commit(&mut self, tp: &TopicPartition, offset: u64) {
+        self.commits.retain(|(t, _)| t != tp);
+        self.commits.push((tp.clone(), offset));
+    }
+}
+
 /// Told about partitions a group gives and takes.
 pub trait RebalanceListener: Send {
     /// Called inside `poll` before `revoked` are released. Returns offsets to commit
@@ -133,9 +174,12 @@ pub trait RebalanceListener: Send {
         Vec::new()
     }
 
-    /// Called inside `poll` once `assigned` are this consumer's.
-    fn on_partitions_assigned(&mut self, assigned: &[TopicPartition]) {
-        let _ = assigned;
+    /// Called inside `poll` (or [`Consumer::wait_for_assignment`]) once `assigned`
+    /// are this consumer's, before any of them is fetched. Seeks and commits asked of
+    /// `rebalance` are carried out when this returns; a seek for a partition that is
+    /// not among `assigned` makes that call return [`ConsumerError::NotAssigned`].
+    fn on_partitions_assigned(&mut self, assigned: &[TopicPartition], rebalance: &mut Rebalance) {
+        let _ = (assigned, rebalance);
     }
 }
 
@@ -209,6 +253,10 @@ pub struct Consumer {
     committed_positions: BTreeMap<TopicPartition, u64>,
     closed: bool,
 }
+
+/// How often [`Consumer::wait_for_assignment`] looks for a grant from the heartbeat
+/// task.
+const ASSIGNMENT_CHECK_INTERVAL: Duration = Duration::from_millis(20);
 
 fn lock(state: &Mutex<Membership>) -> std::sync::MutexGuard<'_, Membership> {
     state
@@ -548,12 +596,90 @@ impl Consumer {
         if !added.is_empty()
             && let Some(listener) = self.listener.as_mut()
         {
+            let mut rebalance = Rebalance::default();
             listener
                 .get_mut()
                 .unwrap_or_else(|p| p.into_inner())
-                .on_partitions_assigned(&added);
+                .on_partitions_assigned(&added, &mut rebalance);
+            self.carry_out(&added, rebalance).await?;
         }
         Ok(())
+    }
+
+    /// Performs what a listener asked for the partitions in `added`.
+    async fn carry_out(
+        &mut self,
+        added: &[TopicPartition],
+        rebalance: Rebalance,
+    ) -> Result<(), ConsumerError> {
+        if let Some((tp, _)) = rebalance.seeks.iter().find(|(tp, _)| !added.contains(tp)) {
+            return Err(ConsumerError::NotAssigned(tp.clone()));
+        }
+        self.commit_offsets(&rebalance.commits).await?;
+        for (tp, to) in rebalance.seeks {
+            let spec = match to {
+                SeekTo::Offset(offset) => {
+                    self.seek(&tp, offset)?;
+                    continue;
+                }
+                SeekTo::Beginning => OffsetSpec::Earliest,
+                SeekTo::End => OffsetSpec::Latest,
+                SeekTo::Timestamp(ms) => OffsetSpec::Timestamp(ms),
+            };
+            self.seek_spec(&tp, spec).await?;
+        }
+        Ok(())
+    }
+
+    /// Waits until the group gives this consumer partitions, applying the assignment
+    /// as `poll` does (the rebalance listener is told) and resolving where each
+    /// partition starts, without fetching records. Returns the assignment; empty when
+    /// none came within `timeout` (a group with more members than partitions, say).
+    /// Without a group, returns the partitions given to [`Consumer::assign`].
+    pub async fn wait_for_assignment(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<Vec<TopicPartition>, ConsumerError> {
+        if self.closed {
+            return Err(ConsumerError::Closed);
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.apply_assignment().await?;
+            if !self.assigned.is_empty() {
+                self.resolve_positions().await?;
+                return Ok(self.assignment());
+            }
+            if self.group.is_none() || Instant::now() >= deadline {
+                return Ok(Vec::new());
+            }
+            // The heartbeat task brings the grant; it is looked at this often.
+            tokio::time::sleep(ASSIGNMENT_CHECK_INTERVAL.min(deadline - Instant::now())).await;
+        }
+    }
+
+    /// For each partition, the offset of the first record whose timestamp is at or
+    /// after the given one (milliseconds since the epoch), through the partition's time
+    /// index; `None` where no record is that recent (Kafka's `offsetsForTimes`). The
+    /// partitions need not be this consumer's; they are asked in parallel.
+    pub async fn offsets_for_times(
+        &self,
+        query: &[(TopicPartition, i64)],
+    ) -> Result<BTreeMap<TopicPartition, Option<u64>>, ConsumerError> {
+        let lookups = query.iter().map(|(tp, timestamp_ms)| async move {
+            let answer = self
+                .client
+                .list_offsets(
+                    &tp.topic,
+                    tp.partition,
+                    OffsetSpec::Timestamp(*timestamp_ms),
+                )
+                .await?;
+            Ok::<_, ConsumerError>((tp.clone(), answer.offset))
+        });
+        futures_util::future::try_join_all(lookups)
+            .await
+            .map(|found| found.into_iter().collect())
     }
 
     /// Gives partitions without a position one: the committed offset, else the reset

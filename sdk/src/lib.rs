@@ -41,8 +41,8 @@ pub use client::{
     Client, ClientConfig, FetchOptions, Fetched, FetchedBatches, ProduceReceipt, ScramLogin,
 };
 pub use consumer::{
-    Consumer, ConsumerConfig, ConsumerError, ConsumerRecord, OffsetReset, RebalanceListener,
-    TopicPartition,
+    Consumer, ConsumerConfig, ConsumerError, ConsumerRecord, OffsetReset, Rebalance,
+    RebalanceListener, SeekTo, TopicPartition,
 };
 pub use error::{ConnectError, RequestError};
 pub use partitioner::partition_for_key;

@@ -488,7 +488,11 @@ impl quiver_sdk::RebalanceListener for Recorder {
         Vec::new()
     }
 
-    fn on_partitions_assigned(&mut self, assigned: &[TopicPartition]) {
+    fn on_partitions_assigned(
+        &mut self,
+        assigned: &[TopicPartition],
+        _: &mut quiver_sdk::Rebalance,
+    ) {
         let mut log = self.0.lock().expect("lock");
         for tp in assigned {
             log.push(format!("assigned {tp}"));
@@ -706,7 +710,11 @@ struct CountingListener {
 }
 
 impl quiver_sdk::RebalanceListener for CountingListener {
-    fn on_partitions_assigned(&mut self, partitions: &[TopicPartition]) {
+    fn on_partitions_assigned(
+        &mut self,
+        partitions: &[TopicPartition],
+        _: &mut quiver_sdk::Rebalance,
+    ) {
         self.calls.set(self.calls.get() + 1);
         let _ = self.assigned.send(partitions.len());
     }
@@ -761,4 +769,149 @@ async fn a_group_consumer_polls_and_commits_from_a_spawned_task() {
         2,
         "both partitions assigned"
     );
+}
+
+/// Seeks partition 0 to offset 30 and partition 1 to the first record at or after a
+/// timestamp, and commits 5 for partition 1, from inside the assignment callback.
+struct SeekingListener {
+    timestamp_ms: i64,
+}
+
+impl quiver_sdk::RebalanceListener for SeekingListener {
+    fn on_partitions_assigned(
+        &mut self,
+        assigned: &[TopicPartition],
+        rebalance: &mut quiver_sdk::Rebalance,
+    ) {
+        for tp in assigned {
+            match tp.partition {
+                0 => rebalance.seek_to(tp, quiver_sdk::SeekTo::Offset(30)),
+                _ => {
+                    rebalance.seek_to(tp, quiver_sdk::SeekTo::Timestamp(self.timestamp_ms));
+                    rebalance.commit(tp, 5);
+                }
+            }
+        }
+    }
+}
+
+/// Produces `count` records to `partition`, record `i` stamped `base_ms + i`.
+async fn produce_stamped(client: &Client, topic: &str, partition: u32, count: i64, base_ms: i64) {
+    let records: Vec<Record> = (0..count)
+        .map(|i| Record::from_value(format!("p{partition}-{i}"), base_ms + i))
+        .collect();
+    client
+        .produce(topic, partition, Acks::All, &records)
+        .await
+        .expect("produce");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebalance_listener_seeks_and_commits_the_partitions_it_is_given() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(dir.path());
+    let client = broker.client().await;
+    client
+        .create_topic("seeking", 2, 1, &[])
+        .await
+        .expect("create");
+    let base_ms = 1_700_000_000_000;
+    for partition in 0..2 {
+        produce_stamped(&client, "seeking", partition, 50, base_ms).await;
+    }
+    let mut consumer = Consumer::new(client.clone(), group_config("g-seeking"));
+    consumer.set_rebalance_listener(SeekingListener {
+        timestamp_ms: base_ms + 42,
+    });
+    consumer.subscribe(&["seeking"]).expect("subscribe");
+
+    // Waiting for the assignment applies it, listener included, without fetching.
+    let assigned = consumer
+        .wait_for_assignment(Duration::from_secs(30))
+        .await
+        .expect("assignment");
+    let (p0, p1) = (
+        TopicPartition::new("seeking", 0),
+        TopicPartition::new("seeking", 1),
+    );
+    assert_eq!(assigned, [p0.clone(), p1.clone()]);
+    assert_eq!(consumer.position(&p0), Some(30), "the listener's seek");
+    assert_eq!(consumer.position(&p1), Some(42), "the seek by timestamp");
+    let committed = consumer.committed(&[p1.clone()]).await.expect("committed");
+    assert_eq!(committed, [(p1.clone(), Some(5))], "the listener's commit");
+
+    let records = poll_n(&mut consumer, 28).await;
+    let per_partition = |p: u32| -> Vec<u64> {
+        records
+            .iter()
+            .filter(|r| r.partition == p)
+            .map(|r| r.offset)
+            .collect()
+    };
+    assert_eq!(per_partition(0), (30..50).collect::<Vec<_>>());
+    assert_eq!(per_partition(1), (42..50).collect::<Vec<_>>());
+
+    // Offsets for times, across partitions, whether assigned or not.
+    let found = consumer
+        .offsets_for_times(&[
+            (p0.clone(), base_ms + 10),
+            (p1.clone(), base_ms + 49),
+            (p1.clone(), base_ms + 50),
+        ])
+        .await
+        .expect("offsets for times");
+    assert_eq!(found.get(&p0), Some(&Some(10)));
+    // The same partition twice: the last query wins in the map, and nothing that
+    // recent exists.
+    assert_eq!(found.get(&p1), Some(&None));
+    let found = consumer
+        .offsets_for_times(&[(p1.clone(), base_ms + 49)])
+        .await
+        .expect("offsets for times");
+    assert_eq!(found.get(&p1), Some(&Some(49)));
+    let unknown = consumer
+        .offsets_for_times(&[(TopicPartition::new("seeking", 7), base_ms)])
+        .await;
+    assert!(
+        matches!(&unknown, Err(quiver_sdk::ConsumerError::Request(e)) if e.code() == Some(ErrorCode::UnknownPartition)),
+        "{unknown:?}"
+    );
+    consumer.close().await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_for_an_assignment_that_cannot_come_returns_none_in_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(dir.path());
+    let client = broker.client().await;
+    client
+        .create_topic("one-partition", 1, 1, &[])
+        .await
+        .expect("create");
+    let mut first = Consumer::new(client.clone(), group_config("g-crowded"));
+    first.subscribe(&["one-partition"]).expect("subscribe");
+    let got = first
+        .wait_for_assignment(Duration::from_secs(30))
+        .await
+        .expect("assignment");
+    assert_eq!(got, [TopicPartition::new("one-partition", 0)]);
+    // A second member of a one-partition group gets nothing while the first stays.
+    let mut second = Consumer::new(client.clone(), group_config("g-crowded"));
+    second.subscribe(&["one-partition"]).expect("subscribe");
+    let none = second
+        .wait_for_assignment(Duration::from_secs(2))
+        .await
+        .expect("no error");
+    assert!(none.is_empty(), "{none:?}");
+    // Without a group or an assignment there is nothing to wait for.
+    let mut alone = Consumer::new(client.clone(), ConsumerConfig::default());
+    assert!(
+        alone
+            .wait_for_assignment(Duration::from_secs(30))
+            .await
+            .expect("no error")
+            .is_empty()
+    );
+    second.close().await.expect("close");
+    first.close().await.expect("close");
 }
