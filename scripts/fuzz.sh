@@ -26,6 +26,7 @@ targets=(
     "response_frame 2500000"
     "controller_frame 1000000"
     "segment_recovery 10000"
+    "plugin_answer 2000000"
 )
 
 cargo fuzz build --sanitizer none --fuzz-dir fuzz

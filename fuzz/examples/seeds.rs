@@ -3,6 +3,10 @@
 
 use std::path::Path;
 
+#[allow(dead_code, reason = "only the encoder is used")]
+#[path = "../../runtime/plugin-host/src/abi.rs"]
+mod abi;
+
 use bytes::{Bytes, BytesMut};
 use quiver_wire::batch::{
     BatchBuilder, Compression, ProducerStamp, Record, RecordHeader, stamp,
@@ -104,4 +108,24 @@ fn main() {
     quiver_cluster::storage::frame::encode(br#"{"log_id":{"leader_id":{"term":1,"node_id":1},"index":1},"payload":"Blank"}"#, &mut framed);
     write(&controller, "blank_entry", &framed);
     write(&controller, "command", br#"{"CreateTopic":{"name":"orders","partitions":1,"replication_factor":1}}"#);
+
+    // A plugin answer: the selector byte (input count << 2 | kind), then the answer.
+    let answers = root.join("plugin_answer");
+    let records: Vec<_> = (0..3)
+        .map(|i| quiver_wire::batch::DecodedRecord {
+            offset: i,
+            timestamp: 1_700_000_000_000,
+            key: (i == 1).then(|| Bytes::from_static(b"k")),
+            value: Some(Bytes::from(format!("value {i}"))),
+            headers: vec![RecordHeader {
+                key: "h".into(),
+                value: (i != 2).then(|| Bytes::from_static(b"v")),
+            }],
+        })
+        .collect();
+    let list = abi::encode_records(&records);
+    for (name, kind) in [("map", 0u8), ("filter_map", 1), ("array_map", 2)] {
+        write(&answers, name, &[&[3 << 2 | kind][..], &list].concat());
+    }
+    write(&answers, "filter", &[3 << 2 | 3, 3, 0, 0, 0, 0b101]);
 }
