@@ -243,7 +243,10 @@ pub fn check(events: &[Event], stored: &[StoredRecord]) -> Result<Summary, Vec<S
     }
     for (id, offsets) in &offsets_of {
         if offsets.len() > 1 {
-            violations.push(format!("id {id} is stored {} times: {offsets:?}", offsets.len()));
+            violations.push(format!(
+                "id {id} is stored {} times: {offsets:?}",
+                offsets.len()
+            ));
         }
     }
     for window in stored.windows(2) {
@@ -323,5 +326,9 @@ pub fn value_of(id: u64) -> String {
 
 /// The id a stored value carries; `None` for a value no test wrote.
 pub fn id_of(value: &[u8]) -> Option<u64> {
-    std::str::from_utf8(value).ok()?.strip_prefix("id-")?.parse().ok()
+    std::str::from_utf8(value)
+        .ok()?
+        .strip_prefix("id-")?
+        .parse()
+        .ok()
 }

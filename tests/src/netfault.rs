@@ -130,7 +130,9 @@ impl Network {
             let inner = format!("{}n{node:x}", self.tag);
             let outer = format!("{}s{node:x}", self.tag);
             ip(&["netns", "add", &ns])?;
-            ip(&["link", "add", &inner, "type", "veth", "peer", "name", &outer])?;
+            ip(&[
+                "link", "add", &inner, "type", "veth", "peer", "name", &outer,
+            ])?;
             ip(&["link", "set", &inner, "netns", &ns])?;
             ip(&["link", "set", &outer, "netns", &switch])?;
             ip(&["-n", &switch, "link", "set", &outer, "master", "br0"])?;
@@ -142,7 +144,9 @@ impl Network {
         }
         let host = self.host_if();
         let host_peer = format!("{}hp", self.tag);
-        ip(&["link", "add", &host, "type", "veth", "peer", "name", &host_peer])?;
+        ip(&[
+            "link", "add", &host, "type", "veth", "peer", "name", &host_peer,
+        ])?;
         ip(&["link", "set", &host_peer, "netns", &switch])?;
         ip(&["-n", &switch, "link", "set", &host_peer, "master", "br0"])?;
         ip(&["-n", &switch, "link", "set", &host_peer, "up"])?;
@@ -309,7 +313,9 @@ pub fn write_cluster_tls(data_dirs: &[&Path], ips: &[IpAddr]) {
         rcgen::Ia5String::try_from("urn:quiver:broker").expect("URI"),
     ));
     let key = rcgen::KeyPair::generate().expect("broker key");
-    let cert = params.signed_by(&key, &ca, &ca_key).expect("broker certificate");
+    let cert = params
+        .signed_by(&key, &ca, &ca_key)
+        .expect("broker certificate");
     for dir in data_dirs {
         let tls = dir.join("tls");
         std::fs::create_dir_all(&tls).expect("tls dir");
@@ -366,7 +372,11 @@ impl NetCluster {
 
     /// A client config for broker `node` (0-based) with a short request timeout, so a
     /// client facing a silent broker moves on.
-    pub fn client_config(&self, node: usize, request_timeout: Duration) -> quiver_sdk::ClientConfig {
+    pub fn client_config(
+        &self,
+        node: usize,
+        request_timeout: Duration,
+    ) -> quiver_sdk::ClientConfig {
         let mut config = self.brokers[node].client_config();
         config.request_timeout = request_timeout;
         config.connect_timeout = request_timeout;

@@ -55,7 +55,11 @@ async fn status(cluster: &NetCluster, node: usize) -> Option<ClusterStatusRespon
 
 /// `broker`'s view of partition `partition`.
 async fn view(cluster: &NetCluster, node: usize, partition: u32) -> Option<PartitionInfo> {
-    let topic = client(cluster, node).await?.describe_topic(TOPIC).await.ok()?;
+    let topic = client(cluster, node)
+        .await?
+        .describe_topic(TOPIC)
+        .await
+        .ok()?;
     topic
         .partitions
         .into_iter()
@@ -66,11 +70,16 @@ async fn view(cluster: &NetCluster, node: usize, partition: u32) -> Option<Parti
 /// ISR on every broker; returns the controller leader (0-based) and the partitions as
 /// node 0 sees them.
 async fn settle(cluster: &NetCluster, create: bool) -> (usize, Vec<PartitionInfo>) {
-    let formed = eventually("a controller leader, three active brokers", SETTLE_MAX, || async {
-        let s = status(cluster, 0).await?;
-        let all = (1..=NODES as u32).all(|id| s.brokers.iter().any(|b| b.id == id && !b.fenced));
-        (all && s.controller_leader.is_some()).then_some(s)
-    })
+    let formed = eventually(
+        "a controller leader, three active brokers",
+        SETTLE_MAX,
+        || async {
+            let s = status(cluster, 0).await?;
+            let all =
+                (1..=NODES as u32).all(|id| s.brokers.iter().any(|b| b.id == id && !b.fenced));
+            (all && s.controller_leader.is_some()).then_some(s)
+        },
+    )
     .await;
     if create {
         let admin = client(cluster, 0).await.expect("client");
@@ -91,32 +100,41 @@ async fn settle(cluster: &NetCluster, create: bool) -> (usize, Vec<PartitionInfo
         })
         .await;
     }
-    let partitions = eventually("every partition led, its ISR full, on every broker", SETTLE_MAX, || async {
-        let mut first: Option<Vec<PartitionInfo>> = None;
-        for node in 0..NODES {
-            let topic = client(cluster, node).await?.describe_topic(TOPIC).await.ok()?;
-            let ok = topic.partitions.len() == PARTITIONS as usize
-                && topic
-                    .partitions
-                    .iter()
-                    .all(|p| p.leader != u32::MAX && p.isr.len() == NODES);
-            if !ok {
-                return None;
-            }
-            match &first {
-                None => first = Some(topic.partitions),
-                Some(seen) => {
-                    let same = seen.iter().zip(&topic.partitions).all(|(a, b)| {
-                        (a.leader, a.leader_epoch) == (b.leader, b.leader_epoch)
-                    });
-                    if !same {
-                        return None;
+    let partitions = eventually(
+        "every partition led, its ISR full, on every broker",
+        SETTLE_MAX,
+        || async {
+            let mut first: Option<Vec<PartitionInfo>> = None;
+            for node in 0..NODES {
+                let topic = client(cluster, node)
+                    .await?
+                    .describe_topic(TOPIC)
+                    .await
+                    .ok()?;
+                let ok = topic.partitions.len() == PARTITIONS as usize
+                    && topic
+                        .partitions
+                        .iter()
+                        .all(|p| p.leader != u32::MAX && p.isr.len() == NODES);
+                if !ok {
+                    return None;
+                }
+                match &first {
+                    None => first = Some(topic.partitions),
+                    Some(seen) => {
+                        let same = seen
+                            .iter()
+                            .zip(&topic.partitions)
+                            .all(|(a, b)| (a.leader, a.leader_epoch) == (b.leader, b.leader_epoch));
+                        if !same {
+                            return None;
+                        }
                     }
                 }
             }
-        }
-        first
-    })
+            first
+        },
+    )
     .await;
     let leader = formed.controller_leader.expect("a leader") as usize - 1;
     // The status read above may be older than the topic: read it again.
@@ -149,7 +167,10 @@ impl Workload {
             while !s.load(Ordering::Relaxed) {
                 h.attempt(id);
                 let record = Record::from_value(history::value_of(id), 0);
-                match producer.produce(TOPIC, partition, Acks::All, &[record]).await {
+                match producer
+                    .produce(TOPIC, partition, Acks::All, &[record])
+                    .await
+                {
                     Ok(Some(receipt)) => h.ack(id, receipt.base_offset),
                     Ok(None) => h.failed(id, "acks=all answered nothing".into()),
                     Err(e) => {
@@ -349,14 +370,21 @@ fn leader_of(partitions: &[PartitionInfo], partition: u32) -> usize {
 /// Whatever broker in `brokers` has died is reported with its stderr.
 fn all_running(brokers: &mut [Broker]) {
     for (i, broker) in brokers.iter_mut().enumerate() {
-        assert!(broker.is_running(), "broker {} exited:\n{}", i + 1, broker.stderr());
+        assert!(
+            broker.is_running(),
+            "broker {} exited:\n{}",
+            i + 1,
+            broker.stderr()
+        );
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partition_leader_cut_from_the_controller_majority() {
     let test = "partition_leader_cut_from_the_controller_majority";
-    let Some(mut cluster) = start(test) else { return };
+    let Some(mut cluster) = start(test) else {
+        return;
+    };
     let (controller, partitions) = settle(&cluster, true).await;
     // A partition led by a broker that is not the controller leader.
     let partition = (0..PARTITIONS)
@@ -371,7 +399,10 @@ async fn partition_leader_cut_from_the_controller_majority() {
 
     let cut_at = workload.history.now();
     cluster.network.isolate(isolated);
-    eprintln!("[{test}] cut node {} (leads partition {partition}, epoch {old_epoch})", isolated + 1);
+    eprintln!(
+        "[{test}] cut node {} (leads partition {partition}, epoch {old_epoch})",
+        isolated + 1
+    );
     // The majority elects another leader; producers must find it while the old one is
     // still cut off.
     let majority: Vec<usize> = (0..NODES).filter(|n| *n != isolated).collect();
@@ -404,11 +435,30 @@ async fn partition_leader_cut_from_the_controller_majority() {
     .await;
     eprintln!("[{test}] producers resumed {resumed:?} after the cut");
     workload.acknowledged(20).await;
-    // The old leader learns it was deposed while still cut off: it answers NOT_LEADER
-    // (or names the new leader) instead of taking writes it cannot replicate.
-    eventually("the isolated broker stops leading", SETTLE_MAX, || async {
-        let p = view(&cluster, isolated, partition).await?;
-        (p.leader as usize != isolated + 1).then_some(())
+    // The old leader stops acting as one while still cut off: a write sent to it
+    // directly (acks=leader, which it could acknowledge alone) is refused with
+    // NOT_LEADER, not taken into a log the majority has moved past.
+    eventually("the isolated broker refuses writes", SETTLE_MAX, || async {
+        let direct = client(&cluster, isolated).await?;
+        let mut builder =
+            quiver_wire::batch::BatchBuilder::new(quiver_wire::batch::ProducerStamp::NONE);
+        builder.push(&Record::from_value("not an id", 0));
+        let batch = builder.finish()?;
+        let frame = quiver_wire::message::ProduceRequest {
+            topic: TOPIC.into(),
+            partition,
+            acks: Acks::Leader,
+            timeout_ms: 1_000,
+            batch: bytes::BytesMut::from(batch.as_ref()),
+        };
+        let answer = direct
+            .send_frame(quiver_wire::message::Rpc::encode_frame(&frame))
+            .await;
+        match answer {
+            Err(e) if e.code() == Some(quiver_sdk::ErrorCode::NotLeader) => Some(()),
+            Ok(_) => panic!("the isolated broker took a write while cut off from the controller"),
+            Err(_) => None,
+        }
     })
     .await;
 
@@ -428,7 +478,9 @@ async fn partition_leader_cut_from_the_controller_majority() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn controller_leader_cut_off() {
     let test = "controller_leader_cut_off";
-    let Some(mut cluster) = start(test) else { return };
+    let Some(mut cluster) = start(test) else {
+        return;
+    };
     let (controller, partitions) = settle(&cluster, true).await;
     // A partition whose leader stays connected to the majority.
     let partition = (0..PARTITIONS)
@@ -447,19 +499,27 @@ async fn controller_leader_cut_off() {
         healthy + 1
     );
     let majority: Vec<usize> = (0..NODES).filter(|n| *n != controller).collect();
-    eventually("a new controller leader in the majority", SETTLE_MAX, || async {
-        let s = status(&cluster, majority[0]).await?;
-        s.controller_leader
-            .filter(|l| *l as usize - 1 != controller)
-            .map(|_| ())
-    })
+    eventually(
+        "a new controller leader in the majority",
+        SETTLE_MAX,
+        || async {
+            let s = status(&cluster, majority[0]).await?;
+            s.controller_leader
+                .filter(|l| *l as usize - 1 != controller)
+                .map(|_| ())
+        },
+    )
     .await;
     // The new controller fences the cut broker (it stops heartbeating) and shrinks the
     // ISR; the partition's leader, healthy all along, keeps leading.
-    eventually("the cut broker fenced and out of the ISR", SETTLE_MAX, || async {
-        let p = view(&cluster, healthy, partition).await?;
-        (!p.isr.contains(&(controller as u32 + 1))).then_some(())
-    })
+    eventually(
+        "the cut broker fenced and out of the ISR",
+        SETTLE_MAX,
+        || async {
+            let p = view(&cluster, healthy, partition).await?;
+            (!p.isr.contains(&(controller as u32 + 1))).then_some(())
+        },
+    )
     .await;
     workload.acknowledged(20).await;
 
@@ -499,7 +559,9 @@ const FLAPS: usize = 4;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flapping_link_to_one_follower() {
     let test = "a_flapping_link_to_one_follower";
-    let Some(mut cluster) = start(test) else { return };
+    let Some(mut cluster) = start(test) else {
+        return;
+    };
     let (controller, partitions) = settle(&cluster, true).await;
     // A partition led by the controller leader, so that only the follower's link
     // flaps: the controller majority stays whole.
@@ -545,7 +607,9 @@ async fn a_flapping_link_to_one_follower() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_split_where_no_broker_reaches_another() {
     let test = "a_split_where_no_broker_reaches_another";
-    let Some(mut cluster) = start(test) else { return };
+    let Some(mut cluster) = start(test) else {
+        return;
+    };
     let (_, partitions) = settle(&cluster, true).await;
     let partition = 0;
     let leader = leader_of(&partitions, partition);
@@ -610,7 +674,9 @@ fn the_checker_fails_a_history_that_lost_an_acknowledged_record() {
     let lost: Vec<StoredRecord> = stored.iter().copied().filter(|r| r.id != 4).collect();
     let violations = history::check(&events, &lost).expect_err("a lost record is caught");
     assert!(
-        violations.iter().any(|v| v.contains("acknowledged id 4") && v.contains("lost")),
+        violations
+            .iter()
+            .any(|v| v.contains("acknowledged id 4") && v.contains("lost")),
         "{violations:?}"
     );
     assert!(
@@ -632,7 +698,9 @@ fn the_checker_fails_duplicates_reordering_and_two_leaders_in_one_epoch() {
     });
     let violations = history::check(&events, &twice).expect_err("a duplicate is caught");
     assert!(
-        violations.iter().any(|v| v.contains("id 3 is stored 2 times")),
+        violations
+            .iter()
+            .any(|v| v.contains("id 3 is stored 2 times")),
         "{violations:?}"
     );
 
@@ -642,9 +710,9 @@ fn the_checker_fails_duplicates_reordering_and_two_leaders_in_one_epoch() {
     swapped[7].id = 6;
     let violations = history::check(&events, &swapped).expect_err("reordering is caught");
     assert!(
-        violations
-            .iter()
-            .any(|v| v.contains("acknowledged id 6 was acknowledged at offset 6 but is stored at 7")),
+        violations.iter().any(
+            |v| v.contains("acknowledged id 6 was acknowledged at offset 6 but is stored at 7")
+        ),
         "{violations:?}"
     );
 
@@ -668,7 +736,9 @@ fn the_checker_fails_duplicates_reordering_and_two_leaders_in_one_epoch() {
     backwards[8].epoch = 1;
     let violations = history::check(&events, &backwards).expect_err("an older epoch is caught");
     assert!(
-        violations.iter().any(|v| v.contains("in epoch 1 after offset 7 in epoch 2")),
+        violations
+            .iter()
+            .any(|v| v.contains("in epoch 1 after offset 7 in epoch 2")),
         "{violations:?}"
     );
 
