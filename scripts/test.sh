@@ -40,7 +40,8 @@ if ! command -v promtool >/dev/null 2>&1; then
 fi
 
 # ip (iproute2) and unshare (util-linux): the security suite runs a broker on a
-# routable address inside a network namespace of its own.
+# routable address inside a network namespace of its own, and the faults suite puts
+# each broker of a cluster in one (ip netns, veth, a bridge).
 if ! command -v ip >/dev/null 2>&1 || ! command -v unshare >/dev/null 2>&1; then
     if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
         say "installing iproute2 and util-linux (for the security suite)"

@@ -134,6 +134,36 @@ pub struct ProduceReceipt {
     pub log_append_time: i64,
 }
 
+/// How long a metadata refresh waits for more brokers' answers after the first, to
+/// weigh their leader epochs. A broker slower than this is not waited for.
+const METADATA_GRACE: Duration = Duration::from_millis(300);
+
+/// Per partition (topic, index), the leader named in the newest leader epoch among
+/// `answers`; partitions without a leader in any answer are left out.
+fn newest_leaders(answers: &[MetadataResponse]) -> std::collections::HashMap<(String, u32), u32> {
+    let mut newest: std::collections::HashMap<(String, u32), (u32, u32)> =
+        std::collections::HashMap::new();
+    for metadata in answers {
+        for t in &metadata.topics {
+            for p in &t.partitions {
+                if p.leader == u32::MAX {
+                    continue;
+                }
+                let entry = newest
+                    .entry((t.name.clone(), p.partition))
+                    .or_insert((p.leader_epoch, p.leader));
+                if p.leader_epoch > entry.0 {
+                    *entry = (p.leader_epoch, p.leader);
+                }
+            }
+        }
+    }
+    newest
+        .into_iter()
+        .map(|(key, (_, leader))| (key, leader))
+        .collect()
+}
+
 /// How many times a group request looks for a moved coordinator before failing.
 const COORDINATOR_ATTEMPTS: u32 = 6;
 /// The wait before looking again, times the attempt number.
@@ -426,26 +456,64 @@ impl Client {
         candidates
     }
 
-    /// Learns `topic`'s partition leaders from the first broker that answers. A lone
-    /// broker (one broker in the metadata) serves everything itself.
+    /// Learns `topic`'s partition leaders. Every broker this client knows is asked at
+    /// once, and for each partition the answer naming the newest leader epoch wins: a
+    /// broker cut off from the controller (the bootstrap broker, say) keeps answering
+    /// with the leader it last knew, and a client that believed the first answer would
+    /// keep sending to a deposed leader until the network healed. Answers arriving
+    /// within [`METADATA_GRACE`] of the first are weighed; a broker that says nothing
+    /// in that time does not hold the others up. A lone broker (one broker in the
+    /// metadata) serves everything itself.
     async fn refresh_routes(&self, topic: &str) {
-        let candidates = self.candidates();
+        use futures_util::StreamExt;
         let request = MetadataRequest {
             topics: Some(vec![topic.to_owned()]),
         };
-        for candidate in candidates {
-            let Ok(body) = self
-                .round_trip_to(candidate, &mut [request.encode_frame()], Duration::ZERO)
-                .await
-            else {
-                continue;
-            };
-            let Ok(metadata) = MetadataResponse::decode_body(body) else {
-                continue;
-            };
-            if metadata.brokers.len() <= 1 {
-                // A lone broker: every partition goes to the bootstrap connection.
-                let mut routes = self.inner.routes.lock().unwrap_or_else(|p| p.into_inner());
+        let frame = request.encode_frame();
+        // The bootstrap broker once, not again under its address.
+        let bootstrap = self.inner.addr;
+        let mut asked: futures_util::stream::FuturesUnordered<_> = self
+            .candidates()
+            .into_iter()
+            .filter(|candidate| *candidate != Some(bootstrap))
+            .map(|candidate| {
+                let mut chunks = [frame.clone()];
+                async move {
+                    let body = self
+                        .round_trip_to(candidate, &mut chunks, Duration::ZERO)
+                        .await
+                        .ok()?;
+                    MetadataResponse::decode_body(body).ok()
+                }
+            })
+            .collect();
+        let mut answers: Vec<MetadataResponse> = Vec::new();
+        while let Some(answer) = asked.next().await {
+            if let Some(metadata) = answer {
+                answers.push(metadata);
+                break;
+            }
+        }
+        if answers.is_empty() {
+            return;
+        }
+        let grace = tokio::time::sleep(METADATA_GRACE);
+        tokio::pin!(grace);
+        loop {
+            tokio::select! {
+                answer = asked.next() => match answer {
+                    Some(Some(metadata)) => answers.push(metadata),
+                    Some(None) => {}
+                    None => break,
+                },
+                _ = &mut grace => break,
+            }
+        }
+        drop(asked);
+        if answers.iter().any(|m| m.brokers.len() <= 1) {
+            // A lone broker: every partition goes to the bootstrap connection.
+            let mut routes = self.inner.routes.lock().unwrap_or_else(|p| p.into_inner());
+            for metadata in answers.iter().filter(|m| m.brokers.len() <= 1) {
                 for t in &metadata.topics {
                     for p in &t.partitions {
                         routes
@@ -454,42 +522,51 @@ impl Client {
                             .insert(p.partition, self.inner.addr);
                     }
                 }
-                return;
-            }
-            let addrs: std::collections::HashMap<u32, SocketAddr> = metadata
-                .brokers
-                .iter()
-                .filter_map(|b| {
-                    let ip: std::net::IpAddr = b.host.parse().ok()?;
-                    Some((b.node_id, SocketAddr::new(ip, b.port)))
-                })
-                .collect();
-            *self
-                .inner
-                .known_brokers
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()) = addrs.values().copied().collect();
-            let mut routes = self.inner.routes.lock().unwrap_or_else(|p| p.into_inner());
-            for t in &metadata.topics {
-                for p in &t.partitions {
-                    if let Some(addr) = addrs.get(&p.leader) {
-                        routes
-                            .entry(t.name.clone())
-                            .or_default()
-                            .insert(p.partition, *addr);
-                    }
-                }
             }
             return;
+        }
+        let mut addrs: std::collections::HashMap<u32, SocketAddr> =
+            std::collections::HashMap::new();
+        for metadata in &answers {
+            for b in &metadata.brokers {
+                if let Ok(ip) = b.host.parse::<std::net::IpAddr>() {
+                    addrs
+                        .entry(b.node_id)
+                        .or_insert(SocketAddr::new(ip, b.port));
+                }
+            }
+        }
+        *self
+            .inner
+            .known_brokers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = addrs.values().copied().collect();
+        let newest = newest_leaders(&answers);
+        let mut routes = self.inner.routes.lock().unwrap_or_else(|p| p.into_inner());
+        for ((name, partition), leader) in newest {
+            if let Some(addr) = addrs.get(&leader) {
+                routes.entry(name).or_default().insert(partition, *addr);
+            }
         }
     }
 
     /// Forgets a partition's leader after an answer that says it moved.
     fn forget_route(&self, topic: &str, partition: u32, err: &RequestError) {
+        // Not only NOT_LEADER: a leader cut off from its followers (and from the
+        // controller) answers nothing in time, or that it could not replicate, while
+        // another broker may already lead in a newer epoch.
         let moved = matches!(
             err,
             RequestError::ConnectionLost(_) | RequestError::Timeout(_) | RequestError::Connect(_)
-        ) || err.code() == Some(quiver_wire::ErrorCode::NotLeader);
+        ) || matches!(
+            err.code(),
+            Some(
+                quiver_wire::ErrorCode::NotLeader
+                    | quiver_wire::ErrorCode::Timeout
+                    | quiver_wire::ErrorCode::NotEnoughReplicas
+                    | quiver_wire::ErrorCode::NotEnoughReplicasAfterAppend
+            )
+        );
         if moved {
             self.inner
                 .routes
@@ -1076,5 +1153,55 @@ async fn exchange(
         Ok(Ok(body)) => Ok(body),
         Ok(Err(broker)) => Err(RequestError::Broker(broker)),
         Err(e) => Err(RequestError::Protocol(e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(partitions: &[(u32, u32, u32)]) -> MetadataResponse {
+        MetadataResponse {
+            controller: 1,
+            brokers: Vec::new(),
+            topics: vec![TopicInfo {
+                name: "t".into(),
+                partitions: partitions
+                    .iter()
+                    .map(|&(partition, leader, leader_epoch)| PartitionInfo {
+                        partition,
+                        leader,
+                        leader_epoch,
+                        replicas: vec![1, 2, 3],
+                        isr: vec![1, 2, 3],
+                        log_start_offset: 0,
+                        high_watermark: 0,
+                        log_end_offset: 0,
+                    })
+                    .collect(),
+                configs: Vec::new(),
+            }],
+        }
+    }
+
+    /// A broker cut off from the controller answers with the leader it last knew; the
+    /// client goes to the leader of the newest epoch any broker named, whichever
+    /// answered first.
+    #[test]
+    fn the_newest_leader_epoch_wins_over_a_stale_answer() {
+        let stale = answer(&[(0, 1, 4), (1, 2, 7)]);
+        let current = answer(&[(0, 3, 5), (1, 2, 7)]);
+        for answers in [
+            vec![stale.clone(), current.clone()],
+            vec![current.clone(), stale.clone()],
+        ] {
+            let leaders = newest_leaders(&answers);
+            assert_eq!(leaders.get(&("t".to_owned(), 0)), Some(&3));
+            assert_eq!(leaders.get(&("t".to_owned(), 1)), Some(&2));
+        }
+        // No leader in the newest answer (an election under way): the last known one.
+        let leaderless = answer(&[(0, u32::MAX, 6)]);
+        let leaders = newest_leaders(&[stale, leaderless]);
+        assert_eq!(leaders.get(&("t".to_owned(), 0)), Some(&1));
     }
 }

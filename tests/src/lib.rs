@@ -23,6 +23,9 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use quiver_sdk::{Client, ClientConfig, DecodedRecord, FetchOptions};
 
+pub mod history;
+pub mod netfault;
+
 pub use quiver_sdk;
 pub use quiver_wire;
 
@@ -162,10 +165,29 @@ pub struct Broker {
     pub quic_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     env: Vec<(String, String)>,
+    host: Host,
     child: Option<Child>,
     stderr: Arc<Mutex<Vec<String>>>,
     /// Counts restarts; tags stderr lines so incarnations can be told apart.
     generation: usize,
+}
+
+/// Where a broker process runs: a network namespace (by name; `None` for the test's
+/// own) and the address its listeners bind.
+#[derive(Debug, Clone)]
+pub struct Host {
+    pub netns: Option<String>,
+    pub ip: std::net::IpAddr,
+}
+
+impl Host {
+    /// The test's own network, on 127.0.0.1.
+    pub fn loopback() -> Host {
+        Host {
+            netns: None,
+            ip: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        }
+    }
 }
 
 /// Why a broker did not come up.
@@ -202,17 +224,29 @@ impl Broker {
     /// Starts a broker with extra environment variables (`QUIVER_*` settings) and an
     /// optional fixed QUIC port. Panics with the broker's stderr if it does not start.
     pub fn start_with(data_dir: &Path, env: &[(&str, &str)], quic_port: Option<u16>) -> Broker {
+        Self::start_on(&Host::loopback(), data_dir, env, quic_port)
+    }
+
+    /// As [`Broker::start_with`], on `host`: inside its network namespace, both
+    /// listeners on its address.
+    pub fn start_on(
+        host: &Host,
+        data_dir: &Path,
+        env: &[(&str, &str)],
+        quic_port: Option<u16>,
+    ) -> Broker {
         let env: Vec<(String, String)> = env
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
         let stderr = Arc::new(Mutex::new(Vec::new()));
-        match Self::spawn(data_dir, &env, quic_port, &stderr, 0) {
+        match Self::spawn(host, data_dir, &env, quic_port, &stderr, 0) {
             Ok((child, quic_addr, admin_addr)) => Broker {
                 data_dir: data_dir.to_owned(),
                 quic_addr,
                 admin_addr,
                 env,
+                host: host.clone(),
                 child: Some(child),
                 stderr,
                 generation: 0,
@@ -232,12 +266,15 @@ impl Broker {
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
         let stderr = Arc::new(Mutex::new(Vec::new()));
-        let (child, quic_addr, admin_addr) = Self::spawn(data_dir, &env, quic_port, &stderr, 0)?;
+        let host = Host::loopback();
+        let (child, quic_addr, admin_addr) =
+            Self::spawn(&host, data_dir, &env, quic_port, &stderr, 0)?;
         Ok(Broker {
             data_dir: data_dir.to_owned(),
             quic_addr,
             admin_addr,
             env,
+            host,
             child: Some(child),
             stderr,
             generation: 0,
@@ -245,6 +282,7 @@ impl Broker {
     }
 
     fn spawn(
+        host: &Host,
         data_dir: &Path,
         env: &[(String, String)],
         quic_port: Option<u16>,
@@ -257,9 +295,9 @@ impl Broker {
             .arg("--data-dir")
             .arg(data_dir)
             .arg("--listen")
-            .arg(format!("127.0.0.1:{}", quic_port.unwrap_or(0)))
+            .arg(SocketAddr::new(host.ip, quic_port.unwrap_or(0)).to_string())
             .arg("--admin-listen")
-            .arg("127.0.0.1:0")
+            .arg(SocketAddr::new(host.ip, 0).to_string())
             .env("RUST_LOG", "info,quinn=warn,quinn_proto=warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -277,6 +315,11 @@ impl Broker {
         for (k, v) in env {
             command.env(k, v);
         }
+        // The namespace's handle stays open until the spawn returned.
+        let _netns = match &host.netns {
+            Some(name) => Some(enter_netns_on_exec(&mut command, name)?),
+            None => None,
+        };
         let mut child = command.spawn().map_err(|e| StartFailure {
             status: None,
             stderr: format!("cannot spawn {}: {e}", quiver_bin().display()),
@@ -419,6 +462,7 @@ impl Broker {
         let mut last = None;
         for _ in 0..120 {
             match Self::spawn(
+                &self.host,
                 &self.data_dir,
                 &env,
                 Some(self.quic_addr.port()),
@@ -542,6 +586,32 @@ impl Drop for Broker {
             let _ = child.wait();
         }
     }
+}
+
+/// Makes `command` join the network namespace `name` (`/run/netns/NAME`, as `ip netns
+/// add` makes it) between fork and exec. Returns the namespace's handle, which must stay
+/// open until the process was spawned.
+fn enter_netns_on_exec(command: &mut Command, name: &str) -> Result<std::fs::File, StartFailure> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let path = Path::new("/run/netns").join(name);
+    let handle = std::fs::File::open(&path).map_err(|e| StartFailure {
+        status: None,
+        stderr: format!("cannot open the network namespace {}: {e}", path.display()),
+    })?;
+    let fd = handle.as_raw_fd();
+    // SAFETY: setns(2) is async-signal-safe and touches only the child's own state; the
+    // descriptor stays open in the parent (and so in the child) until spawn returns.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::setns(fd, libc::CLONE_NEWNET) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    Ok(handle)
 }
 
 /// Waits for `child` to exit for at most `max`.

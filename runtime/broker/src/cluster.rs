@@ -56,6 +56,59 @@ pub struct ClusterMember {
     pub plugin_sync: tokio::sync::Mutex<()>,
     /// The controller term in which this broker last coordinated groups.
     coordinator_term: AtomicU64,
+    /// How long ago the controller quorum last heard from this broker.
+    lease: Lease,
+}
+
+/// A broker's lease on its leaderships: the wall-clock time (ms) stamped on the last
+/// registration or heartbeat the controller quorum committed for it. The controller
+/// fences a broker `broker_session_timeout_ms` after the newest such stamp it holds,
+/// and the one a broker saw committed is never newer, so a broker that lets its
+/// partitions go when its own lease runs out has let go before the controller can
+/// elect another leader for them.
+#[derive(Debug, Default)]
+struct Lease {
+    stamped_ms: AtomicU64,
+}
+
+impl Lease {
+    /// The quorum committed a heartbeat (or the registration) stamped `stamped_ms`.
+    fn renew(&self, stamped_ms: u64) {
+        self.stamped_ms.fetch_max(stamped_ms, Ordering::AcqRel);
+    }
+
+    /// Whether the quorum heard from this broker within `session_timeout_ms` of
+    /// `now_ms`.
+    fn holds(&self, now_ms: u64, session_timeout_ms: u64) -> bool {
+        now_ms.saturating_sub(self.stamped_ms.load(Ordering::Acquire)) <= session_timeout_ms
+    }
+}
+
+/// When a controller leader may fence brokers that look silent: only a full session
+/// after it took over. The heartbeats it holds were committed before the election,
+/// which took time in which no heartbeat could commit, so right after a takeover every
+/// broker looks silent, healthy ones and the new leader itself included; fencing them
+/// would depose every partition leader at once. A full session from the takeover gives
+/// each broker time to reach the new leader (Kafka's new active controller likewise
+/// starts every broker's session afresh).
+#[derive(Debug, Default)]
+struct FencingGrace {
+    /// The term this controller leads in, and since when (ms).
+    leading: Option<(u64, u64)>,
+}
+
+impl FencingGrace {
+    /// Whether a controller leading in `term` may fence at `now_ms`.
+    fn allows(&mut self, term: u64, now_ms: u64, session_timeout_ms: u64) -> bool {
+        let since_ms = match self.leading {
+            Some((leading_term, since_ms)) if leading_term == term => since_ms,
+            _ => {
+                self.leading = Some((term, now_ms));
+                now_ms
+            }
+        };
+        now_ms.saturating_sub(since_ms) >= session_timeout_ms
+    }
 }
 
 impl ClusterMember {
@@ -68,7 +121,23 @@ impl ClusterMember {
             broker_epoch: AtomicU64::new(UNREGISTERED),
             plugin_sync: tokio::sync::Mutex::new(()),
             coordinator_term: AtomicU64::new(u64::MAX),
+            lease: Lease::default(),
         }
+    }
+
+    /// Records that the controller quorum committed a heartbeat (or the registration)
+    /// stamped `stamped_ms`.
+    fn renew_lease(&self, stamped_ms: u64) {
+        self.lease.renew(stamped_ms);
+    }
+
+    /// Whether the controller quorum heard from this broker within
+    /// `session_timeout_ms` of `now_ms`. A broker out of contact for longer has been
+    /// (or is about to be) fenced by the majority, which moves its leaderships to other
+    /// replicas in a new epoch: it must stop acting as a leader, even though nothing
+    /// can tell it so while it is cut off.
+    pub fn in_contact(&self, now_ms: u64, session_timeout_ms: u64) -> bool {
+        self.lease.holds(now_ms, session_timeout_ms)
     }
 
     pub fn broker_epoch(&self) -> u64 {
@@ -246,14 +315,16 @@ async fn register(
     advertised: &str,
     incarnation: u64,
 ) -> Result<(), String> {
+    let stamped_ms = now_ms_u64();
     let command = MetadataCommand::RegisterBroker {
         broker_id: member.broker_id,
         incarnation,
         address: advertised.to_owned(),
-        now_ms: now_ms_u64(),
+        now_ms: stamped_ms,
     };
     match member.controller.propose(command).await {
         Ok(MetadataResponse::BrokerRegistered { broker_epoch, .. }) => {
+            member.renew_lease(stamped_ms);
             member.broker_epoch.store(broker_epoch, Ordering::Release);
             tracing::info!(broker_epoch, "registered with the controller");
             Ok(())
@@ -374,6 +445,7 @@ pub async fn membership_loop(state: Arc<BrokerState>, advertised: String, incarn
     let mut shutdown = state.shutdown.subscribe();
     let mut ticker = tokio::time::interval(HEARTBEAT_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut grace = FencingGrace::default();
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
@@ -385,10 +457,11 @@ pub async fn membership_loop(state: Arc<BrokerState>, advertised: String, incarn
             }
             continue;
         }
+        let stamped_ms = now_ms_u64();
         let heartbeat = MetadataCommand::BrokerHeartbeat {
             broker_id: member.broker_id,
             broker_epoch: member.broker_epoch(),
-            now_ms: now_ms_u64(),
+            now_ms: stamped_ms,
         };
         match member.controller.propose(heartbeat).await {
             Ok(MetadataResponse::Rejected(err)) => {
@@ -397,10 +470,15 @@ pub async fn membership_loop(state: Arc<BrokerState>, advertised: String, incarn
                 tracing::warn!(%err, "heartbeat refused; registering again");
                 member.broker_epoch.store(UNREGISTERED, Ordering::Release);
             }
-            Ok(_) => {}
+            Ok(_) => member.renew_lease(stamped_ms),
             Err(err) => tracing::debug!(%err, "heartbeat not delivered"),
         }
         if member.controller.is_leader() {
+            let fencing_allowed = grace.allows(
+                member.controller.term(),
+                now_ms_u64(),
+                state.config.broker_session_timeout_ms,
+            );
             match member.controller.follow_moved_members().await {
                 Ok(moved) if !moved.is_empty() => {
                     tracing::info!(
@@ -412,10 +490,14 @@ pub async fn membership_loop(state: Arc<BrokerState>, advertised: String, incarn
                 Err(err) => tracing::warn!(%err, "membership addresses not updated yet"),
             }
             expire_offsets(&state, member).await;
-            let silent = member
-                .controller
-                .metadata()
-                .brokers_to_fence(now_ms_u64(), state.config.broker_session_timeout_ms);
+            let silent = if fencing_allowed {
+                member
+                    .controller
+                    .metadata()
+                    .brokers_to_fence(now_ms_u64(), state.config.broker_session_timeout_ms)
+            } else {
+                Vec::new()
+            };
             for broker_id in silent {
                 match member
                     .controller
@@ -594,6 +676,22 @@ pub fn require_leader(
         return Ok(());
     };
     match record.leader {
+        // Alone in its cluster a broker has nobody to hand its partitions to, and
+        // nobody fences it.
+        Some(leader)
+            if leader == member.broker_id
+                && member.is_registered()
+                && metadata.brokers().len() > 1
+                && !member.in_contact(now_ms_u64(), state.config.broker_session_timeout_ms) =>
+        {
+            Err(RequestError::new(
+                ErrorCode::NotLeader,
+                format!(
+                    "{topic}/{partition}: this broker has not reached the controller quorum for over {} ms, so its leadership may have moved; ask another broker",
+                    state.config.broker_session_timeout_ms
+                ),
+            ))
+        }
         Some(leader) if leader == member.broker_id && member.is_registered() => Ok(()),
         Some(_) if record.leader == Some(member.broker_id) => Err(RequestError::new(
             ErrorCode::NotLeader,
@@ -829,7 +927,38 @@ async fn propose_accepted(
 
 #[cfg(test)]
 mod tests {
-    use super::new_incarnation;
+    use super::{FencingGrace, Lease, new_incarnation};
+
+    /// A new controller leader fences nobody until a session has passed since it took
+    /// over, whatever the heartbeats it inherited say; a later term starts again.
+    #[test]
+    fn a_new_controller_leader_waits_a_session_before_fencing() {
+        let mut grace = FencingGrace::default();
+        assert!(!grace.allows(5, 100_000, 6_000), "just took over");
+        assert!(!grace.allows(5, 105_999, 6_000));
+        assert!(grace.allows(5, 106_000, 6_000), "a whole session later");
+        assert!(grace.allows(5, 200_000, 6_000));
+        assert!(!grace.allows(6, 200_001, 6_000), "a new term: a new grace");
+        assert!(grace.allows(6, 206_001, 6_000));
+    }
+
+    /// A broker's lease runs out a session after the newest committed heartbeat, and
+    /// an older stamp committed late never shortens it.
+    #[test]
+    fn a_lease_runs_out_a_session_after_the_newest_committed_heartbeat() {
+        let lease = Lease::default();
+        assert!(!lease.holds(100_000, 6_000), "no heartbeat committed yet");
+        lease.renew(100_000);
+        assert!(lease.holds(106_000, 6_000));
+        assert!(!lease.holds(106_001, 6_000));
+        lease.renew(99_000);
+        assert!(
+            lease.holds(106_000, 6_000),
+            "an older stamp changes nothing"
+        );
+        lease.renew(107_000);
+        assert!(lease.holds(113_000, 6_000));
+    }
 
     /// Two processes of one broker must never register under the same incarnation:
     /// the controller would take the second's registration for a retry of the
