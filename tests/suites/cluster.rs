@@ -616,16 +616,29 @@ async fn a_replicated_partition_keeps_every_acknowledged_record_across_a_leader_
             "the leader never answered NOT_ENOUGH_REPLICAS: {seen:?}"
         );
     }
-    // acks=leader still works on the leader: it promises nothing about replicas.
-    client
-        .produce(
-            "rep",
-            0,
-            Acks::Leader,
-            &[Record::from_value("leader-only", 0)],
-        )
-        .await
-        .expect("acks=leader needs no follower");
+    // Cut off from the controller quorum, the leader stops acting as one within a
+    // session: another broker may be leading the partition by then, so even
+    // acks=leader writes are refused (retriable NOT_LEADER). Whatever it took before
+    // that stays invisible: the high watermark cannot move without the ISR.
+    eventually(
+        "the isolated leader refuses acks=leader",
+        Duration::from_secs(60),
+        || async {
+            match client
+                .produce(
+                    "rep",
+                    0,
+                    Acks::Leader,
+                    &[Record::from_value("leader-only", 0)],
+                )
+                .await
+            {
+                Err(e) if e.code() == Some(ErrorCode::NotLeader) => Some(()),
+                _ => None,
+            }
+        },
+    )
+    .await;
     let (_, _, _, high_watermark) = partition_view(&brokers[new_index], "rep")
         .await
         .expect("leader view");

@@ -837,7 +837,10 @@ async fn a_rebalance_listener_seeks_and_commits_the_partitions_it_is_given() {
     assert_eq!(assigned, [p0.clone(), p1.clone()]);
     assert_eq!(consumer.position(&p0), Some(30), "the listener's seek");
     assert_eq!(consumer.position(&p1), Some(42), "the seek by timestamp");
-    let committed = consumer.committed(&[p1.clone()]).await.expect("committed");
+    let committed = consumer
+        .committed(std::slice::from_ref(&p1))
+        .await
+        .expect("committed");
     assert_eq!(committed, [(p1.clone(), Some(5))], "the listener's commit");
 
     let records = poll_n(&mut consumer, 28).await;

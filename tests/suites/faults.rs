@@ -745,10 +745,10 @@ fn the_checker_fails_duplicates_reordering_and_two_leaders_in_one_epoch() {
     // A record acknowledged out of send order.
     let mut out_of_order = events.clone();
     for e in out_of_order.iter_mut() {
-        if let Event::Ack { id, offset, .. } = e {
-            if *id == 2 {
-                *offset = 20;
-            }
+        if let Event::Ack { id, offset, .. } = e
+            && *id == 2
+        {
+            *offset = 20;
         }
     }
     let violations =

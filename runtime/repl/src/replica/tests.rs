@@ -882,7 +882,7 @@ fn a_follower_whose_append_failed_fetches_the_batch_again() {
 
 #[test]
 fn a_failed_append_drops_the_appends_queued_after_it() {
-    let (mut leader, mut follower) = pair(&[(1, 3), (2, 3)], &[], 2);
+    let (mut leader, mut follower) = pair(&[(1, 3), (2, 3)], &[], 3);
     let request = follower.poll_fetch(0).expect("due");
     leader.handle_follower_fetch(&request, 0).expect("ok");
     let batches = [
