@@ -569,8 +569,9 @@ async fn a_replicated_partition_keeps_every_acknowledged_record_across_a_leader_
 
     // With both followers gone (and the controller quorum with them, so no ISR shrink
     // can commit) no acks=all write is acknowledged: once the leader has not heard
-    // from its followers for replica_lag_max it refuses with NOT_ENOUGH_REPLICAS,
-    // before that the produce waits and times out. Both are retriable; neither
+    // from its followers for replica_lag_max it refuses with NOT_ENOUGH_REPLICAS (or,
+    // once its lease on the lost quorum runs out, NOT_LEADER), before that the
+    // produce waits and times out. All are retriable; none
     // makes anything visible. Leadership may have moved since (on a loaded machine a
     // broker can miss its session timeout and be fenced): find the leader all three
     // agree on now, and keep it.
@@ -600,7 +601,11 @@ async fn a_replicated_partition_keeps_every_acknowledged_record_across_a_leader_
             .produce("rep", 0, Acks::All, &[Record::from_value("late", 0)])
             .await
             .expect_err("no acks=all without the followers");
-        if err.code() == Some(ErrorCode::NotEnoughReplicas) {
+        // NOT_LEADER: the leader's lease ran out first (it lost the quorum too).
+        if matches!(
+            err.code(),
+            Some(ErrorCode::NotEnoughReplicas | ErrorCode::NotLeader)
+        ) {
             break;
         }
         assert!(
@@ -608,12 +613,12 @@ async fn a_replicated_partition_keeps_every_acknowledged_record_across_a_leader_
                 err.code(),
                 Some(ErrorCode::Timeout | ErrorCode::NotEnoughReplicasAfterAppend)
             ) || matches!(err, quiver_sdk::RequestError::Timeout(_)),
-            "only a timeout or a refusal after the append may come before NOT_ENOUGH_REPLICAS: {err} (after {seen:?})"
+            "only a timeout or a refusal after the append may come before NOT_ENOUGH_REPLICAS or NOT_LEADER: {err} (after {seen:?})"
         );
         seen.push(err.to_string());
         assert!(
             std::time::Instant::now() < deadline,
-            "the leader never answered NOT_ENOUGH_REPLICAS: {seen:?}"
+            "the leader never answered NOT_ENOUGH_REPLICAS or NOT_LEADER: {seen:?}"
         );
     }
     // Cut off from the controller quorum, the leader stops acting as one within a
