@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use quiver_sdk::{Acks, Client, ClientConfig, Record, RequestError};
+use quiver_tests::ClientAdmin;
 use quiver_tests::{Broker, eventually, fetch_all, now_ms, padded_value, seeded_rng, wait_visible};
 
 const PARTITIONS: u32 = 3;
@@ -117,7 +118,8 @@ async fn acknowledged_records_survive_kill_9() {
     let mut broker = Broker::start(dir.path());
     let admin = broker.client().await;
     admin
-        .create_topic("dur", PARTITIONS, 1, &[])
+        .admin()
+        .create_topic(quiver_sdk::NewTopic::new("dur", PARTITIONS, 1))
         .await
         .expect("create topic");
     admin.close().await;

@@ -76,11 +76,16 @@ pub enum ErrorCode {
     /// The client could not be authenticated (no or unknown credentials, wrong
     /// password); the message never says which.
     AuthenticationFailed,
+    /// A topic's partition count can only grow, and only up to the partition limit:
+    /// the count asked for is not larger than the current one, or too large.
+    InvalidPartitions,
+    /// The consumer group has neither active members nor committed offsets.
+    GroupIdNotFound,
 }
 
 impl ErrorCode {
     /// Every code, in numeric order.
-    pub const ALL: [ErrorCode; 38] = [
+    pub const ALL: [ErrorCode; 40] = [
         ErrorCode::Unknown,
         ErrorCode::UnknownTopic,
         ErrorCode::InvalidTopicName,
@@ -119,6 +124,8 @@ impl ErrorCode {
         ErrorCode::PluginAuthorizationFailed,
         ErrorCode::ProducerIdNotOwned,
         ErrorCode::AuthenticationFailed,
+        ErrorCode::InvalidPartitions,
+        ErrorCode::GroupIdNotFound,
     ];
 
     /// The number on the wire. 0 means success and is not an error code.
@@ -162,6 +169,8 @@ impl ErrorCode {
             ErrorCode::PluginAuthorizationFailed => 36,
             ErrorCode::ProducerIdNotOwned => 37,
             ErrorCode::AuthenticationFailed => 38,
+            ErrorCode::InvalidPartitions => 39,
+            ErrorCode::GroupIdNotFound => 40,
         }
     }
 
@@ -211,6 +220,8 @@ impl ErrorCode {
             ErrorCode::PluginAuthorizationFailed => "PLUGIN_AUTHORIZATION_FAILED",
             ErrorCode::ProducerIdNotOwned => "PRODUCER_ID_NOT_OWNED",
             ErrorCode::AuthenticationFailed => "AUTHENTICATION_FAILED",
+            ErrorCode::InvalidPartitions => "INVALID_PARTITIONS",
+            ErrorCode::GroupIdNotFound => "GROUP_ID_NOT_FOUND",
         }
     }
 
@@ -285,6 +296,8 @@ mod tests {
             (36, "PLUGIN_AUTHORIZATION_FAILED", false),
             (37, "PRODUCER_ID_NOT_OWNED", false),
             (38, "AUTHENTICATION_FAILED", false),
+            (39, "INVALID_PARTITIONS", false),
+            (40, "GROUP_ID_NOT_FOUND", false),
         ];
         assert_eq!(pinned.len(), ErrorCode::ALL.len());
         for (code, (number, name, retriable)) in ErrorCode::ALL.iter().zip(pinned) {
