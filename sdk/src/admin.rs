@@ -26,6 +26,9 @@
 //! # Ok(()) }
 //! ```
 
+// Every public item of the admin surface says what it does.
+#![warn(missing_docs)]
+
 use bytes::Bytes;
 use quiver_wire::acl::{AclBinding, AclCreateRequest, AclDeleteRequest, AclDescribeRequest};
 use quiver_wire::cluster::{ClusterStatusRequest, ClusterStatusResponse};

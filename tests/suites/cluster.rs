@@ -1243,3 +1243,96 @@ async fn a_node_restarted_on_another_port_keeps_its_place() {
         .await;
     }
 }
+
+/// Partitions added to a replicated topic are placed like a new topic's (leaders
+/// spread, every replica in sync) and replicated; configs altered through one broker
+/// hold on every broker, whichever leads a partition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn added_partitions_are_replicated_and_altered_configs_hold_on_every_broker() {
+    use quiver_sdk::AlterConfigOp;
+    let root = tempfile::tempdir().expect("tempdir");
+    let brokers = start_cluster(root.path(), &[]);
+    wait_formed(&brokers[0]).await;
+    let client = brokers[1].client().await;
+    create_once(&client, "widening", 1, 3).await;
+    wait_topic_everywhere(&brokers, "widening").await;
+    let admin = client.admin();
+    admin
+        .create_partitions("widening", 4)
+        .await
+        .expect("add partitions");
+    admin
+        .alter_topic_configs(
+            "widening",
+            &[AlterConfigOp::set("max.message.bytes", "4096")],
+        )
+        .await
+        .expect("alter");
+    let wanted = [("max.message.bytes".to_owned(), "4096".to_owned())];
+    for broker in &brokers {
+        eventually(
+            "four replicated partitions and the new config everywhere",
+            Duration::from_secs(60),
+            || async {
+                let client = quiver_sdk::Client::connect(broker.client_config())
+                    .await
+                    .ok()?;
+                let described = client.admin().describe_topic("widening").await.ok()?;
+                (described.configs == wanted
+                    && described.partitions.len() == 4
+                    && described
+                        .partitions
+                        .iter()
+                        .all(|p| p.leader != u32::MAX && p.isr.len() == 3))
+                .then_some(())
+            },
+        )
+        .await;
+    }
+    let leaders: std::collections::BTreeSet<u32> = leaders_of(&brokers[0], "widening")
+        .await
+        .into_iter()
+        .skip(1)
+        .map(|(leader, _)| leader)
+        .collect();
+    assert_eq!(
+        leaders.len(),
+        3,
+        "new partitions' leaders spread: {leaders:?}"
+    );
+
+    // acks=all on every new partition: each is led and followed.
+    let producer = quiver_sdk::Producer::new(client.clone(), quiver_sdk::ProducerConfig::default());
+    let mut receipts = Vec::new();
+    for partition in 1..4 {
+        let record = quiver_sdk::ProducerRecord::new("widening", format!("p{partition}"))
+            .partition(partition);
+        receipts.push(producer.send(record).await.expect("buffered"));
+    }
+    for receipt in receipts {
+        receipt.await.expect("acknowledged by acks=all");
+    }
+    producer.close().await;
+    for broker in &brokers {
+        for partition in 1..4 {
+            assert!(
+                !broker.log_files("widening", partition).is_empty(),
+                "{} holds widening/{partition}",
+                broker.data_dir.display()
+            );
+        }
+    }
+    // The altered limit holds on whichever broker leads each partition.
+    let big = Record::from_value(bytes::Bytes::from(vec![b'x'; 8 * 1024]), 1);
+    for partition in 0..4 {
+        let err = client
+            .produce("widening", partition, Acks::All, std::slice::from_ref(&big))
+            .await
+            .expect_err("past max.message.bytes");
+        assert_eq!(
+            err.code(),
+            Some(ErrorCode::BatchTooLarge),
+            "{partition}: {err}"
+        );
+    }
+}

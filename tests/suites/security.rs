@@ -600,6 +600,182 @@ async fn every_api_refuses_a_principal_without_its_rule_and_serves_one_with_it()
     .await;
 }
 
+/// Kafka's model for the operators' topic changes: altering configs and adding
+/// partitions need `alter` on the topic, deleting a group `delete` on the group. A
+/// principal that may only describe is refused with the stable codes and changes
+/// nothing; one with the rules is served, and the audit names it. A client without a
+/// certificate does not get in at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topic_changes_and_group_deletion_need_their_rules() {
+    use quiver_sdk::{AlterConfigOp, GroupOffset, NewTopic};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = tempfile::tempdir().expect("tempdir");
+    let (broker, clients) =
+        locked_down(dir.path(), certs.path(), &["admin", "alice", "mallory"]).await;
+    let [admin, alice, mallory] = clients.try_into().ok().expect("one client per user");
+    let admin = admin.admin();
+    admin
+        .create_topic(NewTopic::new("orders", 2, 1))
+        .await
+        .expect("super user creates");
+    admin
+        .alter_group_offsets("billing", &[GroupOffset::new("orders", 0, 0)])
+        .await
+        .expect("super user commits");
+    admin
+        .create_acls(vec![
+            rule(
+                "User:mallory",
+                ResourceType::Topic,
+                "orders",
+                Operation::Describe,
+            ),
+            rule(
+                "User:mallory",
+                ResourceType::Group,
+                "billing",
+                Operation::Describe,
+            ),
+        ])
+        .await
+        .expect("grant describe");
+
+    let unchanged = || async {
+        let info = admin.describe_topic("orders").await.expect("describe");
+        assert!(info.configs.is_empty(), "{:?}", info.configs);
+        assert_eq!(info.partitions.len(), 2);
+        assert_eq!(
+            admin
+                .list_group_offsets("billing")
+                .await
+                .expect("offsets")
+                .len(),
+            1
+        );
+    };
+    let mallory = mallory.admin();
+    let err = mallory
+        .alter_topic_configs("orders", &[AlterConfigOp::set("retention.ms", "1")])
+        .await
+        .expect_err("describe is not alter");
+    assert_eq!(
+        err.code(),
+        Some(ErrorCode::TopicAuthorizationFailed),
+        "{err}"
+    );
+    assert!(err.to_string().contains("User:mallory"), "{err}");
+    let err = mallory
+        .create_partitions("orders", 3)
+        .await
+        .expect_err("describe is not alter");
+    assert_eq!(
+        err.code(),
+        Some(ErrorCode::TopicAuthorizationFailed),
+        "{err}"
+    );
+    let err = mallory
+        .delete_group("billing")
+        .await
+        .expect_err("describe is not delete");
+    assert_eq!(
+        err.code(),
+        Some(ErrorCode::GroupAuthorizationFailed),
+        "{err}"
+    );
+    unchanged().await;
+
+    // Read and write on the topic are not alter either.
+    let alice = alice.admin();
+    admin
+        .create_acls(vec![
+            rule("User:alice", ResourceType::Topic, "orders", Operation::Read),
+            rule(
+                "User:alice",
+                ResourceType::Topic,
+                "orders",
+                Operation::Write,
+            ),
+        ])
+        .await
+        .expect("grant read and write");
+    let err = alice
+        .create_partitions("orders", 3)
+        .await
+        .expect_err("read and write are not alter");
+    assert_eq!(
+        err.code(),
+        Some(ErrorCode::TopicAuthorizationFailed),
+        "{err}"
+    );
+    unchanged().await;
+
+    admin
+        .create_acls(vec![
+            rule(
+                "User:alice",
+                ResourceType::Topic,
+                "orders",
+                Operation::Alter,
+            ),
+            rule(
+                "User:alice",
+                ResourceType::Group,
+                "billing",
+                Operation::Delete,
+            ),
+        ])
+        .await
+        .expect("grant alter and delete");
+    alice
+        .alter_topic_configs("orders", &[AlterConfigOp::set("retention.ms", "600000")])
+        .await
+        .expect("alter with the rule");
+    alice
+        .create_partitions("orders", 3)
+        .await
+        .expect("add partitions with the rule");
+    alice
+        .delete_group("billing")
+        .await
+        .expect("delete with the rule");
+    let info = admin.describe_topic("orders").await.expect("describe");
+    assert_eq!(
+        info.configs,
+        [("retention.ms".to_owned(), "600000".to_owned())]
+    );
+    assert_eq!(info.partitions.len(), 3);
+    assert!(
+        admin
+            .list_group_offsets("billing")
+            .await
+            .expect("offsets")
+            .is_empty()
+    );
+    eventually(
+        "audit lines naming alice",
+        Duration::from_secs(10),
+        || async {
+            let log = broker.stderr();
+            let audited = |action: &str| {
+                log.lines().any(|l| {
+                    l.contains("quiver::audit") && l.contains("User:alice") && l.contains(action)
+                })
+            };
+            (audited("topic_alter_configs")
+                && audited("topic_add_partitions")
+                && audited("group_delete"))
+            .then_some(())
+        },
+    )
+    .await;
+
+    // No certificate: no connection, so no change either.
+    assert!(
+        connect_as(&broker, None).await.is_err(),
+        "an anonymous client got in"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deny_beats_allow_prefixes_match_and_super_users_bypass() {
     use Operation::*;
