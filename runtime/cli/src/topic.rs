@@ -43,10 +43,12 @@ pub enum TopicCommand {
     /// and values follow `topic create`; all changes apply or none.
     Alter {
         name: String,
-        /// Topic config to set, as key=value; repeatable.
+        /// Topic configs to set, as key=value: several after one --config, or
+        /// --config repeated.
         #[arg(
             long = "config",
             value_name = "KEY=VALUE",
+            num_args = 1..,
             required_unless_present = "removed"
         )]
         configs: Vec<String>,
