@@ -14,7 +14,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context;
 use quiver_sdk::{
-    BlockingProducer, Client, ClientConfig, ErrorCode, ProducerConfig, ProducerRecord,
+    Admin, BlockingProducer, Client, ClientConfig, ErrorCode, NewTopic, ProducerConfig,
+    ProducerRecord,
 };
 
 const DEFAULT_BROKER: &str = "127.0.0.1:7420";
@@ -111,7 +112,9 @@ fn ensure_topic(config: &ClientConfig, topic: &str) -> anyhow::Result<()> {
         let client = Client::connect(config.clone())
             .await
             .with_context(|| format!("cannot reach broker {}", config.broker))?;
-        let created = client.create_topic(topic, PARTITIONS, 1, &[]).await;
+        let created = Admin::from_client(client.clone())
+            .create_topic(NewTopic::new(topic, PARTITIONS, 1))
+            .await;
         client.close().await;
         match created {
             Ok(()) => Ok(()),

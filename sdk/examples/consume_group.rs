@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use quiver_sdk::{
-    Client, ClientConfig, Consumer, ConsumerConfig, OffsetReset, Rebalance, RebalanceListener,
-    TopicPartition,
+    Admin, Client, ClientConfig, Consumer, ConsumerConfig, OffsetReset, Rebalance,
+    RebalanceListener, TopicPartition,
 };
 
 const DEFAULT_BROKER: &str = "127.0.0.1:7420";
@@ -77,7 +77,7 @@ async fn run() -> anyhow::Result<()> {
     let client = connect().await?;
     // A subscription to a missing topic never gets partitions (the coordinator refuses
     // the join and the heartbeat task keeps trying), so check the topic first.
-    client
+    Admin::from_client(client.clone())
         .describe_topic(&topic)
         .await
         .with_context(|| format!("cannot read topic `{topic}`"))?;

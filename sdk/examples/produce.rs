@@ -10,7 +10,9 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use quiver_sdk::{Client, ClientConfig, ErrorCode, Producer, ProducerConfig, ProducerRecord};
+use quiver_sdk::{
+    Admin, Client, ClientConfig, ErrorCode, NewTopic, Producer, ProducerConfig, ProducerRecord,
+};
 
 const DEFAULT_BROKER: &str = "127.0.0.1:7420";
 const DEFAULT_CA_CERT: &str = "./quiver-data/tls/ca.pem";
@@ -93,7 +95,10 @@ async fn connect() -> anyhow::Result<Client> {
 
 /// Creates the topic unless it exists already.
 async fn ensure_topic(client: &Client, topic: &str) -> anyhow::Result<()> {
-    match client.create_topic(topic, PARTITIONS, 1, &[]).await {
+    match Admin::from_client(client.clone())
+        .create_topic(NewTopic::new(topic, PARTITIONS, 1))
+        .await
+    {
         Ok(()) => Ok(()),
         Err(err) if err.code() == Some(ErrorCode::TopicAlreadyExists) => Ok(()),
         Err(err) => Err(err).with_context(|| format!("cannot create topic `{topic}`")),

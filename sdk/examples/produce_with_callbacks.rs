@@ -14,7 +14,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context;
 use quiver_sdk::{
-    Client, ClientConfig, Compression, ErrorCode, Producer, ProducerConfig, ProducerRecord,
+    Admin, Client, ClientConfig, Compression, ErrorCode, NewTopic, Producer, ProducerConfig,
+    ProducerRecord,
 };
 
 const DEFAULT_BROKER: &str = "127.0.0.1:7420";
@@ -102,7 +103,10 @@ async fn connect() -> anyhow::Result<Client> {
 
 /// Creates the topic unless it exists already.
 async fn ensure_topic(client: &Client, topic: &str) -> anyhow::Result<()> {
-    match client.create_topic(topic, PARTITIONS, 1, &[]).await {
+    match Admin::from_client(client.clone())
+        .create_topic(NewTopic::new(topic, PARTITIONS, 1))
+        .await
+    {
         Ok(()) => Ok(()),
         Err(err) if err.code() == Some(ErrorCode::TopicAlreadyExists) => Ok(()),
         Err(err) => Err(err).with_context(|| format!("cannot create topic `{topic}`")),

@@ -18,7 +18,7 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use quiver_sdk::{Client, ClientConfig, Consumer, ConsumerConfig, TopicPartition};
+use quiver_sdk::{Admin, Client, ClientConfig, Consumer, ConsumerConfig, TopicPartition};
 
 const DEFAULT_BROKER: &str = "127.0.0.1:7420";
 const DEFAULT_CA_CERT: &str = "./quiver-data/tls/ca.pem";
@@ -50,7 +50,7 @@ async fn run() -> anyhow::Result<()> {
     };
     let topic = std::env::var("QUIVER_TOPIC").unwrap_or_else(|_| DEFAULT_TOPIC.to_owned());
     let client = connect().await?;
-    let info = client
+    let info = Admin::from_client(client.clone())
         .describe_topic(&topic)
         .await
         .with_context(|| format!("cannot read topic `{topic}`"))?;

@@ -14,12 +14,6 @@ use quiver_wire::batch::{
 use quiver_wire::frame::{FRAME_LENGTH_BYTES, RESPONSE_HEAD_BYTES, frame_length, parse_response};
 use quiver_wire::message::*;
 pub use quiver_wire::plugin::PluginCall;
-use quiver_wire::plugin::{
-    Attachment, PLUGIN_MODULE_BYTES_MAX, PluginAttachRequest, PluginDeleteRequest,
-    PluginDetachRequest, PluginInfo, PluginListRequest, PluginUploadRequest, validate_params,
-    validate_plugin_name,
-};
-use quiver_wire::topic::validate_topic_name;
 
 use crate::error::{ConnectError, RequestError};
 
@@ -179,6 +173,7 @@ fn is_group_api(api: quiver_wire::ApiKey) -> bool {
             | ApiKey::GroupHeartbeat
             | ApiKey::ListGroups
             | ApiKey::DescribeGroup
+            | ApiKey::DeleteGroup
     )
 }
 
@@ -745,201 +740,9 @@ impl Client {
         None
     }
 
-    /// Creates a topic. `configs` are Kafka-style keys such as `retention.ms`.
-    pub async fn create_topic(
-        &self,
-        name: &str,
-        partitions: u32,
-        replication_factor: u16,
-        configs: &[(String, String)],
-    ) -> Result<(), RequestError> {
-        validate_topic_name(name).map_err(|e| RequestError::InvalidArgument(e.to_string()))?;
-        let request = CreateTopicRequest {
-            name: name.to_owned(),
-            partitions,
-            replication_factor,
-            configs: configs.to_vec(),
-        };
-        self.call(&request).await.map(|_| ())
-    }
-
-    /// Deletes a topic and its data.
-    pub async fn delete_topic(&self, name: &str) -> Result<(), RequestError> {
-        self.call(&DeleteTopicRequest {
-            name: name.to_owned(),
-        })
-        .await
-        .map(|_| ())
-    }
-
-    /// Registers a WebAssembly plugin under `name` (replacing the name's current
-    /// version for every attachment, from the next batch on). The broker checks the
-    /// module against the plugin ABI and compiles it before answering.
-    pub async fn upload_plugin(
-        &self,
-        name: &str,
-        module: impl Into<Bytes>,
-    ) -> Result<PluginInfo, RequestError> {
-        validate_plugin_name(name).map_err(|e| RequestError::InvalidArgument(e.to_string()))?;
-        let module = module.into();
-        if module.len() > PLUGIN_MODULE_BYTES_MAX {
-            return Err(RequestError::InvalidArgument(format!(
-                "module of {} bytes exceeds the wire limit of {PLUGIN_MODULE_BYTES_MAX} bytes",
-                module.len()
-            )));
-        }
-        self.call(&PluginUploadRequest {
-            name: name.to_owned(),
-            module,
-        })
-        .await
-    }
-
-    /// Every registered plugin, and every attachment of a plugin to a topic.
-    pub async fn list_plugins(&self) -> Result<(Vec<PluginInfo>, Vec<Attachment>), RequestError> {
-        let response = self.call(&PluginListRequest).await?;
-        Ok((response.plugins, response.attachments))
-    }
-
-    /// Attaches a registered plugin to a topic's produce or fetch stage, after the
-    /// stage's existing plugins. The broker initialises the plugin with `params` once
-    /// to check them.
-    pub async fn attach_plugin(&self, attachment: Attachment) -> Result<(), RequestError> {
-        validate_params(&attachment.params).map_err(RequestError::InvalidArgument)?;
-        self.call(&PluginAttachRequest { attachment })
-            .await
-            .map(|_| ())
-    }
-
-    /// Detaches every attachment of `plugin` from `topic`.
-    pub async fn detach_plugin(&self, topic: &str, plugin: &str) -> Result<(), RequestError> {
-        self.call(&PluginDetachRequest {
-            topic: topic.to_owned(),
-            plugin: plugin.to_owned(),
-        })
-        .await
-        .map(|_| ())
-    }
-
-    /// Deletes plugin `name` and its stored versions; refused with `PLUGIN_IN_USE`
-    /// while a topic has it attached.
-    pub async fn delete_plugin(&self, name: &str) -> Result<(), RequestError> {
-        self.call(&PluginDeleteRequest {
-            name: name.to_owned(),
-        })
-        .await
-        .map(|_| ())
-    }
-
-    /// Adds access control rules (`authorization = "acl"`); rules that exist already
-    /// change nothing. Needs `alter` on the cluster.
-    pub async fn create_acls(
-        &self,
-        bindings: Vec<quiver_wire::acl::AclBinding>,
-    ) -> Result<(), RequestError> {
-        self.call(&quiver_wire::acl::AclCreateRequest { bindings })
-            .await
-            .map(|_| ())
-    }
-
-    /// Removes access control rules matched exactly; answers how many existed. Needs
-    /// `alter` on the cluster.
-    pub async fn delete_acls(
-        &self,
-        bindings: Vec<quiver_wire::acl::AclBinding>,
-    ) -> Result<u32, RequestError> {
-        self.call(&quiver_wire::acl::AclDeleteRequest { bindings })
-            .await
-            .map(|answer| answer.removed)
-    }
-
-    /// The access control rules `filter` selects. Needs `describe` on the cluster.
-    pub async fn describe_acls(
-        &self,
-        filter: quiver_wire::acl::AclDescribeRequest,
-    ) -> Result<Vec<quiver_wire::acl::AclBinding>, RequestError> {
-        self.call(&filter).await.map(|answer| answer.bindings)
-    }
-
-    /// Creates user `name` for SCRAM-SHA-256, or replaces its password. The salted,
-    /// iterated keys are derived here; the password never leaves this process. Needs
-    /// `alter` on the cluster.
-    pub async fn upsert_user(
-        &self,
-        name: &str,
-        password: &str,
-        iterations: u32,
-    ) -> Result<(), RequestError> {
-        let credential = quiver_wire::scram::ScramCredential::new(password, iterations)
-            .map_err(|e| RequestError::InvalidArgument(e.to_string()))?;
-        self.call(&quiver_wire::sasl::UserUpsertRequest {
-            name: name.to_owned(),
-            credential: quiver_wire::sasl::StoredCredential {
-                salt: Bytes::from(credential.salt.clone()),
-                iterations: credential.iterations,
-                stored_key: Bytes::copy_from_slice(&credential.stored_key),
-                server_key: Bytes::copy_from_slice(&credential.server_key),
-            },
-        })
-        .await
-        .map(drop)
-    }
-
-    /// Deletes SCRAM user `name`. Needs `alter` on the cluster.
-    pub async fn delete_user(&self, name: &str) -> Result<(), RequestError> {
-        self.call(&quiver_wire::sasl::UserDeleteRequest {
-            name: name.to_owned(),
-        })
-        .await
-        .map(drop)
-    }
-
-    /// SCRAM users and their iteration counts. Needs `describe` on the cluster.
-    pub async fn list_users(&self) -> Result<Vec<(String, u32)>, RequestError> {
-        self.call(&quiver_wire::sasl::UserListRequest)
-            .await
-            .map(|answer| answer.users)
-    }
-
-    /// Sets `principal`'s client quota (`User:*` for the default); a quota without
-    /// limits removes it. Needs `alter` on the cluster.
-    pub async fn set_quota(
-        &self,
-        principal: &str,
-        quota: quiver_wire::quota::Quota,
-    ) -> Result<(), RequestError> {
-        self.call(&quiver_wire::quota::QuotaSetRequest {
-            principal: principal.to_owned(),
-            quota,
-        })
-        .await
-        .map(drop)
-    }
-
-    /// Every client quota, by principal. Needs `describe` on the cluster.
-    pub async fn list_quotas(
-        &self,
-    ) -> Result<Vec<(String, quiver_wire::quota::Quota)>, RequestError> {
-        self.call(&quiver_wire::quota::QuotaListRequest)
-            .await
-            .map(|answer| answer.quotas)
-    }
-
-    /// What the broker knows of its cluster: the controller leader, voters, brokers
-    /// and whether each is fenced.
-    pub async fn cluster_status(
-        &self,
-    ) -> Result<quiver_wire::cluster::ClusterStatusResponse, RequestError> {
-        self.call(&quiver_wire::cluster::ClusterStatusRequest).await
-    }
-
-    /// Every topic with its partitions.
-    pub async fn list_topics(&self) -> Result<Vec<TopicInfo>, RequestError> {
-        Ok(self.call(&MetadataRequest { topics: None }).await?.topics)
-    }
-
-    /// One topic with its partitions.
-    pub async fn describe_topic(&self, name: &str) -> Result<TopicInfo, RequestError> {
+    /// One topic with its partitions and configs (the producer's partition count and
+    /// batch limit; [`crate::Admin::describe_topic`] for applications).
+    pub(crate) async fn describe_topic(&self, name: &str) -> Result<TopicInfo, RequestError> {
         let response = self
             .call(&MetadataRequest {
                 topics: Some(vec![name.to_owned()]),

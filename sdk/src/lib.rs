@@ -1,7 +1,7 @@
 //! `quiver-sdk`: the Rust client for Quiver.
 //!
 //! What it does today: connects to a broker over QUIC (TLS 1.3, ALPN `quiver/1`),
-//! manages topics, produces record batches with a chosen `acks` and returns the
+//! produces record batches with a chosen `acks` and returns the
 //! assigned offsets, fetches and decodes records from an offset, and looks up offsets
 //! by earliest, latest or timestamp. One shared connection, one stream per request,
 //! transparent reconnection on the next request after a connection is lost.
@@ -14,16 +14,20 @@
 //! (offset, beginning, end, timestamp), pause/resume, committed offsets kept by the
 //! broker (sync, async, explicit, auto-commit), and rebalance callbacks.
 //!
+//! [`Admin`] manages the cluster: topics, partitions and configs, consumer groups and
+//! their offsets, plugins, ACLs, users and quotas.
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use quiver_sdk::{Acks, Client, ClientConfig, FetchOptions, Record};
+//! use quiver_sdk::{Acks, Admin, Client, ClientConfig, FetchOptions, NewTopic, Record};
 //! let client = Client::connect(ClientConfig::new("127.0.0.1:7420", "quiver-data/tls/ca.pem")).await?;
-//! client.create_topic("events", 3, 1, &[]).await?;
+//! Admin::from_client(client.clone()).create_topic(NewTopic::new("events", 3, 1)).await?;
 //! let receipt = client.produce("events", 0, Acks::All, &[Record::from_value("hello", 0)]).await?;
 //! let fetched = client.fetch("events", 0, 0, &FetchOptions::default()).await?;
 //! # Ok(()) }
 //! ```
 
+pub mod admin;
 pub mod blocking;
 pub mod client;
 pub mod consumer;
@@ -36,6 +40,9 @@ pub mod tls;
 /// The UDP sockets under QUIC endpoints, with kernel buffers sized for bursts.
 pub mod transport;
 
+pub use admin::{
+    Admin, AlterConfigOp, GroupDescription, GroupListing, GroupOffset, NewTopic, OffsetResetTarget,
+};
 pub use blocking::BlockingProducer;
 pub use client::{
     Client, ClientConfig, FetchOptions, Fetched, FetchedBatches, ProduceReceipt, ScramLogin,

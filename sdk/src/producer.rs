@@ -59,6 +59,11 @@ pub struct ProducerConfig {
     pub idempotence: bool,
     /// Bytes of records waiting or in flight, at most.
     pub buffer_bytes: usize,
+    /// How long a topic's partition count and batch limit are used before they are
+    /// asked for again (Kafka's `metadata.max.age.ms`), so partitions added to a
+    /// topic get records. A record for a partition beyond the known count asks at
+    /// once.
+    pub metadata_max_age: Duration,
 }
 
 impl Default for ProducerConfig {
@@ -79,6 +84,7 @@ impl Default for ProducerConfig {
             compression: Compression::None,
             idempotence: true,
             buffer_bytes: 32 * 1024 * 1024,
+            metadata_max_age: Duration::from_secs(300),
         }
     }
 }
@@ -250,6 +256,8 @@ impl PartitionQueue {
 struct TopicMeta {
     partitions: u32,
     max_message_bytes: usize,
+    /// When the metadata was learned.
+    learned: tokio::time::Instant,
 }
 
 struct Shared {
@@ -400,9 +408,18 @@ impl Producer {
             .collect()
     }
 
-    async fn topic_meta(&self, topic: &str) -> Result<TopicMeta, SendError> {
+    /// The topic's metadata, asked for again once older than `metadata_max_age` or
+    /// when it lacks `partition`.
+    async fn topic_meta(
+        &self,
+        topic: &str,
+        partition: Option<u32>,
+    ) -> Result<TopicMeta, SendError> {
         let mut topics = self.shared.topics.lock().await;
-        if let Some(meta) = topics.get(topic) {
+        if let Some(meta) = topics.get(topic)
+            && meta.learned.elapsed() < self.shared.config.metadata_max_age
+            && partition.is_none_or(|p| p < meta.partitions)
+        {
             return Ok(*meta);
         }
         let info = self
@@ -423,6 +440,7 @@ impl Producer {
         let meta = TopicMeta {
             partitions: info.partitions.len() as u32,
             max_message_bytes,
+            learned: tokio::time::Instant::now(),
         };
         topics.insert(topic.to_owned(), meta);
         Ok(meta)
@@ -476,7 +494,7 @@ impl Producer {
         if self.shared.closed.load(Ordering::Acquire) {
             return Err(SendError::Closed);
         }
-        let meta = self.topic_meta(&record.topic).await?;
+        let meta = self.topic_meta(&record.topic, record.partition).await?;
         let timestamp = record.timestamp.unwrap_or_else(now_ms);
         let wire = Record {
             key: record.key,

@@ -4,7 +4,10 @@
 
 use std::time::Duration;
 
-use quiver_sdk::{Client, Consumer, Producer, ProducerRecord, TopicPartition};
+use quiver_sdk::{
+    Admin, AlterConfigOp, Client, Consumer, GroupOffset, NewTopic, OffsetResetTarget, Producer,
+    ProducerRecord, TopicPartition,
+};
 
 fn send<T: Send>(_: T) {}
 
@@ -12,6 +15,7 @@ fn send<T: Send>(_: T) {}
 #[allow(dead_code, clippy::diverging_sub_expression)]
 async fn every_public_future_is_send(
     client: Client,
+    admin: Admin,
     mut consumer: Consumer,
     producer: Producer,
     tp: TopicPartition,
@@ -20,17 +24,39 @@ async fn every_public_future_is_send(
         "127.0.0.1:1",
         "ca.pem",
     )));
-    send(client.list_topics());
-    send(client.describe_topic("t"));
-    send(client.create_topic("t", 1, 1, &[]));
-    send(client.delete_topic("t"));
+    send(Admin::connect(quiver_sdk::ClientConfig::new(
+        "127.0.0.1:1",
+        "ca.pem",
+    )));
+    send(admin.list_topics());
+    send(admin.describe_topic("t"));
+    send(admin.create_topic(NewTopic::new("t", 1, 1)));
+    send(admin.delete_topic("t"));
+    send(admin.create_partitions("t", 2));
+    send(admin.describe_topic_configs("t"));
+    send(admin.alter_topic_configs("t", &[AlterConfigOp::delete("retention.ms")]));
+    send(admin.describe_cluster());
+    send(admin.list_groups());
+    send(admin.describe_group("g"));
+    send(admin.delete_group("g"));
+    send(admin.list_group_offsets("g"));
+    send(admin.alter_group_offsets("g", &[GroupOffset::new("t", 0, 0)]));
+    send(admin.reset_group_offsets("g", "t", OffsetResetTarget::Earliest));
+    send(admin.upload_plugin("p", Vec::new()));
+    send(admin.list_plugins());
+    send(admin.detach_plugin("t", "p"));
+    send(admin.delete_plugin("p"));
+    send(admin.create_acls(Vec::new()));
+    send(admin.delete_acls(Vec::new()));
+    send(admin.upsert_user("u", "p", 4096));
+    send(admin.delete_user("u"));
+    send(admin.list_users());
+    send(admin.set_quota("User:u", Default::default()));
+    send(admin.list_quotas());
+    send(admin.close());
     send(client.produce("t", 0, quiver_sdk::Acks::All, &[]));
     send(client.fetch("t", 0, 0, &quiver_sdk::FetchOptions::default()));
     send(client.list_offsets("t", 0, quiver_sdk::OffsetSpec::Latest));
-    send(client.cluster_status());
-    send(client.create_acls(Vec::new()));
-    send(client.upsert_user("u", "p", 4096));
-    send(client.set_quota("User:u", Default::default()));
     send(client.close());
     send(producer.send(ProducerRecord::new("t", "v")));
     send(producer.flush());
@@ -50,5 +76,6 @@ fn a_consumer_is_send_and_sync_with_a_listener_that_is_only_send() {
     fn send_sync<T: Send + Sync>() {}
     send_sync::<Consumer>();
     send_sync::<Client>();
+    send_sync::<Admin>();
     send_sync::<Producer>();
 }

@@ -1029,3 +1029,16 @@ impl Drop for SmallFilesystem {
             .status();
     }
 }
+
+/// The SDK's [`quiver_sdk::Admin`] over a client's connection, so that a test
+/// administers through the client it produces and fetches with.
+pub trait ClientAdmin {
+    /// An admin sharing this client's connection.
+    fn admin(&self) -> quiver_sdk::Admin;
+}
+
+impl ClientAdmin for Client {
+    fn admin(&self) -> quiver_sdk::Admin {
+        quiver_sdk::Admin::from_client(self.clone())
+    }
+}

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use quiver_sdk::{Acks, Client, ErrorCode, FetchOptions, OffsetSpec, Record, RequestError};
+use quiver_tests::ClientAdmin;
 use quiver_tests::{Broker, RawConn, error_message, fetch_all, now_ms, wait_visible};
 use quiver_wire::ApiKey;
 use quiver_wire::batch::{BatchBuilder, ProducerStamp};
@@ -31,6 +32,7 @@ type Snapshot = Vec<(String, Vec<(u64, u64, u64)>)>;
 
 async fn snapshot(client: &Client) -> Snapshot {
     client
+        .admin()
         .list_topics()
         .await
         .expect("list topics")
@@ -77,15 +79,15 @@ impl Fixture {
         let broker = Broker::start(dir.path());
         let client = broker.client().await;
         client
-            .create_topic("data", 3, 1, &[])
+            .admin()
+            .create_topic(quiver_sdk::NewTopic::new("data", 3, 1))
             .await
             .expect("create data");
         client
+            .admin()
             .create_topic(
-                "small",
-                1,
-                1,
-                &[("max.message.bytes".into(), "2048".into())],
+                quiver_sdk::NewTopic::new("small", 1, 1)
+                    .configs::<String, String>([("max.message.bytes".into(), "2048".into())]),
             )
             .await
             .expect("create small");
@@ -154,6 +156,7 @@ impl Fixture {
         assert_eq!(fetched.len(), 1);
         // The original connection also still works.
         self.client
+            .admin()
             .list_topics()
             .await
             .expect("old connection still serves");
@@ -234,13 +237,13 @@ async fn unknown_topic() {
         "list_offsets",
     );
     let msg = expect_code(
-        c.describe_topic("ghost").await,
+        c.admin().describe_topic("ghost").await,
         ErrorCode::UnknownTopic,
         "describe",
     );
     assert!(msg.contains("ghost"), "message names the topic: {msg}");
     expect_code(
-        c.delete_topic("ghost").await,
+        c.admin().delete_topic("ghost").await,
         ErrorCode::UnknownTopic,
         "delete",
     );
@@ -282,7 +285,10 @@ async fn invalid_topic_name_sent_raw() {
     }
     // The SDK refuses the same names before sending.
     assert!(matches!(
-        f.client.create_topic("bad/name", 1, 1, &[]).await,
+        f.client
+            .admin()
+            .create_topic(quiver_sdk::NewTopic::new("bad/name", 1, 1))
+            .await,
         Err(RequestError::InvalidArgument(_))
     ));
     assert!(
@@ -585,19 +591,29 @@ async fn fetch_offset_beyond_the_end() {
 async fn duplicate_topic() {
     let f = Fixture::new().await;
     let msg = expect_code(
-        f.client.create_topic("data", 3, 1, &[]).await,
+        f.client
+            .admin()
+            .create_topic(quiver_sdk::NewTopic::new("data", 3, 1))
+            .await,
         ErrorCode::TopicAlreadyExists,
         "same topic again",
     );
     assert!(msg.contains("data"), "message names the topic: {msg}");
     expect_code(
-        f.client.create_topic("data", 1, 1, &[]).await,
+        f.client
+            .admin()
+            .create_topic(quiver_sdk::NewTopic::new("data", 1, 1))
+            .await,
         ErrorCode::TopicAlreadyExists,
         "same name, fewer partitions",
     );
     expect_code(
         f.client
-            .create_topic("data", 5, 1, &[("retention.ms".into(), "1".into())])
+            .admin()
+            .create_topic(
+                quiver_sdk::NewTopic::new("data", 5, 1)
+                    .configs::<String, String>([("retention.ms".into(), "1".into())]),
+            )
             .await,
         ErrorCode::TopicAlreadyExists,
         "same name, more partitions and other configs",
@@ -626,13 +642,18 @@ async fn invalid_topic_configs() {
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
         let msg = expect_code(
-            f.client.create_topic("fresh", 1, 1, &configs).await,
+            f.client
+                .admin()
+                .create_topic(
+                    quiver_sdk::NewTopic::new("fresh", 1, 1).configs(configs.iter().cloned()),
+                )
+                .await,
             ErrorCode::InvalidConfig,
             &format!("configs {configs:?}"),
         );
         assert!(msg.contains(key), "message names `{key}`: {msg}");
         expect_code(
-            f.client.describe_topic("fresh").await,
+            f.client.admin().describe_topic("fresh").await,
             ErrorCode::UnknownTopic,
             "a refused topic does not exist",
         );
@@ -645,12 +666,15 @@ async fn invalid_partition_or_replication_counts() {
     let f = Fixture::new().await;
     for (partitions, rf) in [(0u32, 1u16), (10_001, 1), (1, 0), (1, 2), (3, 7)] {
         expect_code(
-            f.client.create_topic("fresh", partitions, rf, &[]).await,
+            f.client
+                .admin()
+                .create_topic(quiver_sdk::NewTopic::new("fresh", partitions, rf))
+                .await,
             ErrorCode::InvalidRequest,
             &format!("{partitions} partitions, replication factor {rf}"),
         );
         expect_code(
-            f.client.describe_topic("fresh").await,
+            f.client.admin().describe_topic("fresh").await,
             ErrorCode::UnknownTopic,
             "a refused topic does not exist",
         );

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use quiver_sdk::{Acks, ErrorCode, Record};
+use quiver_tests::ClientAdmin;
 use quiver_tests::{Broker, CLUSTER_NODES as NODES, eventually, free_ports, start_cluster};
 use quiver_wire::cluster::ClusterStatusResponse;
 
@@ -13,7 +14,7 @@ async fn status(broker: &Broker) -> Option<ClusterStatusResponse> {
     let client = quiver_sdk::Client::connect(broker.client_config())
         .await
         .ok()?;
-    client.cluster_status().await.ok()
+    client.admin().describe_cluster().await.ok()
 }
 
 /// The status once `ready` holds for it, polled from `broker`.
@@ -32,7 +33,11 @@ async fn wait_for(
 /// `(leader, replicas)` of every partition of `topic`, as `broker` describes it.
 async fn leaders_of(broker: &Broker, topic: &str) -> Vec<(u32, Vec<u32>)> {
     let client = broker.client().await;
-    let described = client.describe_topic(topic).await.expect("describe");
+    let described = client
+        .admin()
+        .describe_topic(topic)
+        .await
+        .expect("describe");
     described
         .partitions
         .iter()
@@ -43,11 +48,13 @@ async fn leaders_of(broker: &Broker, topic: &str) -> Vec<(u32, Vec<u32>)> {
 /// Creates `topic` through the controller and checks that a second create is refused.
 async fn create_once(client: &quiver_sdk::Client, topic: &str, partitions: u32, replicas: u16) {
     client
-        .create_topic(topic, partitions, replicas, &[])
+        .admin()
+        .create_topic(quiver_sdk::NewTopic::new(topic, partitions, replicas))
         .await
         .expect("create through the controller");
     let err = client
-        .create_topic(topic, 1, 1, &[])
+        .admin()
+        .create_topic(quiver_sdk::NewTopic::new(topic, 1, 1))
         .await
         .expect_err("a second create");
     assert_eq!(err.code(), Some(ErrorCode::TopicAlreadyExists), "{err}");
@@ -97,7 +104,8 @@ async fn a_three_broker_cluster_survives_losing_its_controller_leader() {
     create_once(&client, "placed", 3, 3).await;
     wait_topic_everywhere(&brokers, "placed").await;
     let err = client
-        .create_topic("too-wide", 1, 4, &[])
+        .admin()
+        .create_topic(quiver_sdk::NewTopic::new("too-wide", 1, 4))
         .await
         .expect_err("more replicas than brokers");
     assert_eq!(err.code(), Some(ErrorCode::InvalidRequest), "{err}");
@@ -176,7 +184,7 @@ async fn a_three_broker_cluster_survives_losing_its_controller_leader() {
         || {
             let client = survivor_client.clone();
             async move {
-                let topic = client.describe_topic("placed").await.ok()?;
+                let topic = client.admin().describe_topic("placed").await.ok()?;
                 topic
                     .partitions
                     .iter()
@@ -267,14 +275,22 @@ async fn a_single_node_is_a_one_member_quorum_on_the_cluster_path() {
     let client = broker.client().await;
     create_once(&client, "solo", 1, 1).await;
     send_all(&client, "solo", "s", 100).await;
-    let described = client.describe_topic("solo").await.expect("describe");
+    let described = client
+        .admin()
+        .describe_topic("solo")
+        .await
+        .expect("describe");
     let before = described.partitions[0].clone();
     assert_eq!((before.leader, before.isr.clone()), (1, vec![1]));
     broker.kill9();
     broker.restart();
     let client = broker.client().await;
     send_all(&client, "solo", "t", 10).await;
-    let after = client.describe_topic("solo").await.expect("describe");
+    let after = client
+        .admin()
+        .describe_topic("solo")
+        .await
+        .expect("describe");
     let after = &after.partitions[0];
     assert!(
         after.leader_epoch > before.leader_epoch,
@@ -313,16 +329,22 @@ async fn a_data_directory_without_a_controller_is_adopted_whole() {
     let mut broker = Broker::start(dir.path());
     let client = broker.client().await;
     client
-        .create_topic("kept", 2, 1, &[("retention.ms".into(), "600000".into())])
+        .admin()
+        .create_topic(
+            quiver_sdk::NewTopic::new("kept", 2, 1)
+                .configs::<String, String>([("retention.ms".into(), "600000".into())]),
+        )
         .await
         .expect("create");
     send_all(&client, "kept", "k", 300).await;
     let module = quiver_tests::wat::module(&quiver_tests::wat::filter_filling(255));
     let info = client
+        .admin()
         .upload_plugin("keep-all", bytes::Bytes::from(module))
         .await
         .expect("upload");
     client
+        .admin()
         .attach_plugin(Attachment {
             topic: "kept".into(),
             plugin: "keep-all".into(),
@@ -351,7 +373,11 @@ async fn a_data_directory_without_a_controller_is_adopted_whole() {
     assert!(marker.exists(), "adoption is recorded");
 
     let client = broker.client().await;
-    let described = client.describe_topic("kept").await.expect("topic adopted");
+    let described = client
+        .admin()
+        .describe_topic("kept")
+        .await
+        .expect("topic adopted");
     assert_eq!(described.partitions.len(), 2);
     assert!(
         described
@@ -363,7 +389,7 @@ async fn a_data_directory_without_a_controller_is_adopted_whole() {
     );
     let values = quiver_tests::fetch_all(&client, "kept", 0, 0).await;
     assert_eq!(values.len(), 300, "every record kept");
-    let (plugins, attachments) = client.list_plugins().await.expect("plugins");
+    let (plugins, attachments) = client.admin().list_plugins().await.expect("plugins");
     assert_eq!(plugins.len(), 1);
     assert_eq!(plugins[0].version, info.version);
     assert_eq!(attachments.len(), 1);
@@ -380,11 +406,12 @@ async fn a_data_directory_without_a_controller_is_adopted_whole() {
     );
 
     // Adopted once: a topic deleted afterwards stays deleted across a restart.
-    client.delete_topic("kept").await.expect("delete");
+    client.admin().delete_topic("kept").await.expect("delete");
     broker.sigterm();
     broker.restart();
     let client = broker.client().await;
     let err = client
+        .admin()
         .describe_topic("kept")
         .await
         .expect_err("deleted for good");
@@ -441,7 +468,7 @@ async fn wait_topic_everywhere(brokers: &[Broker], topic: &str) {
                 let client = quiver_sdk::Client::connect(broker.client_config())
                     .await
                     .ok()?;
-                let described = client.describe_topic(topic).await.ok()?;
+                let described = client.admin().describe_topic(topic).await.ok()?;
                 described
                     .partitions
                     .iter()
@@ -468,7 +495,7 @@ async fn first_partition(
     let client = quiver_sdk::Client::connect(broker.client_config())
         .await
         .ok()?;
-    let described = client.describe_topic(topic).await.ok()?;
+    let described = client.admin().describe_topic(topic).await.ok()?;
     described.partitions.into_iter().next()
 }
 
@@ -519,7 +546,11 @@ async fn a_replicated_partition_keeps_every_acknowledged_record_across_a_leader_
     wait_formed(&brokers[0]).await;
     let client = brokers[0].client().await;
     client
-        .create_topic("rep", 1, 3, &[("min.insync.replicas".into(), "2".into())])
+        .admin()
+        .create_topic(
+            quiver_sdk::NewTopic::new("rep", 1, 3)
+                .configs::<String, String>([("min.insync.replicas".into(), "2".into())]),
+        )
         .await
         .expect("create");
     wait_topic_everywhere(&brokers, "rep").await;
@@ -660,11 +691,10 @@ async fn a_paused_follower_leaves_the_isr_and_rejoins_when_it_resumes() {
     wait_formed(&brokers[0]).await;
     let client = brokers[0].client().await;
     client
+        .admin()
         .create_topic(
-            "paused",
-            1,
-            3,
-            &[("min.insync.replicas".into(), "2".into())],
+            quiver_sdk::NewTopic::new("paused", 1, 3)
+                .configs::<String, String>([("min.insync.replicas".into(), "2".into())]),
         )
         .await
         .expect("create");
@@ -694,7 +724,7 @@ async fn a_paused_follower_leaves_the_isr_and_rejoins_when_it_resumes() {
     // acks=all keeps working with the two others once the ISR drops the paused one.
     send_all(&leader_client, "paused", "during", 500).await;
     let isr = |c: quiver_sdk::Client| async move {
-        let described = c.describe_topic("paused").await.ok()?;
+        let described = c.admin().describe_topic("paused").await.ok()?;
         Some(described.partitions.first()?.isr.clone())
     };
     eventually(
@@ -757,7 +787,11 @@ async fn an_idempotent_producer_keeps_exactly_once_while_the_leader_is_killed_te
     wait_formed(&brokers[0]).await;
     let admin = brokers[0].client().await;
     admin
-        .create_topic("chaos", 1, 3, &[("min.insync.replicas".into(), "2".into())])
+        .admin()
+        .create_topic(
+            quiver_sdk::NewTopic::new("chaos", 1, 3)
+                .configs::<String, String>([("min.insync.replicas".into(), "2".into())]),
+        )
         .await
         .expect("create");
     wait_topic_everywhere(&brokers, "chaos").await;
@@ -911,7 +945,7 @@ async fn registry_of(
     let client = quiver_sdk::Client::connect(broker.client_config())
         .await
         .ok()?;
-    let (plugins, attachments) = client.list_plugins().await.ok()?;
+    let (plugins, attachments) = client.admin().list_plugins().await.ok()?;
     let version = plugins.into_iter().find(|p| p.name == name)?.version;
     Some((version, attachments))
 }
@@ -929,11 +963,13 @@ async fn groups_offsets_and_plugins_are_the_clusters_not_one_brokers() {
     let client_a = brokers[a].client().await;
     let client_b = brokers[b].client().await;
     client_a
-        .create_topic("evens", 1, 3, &[])
+        .admin()
+        .create_topic(quiver_sdk::NewTopic::new("evens", 1, 3))
         .await
         .expect("create evens");
     client_a
-        .create_topic("orders", 2, 3, &[])
+        .admin()
+        .create_topic(quiver_sdk::NewTopic::new("orders", 2, 3))
         .await
         .expect("create orders");
     wait_topic_everywhere(&brokers, "evens").await;
@@ -943,10 +979,12 @@ async fn groups_offsets_and_plugins_are_the_clusters_not_one_brokers() {
     // the controller holds its version, and brokers without the module fetch it.
     let module = quiver_tests::wat::module(&quiver_tests::wat::filter_filling(0x55));
     let info = client_a
+        .admin()
         .upload_plugin("evens", bytes::Bytes::from(module))
         .await
         .expect("upload on one broker");
     client_b
+        .admin()
         .attach_plugin(Attachment {
             topic: "evens".into(),
             plugin: "evens".into(),
@@ -1068,6 +1106,7 @@ async fn groups_offsets_and_plugins_are_the_clusters_not_one_brokers() {
     // holds the module.
     let replacement = quiver_tests::wat::module(&quiver_tests::wat::filter_filling(255));
     let second = client_b
+        .admin()
         .upload_plugin("evens", bytes::Bytes::from(replacement))
         .await
         .expect("upload with two of three brokers");
@@ -1117,7 +1156,8 @@ async fn a_node_started_later_joins_the_running_cluster() {
     // The new broker takes replicas: four replicas fit now.
     let client = brokers[1].client().await;
     client
-        .create_topic("wide", 1, 4, &[])
+        .admin()
+        .create_topic(quiver_sdk::NewTopic::new("wide", 1, 4))
         .await
         .expect("four replicas on four brokers");
     wait_topic_everywhere(&brokers, "wide").await;
@@ -1189,7 +1229,11 @@ async fn a_node_restarted_on_another_port_keeps_its_place() {
         || {
             let client = client.clone();
             async move {
-                match client.create_topic("after-move", 1, 2, &[]).await {
+                match client
+                    .admin()
+                    .create_topic(quiver_sdk::NewTopic::new("after-move", 1, 2))
+                    .await
+                {
                     Ok(()) => Some(()),
                     Err(err) if err.code() == Some(ErrorCode::TopicAlreadyExists) => Some(()),
                     Err(_) => None,
@@ -1206,9 +1250,107 @@ async fn a_node_restarted_on_another_port_keeps_its_place() {
                 let client = quiver_sdk::Client::connect(brokers[index].client_config())
                     .await
                     .ok()?;
-                client.describe_topic("after-move").await.ok().map(|_| ())
+                client
+                    .admin()
+                    .describe_topic("after-move")
+                    .await
+                    .ok()
+                    .map(|_| ())
             },
         )
         .await;
+    }
+}
+
+/// Partitions added to a replicated topic are placed like a new topic's (leaders
+/// spread, every replica in sync) and replicated; configs altered through one broker
+/// hold on every broker, whichever leads a partition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn added_partitions_are_replicated_and_altered_configs_hold_on_every_broker() {
+    use quiver_sdk::AlterConfigOp;
+    let root = tempfile::tempdir().expect("tempdir");
+    let brokers = start_cluster(root.path(), &[]);
+    wait_formed(&brokers[0]).await;
+    let client = brokers[1].client().await;
+    create_once(&client, "widening", 1, 3).await;
+    wait_topic_everywhere(&brokers, "widening").await;
+    let admin = client.admin();
+    admin
+        .create_partitions("widening", 4)
+        .await
+        .expect("add partitions");
+    admin
+        .alter_topic_configs(
+            "widening",
+            &[AlterConfigOp::set("max.message.bytes", "4096")],
+        )
+        .await
+        .expect("alter");
+    let wanted = [("max.message.bytes".to_owned(), "4096".to_owned())];
+    for broker in &brokers {
+        eventually(
+            "four replicated partitions and the new config everywhere",
+            Duration::from_secs(60),
+            || async {
+                let client = quiver_sdk::Client::connect(broker.client_config())
+                    .await
+                    .ok()?;
+                let described = client.admin().describe_topic("widening").await.ok()?;
+                (described.configs == wanted
+                    && described.partitions.len() == 4
+                    && described
+                        .partitions
+                        .iter()
+                        .all(|p| p.leader != u32::MAX && p.isr.len() == 3))
+                .then_some(())
+            },
+        )
+        .await;
+    }
+    let leaders: std::collections::BTreeSet<u32> = leaders_of(&brokers[0], "widening")
+        .await
+        .into_iter()
+        .skip(1)
+        .map(|(leader, _)| leader)
+        .collect();
+    assert_eq!(
+        leaders.len(),
+        3,
+        "new partitions' leaders spread: {leaders:?}"
+    );
+
+    // acks=all on every new partition: each is led and followed.
+    let producer = quiver_sdk::Producer::new(client.clone(), quiver_sdk::ProducerConfig::default());
+    let mut receipts = Vec::new();
+    for partition in 1..4 {
+        let record = quiver_sdk::ProducerRecord::new("widening", format!("p{partition}"))
+            .partition(partition);
+        receipts.push(producer.send(record).await.expect("buffered"));
+    }
+    for receipt in receipts {
+        receipt.await.expect("acknowledged by acks=all");
+    }
+    producer.close().await;
+    for broker in &brokers {
+        for partition in 1..4 {
+            assert!(
+                !broker.log_files("widening", partition).is_empty(),
+                "{} holds widening/{partition}",
+                broker.data_dir.display()
+            );
+        }
+    }
+    // The altered limit holds on whichever broker leads each partition.
+    let big = Record::from_value(bytes::Bytes::from(vec![b'x'; 8 * 1024]), 1);
+    for partition in 0..4 {
+        let err = client
+            .produce("widening", partition, Acks::All, std::slice::from_ref(&big))
+            .await
+            .expect_err("past max.message.bytes");
+        assert_eq!(
+            err.code(),
+            Some(ErrorCode::BatchTooLarge),
+            "{partition}: {err}"
+        );
     }
 }

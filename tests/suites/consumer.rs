@@ -9,6 +9,7 @@ use quiver_sdk::{
     Acks, Client, Consumer, ConsumerConfig, ConsumerRecord, ErrorCode, OffsetReset, Record,
     TopicPartition,
 };
+use quiver_tests::ClientAdmin;
 use quiver_tests::{Broker, eventually};
 use quiver_wire::group::{
     CommittedOffset, DescribeGroupRequest, GroupHeartbeatRequest, OffsetCommitRequest,
@@ -70,7 +71,8 @@ async fn committed_offsets_survive_a_broker_restart() {
     let mut broker = Broker::start(dir.path());
     let client = broker.client().await;
     client
-        .create_topic("resume", 1, 1, &[])
+        .admin()
+        .create_topic(quiver_sdk::NewTopic::new("resume", 1, 1))
         .await
         .expect("create");
     produce_values(&client, "resume", 0, (0..100).map(|i| format!("r{i}"))).await;
@@ -125,7 +127,8 @@ async fn a_group_shares_partitions_and_takes_over_from_a_dead_member() {
     let broker = Broker::start(dir.path());
     let client = broker.client().await;
     client
-        .create_topic("shared", 6, 1, &[])
+        .admin()
+        .create_topic(quiver_sdk::NewTopic::new("shared", 6, 1))
         .await
         .expect("create");
     for p in 0..6 {
@@ -232,7 +235,8 @@ async fn a_fenced_member_cannot_commit() {
     let broker = Broker::start(dir.path());
     let client = broker.client().await;
     client
-        .create_topic("fence", 1, 1, &[])
+        .admin()
+        .create_topic(quiver_sdk::NewTopic::new("fence", 1, 1))
         .await
         .expect("create");
     let join = client
@@ -299,7 +303,8 @@ async fn seek_to_timestamp_lands_on_the_first_record_at_or_after_it() {
     let broker = Broker::start(dir.path());
     let client = broker.client().await;
     client
-        .create_topic("times", 1, 1, &[])
+        .admin()
+        .create_topic(quiver_sdk::NewTopic::new("times", 1, 1))
         .await
         .expect("create");
     for i in 0..50i64 {
@@ -365,7 +370,8 @@ async fn cli_reset_offsets_is_what_the_next_group_consumer_sees() {
     let broker = Broker::start(dir.path());
     let client = broker.client().await;
     client
-        .create_topic("cli-groups", 1, 1, &[])
+        .admin()
+        .create_topic(quiver_sdk::NewTopic::new("cli-groups", 1, 1))
         .await
         .expect("create");
     produce_values(&client, "cli-groups", 0, (0..50).map(|i| format!("v{i}"))).await;
@@ -507,7 +513,8 @@ async fn streams_async_commits_auto_commit_resets_and_rebalance_callbacks() {
     let broker = Broker::start(dir.path());
     let client = broker.client().await;
     client
-        .create_topic("misc", 2, 1, &[])
+        .admin()
+        .create_topic(quiver_sdk::NewTopic::new("misc", 2, 1))
         .await
         .expect("create");
     for p in 0..2 {
@@ -652,7 +659,8 @@ async fn offsets_of_an_empty_group_expire_and_a_live_groups_stay() {
     let broker = Broker::start_with(dir.path(), &[("QUIVER_OFFSETS_RETENTION_MS", "1500")], None);
     let client = broker.client().await;
     client
-        .create_topic("kept", 1, 1, &[])
+        .admin()
+        .create_topic(quiver_sdk::NewTopic::new("kept", 1, 1))
         .await
         .expect("create");
     produce_values(&client, "kept", 0, (0..20).map(|i| format!("k{i}"))).await;
@@ -726,7 +734,8 @@ async fn a_group_consumer_polls_and_commits_from_a_spawned_task() {
     let broker = Broker::start(dir.path());
     let client = broker.client().await;
     client
-        .create_topic("spawned", 2, 1, &[])
+        .admin()
+        .create_topic(quiver_sdk::NewTopic::new("spawned", 2, 1))
         .await
         .expect("create");
     for partition in 0..2 {
@@ -812,7 +821,8 @@ async fn a_rebalance_listener_seeks_and_commits_the_partitions_it_is_given() {
     let broker = Broker::start(dir.path());
     let client = broker.client().await;
     client
-        .create_topic("seeking", 2, 1, &[])
+        .admin()
+        .create_topic(quiver_sdk::NewTopic::new("seeking", 2, 1))
         .await
         .expect("create");
     let base_ms = 1_700_000_000_000;
@@ -888,7 +898,8 @@ async fn waiting_for_an_assignment_that_cannot_come_returns_none_in_time() {
     let broker = Broker::start(dir.path());
     let client = broker.client().await;
     client
-        .create_topic("one-partition", 1, 1, &[])
+        .admin()
+        .create_topic(quiver_sdk::NewTopic::new("one-partition", 1, 1))
         .await
         .expect("create");
     let mut first = Consumer::new(client.clone(), group_config("g-crowded"));

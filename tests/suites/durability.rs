@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use quiver_sdk::{Acks, Client, ClientConfig, Record, RequestError};
+use quiver_tests::ClientAdmin;
 use quiver_tests::{Broker, eventually, fetch_all, now_ms, padded_value, seeded_rng, wait_visible};
 use quiver_wire::acl::{
     AclBinding, AclDescribeRequest, Operation, PatternType, Permission, ResourceType,
@@ -120,7 +121,8 @@ async fn acknowledged_records_survive_kill_9() {
     let mut broker = Broker::start(dir.path());
     let admin = broker.client().await;
     admin
-        .create_topic("dur", PARTITIONS, 1, &[])
+        .admin()
+        .create_topic(quiver_sdk::NewTopic::new("dur", PARTITIONS, 1))
         .await
         .expect("create topic");
     admin.close().await;
@@ -262,7 +264,8 @@ async fn a_full_disk_refuses_appends_until_space_returns() {
     let broker = Broker::start(&fs.path().join("data"));
     let client = broker.client().await;
     client
-        .create_topic("full", 1, 1, &[])
+        .admin()
+        .create_topic(quiver_sdk::NewTopic::new("full", 1, 1))
         .await
         .expect("create topic");
     let value = |i: usize| Bytes::from(format!("{i:05}-{}", "x".repeat(4000)));
@@ -353,7 +356,7 @@ async fn a_full_disk_refuses_appends_until_space_returns() {
     let mut short = broker.client_config();
     short.request_timeout = Duration::from_secs(2);
     let impatient = Client::connect(short).await.expect("connect");
-    let created = impatient.create_acls(rules.clone()).await;
+    let created = impatient.admin().create_acls(rules.clone()).await;
     assert!(
         created.as_ref().is_err_and(RequestError::is_retriable),
         "a metadata change on a full disk fails retriably: {created:?}"
@@ -400,6 +403,7 @@ async fn a_full_disk_refuses_appends_until_space_returns() {
         Duration::from_secs(60),
         || async {
             let stored = client
+                .admin()
                 .describe_acls(AclDescribeRequest::default())
                 .await
                 .ok()?;
@@ -408,7 +412,8 @@ async fn a_full_disk_refuses_appends_until_space_returns() {
     )
     .await;
     client
-        .create_topic("made-after", 1, 1, &[])
+        .admin()
+        .create_topic(quiver_sdk::NewTopic::new("made-after", 1, 1))
         .await
         .expect("metadata changes work again");
     impatient.close().await;

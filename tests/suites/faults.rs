@@ -18,7 +18,7 @@ use std::time::Duration;
 use quiver_sdk::{Acks, Client, FetchOptions, Record};
 use quiver_tests::history::{self, Event, History, StoredRecord};
 use quiver_tests::netfault::NetCluster;
-use quiver_tests::{Broker, eventually};
+use quiver_tests::{Broker, ClientAdmin, eventually};
 use quiver_wire::cluster::ClusterStatusResponse;
 use quiver_wire::message::PartitionInfo;
 
@@ -50,13 +50,19 @@ async fn client(cluster: &NetCluster, node: usize) -> Option<Client> {
 }
 
 async fn status(cluster: &NetCluster, node: usize) -> Option<ClusterStatusResponse> {
-    client(cluster, node).await?.cluster_status().await.ok()
+    client(cluster, node)
+        .await?
+        .admin()
+        .describe_cluster()
+        .await
+        .ok()
 }
 
 /// `broker`'s view of partition `partition`.
 async fn view(cluster: &NetCluster, node: usize, partition: u32) -> Option<PartitionInfo> {
     let topic = client(cluster, node)
         .await?
+        .admin()
         .describe_topic(TOPIC)
         .await
         .ok()?;
@@ -85,11 +91,10 @@ async fn settle(cluster: &NetCluster, create: bool) -> (usize, Vec<PartitionInfo
         let admin = client(cluster, 0).await.expect("client");
         eventually("the topic created", SETTLE_MAX, || async {
             match admin
+                .admin()
                 .create_topic(
-                    TOPIC,
-                    PARTITIONS,
-                    NODES as u16,
-                    &[("min.insync.replicas".into(), "2".into())],
+                    quiver_sdk::NewTopic::new(TOPIC, PARTITIONS, NODES as u16)
+                        .config("min.insync.replicas", "2"),
                 )
                 .await
             {
@@ -108,6 +113,7 @@ async fn settle(cluster: &NetCluster, create: bool) -> (usize, Vec<PartitionInfo
             for node in 0..NODES {
                 let topic = client(cluster, node)
                     .await?
+                    .admin()
                     .describe_topic(TOPIC)
                     .await
                     .ok()?;
@@ -218,7 +224,7 @@ impl Workload {
                         observer = Client::connect(config.clone()).await.ok();
                     }
                     if let Some(c) = &observer {
-                        match c.describe_topic(TOPIC).await {
+                        match c.admin().describe_topic(TOPIC).await {
                             Ok(topic) => {
                                 if let Some(p) =
                                     topic.partitions.iter().find(|p| p.partition == partition)

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use quiver_sdk::{Acks, Client, Record};
+use quiver_tests::ClientAdmin;
 use quiver_tests::{Broker, RawConn, eventually, fetch_all, now_ms, wait_visible};
 use quiver_wire::message::{FetchRequest, Rpc};
 
@@ -37,7 +38,8 @@ impl Scene {
         let broker = Broker::start_with(dir.path(), env, None);
         let client = broker.client().await;
         client
-            .create_topic("data", 1, 1, &[])
+            .admin()
+            .create_topic(quiver_sdk::NewTopic::new("data", 1, 1))
             .await
             .expect("create topic");
         let scene = Scene {
@@ -380,6 +382,7 @@ const LOOPING_FILTER: &str = r#"(func (export "filter") (param i32 i32) (result 
 /// Uploads the WAT module `body` (with the test prelude) as `name`.
 async fn upload(client: &Client, name: &str, body: &str) -> Result<(), quiver_sdk::RequestError> {
     client
+        .admin()
         .upload_plugin(name, Bytes::from(quiver_tests::wat::module(body)))
         .await
         .map(drop)
@@ -415,7 +418,7 @@ async fn plugin_modules_past_the_compile_limits_are_refused_by_name() {
         },
     )
     .await;
-    let (plugins, _) = scene.client.list_plugins().await.expect("list");
+    let (plugins, _) = scene.client.admin().list_plugins().await.expect("list");
     assert!(
         plugins.is_empty(),
         "nothing of the refused module is stored"
@@ -455,10 +458,12 @@ async fn a_looping_plugin_under_each_policy_neither_silences_its_topic_nor_stops
         on_error,
     };
     client
-        .create_topic("healthy", 1, 1, &[])
+        .admin()
+        .create_topic(quiver_sdk::NewTopic::new("healthy", 1, 1))
         .await
         .expect("create");
     client
+        .admin()
         .attach_plugin(attach("healthy", "evens", OnError::Fail))
         .await
         .expect("attach");
@@ -480,7 +485,11 @@ async fn a_looping_plugin_under_each_policy_neither_silences_its_topic_nor_stops
         ("loop-skip", OnError::Skip),
         ("loop-pass", OnError::Pass),
     ] {
-        client.create_topic(topic, 1, 1, &[]).await.expect("create");
+        client
+            .admin()
+            .create_topic(quiver_sdk::NewTopic::new(topic, 1, 1))
+            .await
+            .expect("create");
         // Three batches, so a fetch has several to spend plugin time on.
         for _ in 0..3 {
             client
@@ -489,6 +498,7 @@ async fn a_looping_plugin_under_each_policy_neither_silences_its_topic_nor_stops
                 .expect("produce");
         }
         client
+            .admin()
             .attach_plugin(attach(topic, "looping", policy.clone()))
             .await
             .expect("attach");

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use quiver_sdk::{Acks, Client, FetchOptions, OffsetSpec, Record};
+use quiver_tests::ClientAdmin;
 use quiver_tests::{Broker, eventually, fetch_all, now_ms, quiver_bin, wait_bounded, wait_visible};
 
 fn text(bytes: &[u8]) -> String {
@@ -56,12 +57,16 @@ async fn admin_http_health_ready_and_metrics() {
 
     // One request of each kind, so their counters exist.
     let client = broker.client().await;
-    client.create_topic("m", 1, 1, &[]).await.expect("create");
+    client
+        .admin()
+        .create_topic(quiver_sdk::NewTopic::new("m", 1, 1))
+        .await
+        .expect("create");
     client
         .produce("m", 0, Acks::All, &[Record::from_value("v", now_ms())])
         .await
         .expect("produce");
-    let _ = client.describe_topic("absent").await;
+    let _ = client.admin().describe_topic("absent").await;
     let (status, metrics) = broker.http_get("/metrics");
     assert_eq!(status, 200);
     assert!(
@@ -91,7 +96,8 @@ async fn sigterm_exits_zero_and_restart_serves_all_data() {
     let mut broker = Broker::start(dir.path());
     let client = broker.client().await;
     client
-        .create_topic("keep", 2, 1, &[])
+        .admin()
+        .create_topic(quiver_sdk::NewTopic::new("keep", 2, 1))
         .await
         .expect("create");
     let mut expected: Vec<Vec<Bytes>> = vec![Vec::new(), Vec::new()];
@@ -385,7 +391,11 @@ async fn cli_topic_create_list_describe_delete() {
         "recreate",
         &broker.cli(&["topic", "create", "events", "--partitions", "3"]),
     );
-    let info = client.describe_topic("events").await.expect("describe");
+    let info = client
+        .admin()
+        .describe_topic("events")
+        .await
+        .expect("describe");
     assert!(
         info.partitions
             .iter()
@@ -408,7 +418,8 @@ async fn second_broker_on_the_same_data_dir_refuses_to_start() {
     let mut broker = Broker::start(dir.path());
     let client = broker.client().await;
     client
-        .create_topic("mine", 1, 1, &[])
+        .admin()
+        .create_topic(quiver_sdk::NewTopic::new("mine", 1, 1))
         .await
         .expect("create");
     client
@@ -467,7 +478,8 @@ async fn metrics_can_be_turned_off() {
     let broker = Broker::start_with(dir.path(), &[("QUIVER_METRICS", "false")], None);
     let client = broker.client().await;
     client
-        .create_topic("quiet", 1, 1, &[])
+        .admin()
+        .create_topic(quiver_sdk::NewTopic::new("quiet", 1, 1))
         .await
         .expect("create");
     client
@@ -489,7 +501,8 @@ async fn sigterm_does_not_wait_for_clients_that_went_away() {
     let mut broker = Broker::start(dir.path());
     let client = broker.client().await;
     client
-        .create_topic("gone", 1, 1, &[])
+        .admin()
+        .create_topic(quiver_sdk::NewTopic::new("gone", 1, 1))
         .await
         .expect("create");
     client.close().await;
@@ -528,7 +541,8 @@ async fn logs_come_as_one_json_object_a_line_for_log_shippers() {
     let broker = Broker::start_with(dir.path(), &[("QUIVER_LOG_FORMAT", "json")], None);
     let client = broker.client().await;
     client
-        .create_topic("shipped", 1, 1, &[])
+        .admin()
+        .create_topic(quiver_sdk::NewTopic::new("shipped", 1, 1))
         .await
         .expect("create");
     let audit = eventually("the audit line", Duration::from_secs(10), || async {

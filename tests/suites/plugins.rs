@@ -14,6 +14,7 @@ use quiver_sdk::{
     Acks, Attachment, Client, ErrorCode, FetchOptions, OnError, PluginCall, PluginStage, Producer,
     ProducerConfig, ProducerRecord, Record, RecordHeader,
 };
+use quiver_tests::ClientAdmin;
 use quiver_tests::wat::{PRELUDE, TRAP_FILTER, filter_filling, module as wat};
 use quiver_tests::{Broker, fetch_all};
 use quiver_wire::batch::{BatchBuilder, BatchHeader, BatchSplitter, ProducerStamp};
@@ -42,6 +43,7 @@ fn trap_on_x() -> String {
 
 async fn upload(client: &Client, name: &str, body: &str) {
     client
+        .admin()
         .upload_plugin(name, Bytes::from(wat(body)))
         .await
         .unwrap_or_else(|e| panic!("upload {name}: {e}"));
@@ -49,6 +51,7 @@ async fn upload(client: &Client, name: &str, body: &str) {
 
 async fn attach(client: &Client, topic: &str, plugin: &str, stage: PluginStage, on_error: OnError) {
     client
+        .admin()
         .attach_plugin(Attachment {
             topic: topic.into(),
             plugin: plugin.into(),
@@ -110,7 +113,11 @@ async fn hostile_modules_are_refused_or_contained() {
     let mut broker = Broker::start(dir.path());
     let client = broker.client().await;
     for topic in ["hostile", "calm"] {
-        client.create_topic(topic, 1, 1, &[]).await.expect("create");
+        client
+            .admin()
+            .create_topic(quiver_sdk::NewTopic::new(topic, 1, 1))
+            .await
+            .expect("create");
         produce(&client, topic, &["a", "b", "c"])
             .await
             .expect("produce");
@@ -140,6 +147,7 @@ async fn hostile_modules_are_refused_or_contained() {
     ];
     for (name, module, reason) in refused {
         let err = client
+            .admin()
             .upload_plugin(name, Bytes::from(module))
             .await
             .expect_err(name);
@@ -206,6 +214,7 @@ async fn hostile_modules_are_refused_or_contained() {
         .expect_err("plugin fails");
     assert_eq!(err.code(), Some(ErrorCode::PluginFailed), "{err}");
     client
+        .admin()
         .detach_plugin("hostile", "trap")
         .await
         .expect("detach");
@@ -242,7 +251,11 @@ async fn failed_batches_are_dead_lettered_skipped_or_passed() {
     let broker = Broker::start(dir.path());
     let client = broker.client().await;
     for topic in ["orders", "orders-dlq", "views", "views-dlq"] {
-        client.create_topic(topic, 1, 1, &[]).await.expect("create");
+        client
+            .admin()
+            .create_topic(quiver_sdk::NewTopic::new(topic, 1, 1))
+            .await
+            .expect("create");
     }
     upload(&client, "picky", &trap_on_x()).await;
 
@@ -288,6 +301,7 @@ async fn failed_batches_are_dead_lettered_skipped_or_passed() {
     // Skip and pass at the produce stage.
     for (policy, value) in [(OnError::Skip, "x-skipped"), (OnError::Pass, "x-passed")] {
         client
+            .admin()
             .detach_plugin("orders", "picky")
             .await
             .expect("detach");
@@ -327,6 +341,7 @@ async fn failed_batches_are_dead_lettered_skipped_or_passed() {
         .collect();
     assert_eq!(offsets, ["1", "2"]);
     client
+        .admin()
         .detach_plugin("views", "picky")
         .await
         .expect("detach");
@@ -352,7 +367,11 @@ async fn fetch_stage_keeps_offsets_and_zero_copy() {
     let dir = tempfile::tempdir().expect("tempdir");
     let broker = Broker::start(dir.path());
     let client = broker.client().await;
-    client.create_topic("t", 1, 1, &[]).await.expect("create");
+    client
+        .admin()
+        .create_topic(quiver_sdk::NewTopic::new("t", 1, 1))
+        .await
+        .expect("create");
     produce(&client, "t", &["r0", "r1", "r2", "r3", "r4"])
         .await
         .expect("produce");
@@ -410,18 +429,22 @@ async fn plugins_survive_a_restart_from_the_compile_cache() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut broker = Broker::start(dir.path());
     let client = broker.client().await;
-    client.create_topic("t", 1, 1, &[]).await.expect("create");
+    client
+        .admin()
+        .create_topic(quiver_sdk::NewTopic::new("t", 1, 1))
+        .await
+        .expect("create");
     produce(&client, "t", &["r0", "r1", "r2"])
         .await
         .expect("produce");
     upload(&client, "keep-even", &filter_filling(0x55)).await;
     attach(&client, "t", "keep-even", PluginStage::Fetch, OnError::Skip).await;
-    let (before, attachments_before) = client.list_plugins().await.expect("list");
+    let (before, attachments_before) = client.admin().list_plugins().await.expect("list");
     drop(client);
 
     broker.restart();
     let client = broker.client().await;
-    let (after, attachments_after) = client.list_plugins().await.expect("list");
+    let (after, attachments_after) = client.admin().list_plugins().await.expect("list");
     assert_eq!(before, after);
     assert_eq!(attachments_before, attachments_after);
     let fetched = client
@@ -448,7 +471,8 @@ async fn replacing_a_plugin_while_a_consumer_streams_loses_nothing() {
     let broker = Broker::start(dir.path());
     let client = broker.client().await;
     client
-        .create_topic("stream", 1, 1, &[])
+        .admin()
+        .create_topic(quiver_sdk::NewTopic::new("stream", 1, 1))
         .await
         .expect("create");
     // Two versions that both keep every record, so loss or duplication shows.
@@ -508,6 +532,7 @@ async fn replacing_a_plugin_while_a_consumer_streams_loses_nothing() {
             filter_filling(0xff)
         };
         let info = client
+            .admin()
             .upload_plugin("view", Bytes::from(wat(&body)))
             .await
             .expect("replace");
@@ -545,6 +570,7 @@ async fn attach_with(
     params: &[(&str, &str)],
 ) {
     client
+        .admin()
         .attach_plugin(Attachment {
             topic: topic.into(),
             plugin: plugin.into(),
@@ -619,13 +645,15 @@ async fn example_plugins_work_at_both_stages() {
     let client = broker.client().await;
     for case in EXAMPLES {
         client
+            .admin()
             .upload_plugin(case.plugin, example(case.plugin))
             .await
             .unwrap_or_else(|e| panic!("upload {}: {e}", case.plugin));
         for stage in [PluginStage::Produce, PluginStage::Fetch] {
             let topic = format!("{}-{stage}", case.plugin);
             client
-                .create_topic(&topic, 1, 1, &[])
+                .admin()
+                .create_topic(quiver_sdk::NewTopic::new(&topic, 1, 1))
                 .await
                 .expect("create");
             attach_with(&client, &topic, case.plugin, stage, case.params).await;
@@ -633,6 +661,7 @@ async fn example_plugins_work_at_both_stages() {
             let got = values(&fetch_all(&client, &topic, 0, 0).await);
             assert_eq!(got, case.output, "{} at the {stage} stage", case.plugin);
             client
+                .admin()
                 .detach_plugin(&topic, case.plugin)
                 .await
                 .expect("detach");
@@ -656,10 +685,12 @@ async fn an_idempotent_producer_through_a_produce_filter_survives_a_restart() {
     let mut broker = Broker::start(dir.path());
     let client = broker.client().await;
     client
-        .create_topic("logs", 1, 1, &[])
+        .admin()
+        .create_topic(quiver_sdk::NewTopic::new("logs", 1, 1))
         .await
         .expect("create");
     client
+        .admin()
         .upload_plugin("errors-only", example("regex-filter"))
         .await
         .expect("upload");
@@ -866,7 +897,11 @@ async fn produce_stage_dead_letter_cycles_are_refused() {
     let broker = Broker::start(dir.path());
     let client = broker.client().await;
     for topic in ["a", "b", "c"] {
-        client.create_topic(topic, 1, 1, &[]).await.expect("create");
+        client
+            .admin()
+            .create_topic(quiver_sdk::NewTopic::new(topic, 1, 1))
+            .await
+            .expect("create");
     }
     upload(&client, "picky", &trap_on_x()).await;
     let dead_letter = |topic: &str, to: &str, stage| Attachment {
@@ -877,15 +912,18 @@ async fn produce_stage_dead_letter_cycles_are_refused() {
         on_error: OnError::DeadLetter(to.into()),
     };
     client
+        .admin()
         .attach_plugin(dead_letter("a", "b", PluginStage::Produce))
         .await
         .expect("a -> b");
     client
+        .admin()
         .attach_plugin(dead_letter("b", "c", PluginStage::Produce))
         .await
         .expect("b -> c");
     // c -> a closes a -> b -> c -> a: two failing produces could wait on each other.
     let err = client
+        .admin()
         .attach_plugin(dead_letter("c", "a", PluginStage::Produce))
         .await
         .expect_err("a cycle");
@@ -893,6 +931,7 @@ async fn produce_stage_dead_letter_cycles_are_refused() {
     assert!(err.to_string().contains("cycle"), "{err}");
     // At the fetch stage nothing is locked while dead-lettering: allowed.
     client
+        .admin()
         .attach_plugin(dead_letter("c", "a", PluginStage::Fetch))
         .await
         .expect("fetch-stage dead letters may point anywhere");
@@ -922,7 +961,8 @@ async fn a_plugin_is_deleted_only_once_detached_and_leaves_no_files() {
     let broker = Broker::start(dir.path());
     let client = broker.client().await;
     client
-        .create_topic("kept", 1, 1, &[])
+        .admin()
+        .create_topic(quiver_sdk::NewTopic::new("kept", 1, 1))
         .await
         .expect("create");
     upload(&client, "evens", &filter_filling(0x55)).await;
@@ -941,22 +981,34 @@ async fn a_plugin_is_deleted_only_once_detached_and_leaves_no_files() {
         stderr.contains("PLUGIN_IN_USE") && stderr.contains("`kept`"),
         "{stderr}"
     );
-    let err = client.delete_plugin("evens").await.expect_err("attached");
+    let err = client
+        .admin()
+        .delete_plugin("evens")
+        .await
+        .expect_err("attached");
     assert_eq!(err.code(), Some(ErrorCode::PluginInUse), "{err}");
-    let (plugins, attachments) = client.list_plugins().await.expect("list");
+    let (plugins, attachments) = client.admin().list_plugins().await.expect("list");
     assert_eq!(
         (plugins.len(), attachments.len()),
         (1, 1),
         "nothing changed"
     );
 
-    client.detach_plugin("kept", "evens").await.expect("detach");
+    client
+        .admin()
+        .detach_plugin("kept", "evens")
+        .await
+        .expect("detach");
     let deleted = broker.cli(&["plugin", "delete", "evens"]);
     assert!(deleted.status.success(), "{deleted:?}");
-    let (plugins, _) = client.list_plugins().await.expect("list");
+    let (plugins, _) = client.admin().list_plugins().await.expect("list");
     assert!(plugins.is_empty(), "{plugins:?}");
     assert_eq!(plugin_files(&broker), Vec::<String>::new());
-    let err = client.delete_plugin("evens").await.expect_err("gone");
+    let err = client
+        .admin()
+        .delete_plugin("evens")
+        .await
+        .expect_err("gone");
     assert_eq!(err.code(), Some(ErrorCode::UnknownPlugin), "{err}");
 }
 
@@ -1342,7 +1394,8 @@ async fn filtered_fetches_keep_batches_with_gaps_exact_to_sdk_cli_and_groups() {
     let broker = Broker::start(dir.path());
     let client = broker.client().await;
     client
-        .create_topic("gaps", 1, 1, &[])
+        .admin()
+        .create_topic(quiver_sdk::NewTopic::new("gaps", 1, 1))
         .await
         .expect("create");
     // Stored: [0..6) and [6..10). Keeping positions 0, 2, 4, ... of each leaves
@@ -1480,7 +1533,8 @@ async fn filtered_fetches_keep_batches_with_gaps_exact_to_sdk_cli_and_groups() {
 
     // The produce stage still stores dense batches: the same filter there renumbers.
     client
-        .create_topic("dense", 1, 1, &[])
+        .admin()
+        .create_topic(quiver_sdk::NewTopic::new("dense", 1, 1))
         .await
         .expect("create");
     attach(

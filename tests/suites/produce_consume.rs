@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use bytes::Bytes;
 use quiver_sdk::{Acks, OffsetSpec, Record};
+use quiver_tests::ClientAdmin;
 use quiver_tests::{Broker, fetch_all, now_ms, padded_value, seeded_rng, wait_visible};
 
 const PARTITIONS: u32 = 3;
@@ -22,7 +23,8 @@ async fn sdk_produces_and_fetches_200k_records_exactly_once_in_order() {
     let broker = Broker::start(dir.path());
     let client = broker.client().await;
     client
-        .create_topic("bulk", PARTITIONS, 1, &[])
+        .admin()
+        .create_topic(quiver_sdk::NewTopic::new("bulk", PARTITIONS, 1))
         .await
         .expect("create topic");
 
@@ -314,7 +316,8 @@ async fn acknowledged_batch_is_visible_to_the_next_request() {
     let broker = Broker::start(dir.path());
     let client = broker.client().await;
     client
-        .create_topic("ryw", PARTITIONS, 1, &[])
+        .admin()
+        .create_topic(quiver_sdk::NewTopic::new("ryw", PARTITIONS, 1))
         .await
         .expect("create topic");
     let no_wait = quiver_sdk::FetchOptions {
@@ -385,7 +388,8 @@ async fn a_client_bootstraps_past_a_dead_first_address() {
         .expect("the second address answers");
     assert_eq!(client.broker_addr(), broker.quic_addr);
     client
-        .create_topic("via-second", 1, 1, &[])
+        .admin()
+        .create_topic(quiver_sdk::NewTopic::new("via-second", 1, 1))
         .await
         .expect("served");
 

@@ -10,6 +10,7 @@ use quiver_sdk::{
     Acks, BlockingProducer, Compression, DeliveryError, ErrorCode, Producer, ProducerConfig,
     ProducerRecord, SendError,
 };
+use quiver_tests::ClientAdmin;
 use quiver_tests::{Broker, eventually, fetch_all};
 
 fn config(idempotence: bool) -> ProducerConfig {
@@ -35,7 +36,11 @@ async fn send_through_a_kill(
     let dir = tempfile::tempdir().expect("tempdir");
     let mut broker = Broker::start(dir.path());
     let client = broker.client().await;
-    client.create_topic(topic, 2, 1, &[]).await.expect("create");
+    client
+        .admin()
+        .create_topic(quiver_sdk::NewTopic::new(topic, 2, 1))
+        .await
+        .expect("create");
     let producer = Producer::new(client.clone(), config(idempotence));
     let total = 6_000u64;
     let acked = Arc::new(AtomicU64::new(0));
@@ -158,7 +163,8 @@ async fn callbacks_fire_exactly_once_also_when_the_broker_never_returns() {
     let mut broker = Broker::start(dir.path());
     let client = broker.client().await;
     client
-        .create_topic("gone", 1, 1, &[])
+        .admin()
+        .create_topic(quiver_sdk::NewTopic::new("gone", 1, 1))
         .await
         .expect("create");
     let producer = Producer::new(
@@ -227,11 +233,10 @@ async fn fatal_errors_fail_at_once_and_an_oversized_record_fails_alone() {
     let broker = Broker::start(dir.path());
     let client = broker.client().await;
     client
+        .admin()
         .create_topic(
-            "small",
-            1,
-            1,
-            &[("max.message.bytes".into(), "2048".into())],
+            quiver_sdk::NewTopic::new("small", 1, 1)
+                .configs::<String, String>([("max.message.bytes".into(), "2048".into())]),
         )
         .await
         .expect("create");
@@ -273,7 +278,7 @@ async fn fatal_errors_fail_at_once_and_an_oversized_record_fails_alone() {
 
     // A broker-side fatal error (the topic vanished after the producer cached it) is
     // reported as such, long before the 60 s delivery timeout could pass.
-    client.delete_topic("small").await.expect("delete");
+    client.admin().delete_topic("small").await.expect("delete");
     let delivery = producer
         .send(ProducerRecord::new("small", "late"))
         .await
@@ -290,7 +295,8 @@ async fn lz4_zstd_and_plain_batches_mix_in_one_topic() {
     let broker = Broker::start(dir.path());
     let client = broker.client().await;
     client
-        .create_topic("mixed", 1, 1, &[])
+        .admin()
+        .create_topic(quiver_sdk::NewTopic::new("mixed", 1, 1))
         .await
         .expect("create");
     let mut expected = Vec::new();
@@ -357,7 +363,8 @@ async fn a_producer_facing_a_stopped_broker_stops_accepting_when_its_buffer_is_f
     let mut broker = Broker::start(dir.path());
     let client = broker.client().await;
     client
-        .create_topic("stalled", 1, 1, &[])
+        .admin()
+        .create_topic(quiver_sdk::NewTopic::new("stalled", 1, 1))
         .await
         .expect("create");
     let buffer_bytes = 64 * 1024;
@@ -411,7 +418,8 @@ fn the_blocking_producer_serves_synchronous_callers() {
         broker
             .client()
             .await
-            .create_topic("sync", 1, 1, &[])
+            .admin()
+            .create_topic(quiver_sdk::NewTopic::new("sync", 1, 1))
             .await
             .expect("create");
     });
@@ -447,7 +455,8 @@ async fn a_producer_resumes_promptly_after_its_broker_restarts() {
     let mut broker = Broker::start(dir.path());
     let client = broker.client().await;
     client
-        .create_topic("restarted", 1, 1, &[])
+        .admin()
+        .create_topic(quiver_sdk::NewTopic::new("restarted", 1, 1))
         .await
         .expect("create");
     let producer = Producer::new(
@@ -467,6 +476,7 @@ async fn a_producer_resumes_promptly_after_its_broker_restarts() {
     // Ready: a fresh client is served.
     let fresh = broker.client().await;
     fresh
+        .admin()
         .list_topics()
         .await
         .expect("the restarted broker serves");

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use quiver_sdk::{Acks, Client, OffsetSpec, Record};
+use quiver_tests::ClientAdmin;
 use quiver_tests::{
     BatchSpan, Broker, batch_spans, fetch_all, now_ms, padded_value, seeded_rng, wait_visible,
 };
@@ -17,11 +18,10 @@ const BATCHES: usize = 70;
 /// random sizes; returns offset -> value of everything acknowledged.
 async fn produce_segments(client: &Client, rng: &mut impl Rng) -> BTreeMap<u64, Bytes> {
     client
+        .admin()
         .create_topic(
-            TOPIC,
-            1,
-            1,
-            &[("segment.bytes".into(), SEGMENT_BYTES.into())],
+            quiver_sdk::NewTopic::new(TOPIC, 1, 1)
+                .configs::<String, String>([("segment.bytes".into(), SEGMENT_BYTES.into())]),
         )
         .await
         .expect("create topic");
@@ -200,7 +200,11 @@ async fn a_controller_log_tail_cut_by_a_crash_is_recovered_and_lost_commits_refu
     let mut broker = Broker::start(dir.path());
     let client = broker.client().await;
     for topic in ["kept-1", "kept-2", "kept-3"] {
-        client.create_topic(topic, 1, 1, &[]).await.expect("create");
+        client
+            .admin()
+            .create_topic(quiver_sdk::NewTopic::new(topic, 1, 1))
+            .await
+            .expect("create");
     }
     client.close().await;
     assert_eq!(broker.sigterm().code(), Some(0));
@@ -214,6 +218,7 @@ async fn a_controller_log_tail_cut_by_a_crash_is_recovered_and_lost_commits_refu
     broker.restart();
     let client = broker.client().await;
     let topics: Vec<String> = client
+        .admin()
         .list_topics()
         .await
         .expect("list")

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use quiver_sdk::{Acks, Client, ErrorCode, FetchOptions, OffsetSpec, Record};
+use quiver_tests::ClientAdmin;
 use quiver_tests::{Broker, eventually, fetch_all, now_ms, padded_value, seeded_rng, wait_visible};
 
 const RETENTION_ENV: &[(&str, &str)] = &[("QUIVER_RETENTION_CHECK_INTERVAL_MS", "100")];
@@ -111,14 +112,12 @@ async fn retention_by_size_deletes_oldest_segments() {
     let broker = Broker::start_with(dir.path(), RETENTION_ENV, None);
     let client = broker.client().await;
     client
+        .admin()
         .create_topic(
-            "sized",
-            1,
-            1,
-            &[
+            quiver_sdk::NewTopic::new("sized", 1, 1).configs::<String, String>([
                 ("segment.bytes".into(), SEGMENT_BYTES.to_string()),
                 ("retention.bytes".into(), RETENTION_BYTES.to_string()),
-            ],
+            ]),
         )
         .await
         .expect("create topic");
@@ -163,7 +162,11 @@ async fn retention_by_size_deletes_oldest_segments() {
         );
     }
 
-    let info = client.describe_topic("sized").await.expect("describe");
+    let info = client
+        .admin()
+        .describe_topic("sized")
+        .await
+        .expect("describe");
     let p = &info.partitions[0];
     assert!(p.log_start_offset > 0, "log start moved past 0");
     assert_eq!(
@@ -200,14 +203,12 @@ async fn retention_by_age_deletes_expired_segments() {
     let broker = Broker::start_with(dir.path(), RETENTION_ENV, None);
     let client = broker.client().await;
     client
+        .admin()
         .create_topic(
-            "aged",
-            1,
-            1,
-            &[
+            quiver_sdk::NewTopic::new("aged", 1, 1).configs::<String, String>([
                 ("segment.bytes".into(), SEGMENT_BYTES.to_string()),
                 ("retention.ms".into(), "1000".into()),
-            ],
+            ]),
         )
         .await
         .expect("create topic");
@@ -250,11 +251,10 @@ async fn retention_by_age_deletes_expired_segments() {
 
     // A topic without retention.ms keeps its old segments on the same broker.
     client
+        .admin()
         .create_topic(
-            "kept",
-            1,
-            1,
-            &[("segment.bytes".into(), SEGMENT_BYTES.to_string())],
+            quiver_sdk::NewTopic::new("kept", 1, 1)
+                .configs::<String, String>([("segment.bytes".into(), SEGMENT_BYTES.to_string())]),
         )
         .await
         .expect("create topic");

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use quiver_sdk::{Acks, Client, ErrorCode, FetchOptions, Record, RequestError};
+use quiver_tests::ClientAdmin;
 use quiver_tests::{Broker, eventually, run_quiver};
 use quiver_wire::ApiKey;
 use quiver_wire::acl::{
@@ -73,6 +74,7 @@ async fn connect_as(broker: &Broker, cert: Option<&(PathBuf, PathBuf)>) -> Resul
     // The handshake's last word (the server refusing the certificate) may arrive after
     // the client thinks it is connected: a first request settles it.
     client
+        .admin()
         .list_topics()
         .await
         .map(|_| client)
@@ -148,7 +150,8 @@ async fn under_mtls_only_certificates_from_the_clusters_ca_get_in() {
 
     let client = client_as(&broker, &alice).await;
     client
-        .create_topic("mine", 1, 1, &[])
+        .admin()
+        .create_topic(quiver_sdk::NewTopic::new("mine", 1, 1))
         .await
         .expect("an authenticated client works as before");
     client
@@ -201,7 +204,11 @@ async fn a_client_certificate_from_the_clusters_ca_is_no_broker_certificate() {
     // Named like the brokers' own certificates, signed by the same CA.
     let impostor = issue(&broker.data_dir, "quiver broker", certs.path());
     let client = client_as(&broker, &impostor).await;
-    client.create_topic("t", 1, 1, &[]).await.expect("create");
+    client
+        .admin()
+        .create_topic(quiver_sdk::NewTopic::new("t", 1, 1))
+        .await
+        .expect("create");
     let refusals = [
         client
             .call(&quiver_wire::cluster::ControllerRpcRequest {
@@ -247,7 +254,7 @@ async fn attempt(client: &Client, api: ApiKey) -> Result<(), RequestError> {
     use quiver_wire::plugin::*;
     match api {
         ApiKey::ApiVersions => client.call(&ApiVersionsRequest).await.map(drop),
-        ApiKey::Metadata => client.list_topics().await.map(drop),
+        ApiKey::Metadata => client.admin().list_topics().await.map(drop),
         ApiKey::Produce => client
             .produce(
                 "orders",
@@ -273,8 +280,13 @@ async fn attempt(client: &Client, api: ApiKey) -> Result<(), RequestError> {
             .list_offsets("orders", 0, OffsetSpec::Latest)
             .await
             .map(drop),
-        ApiKey::CreateTopic => client.create_topic("created", 1, 1, &[]).await,
-        ApiKey::DeleteTopic => client.delete_topic("doomed").await,
+        ApiKey::CreateTopic => {
+            client
+                .admin()
+                .create_topic(quiver_sdk::NewTopic::new("created", 1, 1))
+                .await
+        }
+        ApiKey::DeleteTopic => client.admin().delete_topic("doomed").await,
         ApiKey::InitProducerId => client.call(&InitProducerIdRequest).await.map(drop),
         ApiKey::OffsetCommit => client
             .call(&OffsetCommitRequest {
@@ -314,12 +326,14 @@ async fn attempt(client: &Client, api: ApiKey) -> Result<(), RequestError> {
             .await
             .map(drop),
         ApiKey::PluginUpload => client
+            .admin()
             .upload_plugin("p", Bytes::from_static(b"\0asm\x01\0\0\0"))
             .await
             .map(drop),
-        ApiKey::PluginList => client.list_plugins().await.map(drop),
+        ApiKey::PluginList => client.admin().list_plugins().await.map(drop),
         ApiKey::PluginAttach => {
             client
+                .admin()
                 .attach_plugin(Attachment {
                     topic: "orders".into(),
                     plugin: "p".into(),
@@ -329,11 +343,12 @@ async fn attempt(client: &Client, api: ApiKey) -> Result<(), RequestError> {
                 })
                 .await
         }
-        ApiKey::PluginDetach => client.detach_plugin("orders", "p").await,
-        ApiKey::PluginDelete => client.delete_plugin("p").await,
-        ApiKey::ClusterStatus => client.cluster_status().await.map(drop),
+        ApiKey::PluginDetach => client.admin().detach_plugin("orders", "p").await,
+        ApiKey::PluginDelete => client.admin().delete_plugin("p").await,
+        ApiKey::ClusterStatus => client.admin().describe_cluster().await.map(drop),
         ApiKey::AclCreate => {
             client
+                .admin()
                 .create_acls(vec![rule(
                     "User:bob",
                     ResourceType::Topic,
@@ -343,6 +358,7 @@ async fn attempt(client: &Client, api: ApiKey) -> Result<(), RequestError> {
                 .await
         }
         ApiKey::AclDelete => client
+            .admin()
             .delete_acls(vec![rule(
                 "User:bob",
                 ResourceType::Topic,
@@ -352,6 +368,7 @@ async fn attempt(client: &Client, api: ApiKey) -> Result<(), RequestError> {
             .await
             .map(drop),
         ApiKey::AclDescribe => client
+            .admin()
             .describe_acls(AclDescribeRequest::default())
             .await
             .map(drop),
@@ -362,11 +379,17 @@ async fn attempt(client: &Client, api: ApiKey) -> Result<(), RequestError> {
             })
             .await
             .map(drop),
-        ApiKey::UserUpsert => client.upsert_user("bob", "a long password", 4096).await,
-        ApiKey::UserDelete => client.delete_user("bob").await,
-        ApiKey::UserList => client.list_users().await.map(drop),
+        ApiKey::UserUpsert => {
+            client
+                .admin()
+                .upsert_user("bob", "a long password", 4096)
+                .await
+        }
+        ApiKey::UserDelete => client.admin().delete_user("bob").await,
+        ApiKey::UserList => client.admin().list_users().await.map(drop),
         ApiKey::QuotaSet => {
             client
+                .admin()
                 .set_quota(
                     "User:bob",
                     quiver_wire::quota::Quota {
@@ -376,7 +399,18 @@ async fn attempt(client: &Client, api: ApiKey) -> Result<(), RequestError> {
                 )
                 .await
         }
-        ApiKey::QuotaList => client.list_quotas().await.map(drop),
+        ApiKey::QuotaList => client.admin().list_quotas().await.map(drop),
+        ApiKey::AlterTopicConfigs => {
+            client
+                .admin()
+                .alter_topic_configs(
+                    "orders",
+                    &[quiver_sdk::AlterConfigOp::set("retention.ms", "600000")],
+                )
+                .await
+        }
+        ApiKey::CreatePartitions => client.admin().create_partitions("orders", 2).await,
+        ApiKey::DeleteGroup => client.admin().delete_group("g").await,
         ApiKey::ControllerRpc => client
             .call(&quiver_wire::cluster::ControllerRpcRequest {
                 payload: Bytes::from_static(b"{}"),
@@ -443,6 +477,8 @@ fn grants(api: ApiKey, principal: &str) -> Option<(Vec<AclBinding>, Option<Error
         }
         ApiKey::UserList | ApiKey::QuotaList => (vec![cluster(Describe)], cluster_denied),
         ApiKey::QuotaSet => (vec![cluster(Alter)], cluster_denied),
+        ApiKey::AlterTopicConfigs | ApiKey::CreatePartitions => (vec![topic(Alter)], topic_denied),
+        ApiKey::DeleteGroup => (vec![group(Delete)], group_denied),
         // No rule opens the brokers' own APIs to a client.
         ApiKey::ControllerRpc | ApiKey::ReplicaFetch | ApiKey::PluginModule => {
             (vec![cluster(All)], None)
@@ -458,14 +494,16 @@ async fn every_api_refuses_a_principal_without_its_rule_and_serves_one_with_it()
         locked_down(dir.path(), certs.path(), &["admin", "alice", "mallory"]).await;
     let [admin, alice, mallory] = clients.try_into().ok().expect("one client per user");
     admin
-        .create_topic("orders", 1, 1, &[])
+        .admin()
+        .create_topic(quiver_sdk::NewTopic::new("orders", 1, 1))
         .await
         .expect("super user creates");
 
     for api in ApiKey::ALL {
         if api == ApiKey::DeleteTopic {
             admin
-                .create_topic("doomed", 1, 1, &[])
+                .admin()
+                .create_topic(quiver_sdk::NewTopic::new("doomed", 1, 1))
                 .await
                 .expect("create doomed");
         }
@@ -492,7 +530,11 @@ async fn every_api_refuses_a_principal_without_its_rule_and_serves_one_with_it()
             "{api:?} names the principal: {refused}"
         );
 
-        admin.create_acls(needed.clone()).await.expect("grant");
+        admin
+            .admin()
+            .create_acls(needed.clone())
+            .await
+            .expect("grant");
         let outcome = attempt(&alice, api).await;
         match denied {
             Some(_) => {
@@ -509,7 +551,7 @@ async fn every_api_refuses_a_principal_without_its_rule_and_serves_one_with_it()
                 "{api:?}"
             ),
         }
-        admin.delete_acls(needed).await.expect("revoke");
+        admin.admin().delete_acls(needed).await.expect("revoke");
         // Revoked: the next request is refused again.
         if denied.is_some() && api != ApiKey::CreateTopic && api != ApiKey::DeleteTopic {
             let again = attempt(&alice, api).await.expect_err("revoked");
@@ -520,6 +562,7 @@ async fn every_api_refuses_a_principal_without_its_rule_and_serves_one_with_it()
     // Listings leave out what the principal may not describe, and naming a topic one
     // may not describe answers alike whether it exists or not.
     let names: Vec<String> = mallory
+        .admin()
         .list_topics()
         .await
         .expect("list")
@@ -527,8 +570,13 @@ async fn every_api_refuses_a_principal_without_its_rule_and_serves_one_with_it()
         .map(|t| t.name)
         .collect();
     assert!(names.is_empty(), "mallory sees {names:?}");
-    let existing = mallory.describe_topic("orders").await.expect_err("hidden");
+    let existing = mallory
+        .admin()
+        .describe_topic("orders")
+        .await
+        .expect_err("hidden");
     let missing = mallory
+        .admin()
         .describe_topic("no-such-topic")
         .await
         .expect_err("hidden");
@@ -552,6 +600,189 @@ async fn every_api_refuses_a_principal_without_its_rule_and_serves_one_with_it()
     .await;
 }
 
+/// Kafka's model for the operators' topic changes: altering configs and adding
+/// partitions need `alter` on the topic, deleting a group `delete` on the group. A
+/// principal that may only describe is refused with the stable codes and changes
+/// nothing; one with the rules is served, and the audit names it. A client without a
+/// certificate does not get in at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topic_changes_and_group_deletion_need_their_rules() {
+    use quiver_sdk::{AlterConfigOp, GroupOffset, NewTopic};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = tempfile::tempdir().expect("tempdir");
+    let (broker, clients) =
+        locked_down(dir.path(), certs.path(), &["admin", "alice", "mallory"]).await;
+    let [admin, alice, mallory] = clients.try_into().ok().expect("one client per user");
+    let admin = admin.admin();
+    admin
+        .create_topic(NewTopic::new("orders", 2, 1))
+        .await
+        .expect("super user creates");
+    admin
+        .alter_group_offsets("billing", &[GroupOffset::new("orders", 0, 0)])
+        .await
+        .expect("super user commits");
+    admin
+        .create_acls(vec![
+            rule(
+                "User:mallory",
+                ResourceType::Topic,
+                "orders",
+                Operation::Describe,
+            ),
+            rule(
+                "User:mallory",
+                ResourceType::Group,
+                "billing",
+                Operation::Describe,
+            ),
+        ])
+        .await
+        .expect("grant describe");
+
+    let unchanged = || async {
+        let info = admin.describe_topic("orders").await.expect("describe");
+        // Only the effective max.message.bytes every topic reports: nothing was set.
+        assert_eq!(
+            info.configs,
+            [("max.message.bytes".to_owned(), "1048576".to_owned())]
+        );
+        assert_eq!(info.partitions.len(), 2);
+        assert_eq!(
+            admin
+                .list_group_offsets("billing")
+                .await
+                .expect("offsets")
+                .len(),
+            1
+        );
+    };
+    let mallory = mallory.admin();
+    let err = mallory
+        .alter_topic_configs("orders", &[AlterConfigOp::set("retention.ms", "1")])
+        .await
+        .expect_err("describe is not alter");
+    assert_eq!(
+        err.code(),
+        Some(ErrorCode::TopicAuthorizationFailed),
+        "{err}"
+    );
+    assert!(err.to_string().contains("User:mallory"), "{err}");
+    let err = mallory
+        .create_partitions("orders", 3)
+        .await
+        .expect_err("describe is not alter");
+    assert_eq!(
+        err.code(),
+        Some(ErrorCode::TopicAuthorizationFailed),
+        "{err}"
+    );
+    let err = mallory
+        .delete_group("billing")
+        .await
+        .expect_err("describe is not delete");
+    assert_eq!(
+        err.code(),
+        Some(ErrorCode::GroupAuthorizationFailed),
+        "{err}"
+    );
+    unchanged().await;
+
+    // Read and write on the topic are not alter either.
+    let alice = alice.admin();
+    admin
+        .create_acls(vec![
+            rule("User:alice", ResourceType::Topic, "orders", Operation::Read),
+            rule(
+                "User:alice",
+                ResourceType::Topic,
+                "orders",
+                Operation::Write,
+            ),
+        ])
+        .await
+        .expect("grant read and write");
+    let err = alice
+        .create_partitions("orders", 3)
+        .await
+        .expect_err("read and write are not alter");
+    assert_eq!(
+        err.code(),
+        Some(ErrorCode::TopicAuthorizationFailed),
+        "{err}"
+    );
+    unchanged().await;
+
+    admin
+        .create_acls(vec![
+            rule(
+                "User:alice",
+                ResourceType::Topic,
+                "orders",
+                Operation::Alter,
+            ),
+            rule(
+                "User:alice",
+                ResourceType::Group,
+                "billing",
+                Operation::Delete,
+            ),
+        ])
+        .await
+        .expect("grant alter and delete");
+    alice
+        .alter_topic_configs("orders", &[AlterConfigOp::set("retention.ms", "600000")])
+        .await
+        .expect("alter with the rule");
+    alice
+        .create_partitions("orders", 3)
+        .await
+        .expect("add partitions with the rule");
+    alice
+        .delete_group("billing")
+        .await
+        .expect("delete with the rule");
+    let info = admin.describe_topic("orders").await.expect("describe");
+    assert_eq!(
+        info.configs,
+        [
+            ("max.message.bytes".to_owned(), "1048576".to_owned()),
+            ("retention.ms".to_owned(), "600000".to_owned())
+        ]
+    );
+    assert_eq!(info.partitions.len(), 3);
+    assert!(
+        admin
+            .list_group_offsets("billing")
+            .await
+            .expect("offsets")
+            .is_empty()
+    );
+    eventually(
+        "audit lines naming alice",
+        Duration::from_secs(10),
+        || async {
+            let log = broker.stderr();
+            let audited = |action: &str| {
+                log.lines().any(|l| {
+                    l.contains("quiver::audit") && l.contains("User:alice") && l.contains(action)
+                })
+            };
+            (audited("topic_alter_configs")
+                && audited("topic_add_partitions")
+                && audited("group_delete"))
+            .then_some(())
+        },
+    )
+    .await;
+
+    // No certificate: no connection, so no change either.
+    assert!(
+        connect_as(&broker, None).await.is_err(),
+        "an anonymous client got in"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deny_beats_allow_prefixes_match_and_super_users_bypass() {
     use Operation::*;
@@ -561,7 +792,11 @@ async fn deny_beats_allow_prefixes_match_and_super_users_bypass() {
         locked_down(dir.path(), certs.path(), &["admin", "alice", "carol"]).await;
     let [admin, alice, carol] = clients.try_into().ok().expect("one client per user");
     for topic in ["orders-eu", "orders-us", "payments"] {
-        admin.create_topic(topic, 1, 1, &[]).await.expect("create");
+        admin
+            .admin()
+            .create_topic(quiver_sdk::NewTopic::new(topic, 1, 1))
+            .await
+            .expect("create");
     }
     let mut prefixed = rule("User:alice", ResourceType::Topic, "orders-", Write);
     prefixed.pattern = PatternType::Prefixed;
@@ -569,6 +804,7 @@ async fn deny_beats_allow_prefixes_match_and_super_users_bypass() {
     deny.permission = Permission::Deny;
     let everyone = rule("User:*", ResourceType::Topic, "payments", Read);
     admin
+        .admin()
         .create_acls(vec![prefixed, deny, everyone])
         .await
         .expect("rules");
@@ -605,6 +841,7 @@ async fn deny_beats_allow_prefixes_match_and_super_users_bypass() {
     produce(&admin, "orders-us").await.expect("super user");
 
     let listed = admin
+        .admin()
         .describe_acls(AclDescribeRequest {
             principal: Some("User:alice".into()),
             ..AclDescribeRequest::default()
@@ -674,7 +911,8 @@ async fn a_producer_id_read_from_a_fetched_batch_cannot_be_written_under() {
         locked_down(dir.path(), certs.path(), &["admin", "alice", "mallory"]).await;
     let [admin, alice, mallory] = clients.try_into().ok().expect("one client per user");
     admin
-        .create_topic("ledger", 1, 1, &[])
+        .admin()
+        .create_topic(quiver_sdk::NewTopic::new("ledger", 1, 1))
         .await
         .expect("create");
     // Both may write and read the topic: the attack needs no more than that.
@@ -684,7 +922,7 @@ async fn a_producer_id_read_from_a_fetched_batch_cannot_be_written_under() {
             rules.push(rule(who, ResourceType::Topic, "ledger", op));
         }
     }
-    admin.create_acls(rules).await.expect("rules");
+    admin.admin().create_acls(rules).await.expect("rules");
 
     let producer = quiver_sdk::Producer::new(
         alice.clone(),
@@ -845,7 +1083,11 @@ async fn an_acl_added_through_one_broker_holds_on_every_broker() {
     let alice_cert = issue(&brokers[0].data_dir, "alice", certs.path());
     let admin = client_as(&brokers[0], &admin_cert).await;
     eventually("the topic is created", Duration::from_secs(60), || async {
-        match admin.create_topic("shared", 1, 3, &[]).await {
+        match admin
+            .admin()
+            .create_topic(quiver_sdk::NewTopic::new("shared", 1, 3))
+            .await
+        {
             Ok(()) => Some(()),
             Err(err) if err.code() == Some(ErrorCode::TopicAlreadyExists) => Some(()),
             Err(_) => None,
@@ -855,12 +1097,14 @@ async fn an_acl_added_through_one_broker_holds_on_every_broker() {
     for broker in &brokers[1..] {
         let alice = client_as(broker, &alice_cert).await;
         let err = alice
+            .admin()
             .describe_topic("shared")
             .await
             .expect_err("no rule yet");
         assert_eq!(err.code(), Some(ErrorCode::TopicAuthorizationFailed));
     }
     admin
+        .admin()
         .create_acls(vec![rule(
             "User:alice",
             ResourceType::Topic,
@@ -874,7 +1118,7 @@ async fn an_acl_added_through_one_broker_holds_on_every_broker() {
         eventually(
             "the rule reaches the broker",
             Duration::from_secs(30),
-            || async { alice.describe_topic("shared").await.ok() },
+            || async { alice.admin().describe_topic("shared").await.ok() },
         )
         .await;
         let refused = alice
@@ -939,14 +1183,17 @@ async fn scram_users_get_in_with_their_password_and_nobody_learns_who_exists() {
     let admin_cert = issue(&broker.data_dir, "admin", certs.path());
     let admin = client_as(&broker, &admin_cert).await;
     admin
-        .create_topic("notes", 1, 1, &[])
+        .admin()
+        .create_topic(quiver_sdk::NewTopic::new("notes", 1, 1))
         .await
         .expect("create");
     admin
+        .admin()
         .upsert_user("alice", PASSWORD, 4096)
         .await
         .expect("user through the SDK");
     admin
+        .admin()
         .create_acls(vec![rule(
             "User:alice",
             ResourceType::Topic,
@@ -976,7 +1223,11 @@ async fn scram_users_get_in_with_their_password_and_nobody_learns_who_exists() {
         )
         .await
         .expect("alice writes under her own name");
-    let refused = alice.delete_topic("notes").await.expect_err("no rule");
+    let refused = alice
+        .admin()
+        .delete_topic("notes")
+        .await
+        .expect_err("no rule");
     assert!(refused.to_string().contains("User:alice"), "{refused}");
 
     let Err(wrong) = Client::connect(login("alice", "guess")).await else {
@@ -1004,6 +1255,7 @@ async fn scram_users_get_in_with_their_password_and_nobody_learns_who_exists() {
         .await
         .expect("hello");
     let err = anonymous
+        .admin()
         .list_topics()
         .await
         .expect_err("not authenticated");
@@ -1043,6 +1295,7 @@ async fn scram_users_get_in_with_their_password_and_nobody_learns_who_exists() {
         "admin has no password, only a certificate"
     );
     admin
+        .admin()
         .upsert_user("admin", "admin's password", 4096)
         .await
         .expect("admin password");
@@ -1084,10 +1337,12 @@ async fn a_principal_over_its_quota_is_throttled_and_another_is_not() {
     let alice = client_as(&broker, &issue(&broker.data_dir, "alice", certs.path())).await;
     let bob = client_as(&broker, &issue(&broker.data_dir, "bob", certs.path())).await;
     admin
-        .create_topic("metered", 1, 1, &[])
+        .admin()
+        .create_topic(quiver_sdk::NewTopic::new("metered", 1, 1))
         .await
         .expect("create");
     admin
+        .admin()
         .create_acls(vec![
             rule(
                 "User:alice",
@@ -1101,6 +1356,7 @@ async fn a_principal_over_its_quota_is_throttled_and_another_is_not() {
         .expect("rules");
     // 1,000 bytes per second over the 10-second window: a 12 KB batch is 2 s over.
     admin
+        .admin()
         .set_quota(
             "User:alice",
             quiver_wire::quota::Quota {
@@ -1169,5 +1425,5 @@ async fn a_principal_over_its_quota_is_throttled_and_another_is_not() {
     let mut args = vec!["quota", "set", "--principal", "User:alice"];
     args.extend(auth);
     assert!(broker.cli(&args).status.success());
-    assert!(admin.list_quotas().await.expect("list").is_empty());
+    assert!(admin.admin().list_quotas().await.expect("list").is_empty());
 }

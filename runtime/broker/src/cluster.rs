@@ -656,6 +656,87 @@ pub async fn delete_topic(
     Ok(Outgoing::Frame(quiver_wire::message::Empty.encode_frame()))
 }
 
+/// Waits until `done` holds for this broker's copy of topic `name`.
+async fn applied_when(
+    state: &BrokerState,
+    name: &str,
+    done: impl Fn(&crate::topic::Topic) -> bool,
+) -> Result<(), RequestError> {
+    let deadline = tokio::time::Instant::now() + APPLY_WAIT;
+    while !state.topics.get(name).is_some_and(|t| done(&t)) {
+        if tokio::time::Instant::now() >= deadline {
+            return Err(RequestError::new(
+                ErrorCode::Timeout,
+                format!(
+                    "the change to topic `{name}` is committed by the controller but not yet applied on this broker"
+                ),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+/// Changes a topic's configs through the controller; every broker applies them to its
+/// partitions' logs. Answers once this broker has.
+pub async fn alter_topic_configs(
+    state: &BrokerState,
+    member: &ClusterMember,
+    name: String,
+    set: std::collections::BTreeMap<String, String>,
+    delete: Vec<String>,
+) -> Result<Outgoing, RequestError> {
+    let command = MetadataCommand::AlterTopicConfigs {
+        name: name.clone(),
+        set,
+        delete,
+    };
+    let configs = match propose_accepted(member, command, propose_error).await? {
+        MetadataResponse::TopicConfigsAltered { configs } => configs,
+        other => return Err(unexpected(&other)),
+    };
+    applied_when(state, &name, |t| t.configs == configs).await?;
+    Ok(Outgoing::Frame(quiver_wire::message::Empty.encode_frame()))
+}
+
+/// Grows a topic to `partitions` through the controller, which places the new
+/// partitions' replicas; answers once this broker holds them.
+pub async fn create_partitions(
+    state: &BrokerState,
+    member: &ClusterMember,
+    name: String,
+    partitions: u32,
+) -> Result<Outgoing, RequestError> {
+    let command = MetadataCommand::CreatePartitions {
+        name: name.clone(),
+        partitions,
+    };
+    match propose_accepted(member, command, propose_error).await? {
+        MetadataResponse::PartitionsCreated { .. } => {}
+        other => return Err(unexpected(&other)),
+    }
+    applied_when(state, &name, |t| t.partitions.len() >= partitions as usize).await?;
+    Ok(Outgoing::Frame(quiver_wire::message::Empty.encode_frame()))
+}
+
+/// Forgets a group's committed offsets through the controller, on the coordinator
+/// (which checked that the group has no members).
+pub async fn delete_group(member: &ClusterMember, group: &str) -> Result<u32, RequestError> {
+    let command = MetadataCommand::DeleteGroup {
+        group: group.to_owned(),
+    };
+    match member
+        .controller
+        .propose_here(command)
+        .await
+        .map_err(coordinator_error)?
+    {
+        MetadataResponse::GroupDeleted { offsets } => Ok(offsets),
+        MetadataResponse::Rejected(err) => Err(rejected(&err)),
+        other => Err(unexpected(&other)),
+    }
+}
+
 /// In cluster mode, refuses a produce or fetch for a partition this broker does not
 /// lead, naming the leader so the client can go there. Topics the controller does not
 /// know (the broker's internal ones) are served locally.
@@ -774,6 +855,7 @@ pub async fn reconcile_loop(state: Arc<BrokerState>) {
                 }
             }
         }
+        apply_topic_changes(&state, member, &metadata).await;
         for local in state.topics.all() {
             if local
                 .name
@@ -797,6 +879,52 @@ pub async fn reconcile_loop(state: Arc<BrokerState>) {
         tokio::select! {
             changed = versions.changed() => if changed.is_err() { return },
             _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// Brings the topics this broker holds in line with the controller's changes to
+/// existing topics: partitions added (opened here; [`crate::replication::reconcile`]
+/// then leads or follows them) and configs altered (applied to every partition's log
+/// and to the replicas' in-sync minimum).
+async fn apply_topic_changes(
+    state: &Arc<BrokerState>,
+    member: &ClusterMember,
+    metadata: &quiver_cluster::MetadataState,
+) {
+    for (name, topic) in metadata.topics() {
+        if name.starts_with(quiver_wire::topic::INTERNAL_TOPIC_PREFIX) {
+            continue;
+        }
+        let Some(local) = state.topics.get(name) else {
+            continue;
+        };
+        if local.partitions.len() < topic.partitions.len() {
+            let partitions = u32::try_from(topic.partitions.len()).unwrap_or(u32::MAX);
+            match crate::worker::blocking(|| {
+                state.topics.add_partitions(name, partitions, now_ms())
+            }) {
+                Ok(_) => {
+                    tracing::info!(topic = %name, partitions, "partitions added from the controller's metadata")
+                }
+                Err(err) => {
+                    tracing::error!(topic = %name, %err, "cannot add partitions the controller holds")
+                }
+            }
+        }
+        if local.configs != topic.configs {
+            match crate::worker::blocking(|| {
+                state.topics.alter_configs(name, topic.configs.clone())
+            }) {
+                Ok(()) => {
+                    crate::replication::apply_topic_configs(state, member, name, &topic.configs)
+                        .await;
+                    tracing::info!(topic = %name, "topic configs applied from the controller's metadata")
+                }
+                Err(err) => {
+                    tracing::error!(topic = %name, %err, "cannot apply topic configs the controller holds")
+                }
+            }
         }
     }
 }

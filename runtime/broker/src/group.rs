@@ -287,6 +287,14 @@ impl GroupCoordinator {
         Ok(())
     }
 
+    /// Forgets `group` if it has no members (a deleted group leaves no trace in
+    /// listings); a group with members stays.
+    pub fn forget_if_empty(&mut self, group: &str) {
+        if self.groups.get(group).is_some_and(|g| g.members.is_empty()) {
+            self.groups.remove(group);
+        }
+    }
+
     /// Groups with members, and their member counts.
     pub fn list(&self) -> Vec<(String, u32)> {
         self.groups

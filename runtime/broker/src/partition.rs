@@ -197,6 +197,12 @@ impl Partition {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Replaces the log's settings (a topic config change); they apply from the next
+    /// append or retention pass.
+    pub fn set_log_config(&self, config: quiver_log::LogConfig) {
+        self.log_mut().set_config(config);
+    }
+
     fn log_mut(&self) -> RwLockWriteGuard<'_, PartitionLog> {
         self.log
             .write()

@@ -256,7 +256,7 @@ async fn await_second_copy(
             // broker cannot hold the answer past it.
             let asked = tokio::time::timeout_at(deadline, async {
                 let client = member.replication.peers.get(*id, address).await?;
-                Ok::<_, String>(client.list_plugins().await)
+                Ok::<_, String>(quiver_sdk::Admin::from_client(client).list_plugins().await)
             })
             .await;
             let Ok(Ok(listed)) = asked else {

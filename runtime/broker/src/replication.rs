@@ -229,6 +229,31 @@ async fn commit_isr(
     apply_outputs(state, slot, &mut replica, None);
 }
 
+/// Applies a topic's changed configs to the replicas of it this broker holds (the
+/// in-sync minimum acks=all needs).
+pub async fn apply_topic_configs(
+    state: &Arc<BrokerState>,
+    member: &ClusterMember,
+    topic: &str,
+    configs: &std::collections::BTreeMap<String, String>,
+) {
+    let slots: Vec<Arc<ReplicaSlot>> = member
+        .replication
+        .slots
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .filter(|((name, _), _)| name == topic)
+        .map(|(_, slot)| Arc::clone(slot))
+        .collect();
+    for slot in slots {
+        let mut replica = slot.replica.lock().await;
+        if let Err(err) = replica.set_config(replica_config(state, configs)) {
+            tracing::warn!(topic, partition = slot.index, %err, "cannot apply the topic's configs to the replica");
+        }
+    }
+}
+
 /// Brings the replicas this broker holds in line with the controller's metadata:
 /// creates state machines for new ones, applies roles and ISR changes, and drops the
 /// replicas of deleted topics.

@@ -144,6 +144,8 @@ impl From<&quiver_cluster::CommandError> for RequestError {
             E::UnknownPlugin(_) | E::NotAttached { .. } => ErrorCode::UnknownPlugin,
             E::PluginAttached { .. } => ErrorCode::PluginInUse,
             E::ProducerIdClaimed(_) => ErrorCode::ProducerIdNotOwned,
+            E::PartitionCountNotIncreased { .. } => ErrorCode::InvalidPartitions,
+            E::UnknownGroup(_) => ErrorCode::GroupIdNotFound,
             E::NotEnoughBrokers { .. }
             | E::UnknownBroker(_)
             | E::InvalidBrokerAddress(_)

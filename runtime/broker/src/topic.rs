@@ -365,6 +365,128 @@ impl TopicRegistry {
         Ok(topic)
     }
 
+    /// Applies new configs to a topic: every partition's log takes them from its next
+    /// append or retention pass, and the metadata file records them. Configs the
+    /// broker cannot apply change nothing. Blocking: call from a blocking context.
+    pub fn alter_configs(
+        &self,
+        name: &str,
+        configs: BTreeMap<String, String>,
+    ) -> Result<(), TopicError> {
+        let log_config = log_config_for(&self.defaults, &configs)?;
+        let _writer = self
+            .writer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let current = self
+            .get(name)
+            .ok_or_else(|| TopicError::Unknown(name.to_owned()))?;
+        let topic = Arc::new(Topic {
+            name: Arc::clone(&current.name),
+            partitions: current.partitions.clone(),
+            replication_factor: current.replication_factor,
+            configs,
+        });
+        let mut next = self
+            .topics
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        next.insert(Arc::clone(&topic.name), topic);
+        self.write_metadata(&next)?;
+        *self
+            .topics
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = next;
+        for partition in &current.partitions {
+            partition.set_log_config(log_config.clone());
+        }
+        Ok(())
+    }
+
+    /// Grows a topic to `partitions` in total: opens the new partitions' logs, then
+    /// records them in the metadata file. Existing partitions are untouched.
+    /// Blocking: call from a blocking context.
+    pub fn add_partitions(
+        &self,
+        name: &str,
+        partitions: u32,
+        now_ms: i64,
+    ) -> Result<Arc<Topic>, TopicError> {
+        let _writer = self
+            .writer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let current = self
+            .get(name)
+            .ok_or_else(|| TopicError::Unknown(name.to_owned()))?;
+        let existing = u32::try_from(current.partitions.len()).unwrap_or(u32::MAX);
+        if partitions <= existing || partitions > PARTITIONS_MAX {
+            return Err(TopicError::InvalidRequest(format!(
+                "topic `{name}` has {existing} partitions: a new count must be larger and at most {PARTITIONS_MAX}, not {partitions}"
+            )));
+        }
+        let log_config = log_config_for(&self.defaults, &current.configs)?;
+        let mut opened = Vec::with_capacity((partitions - existing) as usize);
+        let close_opened = |opened: &[Arc<Partition>]| {
+            for p in opened {
+                p.close(CloseReason::Deleted);
+            }
+        };
+        for index in existing..partitions {
+            let dir = self.partition_dir(name, index);
+            // Leftovers of a topic of the same name whose deletion was cut short.
+            if dir.exists()
+                && let Err(source) = std::fs::remove_dir_all(&dir)
+            {
+                close_opened(&opened);
+                return Err(TopicError::Io { path: dir, source });
+            }
+            let log = match PartitionLog::open(&dir, log_config.clone(), now_ms) {
+                Ok((log, _)) => log,
+                Err(source) => {
+                    close_opened(&opened);
+                    return Err(TopicError::Open {
+                        topic: name.to_owned(),
+                        partition: index,
+                        source,
+                    });
+                }
+            };
+            let partition = Arc::new(Partition::new(
+                Arc::clone(&current.name),
+                index,
+                log,
+                self.flush,
+            ));
+            partition.spawn_flusher(Arc::clone(&self.metrics));
+            opened.push(partition);
+        }
+        let mut all = current.partitions.clone();
+        all.extend(opened.iter().cloned());
+        let topic = Arc::new(Topic {
+            name: Arc::clone(&current.name),
+            partitions: all,
+            replication_factor: current.replication_factor,
+            configs: current.configs.clone(),
+        });
+        let mut next = self
+            .topics
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        next.insert(Arc::clone(&topic.name), Arc::clone(&topic));
+        if let Err(err) = self.write_metadata(&next) {
+            close_opened(&opened);
+            return Err(err);
+        }
+        *self
+            .topics
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = next;
+        Ok(topic)
+    }
+
     /// Deletes a topic: forgets it in the metadata file first, then removes its data.
     /// Requests still holding a partition finish against the unlinked files.
     pub fn delete(&self, name: &str) -> Result<(), TopicError> {

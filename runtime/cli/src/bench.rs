@@ -220,15 +220,18 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 }
 
 async fn ensure_topic(client: &Client, args: &BenchArgs) -> anyhow::Result<u32> {
-    match client.describe_topic(&args.topic).await {
+    let admin = quiver_sdk::Admin::from_client(client.clone());
+    match admin.describe_topic(&args.topic).await {
         Ok(topic) => Ok(topic.partitions.len() as u32),
         Err(err) if err.code() == Some(ErrorCode::UnknownTopic) => {
             let configs = [(
                 "max.message.bytes".to_owned(),
                 (args.batch_bytes + 64 * 1024).to_string(),
             )];
-            client
-                .create_topic(&args.topic, args.partitions, 1, &configs)
+            admin
+                .create_topic(
+                    quiver_sdk::NewTopic::new(&args.topic, args.partitions, 1).configs(configs),
+                )
                 .await?;
             Ok(args.partitions)
         }

@@ -17,9 +17,9 @@ pub enum ClusterCommand {
 pub async fn run(command: ClusterCommand) -> anyhow::Result<()> {
     match command {
         ClusterCommand::Status { connect } => {
-            let client = connect.connect().await?;
-            let status = client
-                .cluster_status()
+            let admin = connect.admin().await?;
+            let status = admin
+                .describe_cluster()
                 .await
                 .context("cannot read the cluster status")?;
             println!("answered by: node {} ({})", status.node_id, status.mode);

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use quiver_sdk::{Client, ClientConfig};
+use quiver_sdk::{Admin, Client, ClientConfig};
 
 /// Where the embedded broker writes its CA; used when `--ca-cert` is not given.
 const DEFAULT_CA_CERT: &str = "./quiver-data/tls/ca.pem";
@@ -71,5 +71,10 @@ impl ConnectArgs {
         Client::connect(config)
             .await
             .with_context(|| format!("cannot reach broker {}", self.broker))
+    }
+
+    /// [`ConnectArgs::connect`], for administration.
+    pub async fn admin(&self) -> anyhow::Result<Admin> {
+        self.connect().await.map(Admin::from_client)
     }
 }

@@ -80,7 +80,9 @@ pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
     let client = args.connect.connect().await?;
     if let Some(call) = &plugin {
         // Fail before fetching when the plugin is not registered.
-        let (plugins, _) = client.list_plugins().await?;
+        let (plugins, _) = quiver_sdk::Admin::from_client(client.clone())
+            .list_plugins()
+            .await?;
         if !plugins.iter().any(|p| p.name == call.name) {
             bail!("no plugin named `{}` is registered", call.name);
         }
@@ -93,7 +95,7 @@ async fn consume_partitions(
     client: Client,
     plugin: Option<PluginCall>,
 ) -> anyhow::Result<()> {
-    let topic = client
+    let topic = quiver_sdk::Admin::from_client(client.clone())
         .describe_topic(&args.topic)
         .await
         .with_context(|| format!("cannot consume `{}`", args.topic))?;
@@ -183,7 +185,7 @@ async fn consume_in_group(
         );
     }
     let client = args.connect.connect().await?;
-    client
+    quiver_sdk::Admin::from_client(client.clone())
         .describe_topic(&args.topic)
         .await
         .with_context(|| format!("cannot consume `{}`", args.topic))?;

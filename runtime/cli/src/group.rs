@@ -1,12 +1,8 @@
-//! `quiver group list|describe|reset-offsets`.
+//! `quiver group list|describe|reset-offsets|delete`.
 
 use anyhow::{Context, bail};
 use clap::Subcommand;
-use quiver_sdk::{ErrorCode, OffsetSpec};
-use quiver_wire::group::{
-    CommittedOffset, DescribeGroupRequest, ListGroupsRequest, NO_MEMBER_EPOCH, OffsetCommitRequest,
-    OffsetFetchRequest,
-};
+use quiver_sdk::{ErrorCode, OffsetResetTarget, OffsetSpec};
 
 use crate::connect::ConnectArgs;
 
@@ -37,39 +33,37 @@ pub enum GroupCommand {
         #[command(flatten)]
         connect: ConnectArgs,
     },
+    /// Delete a group: forget its committed offsets (the group must have no members).
+    Delete {
+        group: String,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
 }
 
 pub async fn run(command: GroupCommand) -> anyhow::Result<()> {
     match command {
         GroupCommand::List { connect } => {
-            let client = connect.connect().await?;
-            let groups = client
-                .call(&ListGroupsRequest)
-                .await
-                .context("cannot list groups")?;
+            let admin = connect.admin().await?;
+            let groups = admin.list_groups().await.context("cannot list groups")?;
             println!("GROUP\tMEMBERS");
-            for (group, members) in groups.groups {
-                println!("{group}\t{members}");
+            for g in groups {
+                println!("{}\t{}", g.group, g.members);
             }
         }
         GroupCommand::Describe { group, connect } => {
-            let client = connect.connect().await?;
-            let described = client
-                .call(&DescribeGroupRequest {
-                    group: group.clone(),
-                })
+            let admin = connect.admin().await?;
+            let described = admin
+                .describe_group(&group)
                 .await
                 .with_context(|| format!("cannot describe group `{group}`"))?;
-            let committed = client
-                .call(&OffsetFetchRequest {
-                    group: group.clone(),
-                    partitions: None,
-                })
+            let committed = admin
+                .list_group_offsets(&group)
                 .await
                 .with_context(|| format!("cannot read the offsets of `{group}`"))?;
             println!(
                 "group: {group} (epoch {}, {} member(s))",
-                described.group_epoch,
+                described.epoch,
                 described.members.len()
             );
             println!("MEMBER\tEPOCH\tASSIGNMENT");
@@ -93,12 +87,13 @@ pub async fn run(command: GroupCommand) -> anyhow::Result<()> {
             }
             let mut rows: std::collections::BTreeMap<(String, u32), Option<u64>> =
                 owner.keys().map(|k| (k.clone(), None)).collect();
-            for (topic, partition, c) in committed.offsets {
-                rows.insert((topic, partition), c.map(|c| c.offset));
+            for c in committed {
+                rows.insert((c.topic, c.partition), Some(c.offset));
             }
             println!("TOPIC\tPARTITION\tCOMMITTED\tLOG_END\tLAG\tOWNER");
             for ((topic, partition), committed) in rows {
-                let end = client
+                let end = admin
+                    .client()
                     .list_offsets(&topic, partition, OffsetSpec::Latest)
                     .await
                     .ok()
@@ -128,57 +123,40 @@ pub async fn run(command: GroupCommand) -> anyhow::Result<()> {
             to_offset,
             connect,
         } => {
-            if !(to_earliest || to_latest || to_offset.is_some()) {
-                bail!("say where to: --to-earliest, --to-latest or --to-offset N");
-            }
-            let client = connect.connect().await?;
-            let info = client
-                .describe_topic(&topic)
-                .await
-                .with_context(|| format!("cannot reset offsets on `{topic}`"))?;
-            let mut offsets = Vec::new();
-            for p in &info.partitions {
-                let offset = match to_offset {
-                    Some(n) => {
-                        if n < p.log_start_offset || n > p.high_watermark {
-                            bail!(
-                                "offset {n} is out of range for partition {}: stored offsets are {}..{}",
-                                p.partition,
-                                p.log_start_offset,
-                                p.high_watermark
-                            );
-                        }
-                        n
-                    }
-                    None if to_earliest => p.log_start_offset,
-                    None => p.high_watermark,
-                };
-                offsets.push(CommittedOffset {
-                    topic: topic.clone(),
-                    partition: p.partition,
-                    offset,
-                    metadata: String::new(),
-                });
-            }
-            let request = OffsetCommitRequest {
-                group: group.clone(),
-                member_id: String::new(),
-                member_epoch: NO_MEMBER_EPOCH,
-                offsets: offsets.clone(),
+            let target = match (to_earliest, to_latest, to_offset) {
+                (_, _, Some(n)) => OffsetResetTarget::Offset(n),
+                (true, _, _) => OffsetResetTarget::Earliest,
+                (_, true, _) => OffsetResetTarget::Latest,
+                _ => bail!("say where to: --to-earliest, --to-latest or --to-offset N"),
             };
-            match client.call(&request).await {
-                Ok(_) => {}
+            let admin = connect.admin().await?;
+            let offsets = match admin.reset_group_offsets(&group, &topic, target).await {
+                Ok(offsets) => offsets,
                 Err(err) if err.code() == Some(ErrorCode::GroupNotEmpty) => {
                     bail!("group `{group}` has active members: stop its consumers first");
                 }
                 Err(err) => {
                     return Err(anyhow::Error::new(err)
-                        .context(format!("cannot reset offsets of `{group}`")));
+                        .context(format!("cannot reset offsets of `{group}` on `{topic}`")));
                 }
-            }
+            };
             println!("TOPIC\tPARTITION\tNEW_OFFSET");
             for o in offsets {
                 println!("{}\t{}\t{}", o.topic, o.partition, o.offset);
+            }
+        }
+        GroupCommand::Delete { group, connect } => {
+            let admin = connect.admin().await?;
+            match admin.delete_group(&group).await {
+                Ok(()) => println!("deleted group {group}"),
+                Err(err) if err.code() == Some(ErrorCode::GroupNotEmpty) => {
+                    bail!("group `{group}` has active members: stop its consumers first");
+                }
+                Err(err) => {
+                    return Err(
+                        anyhow::Error::new(err).context(format!("cannot delete group `{group}`"))
+                    );
+                }
             }
         }
     }

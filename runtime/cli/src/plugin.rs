@@ -103,8 +103,8 @@ pub async fn run(command: PluginCommand) -> anyhow::Result<()> {
         } => {
             let module =
                 std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
-            let client = connect.connect().await?;
-            let info = client
+            let admin = connect.admin().await?;
+            let info = admin
                 .upload_plugin(&name, module)
                 .await
                 .with_context(|| format!("cannot upload plugin `{name}`"))?;
@@ -114,9 +114,9 @@ pub async fn run(command: PluginCommand) -> anyhow::Result<()> {
             );
         }
         PluginCommand::List { connect } => {
-            let client = connect.connect().await?;
+            let admin = connect.admin().await?;
             let (plugins, attachments) =
-                client.list_plugins().await.context("cannot list plugins")?;
+                admin.list_plugins().await.context("cannot list plugins")?;
             println!("NAME\tKIND\tVERSION\tSIZE");
             for p in &plugins {
                 println!("{}\t{}\t{}\t{}", p.name, p.kind, p.version, p.size);
@@ -147,8 +147,8 @@ pub async fn run(command: PluginCommand) -> anyhow::Result<()> {
             connect,
         } => {
             let params = parse_pairs(&params, "--param")?;
-            let client = connect.connect().await?;
-            client
+            let admin = connect.admin().await?;
+            admin
                 .attach_plugin(Attachment {
                     topic: topic.clone(),
                     plugin: name.clone(),
@@ -165,16 +165,16 @@ pub async fn run(command: PluginCommand) -> anyhow::Result<()> {
             name,
             connect,
         } => {
-            let client = connect.connect().await?;
-            client
+            let admin = connect.admin().await?;
+            admin
                 .detach_plugin(&topic, &name)
                 .await
                 .with_context(|| format!("cannot detach `{name}` from `{topic}`"))?;
             println!("detached {name} from {topic}");
         }
         PluginCommand::Delete { name, connect } => {
-            let client = connect.connect().await?;
-            client
+            let admin = connect.admin().await?;
+            admin
                 .delete_plugin(&name)
                 .await
                 .with_context(|| format!("cannot delete `{name}`"))?;

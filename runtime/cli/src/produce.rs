@@ -71,7 +71,7 @@ pub async fn run(args: ProduceArgs) -> anyhow::Result<()> {
         })
         .collect();
     let client = args.connect.connect().await?;
-    let topic = client
+    let topic = quiver_sdk::Admin::from_client(client.clone())
         .describe_topic(&args.topic)
         .await
         .with_context(|| format!("cannot produce to `{}`", args.topic))?;

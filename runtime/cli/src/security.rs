@@ -186,24 +186,24 @@ pub async fn run_user(cmd: UserCommand) -> anyhow::Result<()> {
             connect,
         } => {
             let password = new_password(new_password_file.as_deref(), connect.user.is_some())?;
-            let client = connect.connect().await?;
-            client
+            let admin = connect.admin().await?;
+            admin
                 .upsert_user(&name, &password, iterations)
                 .await
                 .with_context(|| format!("cannot create user `{name}`"))?;
             println!("user `{name}` stored (SCRAM-SHA-256, {iterations} iterations)");
         }
         UserCommand::Delete { name, connect } => {
-            let client = connect.connect().await?;
-            client
+            let admin = connect.admin().await?;
+            admin
                 .delete_user(&name)
                 .await
                 .with_context(|| format!("cannot delete user `{name}`"))?;
             println!("user `{name}` deleted");
         }
         UserCommand::List { connect } => {
-            let client = connect.connect().await?;
-            let users = client.list_users().await.context("cannot list users")?;
+            let admin = connect.admin().await?;
+            let users = admin.list_users().await.context("cannot list users")?;
             println!("USER\tITERATIONS");
             for (name, iterations) in users {
                 println!("{name}\t{iterations}");
@@ -251,8 +251,8 @@ pub async fn run_quota(cmd: QuotaCommand) -> anyhow::Result<()> {
                 fetch_bytes_per_sec,
                 request_percent,
             };
-            let client = connect.connect().await?;
-            client
+            let admin = connect.admin().await?;
+            admin
                 .set_quota(&principal, quota)
                 .await
                 .with_context(|| format!("cannot set the quota of {principal}"))?;
@@ -263,8 +263,8 @@ pub async fn run_quota(cmd: QuotaCommand) -> anyhow::Result<()> {
             }
         }
         QuotaCommand::List { connect } => {
-            let client = connect.connect().await?;
-            let quotas = client.list_quotas().await.context("cannot list quotas")?;
+            let admin = connect.admin().await?;
+            let quotas = admin.list_quotas().await.context("cannot list quotas")?;
             let show = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
             println!("PRINCIPAL\tPRODUCE_BYTES_PER_SEC\tFETCH_BYTES_PER_SEC\tREQUEST_PERCENT");
             for (principal, q) in quotas {
@@ -358,8 +358,8 @@ pub async fn run_acl(cmd: AclCommand) -> anyhow::Result<()> {
     match cmd {
         AclCommand::Add { rule, connect } => {
             let bindings = rule.bindings()?;
-            let client = connect.connect().await?;
-            client
+            let admin = connect.admin().await?;
+            admin
                 .create_acls(bindings.clone())
                 .await
                 .context("cannot add the rules")?;
@@ -369,8 +369,8 @@ pub async fn run_acl(cmd: AclCommand) -> anyhow::Result<()> {
         }
         AclCommand::Remove { rule, connect } => {
             let bindings = rule.bindings()?;
-            let client = connect.connect().await?;
-            let removed = client
+            let admin = connect.admin().await?;
+            let removed = admin
                 .delete_acls(bindings)
                 .await
                 .context("cannot remove the rules")?;
@@ -387,8 +387,8 @@ pub async fn run_acl(cmd: AclCommand) -> anyhow::Result<()> {
                 resource_type: resource.as_ref().map(|r| r.0),
                 resource_name: resource.map(|r| r.2),
             };
-            let client = connect.connect().await?;
-            let bindings = client
+            let admin = connect.admin().await?;
+            let bindings = admin
                 .describe_acls(filter)
                 .await
                 .context("cannot list the rules")?;

@@ -1,7 +1,8 @@
-//! `quiver topic create|list|describe|delete`.
+//! `quiver topic create|list|describe|delete|alter|add-partitions`.
 
 use anyhow::{Context, bail};
 use clap::Subcommand;
+use quiver_sdk::{AlterConfigOp, NewTopic};
 
 use crate::connect::ConnectArgs;
 
@@ -26,7 +27,7 @@ pub enum TopicCommand {
         #[command(flatten)]
         connect: ConnectArgs,
     },
-    /// Show partitions, leader, replicas, ISR and high watermark.
+    /// Show configs, partitions, leader, replicas, ISR and high watermark.
     Describe {
         name: String,
         #[command(flatten)]
@@ -35,6 +36,35 @@ pub enum TopicCommand {
     /// Delete a topic and its data.
     Delete {
         name: String,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+    /// Change a topic's configs; every broker applies them to its partitions. Keys
+    /// and values follow `topic create`; all changes apply or none.
+    Alter {
+        name: String,
+        /// Topic configs to set, as key=value: several after one --config, or
+        /// --config repeated.
+        #[arg(
+            long = "config",
+            value_name = "KEY=VALUE",
+            num_args = 1..,
+            required_unless_present = "removed"
+        )]
+        configs: Vec<String>,
+        /// Topic config to remove (back to the broker's default); repeatable.
+        #[arg(long = "delete-config", value_name = "KEY")]
+        removed: Vec<String>,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+    /// Grow a topic to N partitions in total (never fewer): keyed records may map to
+    /// other partitions afterwards.
+    AddPartitions {
+        name: String,
+        /// The new total partition count, larger than today's.
+        #[arg(long, value_name = "N")]
+        partitions: u32,
         #[command(flatten)]
         connect: ConnectArgs,
     },
@@ -65,22 +95,22 @@ pub async fn run(command: TopicCommand) -> anyhow::Result<()> {
             connect,
         } => {
             let configs = parse_pairs(&configs, "--config")?;
-            let client = connect.connect().await?;
-            client
-                .create_topic(&name, partitions, replication_factor, &configs)
+            let admin = connect.admin().await?;
+            admin
+                .create_topic(NewTopic::new(&name, partitions, replication_factor).configs(configs))
                 .await
                 .with_context(|| format!("cannot create topic `{name}`"))?;
             println!("created topic {name} with {partitions} partition(s)");
         }
         TopicCommand::List { connect } => {
-            let client = connect.connect().await?;
-            for topic in client.list_topics().await.context("cannot list topics")? {
+            let admin = connect.admin().await?;
+            for topic in admin.list_topics().await.context("cannot list topics")? {
                 println!("{}\t{} partition(s)", topic.name, topic.partitions.len());
             }
         }
         TopicCommand::Describe { name, connect } => {
-            let client = connect.connect().await?;
-            let topic = client
+            let admin = connect.admin().await?;
+            let topic = admin
                 .describe_topic(&name)
                 .await
                 .with_context(|| format!("cannot describe `{name}`"))?;
@@ -114,12 +144,54 @@ pub async fn run(command: TopicCommand) -> anyhow::Result<()> {
             }
         }
         TopicCommand::Delete { name, connect } => {
-            let client = connect.connect().await?;
-            client
+            let admin = connect.admin().await?;
+            admin
                 .delete_topic(&name)
                 .await
                 .with_context(|| format!("cannot delete topic `{name}`"))?;
             println!("deleted topic {name}");
+        }
+        TopicCommand::Alter {
+            name,
+            configs,
+            removed,
+            connect,
+        } => {
+            let mut ops: Vec<AlterConfigOp> = parse_pairs(&configs, "--config")?
+                .into_iter()
+                .map(|(k, v)| AlterConfigOp::set(k, v))
+                .collect();
+            ops.extend(removed.iter().map(AlterConfigOp::delete));
+            let admin = connect.admin().await?;
+            admin
+                .alter_topic_configs(&name, &ops)
+                .await
+                .with_context(|| format!("cannot alter topic `{name}`"))?;
+            let configs = admin
+                .describe_topic_configs(&name)
+                .await
+                .with_context(|| format!("altered topic `{name}`, but cannot describe it"))?;
+            let shown: Vec<String> = configs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            println!(
+                "altered topic {name}: configs {}",
+                if shown.is_empty() {
+                    "(defaults)".to_owned()
+                } else {
+                    shown.join(" ")
+                }
+            );
+        }
+        TopicCommand::AddPartitions {
+            name,
+            partitions,
+            connect,
+        } => {
+            let admin = connect.admin().await?;
+            admin
+                .create_partitions(&name, partitions)
+                .await
+                .with_context(|| format!("cannot add partitions to topic `{name}`"))?;
+            println!("topic {name} now has {partitions} partition(s)");
         }
     }
     Ok(())

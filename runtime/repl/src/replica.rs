@@ -139,6 +139,14 @@ pub struct Replica {
 }
 
 impl Replica {
+    /// Replaces the settings (a topic config change, such as `min.insync.replicas`);
+    /// they apply from the next event. Invalid settings change nothing.
+    pub fn set_config(&mut self, config: ReplicaConfig) -> Result<(), crate::error::ConfigError> {
+        config.validate()?;
+        self.config = config;
+        Ok(())
+    }
+
     /// A replica over a log the broker opened, with no role until the controller's
     /// first word.
     pub fn new(

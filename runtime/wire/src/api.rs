@@ -35,10 +35,13 @@ pub enum ApiKey {
     UserList,
     QuotaSet,
     QuotaList,
+    AlterTopicConfigs,
+    CreatePartitions,
+    DeleteGroup,
 }
 
 impl ApiKey {
-    pub const ALL: [ApiKey; 31] = [
+    pub const ALL: [ApiKey; 34] = [
         ApiKey::Produce,
         ApiKey::Fetch,
         ApiKey::ListOffsets,
@@ -70,6 +73,9 @@ impl ApiKey {
         ApiKey::UserList,
         ApiKey::QuotaSet,
         ApiKey::QuotaList,
+        ApiKey::AlterTopicConfigs,
+        ApiKey::CreatePartitions,
+        ApiKey::DeleteGroup,
     ];
 
     pub const fn code(self) -> u16 {
@@ -105,6 +111,9 @@ impl ApiKey {
             ApiKey::UserList => 29,
             ApiKey::QuotaSet => 30,
             ApiKey::QuotaList => 31,
+            ApiKey::AlterTopicConfigs => 32,
+            ApiKey::CreatePartitions => 33,
+            ApiKey::DeleteGroup => 34,
         }
     }
 
@@ -146,6 +155,9 @@ impl ApiKey {
             ApiKey::UserList => "user_list",
             ApiKey::QuotaSet => "quota_set",
             ApiKey::QuotaList => "quota_list",
+            ApiKey::AlterTopicConfigs => "alter_topic_configs",
+            ApiKey::CreatePartitions => "create_partitions",
+            ApiKey::DeleteGroup => "delete_group",
         }
     }
 
@@ -205,6 +217,9 @@ mod tests {
             (29, "user_list"),
             (30, "quota_set"),
             (31, "quota_list"),
+            (32, "alter_topic_configs"),
+            (33, "create_partitions"),
+            (34, "delete_group"),
         ];
         assert_eq!(pinned.len(), ApiKey::ALL.len());
         for (key, (code, name)) in ApiKey::ALL.iter().zip(pinned) {

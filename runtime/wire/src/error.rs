@@ -80,11 +80,16 @@ pub enum ErrorCode {
     /// stored. Retriable: space may return (retention, an operator), or another broker
     /// may take over the partition.
     StorageFull,
+    /// A topic's partition count can only grow, and only up to the partition limit:
+    /// the count asked for is not larger than the current one, or too large.
+    InvalidPartitions,
+    /// The consumer group has neither active members nor committed offsets.
+    GroupIdNotFound,
 }
 
 impl ErrorCode {
     /// Every code, in numeric order.
-    pub const ALL: [ErrorCode; 39] = [
+    pub const ALL: [ErrorCode; 41] = [
         ErrorCode::Unknown,
         ErrorCode::UnknownTopic,
         ErrorCode::InvalidTopicName,
@@ -124,6 +129,8 @@ impl ErrorCode {
         ErrorCode::ProducerIdNotOwned,
         ErrorCode::AuthenticationFailed,
         ErrorCode::StorageFull,
+        ErrorCode::InvalidPartitions,
+        ErrorCode::GroupIdNotFound,
     ];
 
     /// The number on the wire. 0 means success and is not an error code.
@@ -168,6 +175,8 @@ impl ErrorCode {
             ErrorCode::ProducerIdNotOwned => 37,
             ErrorCode::AuthenticationFailed => 38,
             ErrorCode::StorageFull => 39,
+            ErrorCode::InvalidPartitions => 40,
+            ErrorCode::GroupIdNotFound => 41,
         }
     }
 
@@ -218,6 +227,8 @@ impl ErrorCode {
             ErrorCode::ProducerIdNotOwned => "PRODUCER_ID_NOT_OWNED",
             ErrorCode::AuthenticationFailed => "AUTHENTICATION_FAILED",
             ErrorCode::StorageFull => "STORAGE_FULL",
+            ErrorCode::InvalidPartitions => "INVALID_PARTITIONS",
+            ErrorCode::GroupIdNotFound => "GROUP_ID_NOT_FOUND",
         }
     }
 
@@ -294,6 +305,8 @@ mod tests {
             (37, "PRODUCER_ID_NOT_OWNED", false),
             (38, "AUTHENTICATION_FAILED", false),
             (39, "STORAGE_FULL", true),
+            (40, "INVALID_PARTITIONS", false),
+            (41, "GROUP_ID_NOT_FOUND", false),
         ];
         assert_eq!(pinned.len(), ErrorCode::ALL.len());
         for (code, (number, name, retriable)) in ErrorCode::ALL.iter().zip(pinned) {

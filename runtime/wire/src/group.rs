@@ -354,6 +354,31 @@ impl Rpc for DescribeGroupRequest {
     }
 }
 
+/// Kafka's DeleteGroups for one group: forgets its committed offsets. Refused with
+/// `GROUP_NOT_EMPTY` while the group has active members.
+///
+/// `[group:string]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeleteGroupRequest {
+    pub group: String,
+}
+
+impl Rpc for DeleteGroupRequest {
+    const API: ApiKey = ApiKey::DeleteGroup;
+    type Response = crate::message::Empty;
+    fn encode_body(&self, buf: &mut BytesMut) {
+        buf.put_string(&self.group);
+    }
+    fn decode_body(body: BytesMut) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(&body);
+        let out = Self {
+            group: r.string("group")?,
+        };
+        r.finish()?;
+        Ok(out)
+    }
+}
+
 /// One member as the coordinator sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupMember {

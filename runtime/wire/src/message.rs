@@ -695,6 +695,75 @@ impl Rpc for DeleteTopicRequest {
     }
 }
 
+/// Kafka's IncrementalAlterConfigs for one topic: sets the `set` entries and removes
+/// the `delete` keys (back to the broker's default), all or none. Keys and values
+/// follow the rules of [`CreateTopicRequest`]'s configs.
+///
+/// `[name:string][set:array<[key:string][value:string]>][delete:array<key:string>]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlterTopicConfigsRequest {
+    pub name: String,
+    pub set: Vec<(String, String)>,
+    pub delete: Vec<String>,
+}
+
+impl Rpc for AlterTopicConfigsRequest {
+    const API: ApiKey = ApiKey::AlterTopicConfigs;
+    type Response = Empty;
+
+    fn encode_body(&self, buf: &mut BytesMut) {
+        buf.put_string(&self.name);
+        put_configs(buf, &self.set);
+        buf.put_array_len(self.delete.len());
+        for key in &self.delete {
+            buf.put_string(key);
+        }
+    }
+
+    fn decode_body(body: BytesMut) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(&body);
+        let name = r.string("name")?;
+        let set = read_configs(&mut r)?;
+        let n = r.array_len("delete", TOPIC_CONFIGS_MAX, 2)?;
+        let delete = (0..n)
+            .map(|_| r.string("config key"))
+            .collect::<Result<_, _>>()?;
+        r.finish()?;
+        Ok(Self { name, set, delete })
+    }
+}
+
+/// Kafka's CreatePartitions: grows a topic to `partitions` in total (never shrinks it).
+/// New partitions get replicas like a new topic's, with the topic's replication factor.
+///
+/// `[name:string][partitions:4]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreatePartitionsRequest {
+    pub name: String,
+    /// The partition count the topic should have afterwards.
+    pub partitions: u32,
+}
+
+impl Rpc for CreatePartitionsRequest {
+    const API: ApiKey = ApiKey::CreatePartitions;
+    type Response = Empty;
+
+    fn encode_body(&self, buf: &mut BytesMut) {
+        buf.put_string(&self.name);
+        buf.put_u32(self.partitions);
+    }
+
+    fn decode_body(body: BytesMut) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(&body);
+        let out = Self {
+            name: r.string("name")?,
+            partitions: r.u32("partitions")?,
+        };
+        r.finish()?;
+        Ok(out)
+    }
+}
+
 /// An empty body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Empty;
@@ -841,6 +910,9 @@ pub enum Request {
     UserList(crate::sasl::UserListRequest),
     QuotaSet(crate::quota::QuotaSetRequest),
     QuotaList(crate::quota::QuotaListRequest),
+    AlterTopicConfigs(AlterTopicConfigsRequest),
+    CreatePartitions(CreatePartitionsRequest),
+    DeleteGroup(crate::group::DeleteGroupRequest),
 }
 
 impl Request {
@@ -934,6 +1006,15 @@ impl Request {
             ApiKey::QuotaList => {
                 Request::QuotaList(crate::quota::QuotaListRequest::decode_body(body)?)
             }
+            ApiKey::AlterTopicConfigs => {
+                Request::AlterTopicConfigs(AlterTopicConfigsRequest::decode_body(body)?)
+            }
+            ApiKey::CreatePartitions => {
+                Request::CreatePartitions(CreatePartitionsRequest::decode_body(body)?)
+            }
+            ApiKey::DeleteGroup => {
+                Request::DeleteGroup(crate::group::DeleteGroupRequest::decode_body(body)?)
+            }
         })
     }
 
@@ -970,6 +1051,9 @@ impl Request {
             Request::UserList(_) => ApiKey::UserList,
             Request::QuotaSet(_) => ApiKey::QuotaSet,
             Request::QuotaList(_) => ApiKey::QuotaList,
+            Request::AlterTopicConfigs(_) => ApiKey::AlterTopicConfigs,
+            Request::CreatePartitions(_) => ApiKey::CreatePartitions,
+            Request::DeleteGroup(_) => ApiKey::DeleteGroup,
         }
     }
 }

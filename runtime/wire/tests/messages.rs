@@ -91,6 +91,13 @@ proptest! {
         prop_assert_eq!(request_round_trip(&req), req);
         let req = DeleteTopicRequest { name: name.clone() };
         prop_assert_eq!(request_round_trip(&req), req);
+        let req = AlterTopicConfigsRequest { name: name.clone(), set: configs.clone(),
+                                             delete: configs.iter().map(|(k, _)| k.clone()).collect() };
+        prop_assert_eq!(request_round_trip(&req), req);
+        let req = CreatePartitionsRequest { name: name.clone(), partitions };
+        prop_assert_eq!(request_round_trip(&req), req);
+        let req = quiver_wire::group::DeleteGroupRequest { group: name.clone() };
+        prop_assert_eq!(request_round_trip(&req), req);
         let req = MetadataRequest { topics: wanted };
         prop_assert_eq!(request_round_trip(&req), req);
         let resp = MetadataResponse {

@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 
 use quiver_wire::ErrorCode;
 use quiver_wire::group::{
-    DescribeGroupRequest, DescribeGroupResponse, GroupHeartbeatRequest, GroupHeartbeatResponse,
-    ListGroupsRequest, ListGroupsResponse, OffsetCommitRequest, OffsetFetchRequest,
-    OffsetFetchResponse,
+    DeleteGroupRequest, DescribeGroupRequest, DescribeGroupResponse, GroupHeartbeatRequest,
+    GroupHeartbeatResponse, ListGroupsRequest, ListGroupsResponse, OffsetCommitRequest,
+    OffsetFetchRequest, OffsetFetchResponse,
 };
 use quiver_wire::message::Empty;
 use quiver_wire::message::ResponseBody;
@@ -175,4 +175,35 @@ pub(super) async fn describe_group(
         }
         .encode_frame(),
     ))
+}
+
+/// Kafka's DeleteGroups: forgets a group's committed offsets, refused with
+/// `GROUP_NOT_EMPTY` while it has active members.
+pub(super) async fn delete_group(
+    req: DeleteGroupRequest,
+    call: &Call<'_>,
+) -> Result<Outgoing, RequestError> {
+    let what = format!("group `{}`", req.group);
+    call.audited("group_delete", &what, delete(req, call).await)
+}
+
+async fn delete(req: DeleteGroupRequest, call: &Call<'_>) -> Result<Outgoing, RequestError> {
+    let state = call.state;
+    validate_group_id(&req.group)?;
+    let member = crate::cluster::group_coordinator(state)?;
+    // The check an administrator's offset commit passes: no member in the group.
+    coordinator(state).check_commit(&req.group, "", quiver_wire::group::NO_MEMBER_EPOCH)?;
+    crate::cluster::delete_group(member, &req.group)
+        .await
+        .map_err(|mut err| {
+            if err.code == ErrorCode::GroupIdNotFound {
+                err.message = format!(
+                    "group `{}` has neither members nor committed offsets",
+                    req.group
+                );
+            }
+            err
+        })?;
+    coordinator(state).forget_if_empty(&req.group);
+    Ok(Outgoing::Frame(Empty.encode_frame()))
 }

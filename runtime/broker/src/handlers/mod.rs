@@ -290,6 +290,12 @@ api_table! {
         UserList => users::list, needs(_) vec![Need::cluster(Describe)],
         QuotaSet => quotas::set, needs(_) vec![Need::cluster(Alter)],
         QuotaList => quotas::list, needs(_) vec![Need::cluster(Describe)],
+        // Kafka's model: AlterConfigs and CreatePartitions need `alter` on the topic;
+        // its configs are described through metadata (`describe`), DeleteGroups needs
+        // `delete` on the group.
+        AlterTopicConfigs => topics::alter_topic_configs, needs(r) vec![Need::topic(Alter, &r.name)],
+        CreatePartitions => topics::create_partitions, needs(r) vec![Need::topic(Alter, &r.name)],
+        DeleteGroup => groups::delete_group, needs(r) vec![Need::group(Delete, &r.group)],
     }
     broker_peer {
         ControllerRpc => controller::rpc,

@@ -44,6 +44,21 @@ pub enum MetadataCommand {
     },
     /// Deletes a topic, its plugin attachments and its committed offsets.
     DeleteTopic { name: String },
+    /// Changes a topic's configs (Kafka's IncrementalAlterConfigs): sets `set`,
+    /// removes `delete` (back to the brokers' defaults), all or none. Every broker
+    /// applies the new configs to its partitions' logs.
+    AlterTopicConfigs {
+        name: String,
+        set: BTreeMap<String, String>,
+        delete: Vec<String>,
+    },
+    /// Grows a topic to `partitions` in total (Kafka's CreatePartitions). The new
+    /// partitions' replicas are assigned round-robin over unfenced brokers, as at
+    /// topic creation, with the topic's replication factor.
+    CreatePartitions { name: String, partitions: u32 },
+    /// Forgets every committed offset of a group (Kafka's DeleteGroups). The
+    /// coordinator checks first that the group has no active members.
+    DeleteGroup { group: String },
     /// Creates a topic whose partitions already hold data on a single node (a data
     /// directory from before it ran a controller): replication factor 1, and each
     /// partition's leader epoch starts at the given one, newer than any epoch its log
@@ -148,6 +163,9 @@ impl MetadataCommand {
             MetadataCommand::UnfenceBroker { .. } => "unfence_broker",
             MetadataCommand::CreateTopic { .. } => "create_topic",
             MetadataCommand::DeleteTopic { .. } => "delete_topic",
+            MetadataCommand::AlterTopicConfigs { .. } => "alter_topic_configs",
+            MetadataCommand::CreatePartitions { .. } => "create_partitions",
+            MetadataCommand::DeleteGroup { .. } => "delete_group",
             MetadataCommand::AdoptTopic { .. } => "adopt_topic",
             MetadataCommand::AlterIsr { .. } => "alter_isr",
             MetadataCommand::ElectLeader { .. } => "elect_leader",
@@ -212,6 +230,18 @@ pub enum MetadataResponse {
         partitions: Vec<PartitionRecord>,
     },
     TopicDeleted,
+    /// The topic's configs after the change.
+    TopicConfigsAltered {
+        configs: BTreeMap<String, String>,
+    },
+    /// The partitions added, in partition order after the existing ones.
+    PartitionsCreated {
+        partitions: Vec<PartitionRecord>,
+    },
+    GroupDeleted {
+        /// Committed offsets forgotten.
+        offsets: u32,
+    },
     /// The ISR decision, committed as the partition's next `isr_version`. With a
     /// `refusal`, the proposed ISR broke a rule and the ISR is unchanged.
     IsrAltered {

@@ -42,6 +42,14 @@ pub enum CommandError {
     TooManyPartitions { requested: u64, max: u64 },
     #[error("topic config `{key}` is invalid: {reason}")]
     InvalidConfig { key: String, reason: String },
+    #[error("topic `{topic}` has {current} partitions: a new count must be larger, not {given}")]
+    PartitionCountNotIncreased {
+        topic: String,
+        current: u32,
+        given: u32,
+    },
+    #[error("group `{0}` has no committed offsets")]
+    UnknownGroup(String),
 
     #[error("topic `{topic}` has no partition {partition}")]
     UnknownPartition { topic: String, partition: u32 },
@@ -121,6 +129,8 @@ impl CommandError {
             CommandError::TooManyTopics { .. } => "TOO_MANY_TOPICS",
             CommandError::TooManyPartitions { .. } => "TOO_MANY_PARTITIONS",
             CommandError::InvalidConfig { .. } => "INVALID_CONFIG",
+            CommandError::PartitionCountNotIncreased { .. } => "PARTITION_COUNT_NOT_INCREASED",
+            CommandError::UnknownGroup(_) => "GROUP_ID_NOT_FOUND",
             CommandError::UnknownPartition { .. } => "UNKNOWN_TOPIC_OR_PARTITION",
             CommandError::FencedLeaderEpoch { .. } => "FENCED_LEADER_EPOCH",
             CommandError::UnknownLeaderEpoch { .. } => "UNKNOWN_LEADER_EPOCH",
@@ -226,6 +236,18 @@ mod tests {
                     reason: String::new(),
                 },
                 "INVALID_CONFIG",
+            ),
+            (
+                CommandError::PartitionCountNotIncreased {
+                    topic: String::new(),
+                    current: 2,
+                    given: 2,
+                },
+                "PARTITION_COUNT_NOT_INCREASED",
+            ),
+            (
+                CommandError::UnknownGroup(String::new()),
+                "GROUP_ID_NOT_FOUND",
             ),
             (
                 CommandError::UnknownPartition {

@@ -187,6 +187,13 @@ impl MetadataState {
                 configs,
             } => self.create_topic(name, *partitions, *replication_factor, configs),
             MetadataCommand::DeleteTopic { name } => self.delete_topic(name),
+            MetadataCommand::AlterTopicConfigs { name, set, delete } => {
+                self.alter_topic_configs(name, set, delete)
+            }
+            MetadataCommand::CreatePartitions { name, partitions } => {
+                self.create_partitions(name, *partitions)
+            }
+            MetadataCommand::DeleteGroup { group } => self.delete_group(group),
             MetadataCommand::AdoptTopic {
                 name,
                 configs,

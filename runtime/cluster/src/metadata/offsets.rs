@@ -66,6 +66,21 @@ impl MetadataState {
 }
 
 impl MetadataState {
+    /// Forgets every offset `group` committed; refused for a group without any.
+    pub(super) fn delete_group(&mut self, group: &str) -> Result<MetadataResponse, CommandError> {
+        let before = self.offsets.len();
+        self.offsets.retain(|key, _| key.group != group);
+        let removed = before - self.offsets.len();
+        if removed == 0 {
+            return Err(CommandError::UnknownGroup(
+                group.chars().take(GROUP_ID_BYTES_MAX).collect(),
+            ));
+        }
+        Ok(MetadataResponse::GroupDeleted {
+            offsets: u32::try_from(removed).unwrap_or(u32::MAX),
+        })
+    }
+
     /// Forgets offsets committed before `before_ms` by groups not in `keep_groups`.
     pub(super) fn expire_offsets(
         &mut self,

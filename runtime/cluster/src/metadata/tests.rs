@@ -1420,3 +1420,164 @@ fn a_principals_quota_overrides_the_default_and_an_empty_one_removes_it() {
         Some(1_000)
     );
 }
+
+fn alter_configs(name: &str, set: &[(&str, &str)], delete: &[&str]) -> MetadataCommand {
+    MetadataCommand::AlterTopicConfigs {
+        name: name.to_owned(),
+        set: set
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+        delete: delete.iter().map(|k| (*k).to_owned()).collect(),
+    }
+}
+
+#[test]
+fn altering_configs_sets_and_removes_all_or_nothing() {
+    let mut state = cluster(1);
+    ok(&mut state, create("t", 1, 1));
+    let MetadataResponse::TopicConfigsAltered { configs } = ok(
+        &mut state,
+        alter_configs(
+            "t",
+            &[("retention.ms", "1000"), ("segment.bytes", "4096")],
+            &[],
+        ),
+    ) else {
+        panic!("wrong answer");
+    };
+    assert_eq!(configs.len(), 2);
+    ok(
+        &mut state,
+        alter_configs("t", &[("retention.ms", "2000")], &["segment.bytes"]),
+    );
+    let configs = &state.topic("t").expect("exists").configs;
+    assert_eq!(
+        configs.iter().collect::<Vec<_>>(),
+        [(&"retention.ms".to_owned(), &"2000".to_owned())]
+    );
+    assert_eq!(
+        refused(
+            &mut state,
+            alter_configs("u", &[("retention.ms", "1")], &[])
+        )
+        .name(),
+        "UNKNOWN_TOPIC"
+    );
+    assert_eq!(
+        refused(
+            &mut state,
+            alter_configs("t", &[("retention.ms", "1")], &["retention.ms"])
+        )
+        .name(),
+        "INVALID_CONFIG"
+    );
+    assert_eq!(
+        refused(
+            &mut state,
+            alter_configs(
+                "t",
+                &[
+                    ("retention.ms", "5"),
+                    (UNCLEAN_LEADER_ELECTION_CONFIG, "maybe")
+                ],
+                &[]
+            )
+        )
+        .name(),
+        "INVALID_CONFIG"
+    );
+}
+
+#[test]
+fn created_partitions_are_assigned_like_a_new_topics_and_counts_only_grow() {
+    let mut state = cluster(3);
+    ok(&mut state, create("t", 2, 2));
+    let create_partitions = |partitions: u32| MetadataCommand::CreatePartitions {
+        name: "t".to_owned(),
+        partitions,
+    };
+    let MetadataResponse::PartitionsCreated { partitions } = ok(&mut state, create_partitions(5))
+    else {
+        panic!("wrong answer");
+    };
+    assert_eq!(partitions.len(), 3);
+    let topic = state.topic("t").expect("exists");
+    assert_eq!(topic.partitions.len(), 5);
+    for p in &topic.partitions {
+        assert_eq!(p.replicas.len(), 2, "{p:?}");
+        assert_eq!(p.leader, p.replicas.first().copied());
+        assert_eq!(p.isr, p.replicas);
+    }
+    // New partitions' leaders spread over the brokers as at creation.
+    let leaders: std::collections::BTreeSet<_> =
+        partitions.iter().filter_map(|p| p.leader).collect();
+    assert_eq!(leaders.len(), 3, "{partitions:?}");
+    for same_or_fewer in [5, 4, 0] {
+        assert_eq!(
+            refused(&mut state, create_partitions(same_or_fewer)).name(),
+            "PARTITION_COUNT_NOT_INCREASED"
+        );
+    }
+    assert_eq!(
+        refused(
+            &mut state,
+            create_partitions(limits::PARTITIONS_PER_TOPIC_MAX + 1)
+        )
+        .name(),
+        "INVALID_PARTITIONS"
+    );
+    assert_eq!(
+        refused(
+            &mut state,
+            MetadataCommand::CreatePartitions {
+                name: "missing".to_owned(),
+                partitions: 3
+            }
+        )
+        .name(),
+        "UNKNOWN_TOPIC"
+    );
+    ok(&mut state, fence(2));
+    ok(&mut state, fence(3));
+    assert_eq!(
+        refused(&mut state, create_partitions(6)).name(),
+        "NOT_ENOUGH_BROKERS"
+    );
+}
+
+#[test]
+fn deleting_a_group_forgets_its_offsets_only() {
+    let mut state = cluster(1);
+    ok(&mut state, create("t", 2, 1));
+    for group in ["g", "h"] {
+        ok(
+            &mut state,
+            MetadataCommand::CommitOffsets {
+                group: group.to_owned(),
+                offsets: (0..2)
+                    .map(|partition| OffsetCommit {
+                        topic: "t".to_owned(),
+                        partition,
+                        offset: 7,
+                        metadata: String::new(),
+                    })
+                    .collect(),
+                now_ms: 1,
+            },
+        );
+    }
+    let delete = |group: &str| MetadataCommand::DeleteGroup {
+        group: group.to_owned(),
+    };
+    assert_eq!(
+        ok(&mut state, delete("g")),
+        MetadataResponse::GroupDeleted { offsets: 2 }
+    );
+    assert_eq!(state.group_offsets("g").count(), 0);
+    assert_eq!(state.group_offsets("h").count(), 2);
+    assert_eq!(
+        refused(&mut state, delete("g")).name(),
+        "GROUP_ID_NOT_FOUND"
+    );
+}

@@ -76,6 +76,29 @@ impl MetadataState {
                 max: PARTITIONS_MAX,
             });
         }
+        let records = self.assign(0..partitions, replication_factor)?;
+        self.topics.insert(
+            name.to_owned(),
+            TopicRecord {
+                partitions: records.clone(),
+                replication_factor,
+                configs: configs.clone(),
+            },
+        );
+        Ok(MetadataResponse::TopicCreated {
+            partitions: records,
+        })
+    }
+
+    /// Replicas for partitions `range` of a topic: round-robin over the unfenced
+    /// brokers, partition p's replicas being the brokers after p (plus a cursor that
+    /// moves per call), so leaders, the first replicas, spread evenly. Moves the
+    /// cursor; refuses, changing nothing, when too few brokers are unfenced.
+    fn assign(
+        &mut self,
+        range: std::ops::Range<u32>,
+        replication_factor: u16,
+    ) -> Result<Vec<PartitionRecord>, CommandError> {
         let unfenced: Vec<BrokerId> = self
             .brokers
             .iter()
@@ -88,14 +111,11 @@ impl MetadataState {
                 available: unfenced.len(),
             });
         }
-
-        // Round-robin: partition p's replicas are the brokers after p (plus a cursor
-        // that moves per topic), so leaders, the first replicas, spread evenly.
         let start = self.assignment_cursor as usize;
-        let records: Vec<PartitionRecord> = (0..partitions as usize)
+        let records = range
             .map(|p| {
                 let replicas: Vec<BrokerId> = (0..usize::from(replication_factor))
-                    .map(|r| unfenced[(start + p + r) % unfenced.len()])
+                    .map(|r| unfenced[(start + p as usize + r) % unfenced.len()])
                     .collect();
                 PartitionRecord {
                     leader: replicas.first().copied(),
@@ -107,15 +127,79 @@ impl MetadataState {
             })
             .collect();
         self.assignment_cursor = self.assignment_cursor.wrapping_add(1);
-        self.topics.insert(
-            name.to_owned(),
-            TopicRecord {
-                partitions: records.clone(),
-                replication_factor,
-                configs: configs.clone(),
-            },
-        );
-        Ok(MetadataResponse::TopicCreated {
+        Ok(records)
+    }
+
+    /// [`MetadataCommand::AlterTopicConfigs`](super::MetadataCommand::AlterTopicConfigs).
+    pub(super) fn alter_topic_configs(
+        &mut self,
+        name: &str,
+        set: &BTreeMap<String, String>,
+        delete: &[String],
+    ) -> Result<MetadataResponse, CommandError> {
+        let topic = self
+            .topics
+            .get_mut(name)
+            .ok_or_else(|| CommandError::UnknownTopic(name.to_owned()))?;
+        if let Some(key) = delete.iter().find(|k| set.contains_key(*k)) {
+            return Err(CommandError::InvalidConfig {
+                key: key.chars().take(CONFIG_KEY_BYTES_MAX).collect(),
+                reason: "both set and removed".to_owned(),
+            });
+        }
+        if delete.len() > TOPIC_CONFIGS_MAX {
+            return Err(CommandError::InvalidConfig {
+                key: String::new(),
+                reason: format!("{} removals, more than {TOPIC_CONFIGS_MAX}", delete.len()),
+            });
+        }
+        let mut configs = topic.configs.clone();
+        for key in delete {
+            configs.remove(key);
+        }
+        configs.extend(set.iter().map(|(k, v)| (k.clone(), v.clone())));
+        validate_configs(&configs)?;
+        topic.configs = configs.clone();
+        Ok(MetadataResponse::TopicConfigsAltered { configs })
+    }
+
+    /// [`MetadataCommand::CreatePartitions`](super::MetadataCommand::CreatePartitions).
+    pub(super) fn create_partitions(
+        &mut self,
+        name: &str,
+        partitions: u32,
+    ) -> Result<MetadataResponse, CommandError> {
+        let topic = self
+            .topics
+            .get(name)
+            .ok_or_else(|| CommandError::UnknownTopic(name.to_owned()))?;
+        let current = u32::try_from(topic.partitions.len()).unwrap_or(u32::MAX);
+        let replication_factor = topic.replication_factor;
+        if partitions <= current {
+            return Err(CommandError::PartitionCountNotIncreased {
+                topic: name.to_owned(),
+                current,
+                given: partitions,
+            });
+        }
+        if partitions > PARTITIONS_PER_TOPIC_MAX {
+            return Err(CommandError::InvalidPartitionCount {
+                given: partitions,
+                max: PARTITIONS_PER_TOPIC_MAX,
+            });
+        }
+        let added = u64::from(partitions - current);
+        if self.partition_count() + added > PARTITIONS_MAX {
+            return Err(CommandError::TooManyPartitions {
+                requested: added,
+                max: PARTITIONS_MAX,
+            });
+        }
+        let records = self.assign(current..partitions, replication_factor)?;
+        if let Some(topic) = self.topics.get_mut(name) {
+            topic.partitions.extend(records.iter().cloned());
+        }
+        Ok(MetadataResponse::PartitionsCreated {
             partitions: records,
         })
     }
