@@ -387,17 +387,7 @@ impl TopicRegistry {
             replication_factor: current.replication_factor,
             configs,
         });
-        let mut next = self
-            .topics
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        next.insert(Arc::clone(&topic.name), topic);
-        self.write_metadata(&next)?;
-        *self
-            .topics
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = next;
+        self.replace(Arc::clone(&topic))?;
         for partition in &current.partitions {
             partition.set_log_config(log_config.clone());
         }
@@ -470,21 +460,28 @@ impl TopicRegistry {
             replication_factor: current.replication_factor,
             configs: current.configs.clone(),
         });
+        if let Err(err) = self.replace(Arc::clone(&topic)) {
+            close_opened(&opened);
+            return Err(err);
+        }
+        Ok(topic)
+    }
+
+    /// Puts `topic` in place of the one of its name: in the metadata file first, then
+    /// in the table. The caller holds `writer`.
+    fn replace(&self, topic: Arc<Topic>) -> Result<(), TopicError> {
         let mut next = self
             .topics
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
-        next.insert(Arc::clone(&topic.name), Arc::clone(&topic));
-        if let Err(err) = self.write_metadata(&next) {
-            close_opened(&opened);
-            return Err(err);
-        }
+        next.insert(Arc::clone(&topic.name), topic);
+        self.write_metadata(&next)?;
         *self
             .topics
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = next;
-        Ok(topic)
+        Ok(())
     }
 
     /// Deletes a topic: forgets it in the metadata file first, then removes its data.
