@@ -30,6 +30,13 @@ use crate::worker::blocking;
 
 /// How long a leader holds a follower's fetch that found nothing new.
 const FETCH_WAIT: Duration = Duration::from_millis(500);
+/// How long a follower waits for the answer to one fetch before it drops the
+/// connection and opens another. The leader answers within `FETCH_WAIT` when the link
+/// works; after a brief outage an in-flight request on the old connection waits for
+/// QUIC's retransmission timer, which has backed off to seconds by then, while a fresh
+/// connection is answered in one round trip. So a follower whose link flapped catches
+/// up within this of the link's return instead of several seconds later.
+const REPLICA_FETCH_TIMEOUT: Duration = Duration::from_millis(2_000);
 /// Bytes one follower fetch asks for.
 const FETCH_BYTES: u32 = 4 * 1024 * 1024;
 /// How long a waiting acks=all produce is re-checked without a high-watermark change.
@@ -439,10 +446,15 @@ async fn follower_loop(state: Arc<BrokerState>, slot: Arc<ReplicaSlot>) {
                         max_bytes: FETCH_BYTES,
                         max_wait_ms: u32::try_from(FETCH_WAIT.as_millis()).unwrap_or(500),
                     };
-                    let answer = client.call(&wire).await;
+                    let answer = tokio::time::timeout(REPLICA_FETCH_TIMEOUT, client.call(&wire))
+                        .await
+                        .unwrap_or(Err(quiver_sdk::RequestError::Timeout(
+                            REPLICA_FETCH_TIMEOUT,
+                        )));
                     if let Err(
                         quiver_sdk::RequestError::ConnectionLost(_)
-                        | quiver_sdk::RequestError::Connect(_),
+                        | quiver_sdk::RequestError::Connect(_)
+                        | quiver_sdk::RequestError::Timeout(_),
                     ) = &answer
                     {
                         member.replication.peers.forget(request.leader).await;
