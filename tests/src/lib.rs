@@ -166,6 +166,25 @@ pub struct Broker {
     stderr: Arc<Mutex<Vec<String>>>,
     /// Counts restarts; tags stderr lines so incarnations can be told apart.
     generation: usize,
+    /// Where the broker listens and the network namespace it runs in, if any.
+    place: Place,
+}
+
+/// Where a broker runs: the address it listens on (QUIC and admin), and the network
+/// namespace (`ip netns exec`) it runs in, if not the test's own.
+#[derive(Debug, Clone)]
+pub struct Place {
+    pub host: std::net::IpAddr,
+    pub netns: Option<String>,
+}
+
+impl Default for Place {
+    fn default() -> Self {
+        Place {
+            host: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            netns: None,
+        }
+    }
 }
 
 /// Why a broker did not come up.
@@ -202,21 +221,8 @@ impl Broker {
     /// Starts a broker with extra environment variables (`QUIVER_*` settings) and an
     /// optional fixed QUIC port. Panics with the broker's stderr if it does not start.
     pub fn start_with(data_dir: &Path, env: &[(&str, &str)], quic_port: Option<u16>) -> Broker {
-        let env: Vec<(String, String)> = env
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        match Self::spawn(data_dir, &env, quic_port, &stderr, 0) {
-            Ok((child, quic_addr, admin_addr)) => Broker {
-                data_dir: data_dir.to_owned(),
-                quic_addr,
-                admin_addr,
-                env,
-                child: Some(child),
-                stderr,
-                generation: 0,
-            },
+        match Self::try_spawn_at(data_dir, env, quic_port, &Place::default()) {
+            Ok(broker) => broker,
             Err(failure) => panic!("{failure}"),
         }
     }
@@ -227,12 +233,24 @@ impl Broker {
         env: &[(&str, &str)],
         quic_port: Option<u16>,
     ) -> Result<Broker, StartFailure> {
+        Self::try_spawn_at(data_dir, env, quic_port, &Place::default())
+    }
+
+    /// As [`Broker::try_spawn`], listening on `place`'s address, in its network
+    /// namespace if it names one.
+    pub fn try_spawn_at(
+        data_dir: &Path,
+        env: &[(&str, &str)],
+        quic_port: Option<u16>,
+        place: &Place,
+    ) -> Result<Broker, StartFailure> {
         let env: Vec<(String, String)> = env
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
         let stderr = Arc::new(Mutex::new(Vec::new()));
-        let (child, quic_addr, admin_addr) = Self::spawn(data_dir, &env, quic_port, &stderr, 0)?;
+        let (child, quic_addr, admin_addr) =
+            Self::spawn(data_dir, &env, quic_port, &stderr, 0, place)?;
         Ok(Broker {
             data_dir: data_dir.to_owned(),
             quic_addr,
@@ -241,6 +259,7 @@ impl Broker {
             child: Some(child),
             stderr,
             generation: 0,
+            place: place.clone(),
         })
     }
 
@@ -250,16 +269,24 @@ impl Broker {
         quic_port: Option<u16>,
         stderr_lines: &Arc<Mutex<Vec<String>>>,
         generation: usize,
+        place: &Place,
     ) -> Result<(Child, SocketAddr, SocketAddr), StartFailure> {
-        let mut command = Command::new(quiver_bin());
+        let mut command = match &place.netns {
+            None => Command::new(quiver_bin()),
+            Some(netns) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", netns]).arg(quiver_bin());
+                command
+            }
+        };
         command
             .arg("serve")
             .arg("--data-dir")
             .arg(data_dir)
             .arg("--listen")
-            .arg(format!("127.0.0.1:{}", quic_port.unwrap_or(0)))
+            .arg(SocketAddr::new(place.host, quic_port.unwrap_or(0)).to_string())
             .arg("--admin-listen")
-            .arg("127.0.0.1:0")
+            .arg(SocketAddr::new(place.host, 0).to_string())
             .env("RUST_LOG", "info,quinn=warn,quinn_proto=warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -424,6 +451,7 @@ impl Broker {
                 Some(self.quic_addr.port()),
                 &self.stderr,
                 self.generation,
+                &self.place,
             ) {
                 Ok((child, quic, admin)) => {
                     assert_eq!(quic, self.quic_addr, "restarted on another address");

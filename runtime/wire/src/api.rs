@@ -35,10 +35,12 @@ pub enum ApiKey {
     UserList,
     QuotaSet,
     QuotaList,
+    JoinCa,
+    JoinCluster,
 }
 
 impl ApiKey {
-    pub const ALL: [ApiKey; 31] = [
+    pub const ALL: [ApiKey; 33] = [
         ApiKey::Produce,
         ApiKey::Fetch,
         ApiKey::ListOffsets,
@@ -70,6 +72,8 @@ impl ApiKey {
         ApiKey::UserList,
         ApiKey::QuotaSet,
         ApiKey::QuotaList,
+        ApiKey::JoinCa,
+        ApiKey::JoinCluster,
     ];
 
     pub const fn code(self) -> u16 {
@@ -105,6 +109,8 @@ impl ApiKey {
             ApiKey::UserList => 29,
             ApiKey::QuotaSet => 30,
             ApiKey::QuotaList => 31,
+            ApiKey::JoinCa => 32,
+            ApiKey::JoinCluster => 33,
         }
     }
 
@@ -146,6 +152,8 @@ impl ApiKey {
             ApiKey::UserList => "user_list",
             ApiKey::QuotaSet => "quota_set",
             ApiKey::QuotaList => "quota_list",
+            ApiKey::JoinCa => "join_ca",
+            ApiKey::JoinCluster => "join_cluster",
         }
     }
 
@@ -157,6 +165,8 @@ impl ApiKey {
             ApiKey::Fetch => (0, 2),
             // v1 answers carry the time the client is throttled for.
             ApiKey::Produce => (0, 1),
+            // v1 answers list the peers this broker cannot reach, and why.
+            ApiKey::ClusterStatus => (0, 1),
             _ => (0, 0),
         }
     }
@@ -205,6 +215,8 @@ mod tests {
             (29, "user_list"),
             (30, "quota_set"),
             (31, "quota_list"),
+            (32, "join_ca"),
+            (33, "join_cluster"),
         ];
         assert_eq!(pinned.len(), ApiKey::ALL.len());
         for (key, (code, name)) in ApiKey::ALL.iter().zip(pinned) {

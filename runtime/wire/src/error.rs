@@ -76,11 +76,18 @@ pub enum ErrorCode {
     /// The client could not be authenticated (no or unknown credentials, wrong
     /// password); the message never says which.
     AuthenticationFailed,
+    /// A join request whose proof of the cluster's join secret is wrong (a wrong,
+    /// replayed or missing token), or a broker that accepts no joins. Nothing was
+    /// issued.
+    InvalidJoinToken,
+    /// A join request for a node id that a live broker of the cluster holds. Nothing
+    /// was issued.
+    NodeIdInUse,
 }
 
 impl ErrorCode {
     /// Every code, in numeric order.
-    pub const ALL: [ErrorCode; 38] = [
+    pub const ALL: [ErrorCode; 40] = [
         ErrorCode::Unknown,
         ErrorCode::UnknownTopic,
         ErrorCode::InvalidTopicName,
@@ -119,6 +126,8 @@ impl ErrorCode {
         ErrorCode::PluginAuthorizationFailed,
         ErrorCode::ProducerIdNotOwned,
         ErrorCode::AuthenticationFailed,
+        ErrorCode::InvalidJoinToken,
+        ErrorCode::NodeIdInUse,
     ];
 
     /// The number on the wire. 0 means success and is not an error code.
@@ -162,6 +171,8 @@ impl ErrorCode {
             ErrorCode::PluginAuthorizationFailed => 36,
             ErrorCode::ProducerIdNotOwned => 37,
             ErrorCode::AuthenticationFailed => 38,
+            ErrorCode::InvalidJoinToken => 39,
+            ErrorCode::NodeIdInUse => 40,
         }
     }
 
@@ -211,6 +222,8 @@ impl ErrorCode {
             ErrorCode::PluginAuthorizationFailed => "PLUGIN_AUTHORIZATION_FAILED",
             ErrorCode::ProducerIdNotOwned => "PRODUCER_ID_NOT_OWNED",
             ErrorCode::AuthenticationFailed => "AUTHENTICATION_FAILED",
+            ErrorCode::InvalidJoinToken => "INVALID_JOIN_TOKEN",
+            ErrorCode::NodeIdInUse => "NODE_ID_IN_USE",
         }
     }
 
@@ -285,6 +298,8 @@ mod tests {
             (36, "PLUGIN_AUTHORIZATION_FAILED", false),
             (37, "PRODUCER_ID_NOT_OWNED", false),
             (38, "AUTHENTICATION_FAILED", false),
+            (39, "INVALID_JOIN_TOKEN", false),
+            (40, "NODE_ID_IN_USE", false),
         ];
         assert_eq!(pinned.len(), ErrorCode::ALL.len());
         for (code, (number, name, retriable)) in ErrorCode::ALL.iter().zip(pinned) {

@@ -841,6 +841,8 @@ pub enum Request {
     UserList(crate::sasl::UserListRequest),
     QuotaSet(crate::quota::QuotaSetRequest),
     QuotaList(crate::quota::QuotaListRequest),
+    JoinCa(crate::join::JoinCaRequest),
+    JoinCluster(crate::join::JoinClusterRequest),
 }
 
 impl Request {
@@ -934,6 +936,10 @@ impl Request {
             ApiKey::QuotaList => {
                 Request::QuotaList(crate::quota::QuotaListRequest::decode_body(body)?)
             }
+            ApiKey::JoinCa => Request::JoinCa(crate::join::JoinCaRequest::decode_body(body)?),
+            ApiKey::JoinCluster => {
+                Request::JoinCluster(crate::join::JoinClusterRequest::decode_body(body)?)
+            }
         })
     }
 
@@ -970,6 +976,8 @@ impl Request {
             Request::UserList(_) => ApiKey::UserList,
             Request::QuotaSet(_) => ApiKey::QuotaSet,
             Request::QuotaList(_) => ApiKey::QuotaList,
+            Request::JoinCa(_) => ApiKey::JoinCa,
+            Request::JoinCluster(_) => ApiKey::JoinCluster,
         }
     }
 }
