@@ -183,7 +183,7 @@ async fn form_produce_consume(root: &Path, addrs: &[SocketAddr], netns: &[Option
                 (records.len() == RECORDS).then(|| {
                     records
                         .iter()
-                        .map(|r| String::from_utf8_lossy(&r.value).into_owned())
+                        .map(|r| String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned())
                         .collect()
                 })
             },

@@ -66,7 +66,6 @@ pub async fn run(command: ClusterCommand) -> anyhow::Result<()> {
                 );
             }
         }
-    }
         ClusterCommand::Init { data_dir } => {
             let (token, created) = quiver_broker::join::init_cluster(&data_dir)
                 .with_context(|| format!("cannot initialise a cluster in {}", data_dir.display()))?;
