@@ -111,7 +111,13 @@ async fn form_produce_consume(root: &Path, addrs: &[SocketAddr], netns: &[Option
     let ns = |i: usize| netns.get(i).and_then(|n| n.as_deref());
     let mut brokers = vec![start_node(&dirs[0], 1, addrs, None, ns(0))];
     for id in 2..=3 {
-        brokers.push(start_node(&dirs[id - 1], id, addrs, Some(&token), ns(id - 1)));
+        brokers.push(start_node(
+            &dirs[id - 1],
+            id,
+            addrs,
+            Some(&token),
+            ns(id - 1),
+        ));
     }
     let ca = dirs[0].join("tls/ca.pem");
     for (i, dir) in dirs.iter().enumerate().skip(1) {
@@ -175,20 +181,20 @@ async fn form_produce_consume(root: &Path, addrs: &[SocketAddr], netns: &[Option
         let reader = Client::connect(ClientConfig::new(addr.to_string(), &ca))
             .await
             .unwrap_or_else(|e| panic!("connect to node {}: {e}", i + 1));
-        let values: Vec<String> = eventually(
-            "every record readable",
-            Duration::from_secs(60),
-            || async {
+        let values: Vec<String> =
+            eventually("every record readable", Duration::from_secs(60), || async {
                 let records = quiver_tests::fetch_all(&reader, "joined", 0, 0).await;
                 (records.len() == RECORDS).then(|| {
                     records
                         .iter()
-                        .map(|r| String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned())
+                        .map(|r| {
+                            String::from_utf8_lossy(r.value.as_deref().unwrap_or_default())
+                                .into_owned()
+                        })
                         .collect()
                 })
-            },
-        )
-        .await;
+            })
+            .await;
         let expected: Vec<String> = (0..RECORDS).map(|i| format!("v{i}")).collect();
         assert_eq!(values, expected, "node {}", i + 1);
     }
@@ -234,7 +240,10 @@ impl Netns {
                 .map(|o| o.status.success())
                 .unwrap_or(false)
         };
-        let tag = format!("{:x}", std::process::id() ^ (rand::random::<u32>() & 0xffff));
+        let tag = format!(
+            "{:x}",
+            std::process::id() ^ (rand::random::<u32>() & 0xffff)
+        );
         let hub = format!("qjh{tag}");
         if !run(&["netns", "add", &hub]) {
             return None;
@@ -270,8 +279,9 @@ impl Netns {
                 all.extend_from_slice(args);
                 run(&all)
             };
-            let ok = in_hub(&["link", "add", &outer, "type", "veth", "peer", "name", "eth0"])
-                && in_hub(&["link", "set", "eth0", "netns", &ns])
+            let ok = in_hub(&[
+                "link", "add", &outer, "type", "veth", "peer", "name", "eth0",
+            ]) && in_hub(&["link", "set", "eth0", "netns", &ns])
                 && in_hub(&["link", "set", &outer, "master", "br0"])
                 && in_hub(&["link", "set", &outer, "up"])
                 && in_ns(&["addr", "add", &format!("{ip}/24"), "dev", "eth0"])
@@ -389,15 +399,22 @@ async fn a_wrong_fingerprint_is_refused_before_anything_is_trusted() {
     .err()
     .expect("a node with the wrong fingerprint does not start");
     assert!(
-        failure.stderr.contains("refusing to trust it") && failure.stderr.contains(other_fingerprint),
+        failure.stderr.contains("refusing to trust it")
+            && failure.stderr.contains(other_fingerprint),
         "{failure}"
     );
-    assert!(!dir.join("tls/ca.pem").exists(), "nothing of the seed's was kept");
+    assert!(
+        !dir.join("tls/ca.pem").exists(),
+        "nothing of the seed's was kept"
+    );
     assert!(!dir.join("tls/server.pem").exists());
     assert!(!dir.join("tls/join.secret").exists());
     // The seed answered the CA request and never saw a join proof.
     assert!(seed.metric("quiver_requests_total{api=\"join_ca\"}") >= 1.0);
-    assert_eq!(seed.metric("quiver_requests_total{api=\"join_cluster\"}"), 0.0);
+    assert_eq!(
+        seed.metric("quiver_requests_total{api=\"join_cluster\"}"),
+        0.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -427,9 +444,11 @@ async fn a_wrong_join_secret_is_refused_with_its_code() {
     assert!(failure.stderr.contains("INVALID_JOIN_TOKEN"), "{failure}");
     assert!(!dir.join("tls/server.pem").exists());
     assert!(!dir.join("tls/ca.pem").exists());
-    eventually("the seed logs the refusal", Duration::from_secs(10), || async {
-        seed.stderr().contains("join refused").then_some(())
-    })
+    eventually(
+        "the seed logs the refusal",
+        Duration::from_secs(10),
+        || async { seed.stderr().contains("join refused").then_some(()) },
+    )
     .await;
 }
 
@@ -444,7 +463,9 @@ fn warnings_about(log: &str, peer: u32, reason: &str) -> usize {
 async fn a_node_with_another_ca_is_named_in_one_warning_and_in_cluster_status() {
     let root = tempfile::tempdir().expect("tempdir");
     let addrs = loopback_addrs(3);
-    let dirs: Vec<PathBuf> = (1..=3).map(|i| root.path().join(format!("node-{i}"))).collect();
+    let dirs: Vec<PathBuf> = (1..=3)
+        .map(|i| root.path().join(format!("node-{i}")))
+        .collect();
     let token = cluster_init(&dirs[0]);
     let one = start_node(&dirs[0], 1, &addrs, None, None);
     let two = start_node(&dirs[1], 2, &addrs, Some(&token), None);
@@ -582,21 +603,40 @@ async fn the_join_api_holds_against_attackers() {
 
     // A guessed proof.
     let (status, body) = raw_call(&anonymous, join(7, Bytes::from(vec![0u8; 32]))).await;
-    assert_eq!(code(status), Some(ErrorCode::InvalidJoinToken), "{}", quiver_tests::error_message(&body));
+    assert_eq!(
+        code(status),
+        Some(ErrorCode::InvalidJoinToken),
+        "{}",
+        quiver_tests::error_message(&body)
+    );
 
     // A proof made on one connection, replayed on another.
     let other = RawConn::connect(broker.quic_addr, &ca).await;
     let made_elsewhere = proof(&secret, &binding(&other), 7);
     let (status, _) = raw_call(&anonymous, join(7, made_elsewhere.clone())).await;
-    assert_eq!(code(status), Some(ErrorCode::InvalidJoinToken), "a replayed proof");
+    assert_eq!(
+        code(status),
+        Some(ErrorCode::InvalidJoinToken),
+        "a replayed proof"
+    );
     // A proof for another node id.
     let for_eight = proof(&secret, &binding(&anonymous), 8);
     let (status, _) = raw_call(&anonymous, join(7, for_eight)).await;
-    assert_eq!(code(status), Some(ErrorCode::InvalidJoinToken), "another node's proof");
+    assert_eq!(
+        code(status),
+        Some(ErrorCode::InvalidJoinToken),
+        "another node's proof"
+    );
 
     // The live broker's own id.
-    let (status, body) = raw_call(&anonymous, join(1, proof(&secret, &binding(&anonymous), 1))).await;
-    assert_eq!(code(status), Some(ErrorCode::NodeIdInUse), "{}", quiver_tests::error_message(&body));
+    let (status, body) =
+        raw_call(&anonymous, join(1, proof(&secret, &binding(&anonymous), 1))).await;
+    assert_eq!(
+        code(status),
+        Some(ErrorCode::NodeIdInUse),
+        "{}",
+        quiver_tests::error_message(&body)
+    );
 
     // Huge fields are refused before anything is read into memory beyond their caps.
     let mut huge = BytesMut::new();
@@ -619,15 +659,24 @@ async fn the_join_api_holds_against_attackers() {
     assert_ne!(status, 0, "a 300-byte name");
     long_name.addresses = vec!["not a name!".into()];
     let (status, _) = raw_call(&anonymous, long_name.encode_frame()).await;
-    assert_eq!(code(status), Some(ErrorCode::InvalidRequest), "a name that is neither");
+    assert_eq!(
+        code(status),
+        Some(ErrorCode::InvalidRequest),
+        "a name that is neither"
+    );
 
     // The proof for this connection and a free node id: issued, naming the address
     // asked for and nothing else the requester chose.
-    let (status, body) = raw_call(&anonymous, join(7, proof(&secret, &binding(&anonymous), 7))).await;
+    let (status, body) =
+        raw_call(&anonymous, join(7, proof(&secret, &binding(&anonymous), 7))).await;
     assert_eq!(status, 0, "{}", quiver_tests::error_message(&body));
     // Nothing of the refused ones was issued.
     let log = broker.stderr();
-    assert_eq!(log.matches("issued a broker certificate for node").count(), 1, "{log}");
+    assert_eq!(
+        log.matches("issued a broker certificate for node").count(),
+        1,
+        "{log}"
+    );
 
     // A flood: answered up to the gate's bound, then refused, and the broker serves on.
     let mut refused = 0;

@@ -185,7 +185,7 @@ pub fn status(state: &BrokerState, version: u16) -> Result<Outgoing, RequestErro
     let node_id = state.config.node_id;
     let unreachable: Vec<UnreachablePeer> = state
         .peer_health
-        .unreachable()
+        .unreachable(now_ms())
         .into_iter()
         .map(|(id, address, reason)| UnreachablePeer {
             id,
@@ -310,18 +310,15 @@ pub async fn start(
         seeds,
     );
     controller_config.advertised_addr = Some(advertised.clone());
-    let transport =
-        QuicRaftTransport::new(state.config.clone(), Arc::clone(&state.peer_health));
+    let transport = QuicRaftTransport::new(state.config.clone(), Arc::clone(&state.peer_health));
     let controller = Controller::start_with(controller_config, transport)
         .await
         .map_err(|e| e.to_string())?;
-    let _ = state
-        .cluster
-        .set(Arc::new(ClusterMember::new(
-            controller,
-            config,
-            Arc::clone(&state.peer_health),
-        )));
+    let _ = state.cluster.set(Arc::new(ClusterMember::new(
+        controller,
+        config,
+        Arc::clone(&state.peer_health),
+    )));
     let member = state
         .cluster
         .get()

@@ -359,7 +359,11 @@ impl BrokerConfig {
                 self.join_token = if value.trim().is_empty() {
                     None
                 } else {
-                    Some(value.parse().map_err(|e: crate::join::JoinError| invalid(e.to_string()))?)
+                    Some(
+                        value
+                            .parse()
+                            .map_err(|e: crate::join::JoinError| invalid(e.to_string()))?,
+                    )
                 };
             }
             "connections_max" => self.connections_max = int(value)?.max(1) as usize,

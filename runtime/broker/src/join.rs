@@ -192,7 +192,10 @@ pub fn read_secret(data_dir: &Path) -> Result<Option<[u8; JOIN_SECRET_BYTES]>, J
 }
 
 fn write_secret(data_dir: &Path, secret: &[u8; JOIN_SECRET_BYTES]) -> Result<(), JoinError> {
-    tls::write_private(&secret_path(data_dir), format!("{}\n", hex(secret)).as_bytes())?;
+    tls::write_private(
+        &secret_path(data_dir),
+        format!("{}\n", hex(secret)).as_bytes(),
+    )?;
     Ok(())
 }
 
@@ -505,8 +508,8 @@ async fn join_through(
         .with_custom_certificate_verifier(Arc::clone(&seen) as Arc<_>)
         .with_no_client_auth();
     crypto.alpn_protocols = vec![quiver_wire::ALPN.to_vec()];
-    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(crypto)
-        .map_err(|e| retry("TLS", &e))?;
+    let quic =
+        quinn::crypto::rustls::QuicClientConfig::try_from(crypto).map_err(|e| retry("TLS", &e))?;
     let bind: SocketAddr = if seed.is_ipv6() {
         SocketAddr::from(([0u16; 8], 0))
     } else {
@@ -542,9 +545,8 @@ async fn join_through(
             .unwrap_or_else(|p| p.into_inner())
             .clone()
             .ok_or_else(|| Attempt::Retry("the seed presented no certificate".into()))?;
-        verify_seed(&ca.ca_cert, &chain, seed).map_err(|reason| {
-            Attempt::Fatal(JoinError::SeedCertificate { seed, reason })
-        })?;
+        verify_seed(&ca.ca_cert, &chain, seed)
+            .map_err(|reason| Attempt::Fatal(JoinError::SeedCertificate { seed, reason }))?;
         // 3. The proof, bound to this connection, and the certificate.
         let binding = channel_binding(&connection)
             .ok_or_else(|| Attempt::Retry("no TLS channel binding".into()))?;
@@ -567,7 +569,11 @@ async fn join_through(
 
 /// Checks that `chain` (the seed's certificate first) is signed by `ca` and names
 /// `seed`'s address.
-fn verify_seed(ca: &[u8], chain: &[CertificateDer<'static>], seed: SocketAddr) -> Result<(), String> {
+fn verify_seed(
+    ca: &[u8],
+    chain: &[CertificateDer<'static>],
+    seed: SocketAddr,
+) -> Result<(), String> {
     let mut roots = rustls::RootCertStore::empty();
     roots
         .add(CertificateDer::from(ca.to_vec()))
@@ -620,7 +626,10 @@ impl CallError {
 
 /// Sends one request on its own stream and reads its answer, within
 /// [`JOIN_REQUEST_TIMEOUT`] and at most [`JOIN_CERT_BYTES_MAX`] plus a head.
-async fn call<R: Rpc>(connection: &quinn::Connection, request: &R) -> Result<R::Response, CallError> {
+async fn call<R: Rpc>(
+    connection: &quinn::Connection,
+    request: &R,
+) -> Result<R::Response, CallError> {
     let lost = |e: &dyn std::fmt::Display| CallError::Lost(e.to_string());
     let exchange = async {
         let (mut send, mut recv) = connection.open_bi().await.map_err(|e| lost(&e))?;
@@ -732,14 +741,26 @@ mod tests {
 
     #[test]
     fn malformed_tokens_are_refused() {
-        let good = format!("{JOIN_TOKEN_PREFIX}:{}:{}", "ab".repeat(32), "cd".repeat(32));
+        let good = format!(
+            "{JOIN_TOKEN_PREFIX}:{}:{}",
+            "ab".repeat(32),
+            "cd".repeat(32)
+        );
         assert!(good.parse::<JoinToken>().is_ok());
         for bad in [
             String::new(),
             "quiver-join-v2:aa:bb".to_owned(),
             format!("{JOIN_TOKEN_PREFIX}:{}", "ab".repeat(32)),
-            format!("{JOIN_TOKEN_PREFIX}:{}:{}", "ab".repeat(31), "cd".repeat(32)),
-            format!("{JOIN_TOKEN_PREFIX}:{}:{}", "zz".repeat(32), "cd".repeat(32)),
+            format!(
+                "{JOIN_TOKEN_PREFIX}:{}:{}",
+                "ab".repeat(31),
+                "cd".repeat(32)
+            ),
+            format!(
+                "{JOIN_TOKEN_PREFIX}:{}:{}",
+                "zz".repeat(32),
+                "cd".repeat(32)
+            ),
             format!("{good}:extra"),
         ] {
             assert!(bad.parse::<JoinToken>().is_err(), "{bad}");
@@ -752,9 +773,15 @@ mod tests {
         let binding = [1u8; 32];
         let made = proof(&secret, &binding, 3);
         assert!(proof_holds(&secret, &binding, 3, &made));
-        assert!(!proof_holds(&secret, &[2u8; 32], 3, &made), "replayed elsewhere");
+        assert!(
+            !proof_holds(&secret, &[2u8; 32], 3, &made),
+            "replayed elsewhere"
+        );
         assert!(!proof_holds(&secret, &binding, 4, &made), "another node id");
-        assert!(!proof_holds(&[8u8; 32], &binding, 3, &made), "another secret");
+        assert!(
+            !proof_holds(&[8u8; 32], &binding, 3, &made),
+            "another secret"
+        );
         assert!(!proof_holds(&secret, &binding, 3, &made[..31]));
     }
 
@@ -789,8 +816,13 @@ mod tests {
         );
         let refused = issue(dir.path(), Some(&[6u8; 32]), &request, None).expect_err("replayed");
         assert_eq!(refused.code, ErrorCode::InvalidJoinToken);
-        let refused = issue(dir.path(), Some(&binding), &request, Some("10.9.0.2:7420".into()))
-            .expect_err("in use");
+        let refused = issue(
+            dir.path(),
+            Some(&binding),
+            &request,
+            Some("10.9.0.2:7420".into()),
+        )
+        .expect_err("in use");
         assert_eq!(refused.code, ErrorCode::NodeIdInUse);
         request.addresses = vec!["bad name!".into()];
         let refused = issue(dir.path(), Some(&binding), &request, None).expect_err("bad name");

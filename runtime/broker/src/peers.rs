@@ -96,6 +96,9 @@ pub const PEER_WARNING_REPEAT: Duration = Duration::from_secs(10 * 60);
 /// The least time between two warnings about one peer, so a peer whose failure
 /// alternates between reasons does not flood the log either.
 pub const PEER_WARNING_GAP: Duration = Duration::from_secs(30);
+/// How long a failure to reach a peer is reported after the last attempt: a broker
+/// that stopped trying (a follower whose election ended) says nothing stale.
+pub const PEER_FAILURE_FRESH: Duration = Duration::from_secs(60);
 /// Peers whose state one broker keeps (a cluster's brokers, with room).
 pub const PEERS_TRACKED_MAX: usize = 10_000;
 
@@ -108,8 +111,9 @@ pub struct PeerHealth {
 #[derive(Default)]
 struct PeerState {
     address: String,
-    /// Why the last connection attempt failed; `None` once one succeeded.
-    failure: Option<String>,
+    /// Why the last connection attempt failed, and when (ms); `None` once one
+    /// succeeded.
+    failure: Option<(String, i64)>,
     /// The reason last written in a warning, and when (ms).
     warned: Option<(String, i64)>,
 }
@@ -125,7 +129,7 @@ impl PeerHealth {
         }
         let peer = peers.entry(id).or_default();
         peer.address = addr.to_owned();
-        peer.failure = Some(reason.to_owned());
+        peer.failure = Some((reason.to_owned(), now_ms));
         let due = match &peer.warned {
             None => true,
             Some((said, at)) => {
@@ -151,19 +155,26 @@ impl PeerHealth {
             && peer.failure.take().is_some()
         {
             peer.warned = None;
-            tracing::info!(peer = id, address = addr, "node {id} at {addr} is reachable again");
+            tracing::info!(
+                peer = id,
+                address = addr,
+                "node {id} at {addr} is reachable again"
+            );
         }
     }
 
-    /// The peers whose last connection attempt failed: `(id, address, reason)`, by id.
-    pub fn unreachable(&self) -> Vec<(u32, String, String)> {
+    /// The peers whose last connection attempt failed within [`PEER_FAILURE_FRESH`]
+    /// of `now_ms`: `(id, address, reason)`, by id.
+    pub fn unreachable(&self, now_ms: i64) -> Vec<(u32, String, String)> {
+        let fresh = PEER_FAILURE_FRESH.as_millis() as i64;
         let peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
         let mut out: Vec<(u32, String, String)> = peers
             .iter()
             .filter_map(|(id, peer)| {
                 peer.failure
                     .as_ref()
-                    .map(|reason| (*id, peer.address.clone(), reason.clone()))
+                    .filter(|(_, at)| now_ms.saturating_sub(*at) <= fresh)
+                    .map(|(reason, _)| (*id, peer.address.clone(), reason.clone()))
             })
             .collect();
         out.sort();
@@ -197,5 +208,42 @@ pub fn unreachable_reason(err: &quiver_sdk::ConnectError, addr: &str) -> String 
         let mut text = text;
         text.truncate(300);
         text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_is_reported_while_failing_and_forgotten_once_reached() {
+        let health = PeerHealth::default();
+        health.failed(
+            3,
+            "10.0.0.3:7420",
+            "certificate signed by a different CA",
+            1_000,
+        );
+        health.failed(
+            3,
+            "10.0.0.3:7420",
+            "certificate signed by a different CA",
+            2_000,
+        );
+        assert_eq!(
+            health.unreachable(2_000),
+            [(
+                3,
+                "10.0.0.3:7420".to_owned(),
+                "certificate signed by a different CA".to_owned()
+            )]
+        );
+        let stale = 2_000 + PEER_FAILURE_FRESH.as_millis() as i64 + 1;
+        assert!(
+            health.unreachable(stale).is_empty(),
+            "no attempt for a while"
+        );
+        health.reached(3, "10.0.0.3:7420");
+        assert!(health.unreachable(2_000).is_empty());
     }
 }

@@ -290,11 +290,9 @@ fn broker_params(addresses: &[String]) -> Result<rcgen::CertificateParams, TlsEr
             }
             Err(_) => {
                 if !dns.contains(address) {
-                    params
-                        .subject_alt_names
-                        .push(rcgen::SanType::DnsName(rcgen::Ia5String::try_from(
-                            address.as_str(),
-                        )?));
+                    params.subject_alt_names.push(rcgen::SanType::DnsName(
+                        rcgen::Ia5String::try_from(address.as_str())?,
+                    ));
                     dns.push(address.clone());
                 }
             }

@@ -67,8 +67,10 @@ pub async fn run(command: ClusterCommand) -> anyhow::Result<()> {
             }
         }
         ClusterCommand::Init { data_dir } => {
-            let (token, created) = quiver_broker::join::init_cluster(&data_dir)
-                .with_context(|| format!("cannot initialise a cluster in {}", data_dir.display()))?;
+            let (token, created) =
+                quiver_broker::join::init_cluster(&data_dir).with_context(|| {
+                    format!("cannot initialise a cluster in {}", data_dir.display())
+                })?;
             let ca = data_dir.join("tls").join("ca.pem");
             if created {
                 eprintln!("created the cluster CA: {}", ca.display());

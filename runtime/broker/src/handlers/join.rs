@@ -39,7 +39,10 @@ pub(super) async fn ca(_req: JoinCaRequest, call: &Call<'_>) -> Result<Outgoing,
 }
 
 /// A broker certificate for the node that proved the join secret on this connection.
-pub(super) async fn join(req: JoinClusterRequest, call: &Call<'_>) -> Result<Outgoing, RequestError> {
+pub(super) async fn join(
+    req: JoinClusterRequest,
+    call: &Call<'_>,
+) -> Result<Outgoing, RequestError> {
     admitted(call)?;
     let state = call.state;
     let live = if req.node_id == state.config.node_id {
@@ -77,7 +80,12 @@ pub(super) async fn join(req: JoinClusterRequest, call: &Call<'_>) -> Result<Out
             ))
         }
         Err(refusal) => {
-            if state.join_gate.refusals.due(crate::server::now_ms()).is_some() {
+            if state
+                .join_gate
+                .refusals
+                .due(crate::server::now_ms())
+                .is_some()
+            {
                 tracing::warn!(
                     node_id,
                     code = refusal.code.name(),
