@@ -261,20 +261,30 @@ impl Broker {
         env: &[(&str, &str)],
         quic_port: Option<u16>,
     ) -> Result<Broker, StartFailure> {
+        Self::try_spawn_on(&Host::loopback(), data_dir, env, quic_port)
+    }
+
+    /// As [`Broker::try_spawn`], on `host`: inside its network namespace, both
+    /// listeners on its address.
+    pub fn try_spawn_on(
+        host: &Host,
+        data_dir: &Path,
+        env: &[(&str, &str)],
+        quic_port: Option<u16>,
+    ) -> Result<Broker, StartFailure> {
         let env: Vec<(String, String)> = env
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
         let stderr = Arc::new(Mutex::new(Vec::new()));
-        let host = Host::loopback();
         let (child, quic_addr, admin_addr) =
-            Self::spawn(&host, data_dir, &env, quic_port, &stderr, 0)?;
+            Self::spawn(host, data_dir, &env, quic_port, &stderr, 0)?;
         Ok(Broker {
             data_dir: data_dir.to_owned(),
             quic_addr,
             admin_addr,
             env,
-            host,
+            host: host.clone(),
             child: Some(child),
             stderr,
             generation: 0,

@@ -29,6 +29,7 @@ use quiver_sdk::Client;
 use quiver_wire::ErrorCode;
 use quiver_wire::cluster::{
     BrokerStatus, ClusterStatusResponse, ControllerRpcRequest, ControllerRpcResponse,
+    UnreachablePeer,
 };
 use quiver_wire::message::ResponseBody;
 
@@ -113,11 +114,15 @@ impl FencingGrace {
 
 impl ClusterMember {
     /// `broker` configures how this broker connects to the others.
-    pub fn new(controller: Controller, broker: &crate::BrokerConfig) -> Self {
+    pub fn new(
+        controller: Controller,
+        broker: &crate::BrokerConfig,
+        health: Arc<crate::peers::PeerHealth>,
+    ) -> Self {
         Self {
             controller,
             broker_id: broker.node_id,
-            replication: crate::replication::Replication::new(broker.clone()),
+            replication: crate::replication::Replication::new(broker.clone(), health),
             broker_epoch: AtomicU64::new(UNREGISTERED),
             plugin_sync: tokio::sync::Mutex::new(()),
             coordinator_term: AtomicU64::new(u64::MAX),
@@ -162,9 +167,9 @@ pub struct QuicRaftTransport {
 
 impl QuicRaftTransport {
     /// Connects as the broker `broker` configures: its CA and its own certificate.
-    pub fn new(broker: crate::BrokerConfig) -> Self {
+    pub fn new(broker: crate::BrokerConfig, health: Arc<crate::peers::PeerHealth>) -> Self {
         Self {
-            peers: crate::peers::PeerClients::new(broker, RAFT_REQUEST_TIMEOUT),
+            peers: crate::peers::PeerClients::new(broker, RAFT_REQUEST_TIMEOUT, health),
         }
     }
 
@@ -244,9 +249,19 @@ pub async fn handle_rpc(
     ))
 }
 
-/// What this broker knows of its cluster.
-pub fn status(state: &BrokerState) -> Result<Outgoing, RequestError> {
+/// What this broker knows of its cluster, encoded for a request of `version`.
+pub fn status(state: &BrokerState, version: u16) -> Result<Outgoing, RequestError> {
     let node_id = state.config.node_id;
+    let unreachable: Vec<UnreachablePeer> = state
+        .peer_health
+        .unreachable(now_ms())
+        .into_iter()
+        .map(|(id, address, reason)| UnreachablePeer {
+            id,
+            address,
+            reason,
+        })
+        .collect();
     let response = match state.cluster.get() {
         None => ClusterStatusResponse {
             node_id,
@@ -257,6 +272,7 @@ pub fn status(state: &BrokerState) -> Result<Outgoing, RequestError> {
             voters: Vec::new(),
             brokers: Vec::new(),
             under_replicated_partitions: 0,
+            unreachable,
         },
         Some(member) => {
             let status = member.controller.status();
@@ -284,10 +300,11 @@ pub fn status(state: &BrokerState) -> Result<Outgoing, RequestError> {
                     .collect(),
                 under_replicated_partitions: u32::try_from(metadata.under_replicated_partitions())
                     .unwrap_or(u32::MAX),
+                unreachable,
             }
         }
     };
-    Ok(Outgoing::Frame(response.encode_frame()))
+    Ok(Outgoing::Frame(response.encode_frame_for(version)))
 }
 
 fn now_ms_u64() -> u64 {
@@ -364,13 +381,15 @@ pub async fn start(
         seeds,
     );
     controller_config.advertised_addr = Some(advertised.clone());
-    let transport = QuicRaftTransport::new(state.config.clone());
+    let transport = QuicRaftTransport::new(state.config.clone(), Arc::clone(&state.peer_health));
     let controller = Controller::start_with(controller_config, transport)
         .await
         .map_err(|e| e.to_string())?;
-    let _ = state
-        .cluster
-        .set(Arc::new(ClusterMember::new(controller, config)));
+    let _ = state.cluster.set(Arc::new(ClusterMember::new(
+        controller,
+        config,
+        Arc::clone(&state.peer_health),
+    )));
     let member = state
         .cluster
         .get()

@@ -107,6 +107,9 @@ pub struct BrokerConfig {
     pub super_users: Vec<String>,
     /// Accept clients without credentials on a listener that is not loopback.
     pub allow_anonymous: bool,
+    /// A join token from `quiver cluster init`: a node without the cluster's CA gets
+    /// it and a broker certificate from a seed (`crate::join`).
+    pub join_token: Option<crate::join::JoinToken>,
 }
 
 /// `authentication`: which credentials a client must present. With neither mechanism
@@ -194,6 +197,7 @@ impl Default for BrokerConfig {
             authorization_acl: false,
             super_users: Vec::new(),
             allow_anonymous: false,
+            join_token: None,
         }
     }
 }
@@ -240,6 +244,7 @@ pub const CONFIG_KEYS: &[&str] = &[
     "authorization",
     "super_users",
     "allow_anonymous",
+    "join_token",
 ];
 
 impl BrokerConfig {
@@ -350,6 +355,17 @@ impl BrokerConfig {
             "tls_cert" => self.tls_cert = Some(PathBuf::from(value)),
             "tls_key" => self.tls_key = Some(PathBuf::from(value)),
             "tls_ca" => self.tls_ca = Some(PathBuf::from(value)),
+            "join_token" => {
+                self.join_token = if value.trim().is_empty() {
+                    None
+                } else {
+                    Some(
+                        value
+                            .parse()
+                            .map_err(|e: crate::join::JoinError| invalid(e.to_string()))?,
+                    )
+                };
+            }
             "connections_max" => self.connections_max = int(value)?.max(1) as usize,
             "requests_in_flight_max" => self.requests_in_flight_max = int(value)?.max(1) as usize,
             "streams_per_connection_max" => {
@@ -498,6 +514,12 @@ impl BrokerConfig {
             return Err(ConfigError::Invalid {
                 key: "tls_cert".into(),
                 message: "tls_cert and tls_key must be given together".into(),
+            });
+        }
+        if self.join_token.is_some() && self.tls_cert.is_some() {
+            return Err(ConfigError::Invalid {
+                key: "join_token".into(),
+                message: "a join token gets this broker a certificate from the cluster's CA; with tls_cert the operator gives one: use one or the other".into(),
             });
         }
         if self.joins_cluster() && self.listen.ip().is_unspecified() {

@@ -16,6 +16,7 @@ pub mod cluster;
 pub mod config;
 pub mod group;
 pub mod handlers;
+pub mod join;
 pub mod log_limit;
 pub mod metrics;
 pub mod offsets;

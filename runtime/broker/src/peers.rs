@@ -1,8 +1,11 @@
 //! Connections from this broker to the other brokers of its cluster: one cached SDK
 //! client per broker id, connecting with the cluster's CA and this broker's own
-//! certificate (which the broker-to-broker APIs require).
+//! certificate (which the broker-to-broker APIs require). [`PeerHealth`] remembers
+//! which peers this broker could not reach and why, for `quiver cluster status`, and
+//! says so in one warning line per peer rather than a flood.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use quiver_sdk::{Client, ClientConfig};
@@ -17,16 +20,18 @@ pub struct PeerClients {
     broker: BrokerConfig,
     request_timeout: Duration,
     clients: tokio::sync::Mutex<HashMap<u32, (String, Client)>>,
+    health: Arc<PeerHealth>,
 }
 
 impl PeerClients {
     /// Clients that connect as `broker` configures and give each request
-    /// `request_timeout`.
-    pub fn new(broker: BrokerConfig, request_timeout: Duration) -> Self {
+    /// `request_timeout`, recording in `health` which peers it could not reach.
+    pub fn new(broker: BrokerConfig, request_timeout: Duration, health: Arc<PeerHealth>) -> Self {
         Self {
             broker,
             request_timeout,
             clients: tokio::sync::Mutex::new(HashMap::new()),
+            health,
         }
     }
 
@@ -41,7 +46,16 @@ impl PeerClients {
         let mut config = client_config(&self.broker, addr);
         config.connect_timeout = PEER_CONNECT_TIMEOUT;
         config.request_timeout = self.request_timeout;
-        let client = Client::connect(config).await.map_err(|e| e.to_string())?;
+        let client = match Client::connect(config).await {
+            Ok(client) => client,
+            Err(err) => {
+                let reason = unreachable_reason(&err, addr);
+                self.health
+                    .failed(id, addr, &reason, crate::server::now_ms());
+                return Err(err.to_string());
+            }
+        };
+        self.health.reached(id, addr);
         self.clients
             .lock()
             .await
@@ -75,4 +89,161 @@ fn client_config(config: &BrokerConfig, addr: &str) -> ClientConfig {
         }
     });
     client
+}
+
+/// How long a peer's unreachability is not repeated in the log when nothing changed.
+pub const PEER_WARNING_REPEAT: Duration = Duration::from_secs(10 * 60);
+/// The least time between two warnings about one peer, so a peer whose failure
+/// alternates between reasons does not flood the log either.
+pub const PEER_WARNING_GAP: Duration = Duration::from_secs(30);
+/// How long a failure to reach a peer is reported after the last attempt: a broker
+/// that stopped trying (a follower whose election ended) says nothing stale.
+pub const PEER_FAILURE_FRESH: Duration = Duration::from_secs(60);
+/// Peers whose state one broker keeps (a cluster's brokers, with room).
+pub const PEERS_TRACKED_MAX: usize = 10_000;
+
+/// What this broker knows of reaching each other broker.
+#[derive(Default)]
+pub struct PeerHealth {
+    peers: std::sync::Mutex<HashMap<u32, PeerState>>,
+}
+
+#[derive(Default)]
+struct PeerState {
+    address: String,
+    /// Why the last connection attempt failed, and when (ms); `None` once one
+    /// succeeded.
+    failure: Option<(String, i64)>,
+    /// The reason last written in a warning, and when (ms).
+    warned: Option<(String, i64)>,
+}
+
+impl PeerHealth {
+    /// Records that connecting to broker `id` at `addr` failed for `reason`; writes
+    /// one warning line naming the peer when the reason is new for it (at most one per
+    /// [`PEER_WARNING_GAP`]), or once per [`PEER_WARNING_REPEAT`] while it lasts.
+    pub fn failed(&self, id: u32, addr: &str, reason: &str, now_ms: i64) {
+        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        if peers.len() >= PEERS_TRACKED_MAX && !peers.contains_key(&id) {
+            return;
+        }
+        let peer = peers.entry(id).or_default();
+        peer.address = addr.to_owned();
+        peer.failure = Some((reason.to_owned(), now_ms));
+        let due = match &peer.warned {
+            None => true,
+            Some((said, at)) => {
+                let since = now_ms.saturating_sub(*at);
+                (said != reason && since >= PEER_WARNING_GAP.as_millis() as i64)
+                    || since >= PEER_WARNING_REPEAT.as_millis() as i64
+            }
+        };
+        if due {
+            peer.warned = Some((reason.to_owned(), now_ms));
+            tracing::warn!(
+                peer = id,
+                address = addr,
+                "cannot reach node {id} at {addr}: {reason}"
+            );
+        }
+    }
+
+    /// Records that broker `id` at `addr` answered.
+    pub fn reached(&self, id: u32, addr: &str) {
+        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(peer) = peers.get_mut(&id)
+            && peer.failure.take().is_some()
+        {
+            peer.warned = None;
+            tracing::info!(
+                peer = id,
+                address = addr,
+                "node {id} at {addr} is reachable again"
+            );
+        }
+    }
+
+    /// The peers whose last connection attempt failed within [`PEER_FAILURE_FRESH`]
+    /// of `now_ms`: `(id, address, reason)`, by id.
+    pub fn unreachable(&self, now_ms: i64) -> Vec<(u32, String, String)> {
+        let fresh = PEER_FAILURE_FRESH.as_millis() as i64;
+        let peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<(u32, String, String)> = peers
+            .iter()
+            .filter_map(|(id, peer)| {
+                peer.failure
+                    .as_ref()
+                    .filter(|(_, at)| now_ms.saturating_sub(*at) <= fresh)
+                    .map(|(reason, _)| (*id, peer.address.clone(), reason.clone()))
+            })
+            .collect();
+        out.sort();
+        out
+    }
+}
+
+/// Why connecting to a peer at `addr` failed, in the words an operator needs: a
+/// certificate from another CA, one that does not name the address, or no answer.
+pub fn unreachable_reason(err: &quiver_sdk::ConnectError, addr: &str) -> String {
+    let text = err.to_string();
+    if matches!(err, quiver_sdk::ConnectError::Timeout { .. }) {
+        return "connection timed out (nothing answered)".to_owned();
+    }
+    // rustls names its verdict in the message; a peer's refusal of this broker's
+    // certificate arrives as a TLS alert number (48: unknown CA, 42: bad certificate).
+    let has = |needle: &str| text.contains(needle);
+    if has("UnknownIssuer") || has("BadSignature") || has("error 48") || has("UnknownCA") {
+        "certificate signed by a different CA (this node and that one were not given the same cluster CA)".to_owned()
+    } else if has("NotValidForName") || has("not valid for name") {
+        format!(
+            "its certificate does not name {addr} (each broker needs a certificate naming its own addresses: join with a join token)"
+        )
+    } else if has("Expired") || has("error 45") {
+        "certificate expired".to_owned()
+    } else if has("error 42") || has("error 46") || has("error 116") {
+        "it refused this broker's certificate".to_owned()
+    } else if has("ConnectionRefused") || has("refused") {
+        "connection refused".to_owned()
+    } else {
+        let mut text = text;
+        text.truncate(300);
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_is_reported_while_failing_and_forgotten_once_reached() {
+        let health = PeerHealth::default();
+        health.failed(
+            3,
+            "10.0.0.3:7420",
+            "certificate signed by a different CA",
+            1_000,
+        );
+        health.failed(
+            3,
+            "10.0.0.3:7420",
+            "certificate signed by a different CA",
+            2_000,
+        );
+        assert_eq!(
+            health.unreachable(2_000),
+            [(
+                3,
+                "10.0.0.3:7420".to_owned(),
+                "certificate signed by a different CA".to_owned()
+            )]
+        );
+        let stale = 2_000 + PEER_FAILURE_FRESH.as_millis() as i64 + 1;
+        assert!(
+            health.unreachable(stale).is_empty(),
+            "no attempt for a while"
+        );
+        health.reached(3, "10.0.0.3:7420");
+        assert!(health.unreachable(2_000).is_empty());
+    }
 }

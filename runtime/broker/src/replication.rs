@@ -71,10 +71,13 @@ pub struct Replication {
 }
 
 impl Replication {
-    pub fn new(broker: crate::BrokerConfig) -> Self {
+    pub fn new(
+        broker: crate::BrokerConfig,
+        health: std::sync::Arc<crate::peers::PeerHealth>,
+    ) -> Self {
         Self {
             slots: Mutex::new(HashMap::new()),
-            peers: crate::peers::PeerClients::new(broker, PEER_REQUEST_TIMEOUT),
+            peers: crate::peers::PeerClients::new(broker, PEER_REQUEST_TIMEOUT, health),
         }
     }
 

@@ -96,6 +96,9 @@ pub const SCRAM_FAILURES_PER_CONNECTION_MAX: u32 = 3;
 pub struct ConnectionIdentity {
     principal: std::sync::RwLock<std::sync::Arc<Principal>>,
     scram: std::sync::Mutex<ScramProgress>,
+    /// Keying material exported from the connection's TLS session, which a join
+    /// proof is bound to (`crate::join`).
+    channel_binding: Option<[u8; quiver_wire::join::JOIN_BINDING_BYTES]>,
 }
 
 /// Where a connection's SCRAM exchange stands.
@@ -111,7 +114,22 @@ impl ConnectionIdentity {
         Self {
             principal: std::sync::RwLock::new(std::sync::Arc::new(principal)),
             scram: std::sync::Mutex::new(ScramProgress::Idle { failures: 0 }),
+            channel_binding: None,
         }
+    }
+
+    /// The identity with the connection's channel binding.
+    pub fn with_channel_binding(
+        mut self,
+        binding: Option<[u8; quiver_wire::join::JOIN_BINDING_BYTES]>,
+    ) -> Self {
+        self.channel_binding = binding;
+        self
+    }
+
+    /// The connection's channel binding, when its TLS session could export one.
+    pub fn channel_binding(&self) -> Option<[u8; quiver_wire::join::JOIN_BINDING_BYTES]> {
+        self.channel_binding
     }
 
     /// The principal as of now.

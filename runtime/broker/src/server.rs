@@ -85,6 +85,10 @@ pub struct BrokerState {
     refusal_log: RefusalLog,
     /// Plugin failures a fetch skipped past, logged at most once per interval.
     pub plugin_failure_log: LogLimit,
+    /// Which other brokers this one could not reach, and why.
+    pub peer_health: Arc<crate::peers::PeerHealth>,
+    /// The bound on join requests this broker answers.
+    pub join_gate: crate::join::JoinGate,
 }
 
 /// Why the broker could not start.
@@ -121,6 +125,8 @@ pub enum StartError {
     Controller(String),
     #[error("cannot open the plugin registry: {0}")]
     Plugins(#[from] quiver_plugin_host::RegistryError),
+    #[error("cannot join the cluster: {0}")]
+    Join(#[from] crate::join::JoinError),
 }
 
 /// A started broker.
@@ -182,9 +188,12 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
     })?;
     let lock = DataDirLock::acquire(&config.data_dir)?;
 
+    if let Some(token) = &config.join_token {
+        crate::join::prepare(&config, token).await?;
+    }
     let identity = match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) => tls::load_identity(cert, key)?,
-        _ => tls::ensure_generated(&config.data_dir, config.listen.ip())?,
+        _ => tls::ensure_generated(&config.data_dir, &crate::join::own_addresses(&config))?,
     };
     // Other brokers present a certificate from the cluster's CA; clients need none.
     let peer_ca = crate::peers::peer_ca(&config);
@@ -301,6 +310,8 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
         quota_meter: crate::quota::QuotaMeter::default(),
         refusal_log: RefusalLog::default(),
         plugin_failure_log: LogLimit::default(),
+        peer_health: Arc::new(crate::peers::PeerHealth::default()),
+        join_gate: crate::join::JoinGate::default(),
     });
     let admin_task = tokio::spawn(crate::admin::serve(admin, Arc::clone(&state)));
 
@@ -577,7 +588,10 @@ async fn serve_connection(
         }
         other => other,
     };
-    let caller = Arc::new(crate::security::ConnectionIdentity::new(principal));
+    let caller = Arc::new(
+        crate::security::ConnectionIdentity::new(principal)
+            .with_channel_binding(crate::join::channel_binding(&connection)),
+    );
     let idle_max = Duration::from_millis(state.config.connection_idle_max_ms);
     // Requests of this connection not yet answered: an idle connection has none.
     let open_requests = Arc::new(AtomicUsize::new(0));

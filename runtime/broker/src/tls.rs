@@ -87,49 +87,56 @@ impl GeneratedPaths {
 }
 
 /// Returns the generated server identity, making the CA and certificate on first use.
-/// The server certificate names `localhost`, the loopback addresses and `listen_ip`,
-/// and carries the broker identity ([`BROKER_IDENTITY_URI`]) that other brokers check.
-/// A server certificate made by an earlier build, without that identity, is issued
-/// again from the CA beside it.
-pub fn ensure_generated(data_dir: &Path, listen_ip: IpAddr) -> Result<Identity, TlsError> {
+/// The server certificate names `localhost`, the loopback addresses and every address
+/// of `names` (the broker's listen and advertised addresses, each broker its own), and
+/// carries the broker identity ([`BROKER_IDENTITY_URI`]) that other brokers check.
+/// A server certificate that lacks the identity (made by an earlier build) or one of
+/// `names` is issued again from the CA beside it, when its key is there. A CA without
+/// a server certificate (`quiver cluster init`) issues one.
+pub fn ensure_generated(data_dir: &Path, names: &[IpAddr]) -> Result<Identity, TlsError> {
     let paths = GeneratedPaths::in_data_dir(data_dir);
     if paths.server_cert.exists() && paths.server_key.exists() {
         let pem = std::fs::read(&paths.server_cert).map_err(io(&paths.server_cert))?;
-        if !crate::security::pem_carries_broker_identity(&pem) && paths.ca_key.exists() {
+        let identity = crate::security::pem_carries_broker_identity(&pem);
+        let named = pem_names_ips(&pem);
+        let missing: Vec<IpAddr> = names
+            .iter()
+            .copied()
+            .filter(|ip| !ip.is_unspecified() && !named.contains(ip))
+            .collect();
+        if (!identity || !missing.is_empty()) && paths.ca_key.exists() {
             let ca = DataDirCa::load(&paths)?;
-            let (cert, key) = ca.issue(broker_params(listen_ip)?)?;
+            let (cert, key) = ca.issue(broker_params(&ip_names(names))?)?;
             write_private(&paths.server_key, key.as_bytes())?;
             std::fs::write(&paths.server_cert, cert).map_err(io(&paths.server_cert))?;
             tracing::info!(
                 path = %paths.server_cert.display(),
-                "issued the broker certificate again with the broker identity other brokers now require"
+                ?missing,
+                "issued the broker certificate again with the broker identity and every address of this broker"
+            );
+        } else if !missing.is_empty() {
+            tracing::warn!(
+                path = %paths.server_cert.display(),
+                ?missing,
+                "this broker's certificate does not name all of its addresses, and the CA key is not here to issue another: brokers that dial those addresses will refuse it"
             );
         }
         return load_identity(&paths.server_cert, &paths.server_key);
     }
     if paths.ca_cert.exists() {
-        return Err(TlsError::Incomplete(paths.ca_cert));
+        if !paths.ca_key.exists() {
+            return Err(TlsError::Incomplete(paths.ca_cert));
+        }
+        let ca = DataDirCa::load(&paths)?;
+        let (cert, key) = ca.issue(broker_params(&ip_names(names))?)?;
+        write_private(&paths.server_key, key.as_bytes())?;
+        std::fs::write(&paths.server_cert, cert).map_err(io(&paths.server_cert))?;
+        return load_identity(&paths.server_cert, &paths.server_key);
     }
     let dir = data_dir.join("tls");
     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "Quiver embedded CA");
-    ca_params.key_usages = vec![
-        rcgen::KeyUsagePurpose::KeyCertSign,
-        rcgen::KeyUsagePurpose::CrlSign,
-        rcgen::KeyUsagePurpose::DigitalSignature,
-    ];
-    let ca_key = rcgen::KeyPair::generate()?;
-    let ca_cert = ca_params.self_signed(&ca_key)?;
-    let ca = DataDirCa {
-        cert: ca_cert,
-        key: ca_key,
-    };
-    let (cert, key) = ca.issue(broker_params(listen_ip)?)?;
+    let ca = DataDirCa::generate()?;
+    let (cert, key) = ca.issue(broker_params(&ip_names(names))?)?;
 
     write_private(&paths.ca_key, ca.key.serialize_pem().as_bytes())?;
     write_private(&paths.server_key, key.as_bytes())?;
@@ -139,8 +146,131 @@ pub fn ensure_generated(data_dir: &Path, listen_ip: IpAddr) -> Result<Identity, 
     load_identity(&paths.server_cert, &paths.server_key)
 }
 
-/// A broker certificate's contents: the names clients dial, and the broker identity.
-fn broker_params(listen_ip: IpAddr) -> Result<rcgen::CertificateParams, TlsError> {
+/// Makes the cluster's CA in `data_dir/tls` unless one is there (`quiver cluster
+/// init`); returns whether it made one. A CA certificate without its key cannot
+/// sign for joining nodes and is refused.
+pub fn ensure_ca(data_dir: &Path) -> Result<bool, TlsError> {
+    let paths = GeneratedPaths::in_data_dir(data_dir);
+    if paths.ca_cert.exists() {
+        if !paths.ca_key.exists() {
+            return Err(TlsError::Missing {
+                path: paths.ca_key,
+                what: "CA key beside ca.pem (run `quiver cluster init` where the cluster's CA key is)",
+            });
+        }
+        DataDirCa::load(&paths)?;
+        return Ok(false);
+    }
+    let dir = data_dir.join("tls");
+    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+    let ca = DataDirCa::generate()?;
+    write_private(&paths.ca_key, ca.key.serialize_pem().as_bytes())?;
+    std::fs::write(&paths.ca_cert, ca.cert.pem()).map_err(io(&paths.ca_cert))?;
+    Ok(true)
+}
+
+/// The first certificate of a PEM file, DER.
+pub fn first_certificate(path: &Path) -> Result<CertificateDer<'static>, TlsError> {
+    let pem = std::fs::read(path).map_err(io(path))?;
+    rustls_pemfile::certs(&mut pem.as_slice())
+        .next()
+        .ok_or_else(|| TlsError::Missing {
+            path: path.to_owned(),
+            what: "certificate",
+        })?
+        .map_err(io(path))
+}
+
+/// The SHA-256 of a certificate's DER: what a join token pins the CA by.
+pub fn fingerprint(der: &[u8]) -> [u8; 32] {
+    let digest = ring::digest::digest(&ring::digest::SHA256, der);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest.as_ref());
+    out
+}
+
+/// Signs a broker certificate for a joining node with the CA in `data_dir`: the
+/// public key of `csr` (DER), `addresses` and the loopback names as its names, and the
+/// broker identity. Nothing else of the request reaches the certificate. Returns DER.
+pub fn issue_broker_certificate(
+    data_dir: &Path,
+    csr: &[u8],
+    addresses: &[String],
+) -> Result<Vec<u8>, TlsError> {
+    let paths = GeneratedPaths::in_data_dir(data_dir);
+    let ca = DataDirCa::load(&paths)?;
+    let der = rustls::pki_types::CertificateSigningRequestDer::from(csr);
+    let mut request = rcgen::CertificateSigningRequestParams::from_der(&der)?;
+    request.params = broker_params(addresses)?;
+    let cert = request.signed_by(&ca.cert, &ca.key)?;
+    Ok(cert.der().to_vec())
+}
+
+/// A new key and a certificate signing request for it, for a joining node: the
+/// request's own fields do not matter (the CA names the certificate). Returns the
+/// request (DER) and the key (PEM).
+pub fn signing_request() -> Result<(Vec<u8>, String), TlsError> {
+    let key = rcgen::KeyPair::generate()?;
+    let params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    let request = params.serialize_request(&key)?;
+    Ok((request.der().to_vec(), key.serialize_pem()))
+}
+
+/// PEM text of one DER certificate.
+pub fn certificate_pem(der: &[u8]) -> String {
+    use base64::Engine;
+    let text = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in text.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(line));
+        out.push('\n');
+    }
+    out.push_str("-----END CERTIFICATE-----\n");
+    out
+}
+
+/// The IP addresses a PEM certificate names.
+fn pem_names_ips(pem: &[u8]) -> Vec<IpAddr> {
+    let Some(Ok(der)) = rustls_pemfile::certs(&mut &pem[..]).next() else {
+        return Vec::new();
+    };
+    certificate_ips(&der)
+}
+
+/// The IP addresses a DER certificate names.
+pub fn certificate_ips(der: &[u8]) -> Vec<IpAddr> {
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+        return Vec::new();
+    };
+    let Ok(Some(names)) = cert.subject_alternative_name() else {
+        return Vec::new();
+    };
+    names
+        .value
+        .general_names
+        .iter()
+        .filter_map(|name| match name {
+            x509_parser::extensions::GeneralName::IPAddress(bytes) => match bytes.len() {
+                4 => <[u8; 4]>::try_from(*bytes).ok().map(IpAddr::from),
+                16 => <[u8; 16]>::try_from(*bytes).ok().map(IpAddr::from),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
+fn ip_names(ips: &[IpAddr]) -> Vec<String> {
+    ips.iter()
+        .filter(|ip| !ip.is_unspecified())
+        .map(IpAddr::to_string)
+        .collect()
+}
+
+/// A broker certificate's contents: `localhost`, the loopback addresses and
+/// `addresses` (IP addresses or DNS names) as the names clients dial, and the broker
+/// identity.
+fn broker_params(addresses: &[String]) -> Result<rcgen::CertificateParams, TlsError> {
     let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()])?;
     params
         .distinguished_name
@@ -149,8 +279,24 @@ fn broker_params(listen_ip: IpAddr) -> Result<rcgen::CertificateParams, TlsError
         IpAddr::V4(Ipv4Addr::LOCALHOST),
         IpAddr::V6(Ipv6Addr::LOCALHOST),
     ];
-    if !listen_ip.is_unspecified() && !ips.contains(&listen_ip) {
-        ips.push(listen_ip);
+    let mut dns: Vec<String> = vec!["localhost".to_owned()];
+    for address in addresses {
+        match address.parse::<IpAddr>() {
+            Ok(ip) if ip.is_unspecified() => {}
+            Ok(ip) => {
+                if !ips.contains(&ip) {
+                    ips.push(ip);
+                }
+            }
+            Err(_) => {
+                if !dns.contains(address) {
+                    params.subject_alt_names.push(rcgen::SanType::DnsName(
+                        rcgen::Ia5String::try_from(address.as_str())?,
+                    ));
+                    dns.push(address.clone());
+                }
+            }
+        }
     }
     params
         .subject_alt_names
@@ -170,6 +316,23 @@ struct DataDirCa {
 }
 
 impl DataDirCa {
+    /// A new CA: a self-signed certificate that may sign certificates.
+    fn generate() -> Result<Self, TlsError> {
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "Quiver embedded CA");
+        ca_params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let key = rcgen::KeyPair::generate()?;
+        let cert = ca_params.self_signed(&key)?;
+        Ok(Self { cert, key })
+    }
+
     fn load(paths: &GeneratedPaths) -> Result<Self, TlsError> {
         let cert_pem = std::fs::read_to_string(&paths.ca_cert).map_err(io(&paths.ca_cert))?;
         let key_pem = std::fs::read_to_string(&paths.ca_key).map_err(io(&paths.ca_key))?;
@@ -290,12 +453,14 @@ pub fn connection_ids(reset_key: &ring::hmac::Key) -> quinn_proto::HashedConnect
 
 /// The server side of SCRAM exchanges. An unknown user's answer carries a salt derived
 /// from its name with a secret, so it looks like a known user's; the secret comes from
-/// the cluster's CA key when this broker holds it (every broker of a cluster formed as
-/// docs/operations.md describes does, so they answer an unknown name alike), else from
-/// this broker's reset secret (stable across restarts).
+/// the cluster's join secret when this broker holds it (every broker of a cluster
+/// formed with join tokens does), else from the CA key (every broker of a cluster
+/// whose TLS files were copied holds it), so the brokers answer an unknown name alike;
+/// else from this broker's reset secret (stable across restarts).
 pub fn scram_server(data_dir: &Path) -> Result<quiver_wire::scram::ScramServer, TlsError> {
     let paths = GeneratedPaths::in_data_dir(data_dir);
-    let source = match std::fs::read(&paths.ca_key) {
+    let join_secret = crate::join::secret_path(data_dir);
+    let source = match std::fs::read(&join_secret).or_else(|_| std::fs::read(&paths.ca_key)) {
         Ok(key) => key,
         Err(_) => {
             let path = data_dir.join("tls").join("reset.key");
@@ -387,7 +552,7 @@ mod tests {
     #[test]
     fn a_generated_broker_certificate_carries_the_broker_identity() {
         let dir = tempfile::tempdir().expect("tempdir");
-        ensure_generated(dir.path(), IpAddr::V4(Ipv4Addr::LOCALHOST)).expect("generated");
+        ensure_generated(dir.path(), &[IpAddr::V4(Ipv4Addr::LOCALHOST)]).expect("generated");
         let paths = GeneratedPaths::in_data_dir(dir.path());
         let pem = std::fs::read(&paths.server_cert).expect("read");
         assert!(pem_carries_broker_identity(&pem));
@@ -397,11 +562,11 @@ mod tests {
     #[test]
     fn a_broker_certificate_from_an_earlier_build_is_issued_again_with_the_identity() {
         let dir = tempfile::tempdir().expect("tempdir");
-        ensure_generated(dir.path(), IpAddr::V4(Ipv4Addr::LOCALHOST)).expect("generated");
+        ensure_generated(dir.path(), &[IpAddr::V4(Ipv4Addr::LOCALHOST)]).expect("generated");
         let paths = GeneratedPaths::in_data_dir(dir.path());
         // What earlier builds wrote: the same names, no broker identity.
         let ca = DataDirCa::load(&paths).expect("CA");
-        let mut old = broker_params(IpAddr::V4(Ipv4Addr::LOCALHOST)).expect("params");
+        let mut old = broker_params(&[]).expect("params");
         old.subject_alt_names
             .retain(|name| !matches!(name, rcgen::SanType::URI(_)));
         let (cert, key) = ca.issue(old).expect("issued");
@@ -411,7 +576,7 @@ mod tests {
             &std::fs::read(&paths.server_cert).expect("read")
         ));
 
-        ensure_generated(dir.path(), IpAddr::V4(Ipv4Addr::LOCALHOST)).expect("upgraded");
+        ensure_generated(dir.path(), &[IpAddr::V4(Ipv4Addr::LOCALHOST)]).expect("upgraded");
         let pem = std::fs::read(&paths.server_cert).expect("read");
         assert!(pem_carries_broker_identity(&pem));
         assert!(signed_by(&paths.server_cert, &paths.ca_cert));
@@ -420,7 +585,7 @@ mod tests {
     #[test]
     fn a_client_certificate_names_its_user_and_is_never_a_brokers() {
         let dir = tempfile::tempdir().expect("tempdir");
-        ensure_generated(dir.path(), IpAddr::V4(Ipv4Addr::LOCALHOST)).expect("generated");
+        ensure_generated(dir.path(), &[IpAddr::V4(Ipv4Addr::LOCALHOST)]).expect("generated");
         let (cert, _key) = issue_client_certificate(dir.path(), "alice", 30).expect("issued");
         let path = dir.path().join("alice.pem");
         std::fs::write(&path, &cert).expect("write");

@@ -50,7 +50,7 @@ impl Drop for Scratch {
 /// Bytes per second of a bare quinn transfer of `total` bytes over loopback.
 pub async fn quic(total: u64) -> anyhow::Result<f64> {
     let scratch = Scratch::new(&std::env::temp_dir(), "tls")?;
-    let identity = quiver_broker::tls::ensure_generated(&scratch.0, Ipv4Addr::LOCALHOST.into())?;
+    let identity = quiver_broker::tls::ensure_generated(&scratch.0, &[Ipv4Addr::LOCALHOST.into()])?;
     let crypto = quiver_broker::tls::server_crypto(identity, None, false)?;
     let quic_crypto = quinn::crypto::rustls::QuicServerConfig::try_from(crypto)
         .map_err(|e| anyhow::anyhow!("QUIC TLS setup: {e}"))?;

@@ -29,6 +29,11 @@ pub struct ServeArgs {
     /// (config allow_anonymous); refused otherwise while authentication = "none".
     #[arg(long)]
     allow_anonymous: bool,
+    /// Join token from `quiver cluster init`: without the cluster's CA in its data
+    /// directory, this node fetches it from a seed, checks it against the token, and
+    /// gets a broker certificate for its node id (config join_token)
+    #[arg(long)]
+    join_token: Option<String>,
     /// Log lines as text for people or JSON (one object a line) for log shippers.
     #[arg(long, env = "QUIVER_LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
@@ -61,6 +66,7 @@ fn configure(args: &ServeArgs) -> anyhow::Result<BrokerConfig> {
             "allow_anonymous",
             args.allow_anonymous.then(|| "true".to_owned()),
         ),
+        ("join_token", args.join_token.clone()),
     ];
     for (key, value) in flags {
         if let Some(value) = value {

@@ -38,10 +38,12 @@ pub enum ApiKey {
     AlterTopicConfigs,
     CreatePartitions,
     DeleteGroup,
+    JoinCa,
+    JoinCluster,
 }
 
 impl ApiKey {
-    pub const ALL: [ApiKey; 34] = [
+    pub const ALL: [ApiKey; 36] = [
         ApiKey::Produce,
         ApiKey::Fetch,
         ApiKey::ListOffsets,
@@ -76,6 +78,8 @@ impl ApiKey {
         ApiKey::AlterTopicConfigs,
         ApiKey::CreatePartitions,
         ApiKey::DeleteGroup,
+        ApiKey::JoinCa,
+        ApiKey::JoinCluster,
     ];
 
     pub const fn code(self) -> u16 {
@@ -114,6 +118,8 @@ impl ApiKey {
             ApiKey::AlterTopicConfigs => 32,
             ApiKey::CreatePartitions => 33,
             ApiKey::DeleteGroup => 34,
+            ApiKey::JoinCa => 35,
+            ApiKey::JoinCluster => 36,
         }
     }
 
@@ -158,6 +164,8 @@ impl ApiKey {
             ApiKey::AlterTopicConfigs => "alter_topic_configs",
             ApiKey::CreatePartitions => "create_partitions",
             ApiKey::DeleteGroup => "delete_group",
+            ApiKey::JoinCa => "join_ca",
+            ApiKey::JoinCluster => "join_cluster",
         }
     }
 
@@ -169,6 +177,8 @@ impl ApiKey {
             ApiKey::Fetch => (0, 2),
             // v1 answers carry the time the client is throttled for.
             ApiKey::Produce => (0, 1),
+            // v1 answers list the peers this broker cannot reach, and why.
+            ApiKey::ClusterStatus => (0, 1),
             _ => (0, 0),
         }
     }
@@ -220,6 +230,8 @@ mod tests {
             (32, "alter_topic_configs"),
             (33, "create_partitions"),
             (34, "delete_group"),
+            (35, "join_ca"),
+            (36, "join_cluster"),
         ];
         assert_eq!(pinned.len(), ApiKey::ALL.len());
         for (key, (code, name)) in ApiKey::ALL.iter().zip(pinned) {

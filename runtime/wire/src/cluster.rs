@@ -91,8 +91,22 @@ pub struct BrokerStatus {
     pub broker_epoch: u64,
 }
 
+/// A peer this broker cannot reach: `[id:4][address:string][reason:string]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnreachablePeer {
+    pub id: u32,
+    pub address: String,
+    /// Why, in words: "certificate signed by a different CA", "timed out", ...
+    pub reason: String,
+}
+
+/// The version of ClusterStatus whose answer lists unreachable peers.
+pub const CLUSTER_STATUS_UNREACHABLE_VERSION: u16 = 1;
+
 /// `[node_id:4][mode:string][leader:8 (u64::MAX: none)][leader_address:string][term:8]
-/// [voters:array<4>][brokers:array<BrokerStatus>][under_replicated:4]`
+/// [voters:array<4>][brokers:array<BrokerStatus>][under_replicated:4]
+/// [unreachable:array<UnreachablePeer>]` (version 1; version 0 ends before
+/// `unreachable`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterStatusResponse {
     /// The broker that answered.
@@ -108,10 +122,33 @@ pub struct ClusterStatusResponse {
     pub brokers: Vec<BrokerStatus>,
     /// Partitions with fewer in-sync replicas than assigned ones.
     pub under_replicated_partitions: u32,
+    /// The other brokers this one last failed to reach, and why.
+    pub unreachable: Vec<UnreachablePeer>,
 }
 
-impl ResponseBody for ClusterStatusResponse {
-    fn encode_body(&self, buf: &mut BytesMut) {
+impl ClusterStatusResponse {
+    /// The answer frame for a request of `version`: without the unreachable peers
+    /// before version 1, for clients of earlier builds.
+    pub fn encode_frame_for(&self, version: u16) -> Bytes {
+        let mut buf = crate::frame::begin_response(64);
+        self.encode_v0(&mut buf);
+        if version >= CLUSTER_STATUS_UNREACHABLE_VERSION {
+            self.encode_unreachable(&mut buf);
+        }
+        crate::frame::seal_frame(&mut buf, 0);
+        buf.freeze()
+    }
+
+    fn encode_unreachable(&self, buf: &mut BytesMut) {
+        buf.put_array_len(self.unreachable.len());
+        for peer in &self.unreachable {
+            buf.put_u32(peer.id);
+            buf.put_string(&peer.address);
+            buf.put_string(&peer.reason);
+        }
+    }
+
+    fn encode_v0(&self, buf: &mut BytesMut) {
         buf.put_u32(self.node_id);
         buf.put_string(&self.mode);
         buf.put_u64(self.controller_leader.unwrap_or(u64::MAX));
@@ -129,6 +166,13 @@ impl ResponseBody for ClusterStatusResponse {
             buf.put_u64(b.broker_epoch);
         }
         buf.put_u32(self.under_replicated_partitions);
+    }
+}
+
+impl ResponseBody for ClusterStatusResponse {
+    fn encode_body(&self, buf: &mut BytesMut) {
+        self.encode_v0(buf);
+        self.encode_unreachable(buf);
     }
 
     fn decode_body(body: Bytes) -> Result<Self, DecodeError> {
@@ -152,6 +196,16 @@ impl ResponseBody for ClusterStatusResponse {
             })
             .collect::<Result<_, DecodeError>>()?;
         let under_replicated_partitions = r.u32("under_replicated_partitions")?;
+        let n = r.array_len("unreachable", CLUSTER_BROKERS_MAX, 8)?;
+        let unreachable = (0..n)
+            .map(|_| {
+                Ok(UnreachablePeer {
+                    id: r.u32("id")?,
+                    address: r.string("address")?,
+                    reason: r.string("reason")?,
+                })
+            })
+            .collect::<Result<_, DecodeError>>()?;
         r.finish()?;
         Ok(Self {
             node_id,
@@ -162,6 +216,7 @@ impl ResponseBody for ClusterStatusResponse {
             voters,
             brokers,
             under_replicated_partitions,
+            unreachable,
         })
     }
 }
@@ -186,6 +241,11 @@ mod tests {
                 broker_epoch: 9,
             }],
             under_replicated_partitions: 0,
+            unreachable: vec![UnreachablePeer {
+                id: 3,
+                address: "10.0.0.3:7420".into(),
+                reason: "certificate signed by a different CA".into(),
+            }],
         };
         let mut buf = BytesMut::new();
         status.encode_body(&mut buf);

@@ -85,11 +85,18 @@ pub enum ErrorCode {
     InvalidPartitions,
     /// The consumer group has neither active members nor committed offsets.
     GroupIdNotFound,
+    /// A join request whose proof of the cluster's join secret is wrong (a wrong,
+    /// replayed or missing token), or a broker that accepts no joins. Nothing was
+    /// issued.
+    InvalidJoinToken,
+    /// A join request for a node id that a live broker of the cluster holds. Nothing
+    /// was issued.
+    NodeIdInUse,
 }
 
 impl ErrorCode {
     /// Every code, in numeric order.
-    pub const ALL: [ErrorCode; 41] = [
+    pub const ALL: [ErrorCode; 43] = [
         ErrorCode::Unknown,
         ErrorCode::UnknownTopic,
         ErrorCode::InvalidTopicName,
@@ -131,6 +138,8 @@ impl ErrorCode {
         ErrorCode::StorageFull,
         ErrorCode::InvalidPartitions,
         ErrorCode::GroupIdNotFound,
+        ErrorCode::InvalidJoinToken,
+        ErrorCode::NodeIdInUse,
     ];
 
     /// The number on the wire. 0 means success and is not an error code.
@@ -177,6 +186,8 @@ impl ErrorCode {
             ErrorCode::StorageFull => 39,
             ErrorCode::InvalidPartitions => 40,
             ErrorCode::GroupIdNotFound => 41,
+            ErrorCode::InvalidJoinToken => 42,
+            ErrorCode::NodeIdInUse => 43,
         }
     }
 
@@ -229,6 +240,8 @@ impl ErrorCode {
             ErrorCode::StorageFull => "STORAGE_FULL",
             ErrorCode::InvalidPartitions => "INVALID_PARTITIONS",
             ErrorCode::GroupIdNotFound => "GROUP_ID_NOT_FOUND",
+            ErrorCode::InvalidJoinToken => "INVALID_JOIN_TOKEN",
+            ErrorCode::NodeIdInUse => "NODE_ID_IN_USE",
         }
     }
 
@@ -307,6 +320,8 @@ mod tests {
             (39, "STORAGE_FULL", true),
             (40, "INVALID_PARTITIONS", false),
             (41, "GROUP_ID_NOT_FOUND", false),
+            (42, "INVALID_JOIN_TOKEN", false),
+            (43, "NODE_ID_IN_USE", false),
         ];
         assert_eq!(pinned.len(), ErrorCode::ALL.len());
         for (code, (number, name, retriable)) in ErrorCode::ALL.iter().zip(pinned) {

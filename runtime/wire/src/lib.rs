@@ -13,6 +13,7 @@ pub mod codec;
 pub mod error;
 pub mod frame;
 pub mod group;
+pub mod join;
 pub mod message;
 pub mod plugin;
 pub mod quota;

@@ -913,6 +913,8 @@ pub enum Request {
     AlterTopicConfigs(AlterTopicConfigsRequest),
     CreatePartitions(CreatePartitionsRequest),
     DeleteGroup(crate::group::DeleteGroupRequest),
+    JoinCa(crate::join::JoinCaRequest),
+    JoinCluster(crate::join::JoinClusterRequest),
 }
 
 impl Request {
@@ -1015,6 +1017,10 @@ impl Request {
             ApiKey::DeleteGroup => {
                 Request::DeleteGroup(crate::group::DeleteGroupRequest::decode_body(body)?)
             }
+            ApiKey::JoinCa => Request::JoinCa(crate::join::JoinCaRequest::decode_body(body)?),
+            ApiKey::JoinCluster => {
+                Request::JoinCluster(crate::join::JoinClusterRequest::decode_body(body)?)
+            }
         })
     }
 
@@ -1054,6 +1060,8 @@ impl Request {
             Request::AlterTopicConfigs(_) => ApiKey::AlterTopicConfigs,
             Request::CreatePartitions(_) => ApiKey::CreatePartitions,
             Request::DeleteGroup(_) => ApiKey::DeleteGroup,
+            Request::JoinCa(_) => ApiKey::JoinCa,
+            Request::JoinCluster(_) => ApiKey::JoinCluster,
         }
     }
 }

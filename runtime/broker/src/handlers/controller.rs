@@ -17,5 +17,5 @@ pub(super) async fn status(
     _req: ClusterStatusRequest,
     call: &Call<'_>,
 ) -> Result<Outgoing, RequestError> {
-    crate::cluster::status(call.state)
+    crate::cluster::status(call.state, call.version)
 }

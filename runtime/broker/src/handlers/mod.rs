@@ -19,6 +19,7 @@ mod acls;
 mod controller;
 mod fetch;
 mod groups;
+mod join;
 mod metadata;
 mod plugins;
 mod produce;
@@ -222,11 +223,18 @@ macro_rules! api_table {
         }
 
         async fn route(request: Request, call: &Call<'_>) -> Result<Outgoing, RequestError> {
-            // Under SCRAM, a connection without a certificate may only say hello and
-            // authenticate until it has.
+            // Under SCRAM, a connection without a certificate may only say hello,
+            // authenticate, or join the cluster (a joining node has no credentials
+            // yet; its join secret is its proof) until it has.
             if call.state.config.authentication.scram
                 && *call.principal == Principal::Anonymous
-                && !matches!(request, Request::ApiVersions(_) | Request::SaslAuthenticate(_))
+                && !matches!(
+                    request,
+                    Request::ApiVersions(_)
+                        | Request::SaslAuthenticate(_)
+                        | Request::JoinCa(_)
+                        | Request::JoinCluster(_)
+                )
             {
                 return Err(RequestError::new(
                     ErrorCode::AuthenticationFailed,
@@ -296,6 +304,12 @@ api_table! {
         AlterTopicConfigs => topics::alter_topic_configs, needs(r) vec![Need::topic(Alter, &r.name)],
         CreatePartitions => topics::create_partitions, needs(r) vec![Need::topic(Alter, &r.name)],
         DeleteGroup => groups::delete_group, needs(r) vec![Need::group(Delete, &r.group)],
+        // How a node joins: it has no credentials yet. The CA certificate is public;
+        // a broker certificate is issued only for a proof of the join secret bound
+        // to the caller's connection, for a node id no live broker holds, at most
+        // `JOIN_REQUESTS_PER_MINUTE_MAX` requests a minute.
+        JoinCa => join::ca, needs(_) vec![],
+        JoinCluster => join::join, needs(_) vec![],
     }
     broker_peer {
         ControllerRpc => controller::rpc,
