@@ -257,18 +257,29 @@ impl BatchHeader {
 pub fn validate(buf: &[u8], batch_bytes_max: usize) -> Result<BatchHeader, BatchError> {
     let header = validate_framing(buf, batch_bytes_max)?;
     match header.compression()? {
-        Compression::None => walk_records(
-            &header,
-            &buf[BATCH_HEADER_BYTES..],
-            OffsetLayout::Dense,
-            |_| Ok(()),
-        )?,
+        Compression::None => {
+            let section = &buf[BATCH_HEADER_BYTES..];
+            walk_records(&header, section, OffsetLayout::Dense, |raw| {
+                check_header_keys(section, &raw)
+            })?
+        }
         codec => {
             let section = codec.decompress(&buf[BATCH_HEADER_BYTES..])?;
-            walk_records(&header, &section, OffsetLayout::Dense, |_| Ok(()))?;
+            walk_records(&header, &section, OffsetLayout::Dense, |raw| {
+                check_header_keys(&section, &raw)
+            })?;
         }
     }
     Ok(header)
+}
+
+/// A record header's key is a string (a value is any bytes): what every reader
+/// decodes, so validation refuses a batch whose key is not UTF-8 before it is stored.
+fn check_header_keys(section: &[u8], record: &RawRecord) -> Result<(), &'static str> {
+    for (key, _) in &record.headers {
+        std::str::from_utf8(&section[key.clone()]).map_err(|_| "header key is not UTF-8")?;
+    }
+    Ok(())
 }
 
 /// Checks length, magic, count and CRC, but not the records section's contents. This is
@@ -627,10 +638,7 @@ impl RawBatch {
         };
         let mut records = Vec::with_capacity(header.record_count.min(65_536) as usize);
         walk_records(&header, &section, OffsetLayout::Gapped, |raw| {
-            for (key, _) in &raw.headers {
-                std::str::from_utf8(&section[key.clone()])
-                    .map_err(|_| "header key is not UTF-8")?;
-            }
+            check_header_keys(&section, &raw)?;
             records.push(raw);
             Ok(())
         })?;
