@@ -10,10 +10,10 @@ use quiver_wire::batch::{BATCH_BYTES_MAX, BatchSplitter, decode_records, validat
 fn stored_batches_decode(input: &[u8]) {
     for batch in BatchSplitter::new(Bytes::copy_from_slice(input)) {
         let Ok(batch) = batch else { break };
-        if validate(&batch, BATCH_BYTES_MAX).is_ok() {
-            if let Err(e) = decode_records(&batch) {
-                panic!("a batch validation accepts does not decode: {e}");
-            }
+        if validate(&batch, BATCH_BYTES_MAX).is_ok()
+            && let Err(e) = decode_records(&batch)
+        {
+            panic!("a batch validation accepts does not decode: {e}");
         }
     }
 }
