@@ -1,6 +1,8 @@
 //! Joins a consumer group, prints the records of the partitions the group gives this
 //! member, and commits at-least-once: each batch is printed first, then committed.
-//! Stops after 10 s without a record (or on Ctrl-C) and leaves the group cleanly.
+//! The consumer runs in a task of its own (`tokio::spawn`), as it would beside the rest
+//! of an application. Stops after 10 s without a record (`QUIVER_IDLE_MS` to change it)
+//! or on Ctrl-C, and leaves the group cleanly.
 //!
 //! ```sh
 //! QUIVER_GROUP=example-group QUIVER_TOPIC=events cargo run -p quiver-sdk --example consume_group
@@ -18,7 +20,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use quiver_sdk::{
-    Admin, Client, ClientConfig, Consumer, ConsumerConfig, OffsetReset, Rebalance,
+    Admin, Client, ClientConfig, Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, Rebalance,
     RebalanceListener, TopicPartition,
 };
 
@@ -26,7 +28,7 @@ const DEFAULT_BROKER: &str = "127.0.0.1:7420";
 const DEFAULT_CA_CERT: &str = "./quiver-data/tls/ca.pem";
 const DEFAULT_GROUP: &str = "example-group";
 const DEFAULT_TOPIC: &str = "events";
-/// The program ends after this long without a record.
+/// The program ends after this long without a record, unless `QUIVER_IDLE_MS` says.
 const IDLE_LIMIT: Duration = Duration::from_secs(10);
 /// How long one `poll` waits for records.
 const POLL_WAIT: Duration = Duration::from_millis(500);
@@ -82,15 +84,13 @@ async fn run() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot read topic `{topic}`"))?;
 
-    let config = ConsumerConfig {
-        group: Some(group.clone()),
+    let config = ConsumerConfig::default()
+        .group(group.clone())
         // Commits are explicit below, after each batch is printed.
-        auto_commit: false,
+        .auto_commit(false)
         // Only where the group has no committed offset yet: start from the oldest
         // record rather than only new ones.
-        auto_offset_reset: OffsetReset::Earliest,
-        ..ConsumerConfig::default()
-    };
+        .auto_offset_reset(OffsetReset::Earliest);
     let mut consumer = Consumer::new(client.clone(), config);
     consumer.set_rebalance_listener(PrintRebalance);
     consumer
@@ -98,26 +98,34 @@ async fn run() -> anyhow::Result<()> {
         .context("cannot join the group")?;
     eprintln!("joining group `{group}` on topic `{topic}`");
 
-    let result = consume(&mut consumer).await;
-    // `close` leaves the group at once, so the partitions move now rather than after
-    // the session timeout. It commits nothing here: auto-commit is off and every
-    // printed batch was committed already.
-    let closed = consumer.close().await.context("cannot leave the group");
+    let idle_limit = match std::env::var("QUIVER_IDLE_MS") {
+        Ok(ms) => Duration::from_millis(ms.parse().context("QUIVER_IDLE_MS: not a number")?),
+        Err(_) => IDLE_LIMIT,
+    };
+
+    // The consumer moves into a task of its own: every future it returns is `Send`.
+    let task = tokio::spawn(async move {
+        let result = consume(&mut consumer, idle_limit).await;
+        // `close` leaves the group at once, so the partitions move now rather than
+        // after the session timeout. It commits nothing here: auto-commit is off and
+        // every printed batch was committed already.
+        let closed = consumer.close().await.context("cannot leave the group");
+        result.and(closed)
+    });
+    let result = task.await.context("the consumer task panicked");
     client.close().await;
-    result?;
-    closed
+    result?
 }
 
-/// Polls, prints and commits until `IDLE_LIMIT` passes without a record or Ctrl-C.
-async fn consume(consumer: &mut Consumer) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
+/// Polls, prints and commits until `idle_limit` passes without a record or Ctrl-C.
+async fn consume(consumer: &mut Consumer, idle_limit: Duration) -> anyhow::Result<()> {
     let mut printed = 0u64;
     let mut last_record = tokio::time::Instant::now();
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
     loop {
-        if last_record.elapsed() >= IDLE_LIMIT {
-            eprintln!("no record for {IDLE_LIMIT:?}");
+        if last_record.elapsed() >= idle_limit {
+            eprintln!("no record for {idle_limit:?}");
             break;
         }
         // Dropping a `poll` in progress loses no record: positions move only when
@@ -134,19 +142,7 @@ async fn consume(consumer: &mut Consumer) -> anyhow::Result<()> {
             continue;
         }
         last_record = tokio::time::Instant::now();
-        for record in &records {
-            let value = record.value.as_deref().unwrap_or_default();
-            writeln!(
-                out,
-                "{}/{} offset {} value {}",
-                record.topic,
-                record.partition,
-                record.offset,
-                String::from_utf8_lossy(value)
-            )
-            .context("cannot write to stdout")?;
-        }
-        out.flush().context("cannot write to stdout")?;
+        print_batch(&records)?;
         printed += records.len() as u64;
         // At-least-once: commit only after the batch is handled. After a crash between
         // the print and the commit, whoever reads these partitions next (another
@@ -158,6 +154,25 @@ async fn consume(consumer: &mut Consumer) -> anyhow::Result<()> {
     }
     eprintln!("printed {printed} record(s); leaving the group");
     Ok(())
+}
+
+/// Prints one batch, holding stdout's lock only here: a lock held across an `await`
+/// would make the consumer task's future not `Send`.
+fn print_batch(records: &[ConsumerRecord]) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    for record in records {
+        let value = record.value.as_deref().unwrap_or_default();
+        writeln!(
+            out,
+            "{}/{} offset {} value {}",
+            record.topic,
+            record.partition,
+            record.offset,
+            String::from_utf8_lossy(value)
+        )
+        .context("cannot write to stdout")?;
+    }
+    out.flush().context("cannot write to stdout")
 }
 
 async fn connect() -> anyhow::Result<Client> {

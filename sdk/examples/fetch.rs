@@ -64,11 +64,9 @@ async fn run() -> anyhow::Result<()> {
     writeln!(out, "{topic}/{partition}: offsets {earliest}..{end}")
         .context("cannot write to stdout")?;
 
-    let options = FetchOptions {
+    let options = FetchOptions::default()
         // Everything up to `end` is already readable, so the broker need not wait.
-        max_wait: Duration::ZERO,
-        ..FetchOptions::default()
-    };
+        .max_wait(Duration::ZERO);
     let mut offset = earliest;
     while offset < end {
         let fetched = client

@@ -48,11 +48,9 @@ async fn run() -> anyhow::Result<()> {
     let client = connect().await?;
     ensure_topic(&client, &topic).await?;
 
-    let config = ProducerConfig {
+    let config = ProducerConfig::default()
         // Stored compressed as sent; consumers decompress.
-        compression: Compression::Lz4,
-        ..ProducerConfig::default()
-    };
+        .compression(Compression::Lz4);
     let producer = Producer::new(client.clone(), config);
 
     let delivered = Arc::new(AtomicU64::new(0));

@@ -57,10 +57,7 @@ async fn run() -> anyhow::Result<()> {
 
     // No group: positions come only from the seeks below, and there is nothing to
     // commit to (with auto-commit on, commits would fail with `NoGroup`).
-    let config = ConsumerConfig {
-        auto_commit: false,
-        ..ConsumerConfig::default()
-    };
+    let config = ConsumerConfig::default().auto_commit(false);
     let mut consumer = Consumer::new(client.clone(), config);
     let ends: BTreeMap<TopicPartition, u64> = info
         .partitions

@@ -242,7 +242,7 @@ impl Admin {
         validate_topic_name(&topic.name)
             .map_err(|e| RequestError::InvalidArgument(e.to_string()))?;
         self.client
-            .call(&CreateTopicRequest {
+            .rpc(&CreateTopicRequest {
                 name: topic.name,
                 partitions: topic.partitions,
                 replication_factor: topic.replication_factor,
@@ -255,7 +255,7 @@ impl Admin {
     /// Deletes a topic and its data. Needs `delete` on the topic.
     pub async fn delete_topic(&self, name: &str) -> Result<(), RequestError> {
         self.client
-            .call(&DeleteTopicRequest {
+            .rpc(&DeleteTopicRequest {
                 name: name.to_owned(),
             })
             .await
@@ -266,7 +266,7 @@ impl Admin {
     pub async fn list_topics(&self) -> Result<Vec<TopicInfo>, RequestError> {
         Ok(self
             .client
-            .call(&MetadataRequest { topics: None })
+            .rpc(&MetadataRequest { topics: None })
             .await?
             .topics)
     }
@@ -284,7 +284,7 @@ impl Admin {
     /// `UNKNOWN_TOPIC`.
     pub async fn create_partitions(&self, name: &str, partitions: u32) -> Result<(), RequestError> {
         self.client
-            .call(&CreatePartitionsRequest {
+            .rpc(&CreatePartitionsRequest {
                 name: name.to_owned(),
                 partitions,
             })
@@ -322,13 +322,13 @@ impl Admin {
                 AlterConfigOp::Delete { key } => request.delete.push(key.clone()),
             }
         }
-        self.client.call(&request).await.map(drop)
+        self.client.rpc(&request).await.map(drop)
     }
 
     /// What the broker knows of its cluster: the controller leader, voters, brokers
     /// and whether each is fenced.
     pub async fn describe_cluster(&self) -> Result<ClusterStatusResponse, RequestError> {
-        self.client.call(&ClusterStatusRequest).await
+        self.client.rpc(&ClusterStatusRequest).await
     }
 
     // Consumer groups.
@@ -337,7 +337,7 @@ impl Admin {
     pub async fn list_groups(&self) -> Result<Vec<GroupListing>, RequestError> {
         Ok(self
             .client
-            .call(&ListGroupsRequest)
+            .rpc(&ListGroupsRequest)
             .await?
             .groups
             .into_iter()
@@ -349,7 +349,7 @@ impl Admin {
     pub async fn describe_group(&self, group: &str) -> Result<GroupDescription, RequestError> {
         let answer = self
             .client
-            .call(&DescribeGroupRequest {
+            .rpc(&DescribeGroupRequest {
                 group: group.to_owned(),
             })
             .await?;
@@ -365,7 +365,7 @@ impl Admin {
     /// `GROUP_ID_NOT_FOUND` for a group without members or offsets.
     pub async fn delete_group(&self, group: &str) -> Result<(), RequestError> {
         self.client
-            .call(&DeleteGroupRequest {
+            .rpc(&DeleteGroupRequest {
                 group: group.to_owned(),
             })
             .await
@@ -377,7 +377,7 @@ impl Admin {
     pub async fn list_group_offsets(&self, group: &str) -> Result<Vec<GroupOffset>, RequestError> {
         let answer = self
             .client
-            .call(&OffsetFetchRequest {
+            .rpc(&OffsetFetchRequest {
                 group: group.to_owned(),
                 partitions: None,
             })
@@ -405,7 +405,7 @@ impl Admin {
         offsets: &[GroupOffset],
     ) -> Result<(), RequestError> {
         self.client
-            .call(&OffsetCommitRequest {
+            .rpc(&OffsetCommitRequest {
                 group: group.to_owned(),
                 member_id: String::new(),
                 member_epoch: NO_MEMBER_EPOCH,
@@ -480,7 +480,7 @@ impl Admin {
             )));
         }
         self.client
-            .call(&PluginUploadRequest {
+            .rpc(&PluginUploadRequest {
                 name: name.to_owned(),
                 module,
             })
@@ -490,7 +490,7 @@ impl Admin {
     /// Every registered plugin, and every attachment of a plugin to a topic. Needs
     /// `describe` on the cluster.
     pub async fn list_plugins(&self) -> Result<(Vec<PluginInfo>, Vec<Attachment>), RequestError> {
-        let response = self.client.call(&PluginListRequest).await?;
+        let response = self.client.rpc(&PluginListRequest).await?;
         Ok((response.plugins, response.attachments))
     }
 
@@ -500,7 +500,7 @@ impl Admin {
     pub async fn attach_plugin(&self, attachment: Attachment) -> Result<(), RequestError> {
         validate_params(&attachment.params).map_err(RequestError::InvalidArgument)?;
         self.client
-            .call(&PluginAttachRequest { attachment })
+            .rpc(&PluginAttachRequest { attachment })
             .await
             .map(drop)
     }
@@ -508,7 +508,7 @@ impl Admin {
     /// Detaches every attachment of `plugin` from `topic`. Needs `alter` on the topic.
     pub async fn detach_plugin(&self, topic: &str, plugin: &str) -> Result<(), RequestError> {
         self.client
-            .call(&PluginDetachRequest {
+            .rpc(&PluginDetachRequest {
                 topic: topic.to_owned(),
                 plugin: plugin.to_owned(),
             })
@@ -520,7 +520,7 @@ impl Admin {
     /// while a topic has it attached. Needs `alter` on the cluster.
     pub async fn delete_plugin(&self, name: &str) -> Result<(), RequestError> {
         self.client
-            .call(&PluginDeleteRequest {
+            .rpc(&PluginDeleteRequest {
                 name: name.to_owned(),
             })
             .await
@@ -533,7 +533,7 @@ impl Admin {
     /// change nothing. Needs `alter` on the cluster.
     pub async fn create_acls(&self, bindings: Vec<AclBinding>) -> Result<(), RequestError> {
         self.client
-            .call(&AclCreateRequest { bindings })
+            .rpc(&AclCreateRequest { bindings })
             .await
             .map(drop)
     }
@@ -542,7 +542,7 @@ impl Admin {
     /// `alter` on the cluster.
     pub async fn delete_acls(&self, bindings: Vec<AclBinding>) -> Result<u32, RequestError> {
         self.client
-            .call(&AclDeleteRequest { bindings })
+            .rpc(&AclDeleteRequest { bindings })
             .await
             .map(|answer| answer.removed)
     }
@@ -552,10 +552,7 @@ impl Admin {
         &self,
         filter: AclDescribeRequest,
     ) -> Result<Vec<AclBinding>, RequestError> {
-        self.client
-            .call(&filter)
-            .await
-            .map(|answer| answer.bindings)
+        self.client.rpc(&filter).await.map(|answer| answer.bindings)
     }
 
     /// Creates user `name` for SCRAM-SHA-256, or replaces its password. The salted,
@@ -570,7 +567,7 @@ impl Admin {
         let credential = quiver_wire::scram::ScramCredential::new(password, iterations)
             .map_err(|e| RequestError::InvalidArgument(e.to_string()))?;
         self.client
-            .call(&UserUpsertRequest {
+            .rpc(&UserUpsertRequest {
                 name: name.to_owned(),
                 credential: StoredCredential {
                     salt: Bytes::from(credential.salt.clone()),
@@ -586,7 +583,7 @@ impl Admin {
     /// Deletes SCRAM user `name`. Needs `alter` on the cluster.
     pub async fn delete_user(&self, name: &str) -> Result<(), RequestError> {
         self.client
-            .call(&UserDeleteRequest {
+            .rpc(&UserDeleteRequest {
                 name: name.to_owned(),
             })
             .await
@@ -596,7 +593,7 @@ impl Admin {
     /// SCRAM users and their iteration counts. Needs `describe` on the cluster.
     pub async fn list_users(&self) -> Result<Vec<(String, u32)>, RequestError> {
         self.client
-            .call(&UserListRequest)
+            .rpc(&UserListRequest)
             .await
             .map(|answer| answer.users)
     }
@@ -605,7 +602,7 @@ impl Admin {
     /// limits removes it. Needs `alter` on the cluster.
     pub async fn set_quota(&self, principal: &str, quota: Quota) -> Result<(), RequestError> {
         self.client
-            .call(&QuotaSetRequest {
+            .rpc(&QuotaSetRequest {
                 principal: principal.to_owned(),
                 quota,
             })
@@ -616,7 +613,7 @@ impl Admin {
     /// Every client quota, by principal. Needs `describe` on the cluster.
     pub async fn list_quotas(&self) -> Result<Vec<(String, Quota)>, RequestError> {
         self.client
-            .call(&QuotaListRequest)
+            .rpc(&QuotaListRequest)
             .await
             .map(|answer| answer.quotas)
     }

@@ -3,7 +3,7 @@
 
 use crate::client::{Client, ClientConfig};
 use crate::error::ConnectError;
-use crate::producer::{DeliveryError, Producer, ProducerConfig, ProducerRecord, RecordReceipt};
+use crate::producer::{ProduceError, Producer, ProducerConfig, ProducerRecord, RecordReceipt};
 
 /// Worker threads of the owned runtime: the producer's work is I/O-bound.
 const RUNTIME_THREADS: usize = 2;
@@ -31,13 +31,9 @@ impl BlockingProducer {
     }
 
     /// Sends a record and blocks until it is delivered or has failed.
-    pub fn send(&self, record: ProducerRecord) -> Result<RecordReceipt, DeliveryError> {
+    pub fn send(&self, record: ProducerRecord) -> Result<RecordReceipt, ProduceError> {
         self.runtime.block_on(async {
-            let delivery = self
-                .producer
-                .send(record)
-                .await
-                .map_err(DeliveryError::Rejected)?;
+            let delivery = self.producer.send(record).await?;
             delivery.await
         })
     }
@@ -47,7 +43,7 @@ impl BlockingProducer {
     pub fn send_with_callback(
         &self,
         record: ProducerRecord,
-        callback: impl FnOnce(Result<RecordReceipt, DeliveryError>) + Send + 'static,
+        callback: impl FnOnce(Result<RecordReceipt, ProduceError>) + Send + 'static,
     ) {
         self.runtime
             .block_on(self.producer.send_with_callback(record, callback));

@@ -17,8 +17,10 @@ pub use quiver_wire::plugin::PluginCall;
 
 use crate::error::{ConnectError, RequestError};
 
-/// How to reach and trust a broker.
+/// How to reach and trust a broker: `ClientConfig::new(broker, ca)` and the setters
+/// named as the fields.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ClientConfig {
     /// `HOST:PORT` of the broker's QUIC listener, or several separated by commas, tried
     /// in order until one answers.
@@ -37,6 +39,16 @@ pub struct ClientConfig {
     /// How long a request may take beyond any wait it asks the broker for.
     pub request_timeout: Duration,
 }
+
+config_setters!(ClientConfig {
+    broker: String => into,
+    ca_cert: PathBuf => some_into,
+    server_name: String => some_into,
+    client_cert: (PathBuf, PathBuf) => opt,
+    scram: ScramLogin => opt,
+    connect_timeout: Duration => set,
+    request_timeout: Duration => set,
+});
 
 impl ClientConfig {
     /// A config for `broker` trusting the CA at `ca_cert`.
@@ -69,8 +81,10 @@ impl std::fmt::Debug for ScramLogin {
     }
 }
 
-/// Options of one fetch.
+/// Options of one fetch: `FetchOptions::default()` and the setters named as the
+/// fields.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct FetchOptions {
     /// How long the broker may wait for `min_bytes` to arrive.
     pub max_wait: Duration,
@@ -81,6 +95,13 @@ pub struct FetchOptions {
     /// topic's own fetch-stage plugins), with the parameters its `init` gets.
     pub plugin: Option<PluginCall>,
 }
+
+config_setters!(FetchOptions {
+    max_wait: Duration => set,
+    min_bytes: u32 => set,
+    max_bytes: u32 => set,
+    plugin: PluginCall => opt,
+});
 
 impl Default for FetchOptions {
     fn default() -> Self {
@@ -632,14 +653,25 @@ impl Client {
     }
 
     /// Sends a pre-encoded request frame (length prefix included) and returns the body
-    /// of a successful answer. For tools that speak the wire format themselves.
+    /// of a successful answer. Wire-level: only with the `internal` feature, for the
+    /// broker's own peer connections and the project's tests; not a stable API.
+    #[cfg(feature = "internal")]
+    #[doc(hidden)]
     pub async fn send_frame(&self, frame: Bytes) -> Result<Bytes, RequestError> {
         self.round_trip(&mut [frame], Duration::ZERO).await
     }
 
+    /// Sends any request and decodes its typed response. Wire-level, as
+    /// [`Client::send_frame`]: only with the `internal` feature.
+    #[cfg(feature = "internal")]
+    #[doc(hidden)]
+    pub async fn call<R: Rpc>(&self, request: &R) -> Result<R::Response, RequestError> {
+        self.rpc(request).await
+    }
+
     /// Sends any request and decodes its typed response. Consumer group requests go
     /// to the group coordinator.
-    pub async fn call<R: Rpc>(&self, request: &R) -> Result<R::Response, RequestError> {
+    pub(crate) async fn rpc<R: Rpc>(&self, request: &R) -> Result<R::Response, RequestError> {
         let frame = request.encode_frame();
         let body = if is_group_api(R::API) {
             self.coordinator_round_trip(frame).await?
@@ -744,7 +776,7 @@ impl Client {
     /// batch limit; [`crate::Admin::describe_topic`] for applications).
     pub(crate) async fn describe_topic(&self, name: &str) -> Result<TopicInfo, RequestError> {
         let response = self
-            .call(&MetadataRequest {
+            .rpc(&MetadataRequest {
                 topics: Some(vec![name.to_owned()]),
             })
             .await?;
@@ -760,7 +792,7 @@ impl Client {
         &self,
         topics: Option<Vec<String>>,
     ) -> Result<MetadataResponse, RequestError> {
-        self.call(&MetadataRequest { topics }).await
+        self.rpc(&MetadataRequest { topics }).await
     }
 
     /// Sends one already-encoded batch. With `Acks::None` the broker answers nothing and
@@ -920,7 +952,7 @@ impl Client {
         partition: u32,
         spec: OffsetSpec,
     ) -> Result<ListOffsetsResponse, RequestError> {
-        self.call(&ListOffsetsRequest {
+        self.rpc(&ListOffsetsRequest {
             topic: topic.to_owned(),
             partition,
             spec,

@@ -34,12 +34,16 @@ use crate::error::RequestError;
 /// A partition of a topic.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TopicPartition {
-    pub topic: String,
+    /// The topic's name: the same type as a record's and a receipt's topic, so they
+    /// compare without conversion.
+    pub topic: Arc<str>,
+    /// The partition's index within the topic.
     pub partition: u32,
 }
 
 impl TopicPartition {
-    pub fn new(topic: impl Into<String>, partition: u32) -> Self {
+    /// Partition `partition` of `topic`.
+    pub fn new(topic: impl Into<Arc<str>>, partition: u32) -> Self {
         Self {
             topic: topic.into(),
             partition,
@@ -63,8 +67,10 @@ pub enum OffsetReset {
     Error,
 }
 
-/// Consumer settings, named as in Kafka.
+/// Consumer settings, named as in Kafka: `ConsumerConfig::default()` and the setters
+/// named as the fields.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ConsumerConfig {
     /// Needed for `subscribe` and for commits.
     pub group: Option<String>,
@@ -77,6 +83,16 @@ pub struct ConsumerConfig {
     /// Records one `poll` returns at most.
     pub max_poll_records: usize,
 }
+
+config_setters!(ConsumerConfig {
+    group: String => some_into,
+    auto_commit: bool => set,
+    auto_commit_interval: Duration => set,
+    auto_offset_reset: OffsetReset => set,
+    session_timeout: Duration => set,
+    fetch: FetchOptions => set,
+    max_poll_records: usize => set,
+});
 
 impl Default for ConsumerConfig {
     fn default() -> Self {
@@ -102,6 +118,26 @@ pub struct ConsumerRecord {
     pub key: Option<Bytes>,
     pub value: Option<Bytes>,
     pub headers: Vec<RecordHeader>,
+}
+
+/// The outcome of a [`Consumer::commit_async`]. Dropping it does not cancel the
+/// commit.
+#[must_use = "the commit is sent anyway; await this for its outcome"]
+pub struct CommitFuture {
+    task: tokio::task::JoinHandle<Result<(), ConsumerError>>,
+}
+
+impl std::future::Future for CommitFuture {
+    type Output = Result<(), ConsumerError>;
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        // The task ends early only when its runtime shuts down.
+        std::pin::Pin::new(&mut self.task)
+            .poll(cx)
+            .map(|joined| joined.unwrap_or(Err(ConsumerError::Closed)))
+    }
 }
 
 /// Why a consumer call failed.
@@ -431,7 +467,7 @@ impl Consumer {
         let wanted = to_wire(&partitions.iter().cloned().collect());
         let answer = self
             .client
-            .call(&OffsetFetchRequest {
+            .rpc(&OffsetFetchRequest {
                 group,
                 partitions: Some(wanted),
             })
@@ -439,7 +475,9 @@ impl Consumer {
         Ok(answer
             .offsets
             .into_iter()
-            .map(|(topic, partition, c)| (TopicPartition { topic, partition }, c.map(|c| c.offset)))
+            .map(|(topic, partition, c)| {
+                (TopicPartition::new(topic, partition), c.map(|c| c.offset))
+            })
             .collect())
     }
 
@@ -462,7 +500,7 @@ impl Consumer {
             offsets: offsets
                 .iter()
                 .map(|(tp, offset)| CommittedOffset {
-                    topic: tp.topic.clone(),
+                    topic: tp.topic.to_string(),
                     partition: tp.partition,
                     offset: *offset,
                     metadata: String::new(),
@@ -483,7 +521,7 @@ impl Consumer {
         let mut attempt = 0;
         loop {
             let request = self.commit_request(offsets)?;
-            match self.client.call(&request).await {
+            match self.client.rpc(&request).await {
                 Ok(_) => break,
                 Err(err) if err.code() == Some(ErrorCode::StaleMemberEpoch) && attempt == 0 => {
                     attempt += 1;
@@ -522,22 +560,24 @@ impl Consumer {
         self.commit_offsets(&positions).await
     }
 
-    /// Commits the current positions in the background; `callback` gets the outcome.
-    pub fn commit_async(&self, callback: impl FnOnce(Result<(), ConsumerError>) + Send + 'static) {
+    /// Commits the current positions in the background and returns at once. The
+    /// commit is sent whether or not the returned future is awaited; await it for the
+    /// outcome. Two `commit_async` calls are not ordered with each other.
+    pub fn commit_async(&self) -> CommitFuture {
         let request = self.commit_request(&self.positions());
         let client = self.client.clone();
-        tokio::spawn(async move {
-            let result = match request {
+        let task = tokio::spawn(async move {
+            match request {
                 Ok(req) if req.offsets.is_empty() => Ok(()),
                 Ok(req) => client
-                    .call(&req)
+                    .rpc(&req)
                     .await
                     .map(|_| ())
                     .map_err(ConsumerError::from),
                 Err(err) => Err(err),
-            };
-            callback(result);
+            }
         });
+        CommitFuture { task }
     }
 
     /// Applies the coordinator's latest assignment: commits and releases what was
@@ -778,12 +818,8 @@ impl Consumer {
         let mut out = Vec::new();
         let max = self.config.max_poll_records.max(1);
         let mut progress = true;
-        // One shared topic name per partition and call, not one allocation per record.
-        let names: Vec<Arc<str>> = self
-            .assigned
-            .keys()
-            .map(|tp| Arc::from(tp.topic.as_str()))
-            .collect();
+        // The partition's shared topic name, not one allocation per record.
+        let names: Vec<Arc<str>> = self.assigned.keys().map(|tp| tp.topic.clone()).collect();
         while out.len() < max && progress {
             progress = false;
             for ((tp, state), topic) in self.assigned.iter_mut().zip(&names) {
@@ -898,7 +934,7 @@ impl Consumer {
                 })
             };
             if let Some(request) = request {
-                let _ = self.client.call(&request).await;
+                let _ = self.client.rpc(&request).await;
             }
         }
         commit
@@ -951,7 +987,7 @@ async fn heartbeat_loop(
                 owned: to_wire(&s.owned),
             }
         };
-        match client.call(&request).await {
+        match client.rpc(&request).await {
             Ok(answer) => {
                 let mut s = lock(&state);
                 if s.leaving {

@@ -27,6 +27,60 @@
 //! # Ok(()) }
 //! ```
 
+/// Fluent setters for a config struct, one per field, named as the field: a config
+/// built as `ProducerConfig::default().acks(Acks::All).linger(d)` keeps compiling when
+/// a field is added, which a struct literal would not (the configs are
+/// `#[non_exhaustive]`). `set` takes the field's type, `into` anything convertible
+/// to it, `some` and `some_into` the value of an `Option` field, `opt` a value or an
+/// `Option`.
+macro_rules! config_setters {
+    ($config:ident { $($field:ident : $t:ty => $how:ident),* $(,)? }) => {
+        impl $config {
+            $(config_setters!(@one $how $field $t);)*
+        }
+    };
+    (@one set $field:ident $t:ty) => {
+        #[doc = concat!("Sets `", stringify!($field), "` (see the field).")]
+        #[must_use]
+        pub fn $field(mut self, $field: $t) -> Self {
+            self.$field = $field;
+            self
+        }
+    };
+    (@one into $field:ident $t:ty) => {
+        #[doc = concat!("Sets `", stringify!($field), "` (see the field).")]
+        #[must_use]
+        pub fn $field(mut self, $field: impl Into<$t>) -> Self {
+            self.$field = $field.into();
+            self
+        }
+    };
+    (@one some $field:ident $t:ty) => {
+        #[doc = concat!("Sets `", stringify!($field), "` (see the field).")]
+        #[must_use]
+        pub fn $field(mut self, $field: $t) -> Self {
+            self.$field = Some($field);
+            self
+        }
+    };
+    (@one opt $field:ident $t:ty) => {
+        #[doc = concat!("Sets `", stringify!($field), "` (see the field): a value or an `Option`.")]
+        #[must_use]
+        pub fn $field(mut self, $field: impl Into<Option<$t>>) -> Self {
+            self.$field = $field.into();
+            self
+        }
+    };
+    (@one some_into $field:ident $t:ty) => {
+        #[doc = concat!("Sets `", stringify!($field), "` (see the field).")]
+        #[must_use]
+        pub fn $field(mut self, $field: impl Into<$t>) -> Self {
+            self.$field = Some($field.into());
+            self
+        }
+    };
+}
+
 pub mod admin;
 pub mod blocking;
 pub mod client;
@@ -34,11 +88,21 @@ pub mod consumer;
 pub mod error;
 pub mod partitioner;
 pub mod producer;
-/// TLS and transport settings of the client's QUIC connections, for tools that open
-/// raw connections (benchmarks measuring the transport's ceiling).
+/// TLS and transport settings of the client's QUIC connections. Public only with the
+/// `internal` feature, for the broker and tools that open raw connections (the
+/// transport-ceiling benchmark); not a stable API.
+#[cfg(feature = "internal")]
+#[doc(hidden)]
 pub mod tls;
-/// The UDP sockets under QUIC endpoints, with kernel buffers sized for bursts.
+#[cfg(not(feature = "internal"))]
+mod tls;
+/// The UDP sockets under QUIC endpoints, with kernel buffers sized for bursts. Public
+/// only with the `internal` feature, as [`tls`].
+#[cfg(feature = "internal")]
+#[doc(hidden)]
 pub mod transport;
+#[cfg(not(feature = "internal"))]
+mod transport;
 
 pub use admin::{
     Admin, AlterConfigOp, GroupDescription, GroupListing, GroupOffset, NewTopic, OffsetResetTarget,
@@ -54,8 +118,7 @@ pub use consumer::{
 pub use error::{ConnectError, RequestError};
 pub use partitioner::partition_for_key;
 pub use producer::{
-    DeliveryError, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordReceipt,
-    SendError,
+    DeliveryFuture, ProduceError, Producer, ProducerConfig, ProducerRecord, RecordReceipt,
 };
 pub use quiver_wire::ErrorCode;
 pub use quiver_wire::batch::Compression;

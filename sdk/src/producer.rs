@@ -14,7 +14,7 @@
 //!   batch twice (at-least-once), and ordering needs `max_in_flight = 1`.
 //!
 //! Memory is bounded by `buffer_bytes`: [`Producer::send`] waits for space and
-//! [`Producer::try_send`] refuses with [`SendError::BufferFull`].
+//! [`Producer::try_send`] refuses with [`ProduceError::BufferFull`].
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -37,8 +37,10 @@ use crate::partitioner::partition_for_key;
 /// of each producer, so more could not all be deduplicated.
 pub const MAX_IN_FLIGHT_LIMIT: usize = 5;
 
-/// Producer settings, named as in Kafka where Kafka has the same idea.
+/// Producer settings, named as in Kafka where Kafka has the same idea:
+/// `ProducerConfig::default()` and the setters named as the fields.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ProducerConfig {
     pub acks: Acks,
     /// Retries per batch; `None` retries until `delivery_timeout`.
@@ -66,6 +68,21 @@ pub struct ProducerConfig {
     pub metadata_max_age: Duration,
 }
 
+config_setters!(ProducerConfig {
+    acks: Acks => set,
+    retries: u32 => some,
+    retry_backoff: Duration => set,
+    retry_backoff_max: Duration => set,
+    delivery_timeout: Duration => set,
+    linger: Duration => set,
+    batch_bytes: usize => set,
+    max_in_flight: usize => set,
+    compression: Compression => set,
+    idempotence: bool => set,
+    buffer_bytes: usize => set,
+    metadata_max_age: Duration => set,
+});
+
 impl Default for ProducerConfig {
     fn default() -> Self {
         Self {
@@ -90,9 +107,10 @@ impl Default for ProducerConfig {
 }
 
 /// A record to send.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ProducerRecord {
-    pub topic: String,
+    /// The topic to send to.
+    pub topic: Arc<str>,
     /// Send to this partition; otherwise by key hash, or sticky for records without key.
     pub partition: Option<u32>,
     pub key: Option<Bytes>,
@@ -103,11 +121,14 @@ pub struct ProducerRecord {
 }
 
 impl ProducerRecord {
-    pub fn new(topic: impl Into<String>, value: impl Into<Bytes>) -> Self {
+    pub fn new(topic: impl Into<Arc<str>>, value: impl Into<Bytes>) -> Self {
         Self {
             topic: topic.into(),
             value: Some(value.into()),
-            ..Self::default()
+            partition: None,
+            key: None,
+            headers: Vec::new(),
+            timestamp: None,
         }
     }
 
@@ -140,60 +161,112 @@ pub struct RecordReceipt {
     pub timestamp: i64,
 }
 
-/// Why a record could not be accepted by [`Producer::send`].
+/// Why a record was not produced: refused by [`Producer::send`] before it was
+/// accepted, or failed after it, as its receipt or callback says. One type for both,
+/// so an application handles a record's failure in one place wherever it surfaced.
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum SendError {
+pub enum ProduceError {
+    /// [`Producer::try_send`] found the buffer full (`buffer_bytes`).
     #[error("the producer's buffer is full ({0} bytes)")]
     BufferFull(usize),
+    /// The record is larger than the topic's `max.message.bytes` or the producer's
+    /// buffer.
     #[error("record of {size} bytes exceeds the topic's limit of {limit} bytes")]
-    RecordTooLarge { size: usize, limit: usize },
+    RecordTooLarge {
+        /// The record's encoded size.
+        size: usize,
+        /// The limit it exceeds.
+        limit: usize,
+    },
+    /// The record names a partition the topic does not have.
     #[error("partition {partition} does not exist: topic `{topic}` has {partitions}")]
     UnknownPartition {
+        /// The record's topic.
         topic: String,
+        /// The partition the record asked for.
         partition: u32,
+        /// How many partitions the topic has.
         partitions: u32,
     },
+    /// The topic's metadata could not be looked up.
     #[error("cannot look up topic `{topic}`: {source}")]
-    Metadata { topic: String, source: RequestError },
+    Metadata {
+        /// The record's topic.
+        topic: String,
+        /// Why the lookup failed.
+        source: RequestError,
+    },
+    /// The producer was closed before the record was sent.
     #[error("the producer is closed")]
     Closed,
-}
-
-/// Why a record accepted by `send` was not delivered.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum DeliveryError {
+    /// Not delivered within `delivery_timeout`.
     #[error("not delivered within the delivery timeout of {after:?}; last error: {last}")]
-    Timeout { after: Duration, last: String },
+    Timeout {
+        /// The delivery timeout.
+        after: Duration,
+        /// The last attempt's error.
+        last: String,
+    },
+    /// The broker refused the batch with an error that retrying cannot fix.
     #[error("failed and not retried: {0}")]
     Fatal(RequestError),
+    /// Retries ran out (`retries`).
     #[error("still failing after {attempts} attempts (the `retries` limit): {last}")]
-    RetriesExhausted { attempts: u32, last: String },
+    RetriesExhausted {
+        /// Attempts made.
+        attempts: u32,
+        /// The last attempt's error.
+        last: String,
+    },
+    /// An earlier batch of the same partition failed for good; sending this one
+    /// would break the partition's order.
     #[error("an earlier batch of partition {partition} failed, so this one cannot keep its order")]
-    OrderingLost { partition: u32 },
-    #[error("record refused: {0}")]
-    Rejected(SendError),
+    OrderingLost {
+        /// The partition.
+        partition: u32,
+    },
+    /// The producer was dropped with the record still in it.
     #[error("the producer was dropped before the record was delivered")]
     Dropped,
 }
 
+impl ProduceError {
+    /// Whether the record may be delivered if sent again later: a full buffer, a
+    /// timeout, exhausted retries or a metadata lookup that could not reach a broker.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            ProduceError::BufferFull(_)
+            | ProduceError::Timeout { .. }
+            | ProduceError::RetriesExhausted { .. }
+            | ProduceError::OrderingLost { .. } => true,
+            ProduceError::Metadata { source, .. } => source.is_retriable(),
+            ProduceError::Fatal(e) => e.is_retriable(),
+            ProduceError::RecordTooLarge { .. }
+            | ProduceError::UnknownPartition { .. }
+            | ProduceError::Closed
+            | ProduceError::Dropped => false,
+        }
+    }
+}
+
 /// Resolves once a record is delivered or has finally failed.
 pub struct DeliveryFuture {
-    rx: oneshot::Receiver<Result<RecordReceipt, DeliveryError>>,
+    rx: oneshot::Receiver<Result<RecordReceipt, ProduceError>>,
 }
 
 impl std::future::Future for DeliveryFuture {
-    type Output = Result<RecordReceipt, DeliveryError>;
+    type Output = Result<RecordReceipt, ProduceError>;
     fn poll(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Self::Output> {
         std::pin::Pin::new(&mut self.rx)
             .poll(cx)
-            .map(|r| r.unwrap_or(Err(DeliveryError::Dropped)))
+            .map(|r| r.unwrap_or(Err(ProduceError::Dropped)))
     }
 }
 
-type Callback = Box<dyn FnOnce(Result<RecordReceipt, DeliveryError>) + Send + 'static>;
+type Callback = Box<dyn FnOnce(Result<RecordReceipt, ProduceError>) + Send + 'static>;
 
 /// One record's way back to its sender.
 struct Delivery {
@@ -318,16 +391,16 @@ impl Producer {
     }
 
     /// Queues a record, waiting for buffer space, and returns a future of its receipt.
-    pub async fn send(&self, record: ProducerRecord) -> Result<DeliveryFuture, SendError> {
+    pub async fn send(&self, record: ProducerRecord) -> Result<DeliveryFuture, ProduceError> {
         let (tx, rx) = oneshot::channel();
         self.enqueue(record, Box::new(move |r| drop(tx.send(r))), true)
             .await?;
         Ok(DeliveryFuture { rx })
     }
 
-    /// As [`Producer::send`], but refuses with [`SendError::BufferFull`] instead of
+    /// As [`Producer::send`], but refuses with [`ProduceError::BufferFull`] instead of
     /// waiting for buffer space.
-    pub async fn try_send(&self, record: ProducerRecord) -> Result<DeliveryFuture, SendError> {
+    pub async fn try_send(&self, record: ProducerRecord) -> Result<DeliveryFuture, ProduceError> {
         let (tx, rx) = oneshot::channel();
         self.enqueue(record, Box::new(move |r| drop(tx.send(r))), false)
             .await?;
@@ -340,7 +413,7 @@ impl Producer {
     pub async fn send_with_callback(
         &self,
         record: ProducerRecord,
-        callback: impl FnOnce(Result<RecordReceipt, DeliveryError>) + Send + 'static,
+        callback: impl FnOnce(Result<RecordReceipt, ProduceError>) + Send + 'static,
     ) {
         let slot = Arc::new(Mutex::new(Some(Box::new(callback) as Callback)));
         let inner = Arc::clone(&slot);
@@ -365,7 +438,7 @@ impl Producer {
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .take()
         {
-            cb(Err(DeliveryError::Rejected(err)));
+            cb(Err(err));
         }
     }
 
@@ -414,7 +487,7 @@ impl Producer {
         &self,
         topic: &str,
         partition: Option<u32>,
-    ) -> Result<TopicMeta, SendError> {
+    ) -> Result<TopicMeta, ProduceError> {
         let mut topics = self.shared.topics.lock().await;
         if let Some(meta) = topics.get(topic)
             && meta.learned.elapsed() < self.shared.config.metadata_max_age
@@ -427,7 +500,7 @@ impl Producer {
             .client
             .describe_topic(topic)
             .await
-            .map_err(|source| SendError::Metadata {
+            .map_err(|source| ProduceError::Metadata {
                 topic: topic.to_owned(),
                 source,
             })?;
@@ -490,9 +563,9 @@ impl Producer {
         record: ProducerRecord,
         callback: Callback,
         wait: bool,
-    ) -> Result<(), SendError> {
+    ) -> Result<(), ProduceError> {
         if self.shared.closed.load(Ordering::Acquire) {
-            return Err(SendError::Closed);
+            return Err(ProduceError::Closed);
         }
         let meta = self.topic_meta(&record.topic, record.partition).await?;
         let timestamp = record.timestamp.unwrap_or_else(now_ms);
@@ -505,7 +578,7 @@ impl Producer {
         // Alone in a batch, with the largest varints a position could need.
         let size = BATCH_HEADER_BYTES + wire.encoded_len(i64::MAX, i64::from(u32::MAX));
         if size > meta.max_message_bytes {
-            return Err(SendError::RecordTooLarge {
+            return Err(ProduceError::RecordTooLarge {
                 size,
                 limit: meta.max_message_bytes,
             });
@@ -513,7 +586,7 @@ impl Producer {
         // A record the buffer could never hold would wait forever, and every send
         // queued behind it with it.
         if size > self.shared.config.buffer_bytes {
-            return Err(SendError::RecordTooLarge {
+            return Err(ProduceError::RecordTooLarge {
                 size,
                 limit: self.shared.config.buffer_bytes,
             });
@@ -524,16 +597,16 @@ impl Producer {
             buffer
                 .acquire_many_owned(permits)
                 .await
-                .map_err(|_| SendError::Closed)?
+                .map_err(|_| ProduceError::Closed)?
         } else {
             buffer
                 .try_acquire_many_owned(permits)
-                .map_err(|_| SendError::BufferFull(self.shared.config.buffer_bytes))?
+                .map_err(|_| ProduceError::BufferFull(self.shared.config.buffer_bytes))?
         };
         let (partition, sticky) = match (record.partition, &wire.key) {
             (Some(p), _) if p >= meta.partitions => {
-                return Err(SendError::UnknownPartition {
-                    topic: record.topic,
+                return Err(ProduceError::UnknownPartition {
+                    topic: record.topic.to_string(),
                     partition: p,
                     partitions: meta.partitions,
                 });
@@ -604,7 +677,7 @@ impl Shared {
     fn settle(
         &self,
         deliveries: Vec<Delivery>,
-        outcome: impl Fn(usize, i64) -> Result<RecordReceipt, DeliveryError>,
+        outcome: impl Fn(usize, i64) -> Result<RecordReceipt, ProduceError>,
     ) {
         let count = deliveries.len() as u64;
         self.pending.fetch_sub(count, Ordering::AcqRel);
@@ -622,7 +695,7 @@ impl Shared {
         if let Some(id) = *identity {
             return Ok(id);
         }
-        let response = self.client.call(&InitProducerIdRequest).await?;
+        let response = self.client.rpc(&InitProducerIdRequest).await?;
         *identity = Some(response.producer_id);
         Ok(response.producer_id)
     }
@@ -727,7 +800,7 @@ async fn run_partition(shared: Arc<Shared>, queue: Arc<PartitionQueue>) {
                 let flight = match seal(&shared, &queue, sealed).await {
                     Ok(flight) => flight,
                     Err((deliveries, err)) => {
-                        shared.settle(deliveries, |_, _| Err(DeliveryError::Fatal(err.clone())));
+                        shared.settle(deliveries, |_, _| Err(ProduceError::Fatal(err.clone())));
                         window.leave(ticket);
                         continue;
                     }
@@ -905,16 +978,16 @@ async fn deliver(shared: &Shared, queue: &PartitionQueue, flight: Flight) {
             shared.retire_producer_id(id).await;
         }
         let failure = if broken {
-            DeliveryError::OrderingLost { partition }
+            ProduceError::OrderingLost { partition }
         } else if !retriable {
-            DeliveryError::Fatal(err)
+            ProduceError::Fatal(err)
         } else if !retries_left {
-            DeliveryError::RetriesExhausted {
+            ProduceError::RetriesExhausted {
                 attempts,
                 last: err.to_string(),
             }
         } else {
-            DeliveryError::Timeout {
+            ProduceError::Timeout {
                 after: config.delivery_timeout,
                 last: err.to_string(),
             }

@@ -812,12 +812,10 @@ pub async fn fetch_range(
     from: u64,
     end: u64,
 ) -> Vec<DecodedRecord> {
-    let options = FetchOptions {
-        max_wait: Duration::from_millis(100),
-        min_bytes: 1,
-        max_bytes: 4 * 1024 * 1024,
-        ..Default::default()
-    };
+    let options = FetchOptions::default()
+        .max_wait(Duration::from_millis(100))
+        .min_bytes(1)
+        .max_bytes(4 * 1024 * 1024);
     let mut out = Vec::new();
     let mut offset = from;
     while offset < end {

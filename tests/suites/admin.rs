@@ -8,8 +8,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use quiver_sdk::{
     Acks, Admin, AlterConfigOp, Attachment, Client, Consumer, ConsumerConfig, ErrorCode,
-    GroupOffset, NewTopic, OffsetReset, OffsetResetTarget, OnError, PluginStage, Producer,
-    ProducerConfig, ProducerRecord, Record, RequestError, SendError,
+    GroupOffset, NewTopic, OffsetReset, OffsetResetTarget, OnError, PluginStage, ProduceError,
+    Producer, ProducerConfig, ProducerRecord, Record, RequestError,
 };
 use quiver_tests::wat::{filter_filling, module as wat};
 use quiver_tests::{Broker, eventually};
@@ -37,13 +37,11 @@ fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
 }
 
 fn group_config(group: &str) -> ConsumerConfig {
-    ConsumerConfig {
-        group: Some(group.to_owned()),
-        auto_commit: false,
-        auto_offset_reset: OffsetReset::Earliest,
-        session_timeout: Duration::from_millis(1_500),
-        ..ConsumerConfig::default()
-    }
+    ConsumerConfig::default()
+        .group(group.to_owned())
+        .auto_commit(false)
+        .auto_offset_reset(OffsetReset::Earliest)
+        .session_timeout(Duration::from_millis(1_500))
 }
 
 /// Polls a consumer at most this many times (100 ms each) waiting for a group change.
@@ -560,7 +558,7 @@ async fn an_altered_config_takes_effect_for_producers_and_survives_a_restart() {
     assert!(
         matches!(
             refused_send,
-            Err(SendError::RecordTooLarge { limit: 4096, .. })
+            Err(ProduceError::RecordTooLarge { limit: 4096, .. })
         ),
         "{:?}",
         refused_send.as_ref().err()
@@ -623,11 +621,9 @@ async fn added_partitions_reach_producers_and_a_consumer_group() {
         .expect("create");
     let producer = Producer::new(
         client.clone(),
-        ProducerConfig {
-            metadata_max_age: Duration::from_millis(200),
-            linger: Duration::ZERO,
-            ..ProducerConfig::default()
-        },
+        ProducerConfig::default()
+            .metadata_max_age(Duration::from_millis(200))
+            .linger(Duration::ZERO),
     );
     let mut consumer = Consumer::new(client.clone(), group_config("growers"));
     consumer.subscribe(&["growing"]).expect("subscribe");

@@ -574,10 +574,7 @@ async fn fetch_offset_beyond_the_end() {
         );
     }
     // At the end exactly: an empty answer after the wait, not an error.
-    let options = FetchOptions {
-        max_wait: Duration::from_millis(50),
-        ..FetchOptions::default()
-    };
+    let options = FetchOptions::default().max_wait(Duration::from_millis(50));
     let at_end = c
         .fetch("data", 1, end, &options)
         .await

@@ -508,12 +508,10 @@ async fn partition_view(broker: &Broker, topic: &str) -> Option<(u32, u32, u64, 
 async fn send_all(client: &quiver_sdk::Client, topic: &str, prefix: &str, count: u32) {
     let producer = quiver_sdk::Producer::new(
         client.clone(),
-        quiver_sdk::ProducerConfig {
-            acks: Acks::All,
-            linger: Duration::from_millis(2),
-            batch_bytes: 4 * 1024,
-            ..quiver_sdk::ProducerConfig::default()
-        },
+        quiver_sdk::ProducerConfig::default()
+            .acks(Acks::All)
+            .linger(Duration::from_millis(2))
+            .batch_bytes(4 * 1024),
     );
     let mut receipts = Vec::new();
     for i in 0..count {
@@ -804,15 +802,13 @@ async fn an_idempotent_producer_keeps_exactly_once_while_the_leader_is_killed_te
     let client = quiver_sdk::Client::connect(config).await.expect("connect");
     let producer = quiver_sdk::Producer::new(
         client,
-        quiver_sdk::ProducerConfig {
-            acks: Acks::All,
-            linger: Duration::from_millis(2),
-            batch_bytes: 2 * 1024,
-            delivery_timeout: Duration::from_secs(120),
-            retry_backoff: Duration::from_millis(50),
-            retry_backoff_max: Duration::from_millis(500),
-            ..quiver_sdk::ProducerConfig::default()
-        },
+        quiver_sdk::ProducerConfig::default()
+            .acks(Acks::All)
+            .linger(Duration::from_millis(2))
+            .batch_bytes(2 * 1024)
+            .delivery_timeout(Duration::from_secs(120))
+            .retry_backoff(Duration::from_millis(50))
+            .retry_backoff_max(Duration::from_millis(500)),
     );
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let sender = {
@@ -928,13 +924,11 @@ async fn an_idempotent_producer_keeps_exactly_once_while_the_leader_is_killed_te
 }
 
 fn group_config(group: &str) -> quiver_sdk::ConsumerConfig {
-    quiver_sdk::ConsumerConfig {
-        group: Some(group.to_owned()),
-        auto_commit: false,
-        auto_offset_reset: quiver_sdk::OffsetReset::Earliest,
-        session_timeout: Duration::from_millis(1_500),
-        ..quiver_sdk::ConsumerConfig::default()
-    }
+    quiver_sdk::ConsumerConfig::default()
+        .group(group.to_owned())
+        .auto_commit(false)
+        .auto_offset_reset(quiver_sdk::OffsetReset::Earliest)
+        .session_timeout(Duration::from_millis(1_500))
 }
 
 /// The version of plugin `name` and the attachments `broker`'s own registry holds.

@@ -16,13 +16,11 @@ use quiver_wire::group::{
 };
 
 fn group_config(group: &str) -> ConsumerConfig {
-    ConsumerConfig {
-        group: Some(group.to_owned()),
-        auto_commit: false,
-        auto_offset_reset: OffsetReset::Earliest,
-        session_timeout: Duration::from_millis(1_500),
-        ..ConsumerConfig::default()
-    }
+    ConsumerConfig::default()
+        .group(group.to_owned())
+        .auto_commit(false)
+        .auto_offset_reset(OffsetReset::Earliest)
+        .session_timeout(Duration::from_millis(1_500))
 }
 
 async fn produce_values(
@@ -314,13 +312,7 @@ async fn seek_to_timestamp_lands_on_the_first_record_at_or_after_it() {
             .await
             .expect("produce");
     }
-    let mut consumer = Consumer::new(
-        client.clone(),
-        ConsumerConfig {
-            auto_commit: false,
-            ..ConsumerConfig::default()
-        },
-    );
+    let mut consumer = Consumer::new(client.clone(), ConsumerConfig::default().auto_commit(false));
     let tp = TopicPartition::new("times", 0);
     consumer.assign([tp.clone()]);
     let position = consumer.seek_to_timestamp(&tp, 22_500).await.expect("seek");
@@ -524,10 +516,7 @@ async fn streams_async_commits_auto_commit_resets_and_rebalance_callbacks() {
     // auto_offset_reset = error: nothing committed, so the first poll fails.
     let mut strict = Consumer::new(
         client.clone(),
-        ConsumerConfig {
-            auto_offset_reset: OffsetReset::Error,
-            ..group_config("g-strict")
-        },
+        group_config("g-strict").auto_offset_reset(OffsetReset::Error),
     );
     strict.assign([TopicPartition::new("misc", 0)]);
     assert!(matches!(
@@ -545,11 +534,9 @@ async fn streams_async_commits_auto_commit_resets_and_rebalance_callbacks() {
     let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let mut member = Consumer::new(
         client.clone(),
-        ConsumerConfig {
-            auto_commit: true,
-            auto_commit_interval: Duration::from_millis(100),
-            ..group_config("g-misc")
-        },
+        group_config("g-misc")
+            .auto_commit(true)
+            .auto_commit_interval(Duration::from_millis(100)),
     );
     member.set_rebalance_listener(Recorder(std::sync::Arc::clone(&events)));
     member.subscribe(&["misc"]).expect("subscribe");
@@ -601,22 +588,12 @@ async fn streams_async_commits_auto_commit_resets_and_rebalance_callbacks() {
     );
     drop(stream);
 
-    // commit_async reports through its callback.
-    let mut manual = Consumer::new(
-        client.clone(),
-        ConsumerConfig {
-            auto_commit: false,
-            ..group_config("g-async")
-        },
-    );
+    // commit_async's future reports the outcome.
+    let mut manual = Consumer::new(client.clone(), group_config("g-async").auto_commit(false));
     manual.assign([TopicPartition::new("misc", 0)]);
     let first = poll_n(&mut manual, 5).await;
     assert_eq!(first[0].offset, 0);
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    manual.commit_async(move |result| {
-        let _ = tx.send(result.is_ok());
-    });
-    assert!(rx.await.expect("callback ran"), "async commit succeeded");
+    manual.commit_async().await.expect("async commit succeeded");
     let tp0 = TopicPartition::new("misc", 0);
     let position = manual.position(&tp0);
     assert_eq!(
@@ -624,8 +601,23 @@ async fn streams_async_commits_auto_commit_resets_and_rebalance_callbacks() {
             .committed(std::slice::from_ref(&tp0))
             .await
             .expect("committed"),
-        vec![(tp0, position)]
+        vec![(tp0.clone(), position)]
     );
+    // A commit whose future is dropped unawaited is still sent.
+    let second = poll_n(&mut manual, 5).await;
+    assert_eq!(second[0].offset, 5);
+    let position = manual.position(&tp0);
+    assert_eq!(position, Some(10));
+    drop(manual.commit_async());
+    eventually(
+        "the dropped commit_async applied",
+        Duration::from_secs(10),
+        || async {
+            let committed = manual.committed(std::slice::from_ref(&tp0)).await.ok()?;
+            (committed == vec![(tp0.clone(), position)]).then_some(())
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -676,10 +668,7 @@ async fn offsets_of_an_empty_group_expire_and_a_live_groups_stay() {
     // it the group's right to its offsets) while the test waits.
     let mut live = Consumer::new(
         client.clone(),
-        ConsumerConfig {
-            session_timeout: Duration::from_secs(30),
-            ..group_config("live")
-        },
+        group_config("live").session_timeout(Duration::from_secs(30)),
     );
     live.subscribe(&["kept"]).expect("subscribe");
     assert_eq!(poll_n(&mut live, 20).await.len(), 20);

@@ -286,11 +286,9 @@ async fn a_full_disk_refuses_appends_until_space_returns() {
     // An idempotent producer, its id obtained while there is space.
     let producer = quiver_sdk::Producer::new(
         client.clone(),
-        quiver_sdk::ProducerConfig {
-            acks: Acks::All,
-            delivery_timeout: Duration::from_secs(120),
-            ..Default::default()
-        },
+        quiver_sdk::ProducerConfig::default()
+            .acks(Acks::All)
+            .delivery_timeout(Duration::from_secs(120)),
     );
     let first = producer
         .send(quiver_sdk::ProducerRecord::new("full", value(20)).partition(0))

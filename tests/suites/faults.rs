@@ -191,12 +191,10 @@ impl Workload {
         let consumer = client(cluster, bootstrap).await.expect("consumer client");
         let (h, s) = (Arc::clone(&history), Arc::clone(&stop));
         tasks.push(tokio::spawn(async move {
-            let options = FetchOptions {
-                max_wait: Duration::from_millis(200),
-                min_bytes: 1,
-                max_bytes: 1024 * 1024,
-                ..Default::default()
-            };
+            let options = FetchOptions::default()
+                .max_wait(Duration::from_millis(200))
+                .min_bytes(1)
+                .max_bytes(1024 * 1024);
             let mut next = 0u64;
             while !s.load(Ordering::Relaxed) {
                 match consumer.fetch(TOPIC, partition, next, &options).await {
@@ -307,12 +305,10 @@ async fn final_read(cluster: &NetCluster, partition: u32) -> Vec<StoredRecord> {
     })
     .await;
     let reader = client(cluster, leader).await.expect("reader");
-    let options = FetchOptions {
-        max_wait: Duration::from_millis(100),
-        min_bytes: 1,
-        max_bytes: 4 * 1024 * 1024,
-        ..Default::default()
-    };
+    let options = FetchOptions::default()
+        .max_wait(Duration::from_millis(100))
+        .min_bytes(1)
+        .max_bytes(4 * 1024 * 1024);
     let mut stored = Vec::new();
     let mut offset = 0;
     while offset < end {

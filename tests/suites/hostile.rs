@@ -474,12 +474,10 @@ async fn a_looping_plugin_under_each_policy_neither_silences_its_topic_nor_stops
         .produce("healthy", 0, Acks::All, &ten)
         .await
         .expect("produce");
-    let options = FetchOptions {
-        max_wait: Duration::from_millis(100),
-        min_bytes: 1,
-        max_bytes: 1024 * 1024,
-        ..Default::default()
-    };
+    let options = FetchOptions::default()
+        .max_wait(Duration::from_millis(100))
+        .min_bytes(1)
+        .max_bytes(1024 * 1024);
     for (topic, policy) in [
         ("loop-fail", OnError::Fail),
         ("loop-skip", OnError::Skip),

@@ -164,12 +164,10 @@ async fn form_produce_consume(root: &Path, addrs: &[SocketAddr], netns: &[Option
     .await;
     let producer = quiver_sdk::Producer::new(
         client.clone(),
-        quiver_sdk::ProducerConfig {
-            acks: Acks::All,
-            linger: Duration::from_millis(2),
-            batch_bytes: 4 * 1024,
-            ..quiver_sdk::ProducerConfig::default()
-        },
+        quiver_sdk::ProducerConfig::default()
+            .acks(Acks::All)
+            .linger(Duration::from_millis(2))
+            .batch_bytes(4 * 1024),
     );
     const RECORDS: usize = 300;
     let mut receipts = Vec::new();

@@ -167,12 +167,10 @@ async fn sigterm_exits_zero_and_restart_serves_all_data() {
                 "keep",
                 0,
                 end0,
-                &FetchOptions {
-                    max_wait: Duration::from_secs(30),
-                    min_bytes: 1,
-                    max_bytes: 1024,
-                    ..Default::default()
-                },
+                &FetchOptions::default()
+                    .max_wait(Duration::from_secs(30))
+                    .min_bytes(1)
+                    .max_bytes(1024),
             )
             .await
     });

@@ -97,14 +97,12 @@ fn header<'a>(headers: &'a [RecordHeader], key: &str) -> Option<&'a str> {
 }
 
 fn with_plugin(name: &str) -> FetchOptions {
-    FetchOptions {
-        max_wait: Duration::from_millis(50),
-        plugin: Some(PluginCall {
+    FetchOptions::default()
+        .max_wait(Duration::from_millis(50))
+        .plugin(PluginCall {
             name: name.into(),
             params: Vec::new(),
-        }),
-        ..FetchOptions::default()
-    }
+        })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -481,12 +479,10 @@ async fn replacing_a_plugin_while_a_consumer_streams_loses_nothing() {
 
     let producer = Producer::new(
         client.clone(),
-        ProducerConfig {
-            acks: Acks::Leader,
-            linger: Duration::from_millis(1),
-            batch_bytes: 4 * 1024,
-            ..ProducerConfig::default()
-        },
+        ProducerConfig::default()
+            .acks(Acks::Leader)
+            .linger(Duration::from_millis(1))
+            .batch_bytes(4 * 1024),
     );
     let sending = tokio::spawn(async move {
         let mut receipts = Vec::with_capacity(TOTAL as usize);
@@ -506,11 +502,9 @@ async fn replacing_a_plugin_while_a_consumer_streams_loses_nothing() {
     let consuming = tokio::spawn(async move {
         let mut seen = Vec::with_capacity(TOTAL as usize);
         let mut offset = 0;
-        let options = FetchOptions {
-            max_wait: Duration::from_millis(100),
-            max_bytes: 16 * 1024,
-            ..FetchOptions::default()
-        };
+        let options = FetchOptions::default()
+            .max_wait(Duration::from_millis(100))
+            .max_bytes(16 * 1024);
         while (seen.len() as u64) < TOTAL {
             let fetched = consumer_client
                 .fetch("stream", 0, offset, &options)
@@ -702,13 +696,11 @@ async fn an_idempotent_producer_through_a_produce_filter_survives_a_restart() {
         &[("pattern", "^ERROR")],
     )
     .await;
-    let config = ProducerConfig {
-        acks: Acks::All,
-        linger: Duration::from_millis(1),
-        batch_bytes: 2 * 1024,
-        retry_backoff: Duration::from_millis(20),
-        ..ProducerConfig::default()
-    };
+    let config = ProducerConfig::default()
+        .acks(Acks::All)
+        .linger(Duration::from_millis(1))
+        .batch_bytes(2 * 1024)
+        .retry_backoff(Duration::from_millis(20));
     let send_round = |producer: Producer, round: u32| async move {
         let mut receipts = Vec::new();
         for i in 0..2_000u32 {
@@ -1498,13 +1490,11 @@ async fn filtered_fetches_keep_batches_with_gaps_exact_to_sdk_cli_and_groups() {
 
     // A group consumer hands out the survivors and commits past the removed tail, so
     // a restarted member does not read removed records' offsets again.
-    let config = quiver_sdk::ConsumerConfig {
-        group: Some("gap-readers".into()),
-        auto_commit: false,
-        auto_offset_reset: quiver_sdk::OffsetReset::Earliest,
-        session_timeout: Duration::from_millis(1_500),
-        ..quiver_sdk::ConsumerConfig::default()
-    };
+    let config = quiver_sdk::ConsumerConfig::default()
+        .group("gap-readers")
+        .auto_commit(false)
+        .auto_offset_reset(quiver_sdk::OffsetReset::Earliest)
+        .session_timeout(Duration::from_millis(1_500));
     let tp = quiver_sdk::TopicPartition::new("gaps", 0);
     let mut consumer = quiver_sdk::Consumer::new(broker.client().await, config.clone());
     consumer.subscribe(&["gaps"]).expect("subscribe");

@@ -320,12 +320,10 @@ async fn acknowledged_batch_is_visible_to_the_next_request() {
         .create_topic(quiver_sdk::NewTopic::new("ryw", PARTITIONS, 1))
         .await
         .expect("create topic");
-    let no_wait = quiver_sdk::FetchOptions {
-        max_wait: std::time::Duration::ZERO,
-        min_bytes: 0,
-        max_bytes: 1024 * 1024,
-        ..Default::default()
-    };
+    let no_wait = quiver_sdk::FetchOptions::default()
+        .max_wait(std::time::Duration::ZERO)
+        .min_bytes(0)
+        .max_bytes(1024 * 1024);
     let mut tasks = tokio::task::JoinSet::new();
     for p in 0..PARTITIONS {
         let client = client.clone();

@@ -7,23 +7,21 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use quiver_sdk::{
-    Acks, BlockingProducer, Compression, DeliveryError, ErrorCode, Producer, ProducerConfig,
-    ProducerRecord, SendError,
+    Acks, BlockingProducer, Compression, ErrorCode, ProduceError, Producer, ProducerConfig,
+    ProducerRecord,
 };
 use quiver_tests::ClientAdmin;
 use quiver_tests::{Broker, eventually, fetch_all};
 
 fn config(idempotence: bool) -> ProducerConfig {
-    ProducerConfig {
-        acks: Acks::All,
-        idempotence,
-        linger: Duration::from_millis(2),
-        batch_bytes: 8 * 1024,
-        delivery_timeout: Duration::from_secs(60),
-        retry_backoff: Duration::from_millis(20),
-        retry_backoff_max: Duration::from_millis(200),
-        ..ProducerConfig::default()
-    }
+    ProducerConfig::default()
+        .acks(Acks::All)
+        .idempotence(idempotence)
+        .linger(Duration::from_millis(2))
+        .batch_bytes(8 * 1024)
+        .delivery_timeout(Duration::from_secs(60))
+        .retry_backoff(Duration::from_millis(20))
+        .retry_backoff_max(Duration::from_millis(200))
 }
 
 /// Sends `total` records `seq-<i>` round-robin over `partitions`, kills the broker with
@@ -169,10 +167,7 @@ async fn callbacks_fire_exactly_once_also_when_the_broker_never_returns() {
         .expect("create");
     let producer = Producer::new(
         client.clone(),
-        ProducerConfig {
-            delivery_timeout: Duration::from_secs(2),
-            ..config(true)
-        },
+        config(true).delivery_timeout(Duration::from_secs(2)),
     );
     let first = producer
         .send(ProducerRecord::new("gone", "before"))
@@ -196,13 +191,13 @@ async fn callbacks_fire_exactly_once_also_when_the_broker_never_returns() {
                 move |result| {
                     calls[i].fetch_add(1, Ordering::Relaxed);
                     match result {
-                        Err(DeliveryError::Timeout { .. }) => {
+                        Err(ProduceError::Timeout { .. }) => {
                             timeouts.fetch_add(1, Ordering::Relaxed);
                             failures.fetch_add(1, Ordering::Relaxed);
                         }
                         // Later batches of the partition cannot keep their order once
                         // an earlier one timed out.
-                        Err(DeliveryError::OrderingLost { .. }) => {
+                        Err(ProduceError::OrderingLost { .. }) => {
                             failures.fetch_add(1, Ordering::Relaxed);
                         }
                         other => panic!("record {i}: expected a delivery failure, got {other:?}"),
@@ -246,7 +241,7 @@ async fn fatal_errors_fail_at_once_and_an_oversized_record_fails_alone() {
         .send(ProducerRecord::new("no-such-topic", "x"))
         .await;
     match unknown {
-        Err(SendError::Metadata { source, .. }) => {
+        Err(ProduceError::Metadata { source, .. }) => {
             assert_eq!(source.code(), Some(ErrorCode::UnknownTopic))
         }
         Err(other) => panic!("expected an unknown-topic error, got {other}"),
@@ -262,7 +257,7 @@ async fn fatal_errors_fail_at_once_and_an_oversized_record_fails_alone() {
         };
         match producer.send(ProducerRecord::new("small", value)).await {
             Ok(delivery) => deliveries.push((i, delivery)),
-            Err(SendError::RecordTooLarge { size, limit }) => {
+            Err(ProduceError::RecordTooLarge { size, limit }) => {
                 assert_eq!(i, 4, "only the oversized record is refused");
                 assert!(size > limit);
             }
@@ -284,7 +279,7 @@ async fn fatal_errors_fail_at_once_and_an_oversized_record_fails_alone() {
         .await
         .expect("queued from cache");
     match delivery.await {
-        Err(DeliveryError::Fatal(err)) => assert_eq!(err.code(), Some(ErrorCode::UnknownTopic)),
+        Err(ProduceError::Fatal(err)) => assert_eq!(err.code(), Some(ErrorCode::UnknownTopic)),
         other => panic!("expected a fatal UNKNOWN_TOPIC, got {other:?}"),
     }
 }
@@ -309,13 +304,7 @@ async fn lz4_zstd_and_plain_batches_mix_in_one_topic() {
     .into_iter()
     .enumerate()
     {
-        let producer = Producer::new(
-            client.clone(),
-            ProducerConfig {
-                compression: codec,
-                ..config(true)
-            },
-        );
+        let producer = Producer::new(client.clone(), config(true).compression(codec));
         let mut deliveries = Vec::new();
         for i in 0..300 {
             let value = format!("{codec:?}-{round}-{i}-{}", "payload ".repeat(i % 7));
@@ -370,11 +359,9 @@ async fn a_producer_facing_a_stopped_broker_stops_accepting_when_its_buffer_is_f
     let buffer_bytes = 64 * 1024;
     let producer = Producer::new(
         client.clone(),
-        ProducerConfig {
-            buffer_bytes,
-            delivery_timeout: Duration::from_secs(30),
-            ..config(true)
-        },
+        config(true)
+            .buffer_bytes(buffer_bytes)
+            .delivery_timeout(Duration::from_secs(30)),
     );
     producer
         .send(ProducerRecord::new("stalled", "warm-up"))
@@ -393,7 +380,7 @@ async fn a_producer_facing_a_stopped_broker_stops_accepting_when_its_buffer_is_f
             .await
         {
             Ok(_delivery) => accepted += 1,
-            Err(SendError::BufferFull(bytes)) => break bytes,
+            Err(ProduceError::BufferFull(bytes)) => break bytes,
             Err(other) => panic!("unexpected: {other}"),
         }
         assert!(
@@ -461,10 +448,7 @@ async fn a_producer_resumes_promptly_after_its_broker_restarts() {
         .expect("create");
     let producer = Producer::new(
         client.clone(),
-        ProducerConfig {
-            delivery_timeout: Duration::from_secs(5),
-            ..config(true)
-        },
+        config(true).delivery_timeout(Duration::from_secs(5)),
     );
     producer
         .send(ProducerRecord::new("restarted", "before"))

@@ -269,10 +269,7 @@ async fn attempt(client: &Client, api: ApiKey) -> Result<(), RequestError> {
                 "orders",
                 0,
                 0,
-                &FetchOptions {
-                    max_wait: Duration::ZERO,
-                    ..FetchOptions::default()
-                },
+                &FetchOptions::default().max_wait(Duration::ZERO),
             )
             .await
             .map(drop),
@@ -846,10 +843,7 @@ async fn deny_beats_allow_prefixes_match_and_super_users_bypass() {
             "payments",
             0,
             0,
-            &FetchOptions {
-                max_wait: Duration::ZERO,
-                ..FetchOptions::default()
-            },
+            &FetchOptions::default().max_wait(Duration::ZERO),
         )
         .await
         .expect("User:* reads");
@@ -943,10 +937,7 @@ async fn a_producer_id_read_from_a_fetched_batch_cannot_be_written_under() {
 
     let producer = quiver_sdk::Producer::new(
         alice.clone(),
-        quiver_sdk::ProducerConfig {
-            acks: Acks::All,
-            ..quiver_sdk::ProducerConfig::default()
-        },
+        quiver_sdk::ProducerConfig::default().acks(Acks::All),
     );
     let send = |n: u32| {
         let producer = &producer;

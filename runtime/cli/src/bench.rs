@@ -285,13 +285,11 @@ async fn produce(client: &Client, args: &BenchArgs, _partitions: u32) -> anyhow:
         };
         let producer = Producer::new(
             client,
-            ProducerConfig {
-                acks: args.acks,
-                batch_bytes: args.batch_bytes,
-                compression: args.compression,
-                linger: Duration::from_millis(args.linger_ms),
-                ..ProducerConfig::default()
-            },
+            ProducerConfig::default()
+                .acks(args.acks)
+                .batch_bytes(args.batch_bytes)
+                .compression(args.compression)
+                .linger(Duration::from_millis(args.linger_ms)),
         );
         let share = args.records / u64::from(args.producers)
             + u64::from(producer_index < args.records % u64::from(args.producers));
@@ -372,15 +370,14 @@ async fn produce(client: &Client, args: &BenchArgs, _partitions: u32) -> anyhow:
 }
 
 async fn consume(client: &Client, args: &BenchArgs, partitions: u32) -> anyhow::Result<Report> {
-    let options = FetchOptions {
-        max_wait: Duration::from_millis(100),
-        min_bytes: 1,
-        max_bytes: 8 * 1024 * 1024,
-        plugin: args.plugin.clone().map(|name| PluginCall {
+    let options = FetchOptions::default()
+        .max_wait(Duration::from_millis(100))
+        .min_bytes(1)
+        .max_bytes(8 * 1024 * 1024)
+        .plugin(args.plugin.clone().map(|name| PluginCall {
             name,
             params: args.params.clone(),
-        }),
-    };
+        }));
     let started = Instant::now();
     let mut tasks = Vec::new();
     let bar = progress(0, args.json);
@@ -446,12 +443,10 @@ async fn e2e(client: &Client, args: &BenchArgs, partitions: u32) -> anyhow::Resu
         let topic = args.topic.clone();
         let total = args.records;
         tokio::spawn(async move {
-            let options = FetchOptions {
-                max_wait: Duration::from_millis(500),
-                min_bytes: 1,
-                max_bytes: 4 * 1024 * 1024,
-                ..Default::default()
-            };
+            let options = FetchOptions::default()
+                .max_wait(Duration::from_millis(500))
+                .min_bytes(1)
+                .max_bytes(4 * 1024 * 1024);
             let mut latency = histogram()?;
             let (mut offset, mut seen, mut bytes) = (start, 0u64, 0u64);
             while seen < total {

@@ -189,22 +189,21 @@ async fn consume_in_group(
         .describe_topic(&args.topic)
         .await
         .with_context(|| format!("cannot consume `{}`", args.topic))?;
-    let config = ConsumerConfig {
-        group: Some(group.clone()),
+    let config = ConsumerConfig::default()
+        .group(group.clone())
         // Only used where the group has no committed offset, as in Kafka.
-        auto_offset_reset: if args.from_beginning {
+        .auto_offset_reset(if args.from_beginning {
             OffsetReset::Earliest
         } else {
             OffsetReset::Latest
-        },
-        fetch: FetchOptions {
-            max_wait: FETCH_WAIT,
-            min_bytes: 1,
-            max_bytes: 4 * 1024 * 1024,
-            plugin,
-        },
-        ..ConsumerConfig::default()
-    };
+        })
+        .fetch(
+            FetchOptions::default()
+                .max_wait(FETCH_WAIT)
+                .min_bytes(1)
+                .max_bytes(4 * 1024 * 1024)
+                .plugin(plugin),
+        );
     let mut consumer = Consumer::new(client.clone(), config);
     consumer
         .subscribe(&[args.topic.as_str()])
@@ -327,12 +326,11 @@ async fn fetch_loop(
     plugin: Option<PluginCall>,
     tx: mpsc::Sender<anyhow::Result<Chunk>>,
 ) {
-    let options = FetchOptions {
-        max_wait: FETCH_WAIT,
-        min_bytes: 1,
-        max_bytes: 4 * 1024 * 1024,
-        plugin,
-    };
+    let options = FetchOptions::default()
+        .max_wait(FETCH_WAIT)
+        .min_bytes(1)
+        .max_bytes(4 * 1024 * 1024)
+        .plugin(plugin);
     loop {
         match client.fetch(&topic, partition, offset, &options).await {
             Ok(fetched) => {

@@ -94,15 +94,13 @@ pub async fn run(args: ProduceArgs) -> anyhow::Result<()> {
     };
     let producer = Producer::new(
         client.clone(),
-        ProducerConfig {
-            acks: args.acks,
-            compression: args.compression,
-            linger: Duration::from_millis(args.linger_ms),
-            batch_bytes: args.batch_bytes,
-            delivery_timeout: Duration::from_millis(args.delivery_timeout_ms),
-            idempotence: !args.no_idempotence,
-            ..ProducerConfig::default()
-        },
+        ProducerConfig::default()
+            .acks(args.acks)
+            .compression(args.compression)
+            .linger(Duration::from_millis(args.linger_ms))
+            .batch_bytes(args.batch_bytes)
+            .delivery_timeout(Duration::from_millis(args.delivery_timeout_ms))
+            .idempotence(!args.no_idempotence),
     );
     let outcome = Arc::new(Outcome::default());
     let mut reader = BufReader::with_capacity(256 * 1024, input);
