@@ -35,6 +35,7 @@ pub struct ClientConfig {
     /// A user and password for brokers that authenticate with SCRAM-SHA-256; every
     /// connection authenticates before its first request.
     pub scram: Option<ScramLogin>,
+    /// How long the QUIC and TLS handshake may take.
     pub connect_timeout: Duration,
     /// How long a request may take beyond any wait it asks the broker for.
     pub request_timeout: Duration,
@@ -69,7 +70,9 @@ impl ClientConfig {
 /// is never printed.
 #[derive(Clone)]
 pub struct ScramLogin {
+    /// The user name.
     pub user: String,
+    /// The password.
     pub password: String,
 }
 
@@ -88,6 +91,7 @@ impl std::fmt::Debug for ScramLogin {
 pub struct FetchOptions {
     /// How long the broker may wait for `min_bytes` to arrive.
     pub max_wait: Duration,
+    /// Bytes the broker waits for (up to `max_wait`) before it answers.
     pub min_bytes: u32,
     /// A soft cap; the first batch comes whole even if larger.
     pub max_bytes: u32,
@@ -117,8 +121,11 @@ impl Default for FetchOptions {
 /// Stored batches as the broker sent them, not decoded.
 #[derive(Debug, Clone)]
 pub struct FetchedBatches {
+    /// The partition's high watermark: the end of what consumers may read.
     pub high_watermark: u64,
+    /// The partition's first stored offset (older records were removed by retention).
     pub log_start_offset: u64,
+    /// The offset the partition's next record will get.
     pub log_end_offset: u64,
     /// How long the broker throttles this client for (client quotas; 0 when not). The
     /// client sends that broker nothing more until it has passed.
@@ -130,8 +137,11 @@ pub struct FetchedBatches {
 /// Records from one fetch.
 #[derive(Debug, Clone)]
 pub struct Fetched {
+    /// The partition's high watermark: the end of what consumers may read.
     pub high_watermark: u64,
+    /// The partition's first stored offset (older records were removed by retention).
     pub log_start_offset: u64,
+    /// The offset the partition's next record will get.
     pub log_end_offset: u64,
     /// Records at or after the requested offset, in offset order.
     pub records: Vec<DecodedRecord>,
@@ -142,10 +152,13 @@ pub struct Fetched {
 /// Where a produced batch landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProduceReceipt {
+    /// The partition the batch was stored in.
     pub partition: u32,
     /// Offset of the batch's first record; record `i` of the batch has `base_offset + i`.
     pub base_offset: u64,
+    /// Records in the batch.
     pub record_count: u32,
+    /// When the broker stored the batch, in milliseconds since the epoch.
     pub log_append_time: i64,
 }
 

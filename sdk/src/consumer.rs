@@ -60,8 +60,10 @@ impl std::fmt::Display for TopicPartition {
 /// Where to start when the group has no committed offset for a partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum OffsetReset {
+    /// The partition's first stored record.
     Earliest,
     #[default]
+    /// The high watermark: only records produced from now on.
     Latest,
     /// Fail with [`ConsumerError::NoOffset`].
     Error,
@@ -74,11 +76,15 @@ pub enum OffsetReset {
 pub struct ConsumerConfig {
     /// Needed for `subscribe` and for commits.
     pub group: Option<String>,
+    /// Commit the positions `poll` handed out every `auto_commit_interval`, and on `close`.
     pub auto_commit: bool,
+    /// How often auto-commit commits.
     pub auto_commit_interval: Duration,
+    /// Where to start a partition that has no committed offset.
     pub auto_offset_reset: OffsetReset,
     /// A member silent for this long loses its partitions.
     pub session_timeout: Duration,
+    /// The options of each fetch the consumer sends.
     pub fetch: FetchOptions,
     /// Records one `poll` returns at most.
     pub max_poll_records: usize,
@@ -111,12 +117,19 @@ impl Default for ConsumerConfig {
 /// A record handed to the application.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsumerRecord {
+    /// The record's topic.
     pub topic: Arc<str>,
+    /// The partition it was stored in.
     pub partition: u32,
+    /// Its offset in the partition.
     pub offset: u64,
+    /// Its timestamp, in milliseconds since the epoch.
     pub timestamp: i64,
+    /// Its key, if it has one.
     pub key: Option<Bytes>,
+    /// Its value (`None`: a null value, as a tombstone).
     pub value: Option<Bytes>,
+    /// Its headers, in the order they were sent.
     pub headers: Vec<RecordHeader>,
 }
 
@@ -144,14 +157,19 @@ impl std::future::Future for CommitFuture {
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ConsumerError {
     #[error(transparent)]
+    /// A request to the broker failed.
     Request(#[from] RequestError),
     #[error("no committed offset for {0} and auto_offset_reset is `error`")]
+    /// The partition has no committed offset and `auto_offset_reset` is `Error`.
     NoOffset(TopicPartition),
     #[error("{0} is not assigned to this consumer")]
+    /// The partition is not assigned to this consumer.
     NotAssigned(TopicPartition),
     #[error("this needs a group: set ConsumerConfig::group")]
+    /// The call needs `ConsumerConfig::group`.
     NoGroup,
     #[error("the consumer is closed")]
+    /// The consumer was closed.
     Closed,
 }
 
@@ -315,6 +333,7 @@ fn to_wire(set: &BTreeSet<TopicPartition>) -> Vec<TopicPartitions> {
 }
 
 impl Consumer {
+    /// A consumer over `client`'s connection; it reads nothing until `assign` or `subscribe`.
     pub fn new(client: Client, config: ConsumerConfig) -> Self {
         Self {
             client,
@@ -450,6 +469,7 @@ impl Consumer {
         }
     }
 
+    /// Fetches `partitions` again after [`Consumer::pause`].
     pub fn resume(&mut self, partitions: &[TopicPartition]) {
         for tp in partitions {
             if let Some(s) = self.assigned.get_mut(tp) {

@@ -27,6 +27,8 @@
 //! # Ok(()) }
 //! ```
 
+#![warn(missing_docs)]
+
 /// Fluent setters for a config struct, one per field, named as the field: a config
 /// built as `ProducerConfig::default().acks(Acks::All).linger(d)` keeps compiling when
 /// a field is added, which a struct literal would not (the configs are

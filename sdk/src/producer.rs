@@ -42,12 +42,14 @@ pub const MAX_IN_FLIGHT_LIMIT: usize = 5;
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ProducerConfig {
+    /// Which replicas must have a batch before it counts as delivered: `All` (the default), `Leader` or `None`.
     pub acks: Acks,
     /// Retries per batch; `None` retries until `delivery_timeout`.
     pub retries: Option<u32>,
     /// First pause before a retry; doubles per attempt up to `retry_backoff_max`, with
     /// up to 20% random jitter so producers do not retry in lockstep.
     pub retry_backoff: Duration,
+    /// The longest pause between retries.
     pub retry_backoff_max: Duration,
     /// Time from `send` to success or final failure of a record.
     pub delivery_timeout: Duration,
@@ -57,7 +59,9 @@ pub struct ProducerConfig {
     pub batch_bytes: usize,
     /// Batches in flight per partition (1 to 5).
     pub max_in_flight: usize,
+    /// How batches are compressed (none, lz4 or zstd).
     pub compression: Compression,
+    /// Retries never store a record twice and order is kept per partition (the broker deduplicates by producer id and sequence).
     pub idempotence: bool,
     /// Bytes of records waiting or in flight, at most.
     pub buffer_bytes: usize,
@@ -113,14 +117,18 @@ pub struct ProducerRecord {
     pub topic: Arc<str>,
     /// Send to this partition; otherwise by key hash, or sticky for records without key.
     pub partition: Option<u32>,
+    /// The key; records with a key go to the partition its hash picks.
     pub key: Option<Bytes>,
+    /// The value (`None`: a null value, as a tombstone).
     pub value: Option<Bytes>,
+    /// Headers, sent in this order.
     pub headers: Vec<RecordHeader>,
     /// Milliseconds since the epoch; `None` for the time of `send`.
     pub timestamp: Option<i64>,
 }
 
 impl ProducerRecord {
+    /// A record for `topic` with `value`, no key and no headers.
     pub fn new(topic: impl Into<Arc<str>>, value: impl Into<Bytes>) -> Self {
         Self {
             topic: topic.into(),
@@ -132,16 +140,19 @@ impl ProducerRecord {
         }
     }
 
+    /// Sets the key, which also picks the partition (unless one is set).
     pub fn key(mut self, key: impl Into<Bytes>) -> Self {
         self.key = Some(key.into());
         self
     }
 
+    /// Sends to this partition.
     pub fn partition(mut self, partition: u32) -> Self {
         self.partition = Some(partition);
         self
     }
 
+    /// Adds a header.
     pub fn header(mut self, key: impl Into<String>, value: impl Into<Bytes>) -> Self {
         self.headers.push(RecordHeader {
             key: key.into(),
@@ -154,10 +165,13 @@ impl ProducerRecord {
 /// Where a record was stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordReceipt {
+    /// The record's topic.
     pub topic: Arc<str>,
+    /// The partition it was stored in.
     pub partition: u32,
     /// `None` with `acks = none`: the broker does not say.
     pub offset: Option<u64>,
+    /// Its timestamp, in milliseconds since the epoch.
     pub timestamp: i64,
 }
 

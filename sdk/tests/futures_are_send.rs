@@ -66,6 +66,7 @@ async fn every_public_future_is_send(
     send(consumer.seek_to_end(&tp));
     send(consumer.committed(std::slice::from_ref(&tp)));
     send(consumer.commit_sync());
+    send(consumer.commit_async());
     send(consumer.wait_for_assignment(Duration::ZERO));
     send(consumer.offsets_for_times(&[(tp.clone(), 0)]));
     send(consumer.close());
