@@ -25,6 +25,7 @@ pub mod peers;
 pub mod plugins;
 pub mod producer_id;
 pub mod quota;
+pub(crate) mod replica_plan;
 pub mod replication;
 pub mod reply;
 pub mod security;

@@ -7,7 +7,7 @@
 //! The leader stamps its epoch on every batch it appends; followers append the
 //! leader's batches as they are, so replicas hold byte-identical logs.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -24,6 +24,7 @@ use quiver_wire::message::ResponseBody;
 
 use crate::cluster::ClusterMember;
 use crate::partition::Partition;
+use crate::replica_plan::{self, ReplicaKey, RoleStep};
 use crate::reply::{Outgoing, RequestError};
 use crate::server::{BrokerState, now_ms};
 use crate::worker::blocking;
@@ -266,132 +267,65 @@ pub async fn apply_topic_configs(
 
 /// Brings the replicas this broker holds in line with the controller's metadata:
 /// creates state machines for new ones, applies roles and ISR changes, and drops the
-/// replicas of deleted topics.
+/// replicas of deleted topics. What to do is [`replica_plan::plan`]'s decision; this
+/// gathers its inputs and carries its steps out.
 pub async fn reconcile(state: &Arc<BrokerState>, member: &ClusterMember) {
     let metadata = member.controller.metadata();
     let me = member.broker_id;
-    let mut wanted = Vec::new();
+    let mut stored: BTreeSet<ReplicaKey> = BTreeSet::new();
     for (name, topic) in metadata.topics() {
-        let Some(local) = state.topics.get(name) else {
-            continue;
-        };
-        for (index, record) in topic.partitions.iter().enumerate() {
-            let index = index as u32;
-            if !record.replicas.contains(&me) {
-                continue;
-            }
-            let Some(partition) = local.partitions.get(index as usize).cloned() else {
-                continue;
-            };
-            wanted.push((name.clone(), index));
-            let slot = match member.replication.slot(name, index) {
-                Some(slot) => slot,
-                None => {
-                    let log = match recovered(&partition) {
-                        Ok(log) => log,
-                        Err(err) => {
-                            tracing::error!(topic = %name, partition = index, %err, "cannot read the replica's log");
-                            continue;
-                        }
-                    };
-                    let replica = match Replica::new(me, replica_config(state, &topic.configs), log)
-                    {
-                        Ok(r) => r,
-                        Err(err) => {
-                            tracing::error!(topic = %name, partition = index, %err, "cannot start the replica");
-                            continue;
-                        }
-                    };
-                    partition.set_replicated(0);
-                    let slot = Arc::new(ReplicaSlot {
-                        topic: name.clone(),
-                        index,
-                        partition,
-                        replica: tokio::sync::Mutex::new(replica),
-                        wake: tokio::sync::Notify::new(),
-                        isr_version: Mutex::new(None),
-                        closed: std::sync::atomic::AtomicBool::new(false),
-                    });
-                    member
-                        .replication
-                        .slots
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert((name.clone(), index), Arc::clone(&slot));
-                    tokio::spawn(follower_loop(Arc::clone(state), Arc::clone(&slot)));
-                    slot
-                }
-            };
-            if record.leader == Some(me) && !member.is_registered() {
-                // The metadata may still name this broker's previous incarnation as
-                // leader, in an epoch begun before a crash: lead only once this
-                // incarnation's registration (which moves that leadership to a new
-                // epoch) is applied.
-                continue;
-            }
-            let mut replica = slot.replica.lock().await;
-            let now = mono_ms();
-            match record.leader {
-                Some(leader) if leader == me => {
-                    let leading = matches!(replica.role(), Role::Leader { leader_epoch } if leader_epoch == record.leader_epoch);
-                    if !leading {
-                        slot.partition.set_leader_epoch(record.leader_epoch);
-                        match replica.become_leader(
-                            record.leader_epoch,
-                            &record.isr,
-                            &record.replicas,
-                            now,
-                        ) {
-                            Ok(()) => {
-                                *slot.isr_version.lock().unwrap_or_else(|p| p.into_inner()) =
-                                    Some((record.leader_epoch, record.isr_version));
-                                tracing::info!(topic = %name, partition = index, epoch = record.leader_epoch, "leading");
-                            }
-                            Err(err) => {
-                                tracing::warn!(topic = %name, partition = index, %err, "cannot lead")
-                            }
-                        }
-                        apply_outputs(state, &slot, &mut replica, None);
-                    } else {
-                        drop(replica);
-                        commit_isr(
-                            state,
-                            &slot,
-                            record.leader_epoch,
-                            record.isr_version,
-                            record.isr.clone(),
-                        )
-                        .await;
-                        continue;
-                    }
-                }
-                Some(leader) => {
-                    let following = matches!(replica.role(), Role::Follower { leader: l, leader_epoch } if l == leader && leader_epoch == record.leader_epoch);
-                    if !following {
-                        match replica.become_follower(leader, record.leader_epoch, now) {
-                            Ok(()) => {
-                                tracing::info!(topic = %name, partition = index, leader, epoch = record.leader_epoch, "following")
-                            }
-                            Err(err) => {
-                                tracing::warn!(topic = %name, partition = index, %err, "cannot follow")
-                            }
-                        }
-                        apply_outputs(state, &slot, &mut replica, None);
-                    }
-                }
-                None => {}
-            }
-            drop(replica);
-            slot.wake.notify_one();
-        }
+        let local = state.topics.get(name).map_or(0, |l| l.partitions.len());
+        let count = topic.partitions.len().min(local);
+        stored.extend((0..count as u32).map(|index| (name.clone(), index)));
     }
+    let slots: Vec<Arc<ReplicaSlot>> = member
+        .replication
+        .slots
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .values()
+        .cloned()
+        .collect();
+    let mut running = BTreeMap::new();
+    for slot in slots {
+        let role = slot.replica.lock().await.role();
+        running.insert((slot.topic.clone(), slot.index), role);
+    }
+    let partitions = metadata.topics().iter().flat_map(|(name, topic)| {
+        topic
+            .partitions
+            .iter()
+            .enumerate()
+            .map(move |(index, record)| (name.as_str(), index as u32, record))
+    });
+    let plan = replica_plan::plan(me, member.is_registered(), partitions, &stored, &running);
+
+    for step in plan.steps {
+        let (name, index) = &step.key;
+        let slot = if step.create {
+            let Some(topic) = metadata.topic(name) else {
+                continue;
+            };
+            match start_replica(state, member, name, *index, &topic.configs) {
+                Some(slot) => slot,
+                None => continue,
+            }
+        } else {
+            match member.replication.slot(name, *index) {
+                Some(slot) => slot,
+                None => continue,
+            }
+        };
+        apply_role_step(state, &slot, step.role).await;
+    }
+    let remove: BTreeSet<ReplicaKey> = plan.remove.into_iter().collect();
     let mut slots = member
         .replication
         .slots
         .lock()
         .unwrap_or_else(|p| p.into_inner());
     slots.retain(|key, slot| {
-        let keep = wanted.contains(key);
+        let keep = !remove.contains(key);
         if !keep {
             slot.closed
                 .store(true, std::sync::atomic::Ordering::Release);
@@ -399,6 +333,108 @@ pub async fn reconcile(state: &Arc<BrokerState>, member: &ClusterMember) {
         }
         keep
     });
+}
+
+/// Starts the state machine of replica `index` of topic `name` from its log, and its
+/// follower loop; `None` (logged) when the log cannot be read.
+fn start_replica(
+    state: &Arc<BrokerState>,
+    member: &ClusterMember,
+    name: &str,
+    index: u32,
+    configs: &std::collections::BTreeMap<String, String>,
+) -> Option<Arc<ReplicaSlot>> {
+    let partition = state
+        .topics
+        .get(name)?
+        .partitions
+        .get(index as usize)
+        .cloned()?;
+    let log = match recovered(&partition) {
+        Ok(log) => log,
+        Err(err) => {
+            tracing::error!(topic = %name, partition = index, %err, "cannot read the replica's log");
+            return None;
+        }
+    };
+    let replica = match Replica::new(member.broker_id, replica_config(state, configs), log) {
+        Ok(r) => r,
+        Err(err) => {
+            tracing::error!(topic = %name, partition = index, %err, "cannot start the replica");
+            return None;
+        }
+    };
+    partition.set_replicated(0);
+    let slot = Arc::new(ReplicaSlot {
+        topic: name.to_owned(),
+        index,
+        partition,
+        replica: tokio::sync::Mutex::new(replica),
+        wake: tokio::sync::Notify::new(),
+        isr_version: Mutex::new(None),
+        closed: std::sync::atomic::AtomicBool::new(false),
+    });
+    member
+        .replication
+        .slots
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert((name.to_owned(), index), Arc::clone(&slot));
+    tokio::spawn(follower_loop(Arc::clone(state), Arc::clone(&slot)));
+    Some(slot)
+}
+
+/// Carries out one replica's role step.
+async fn apply_role_step(state: &Arc<BrokerState>, slot: &Arc<ReplicaSlot>, step: RoleStep) {
+    let (name, index) = (&slot.topic, slot.index);
+    match step {
+        RoleStep::Keep => {}
+        RoleStep::AwaitRegistration => return,
+        RoleStep::CommitIsr {
+            leader_epoch,
+            isr_version,
+            isr,
+        } => {
+            commit_isr(state, slot, leader_epoch, isr_version, isr).await;
+            return;
+        }
+        RoleStep::Lead {
+            leader_epoch,
+            isr_version,
+            isr,
+            replicas,
+        } => {
+            let mut replica = slot.replica.lock().await;
+            slot.partition.set_leader_epoch(leader_epoch);
+            match replica.become_leader(leader_epoch, &isr, &replicas, mono_ms()) {
+                Ok(()) => {
+                    *slot.isr_version.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some((leader_epoch, isr_version));
+                    tracing::info!(topic = %name, partition = index, epoch = leader_epoch, "leading");
+                }
+                Err(err) => {
+                    tracing::warn!(topic = %name, partition = index, %err, "cannot lead")
+                }
+            }
+            apply_outputs(state, slot, &mut replica, None);
+        }
+        RoleStep::Follow {
+            leader,
+            leader_epoch,
+        } => {
+            let mut replica = slot.replica.lock().await;
+            match replica.become_follower(leader, leader_epoch, mono_ms()) {
+                Ok(()) => {
+                    tracing::info!(topic = %name, partition = index, leader, epoch = leader_epoch, "following")
+                }
+                Err(err) => {
+                    tracing::warn!(topic = %name, partition = index, %err, "cannot follow")
+                }
+            }
+            apply_outputs(state, slot, &mut replica, None);
+        }
+    }
+    slot.wake.notify_one();
 }
 
 /// Fetches from the leader while this replica follows; idles while it leads.
