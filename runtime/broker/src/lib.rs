@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod offsets;
 pub mod partition;
 pub mod peers;
+pub(crate) mod plugin_plan;
 pub mod plugins;
 pub mod producer_id;
 pub mod quota;

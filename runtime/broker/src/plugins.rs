@@ -7,6 +7,8 @@
 //! Plugin calls are CPU work of up to the per-call bound (100 ms by default), so they
 //! run through `blocking` and never stall an async worker.
 
+use std::collections::BTreeMap;
+
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -338,28 +340,38 @@ pub fn module(req: PluginModuleRequest, state: &BrokerState) -> Result<Outgoing,
 pub async fn sync_with_controller(state: &BrokerState, member: &ClusterMember) -> bool {
     let _one_at_a_time = member.plugin_sync.lock().await;
     let metadata = member.controller.metadata();
+    let wanted: BTreeMap<String, String> = metadata
+        .plugins()
+        .iter()
+        .map(|(name, record)| (name.clone(), record.version.clone()))
+        .collect();
+    let installed: BTreeMap<String, String> = state
+        .plugins
+        .list()
+        .0
+        .into_iter()
+        .map(|info| (info.name, info.version))
+        .collect();
+    let plan = crate::plugin_plan::plan(&wanted, &installed);
     let mut complete = true;
-    for (name, record) in metadata.plugins() {
-        if state.plugins.version(name).as_deref() == Some(record.version.as_str()) {
+    for (name, version) in &plan.install {
+        let Some(record) = metadata.plugins().get(name) else {
             continue;
-        }
+        };
         match install(state, member, &metadata, name, record).await {
             Ok(()) => {
-                tracing::info!(plugin = %name, version = %record.version, "plugin installed from the controller's metadata");
+                tracing::info!(plugin = %name, %version, "plugin installed from the controller's metadata");
             }
             Err(err) => {
                 complete = false;
-                tracing::warn!(plugin = %name, version = %record.version, %err, "cannot install a plugin version yet");
+                tracing::warn!(plugin = %name, %version, %err, "cannot install a plugin version yet");
             }
         }
     }
-    let (local, _) = state.plugins.list();
-    for info in local {
-        if !metadata.plugins().contains_key(&info.name)
-            && let Err(err) = state.plugins.remove(&info.name)
-        {
+    for name in &plan.remove {
+        if let Err(err) = state.plugins.remove(name) {
             complete = false;
-            tracing::error!(plugin = %info.name, %err, "cannot remove a plugin the controller dropped");
+            tracing::error!(plugin = %name, %err, "cannot remove a plugin the controller dropped");
         }
     }
     let mut attachments = Vec::with_capacity(metadata.attachments().len());
