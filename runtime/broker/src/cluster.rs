@@ -25,7 +25,6 @@ use quiver_cluster::{
     Controller, MetadataCommand, MetadataResponse, RaftRpc, RaftRpcReply, RaftTransport,
     TransportError,
 };
-use quiver_sdk::Client;
 use quiver_wire::ErrorCode;
 use quiver_wire::cluster::{
     BrokerStatus, ClusterStatusResponse, ControllerRpcRequest, ControllerRpcResponse,
@@ -33,6 +32,7 @@ use quiver_wire::cluster::{
 };
 use quiver_wire::message::ResponseBody;
 
+use crate::peers::Lane;
 use crate::reply::{Outgoing, RequestError};
 use crate::server::{BrokerState, now_ms};
 
@@ -47,6 +47,9 @@ const UNREGISTERED: u64 = u64::MAX;
 pub struct ClusterMember {
     pub controller: Controller,
     pub broker_id: u32,
+    /// Connections to the other brokers: the one pool every broker-to-broker request
+    /// goes through.
+    pub peers: Arc<crate::peers::PeerClients>,
     /// The partition replicas this broker holds.
     pub replication: crate::replication::Replication,
     /// The epoch the controller gave this broker's registration; [`UNREGISTERED`]
@@ -113,16 +116,17 @@ impl FencingGrace {
 }
 
 impl ClusterMember {
-    /// `broker` configures how this broker connects to the others.
+    /// Broker `broker_id`'s part in the cluster, reaching the others through `peers`.
     pub fn new(
         controller: Controller,
-        broker: &crate::BrokerConfig,
-        health: Arc<crate::peers::PeerHealth>,
+        broker_id: u32,
+        peers: Arc<crate::peers::PeerClients>,
     ) -> Self {
         Self {
             controller,
-            broker_id: broker.node_id,
-            replication: crate::replication::Replication::new(broker.clone(), health),
+            broker_id,
+            peers,
+            replication: crate::replication::Replication::default(),
             broker_epoch: AtomicU64::new(UNREGISTERED),
             plugin_sync: tokio::sync::Mutex::new(()),
             coordinator_term: AtomicU64::new(u64::MAX),
@@ -162,21 +166,13 @@ const RAFT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Carries controller RPCs to other brokers over QUIC, one request stream per RPC, with
 /// one cached connection per peer.
 pub struct QuicRaftTransport {
-    peers: crate::peers::PeerClients,
+    peers: Arc<crate::peers::PeerClients>,
 }
 
 impl QuicRaftTransport {
-    /// Connects as the broker `broker` configures: its CA and its own certificate.
-    pub fn new(broker: crate::BrokerConfig, health: Arc<crate::peers::PeerHealth>) -> Self {
-        Self {
-            peers: crate::peers::PeerClients::new(broker, RAFT_REQUEST_TIMEOUT, health),
-        }
-    }
-
-    async fn peer(&self, target: u64, addr: &str) -> Result<Client, TransportError> {
-        let unreachable = |reason: String| TransportError::Unreachable { target, reason };
-        let id = u32::try_from(target).map_err(|_| unreachable("not a broker id".into()))?;
-        self.peers.get(id, addr).await.map_err(unreachable)
+    /// Sends through `peers`, on their control lane.
+    pub fn new(peers: Arc<crate::peers::PeerClients>) -> Self {
+        Self { peers }
     }
 }
 
@@ -188,27 +184,32 @@ impl RaftTransport for QuicRaftTransport {
         rpc: RaftRpc,
     ) -> Result<RaftRpcReply, TransportError> {
         let payload = rpc.encode().map_err(TransportError::TooLarge)?;
-        let client = self.peer(target, addr).await?;
+        let id = u32::try_from(target).map_err(|_| TransportError::Unreachable {
+            target,
+            reason: "not a broker id".into(),
+        })?;
         let request = ControllerRpcRequest {
             payload: Bytes::from(payload),
         };
-        match client.call(&request).await {
+        match self
+            .peers
+            .call(id, addr, Lane::Control, &request, RAFT_REQUEST_TIMEOUT)
+            .await
+        {
             Ok(response) => {
                 RaftRpcReply::decode(&response.payload).map_err(|e| TransportError::Failed {
                     target,
                     reason: e.to_string(),
                 })
             }
-            Err(err) => {
-                // A broken connection is reopened by the next call.
-                if let Ok(id) = u32::try_from(target) {
-                    self.peers.forget(id).await;
-                }
-                Err(TransportError::Failed {
-                    target,
-                    reason: err.to_string(),
-                })
-            }
+            Err(quiver_sdk::RequestError::Connect(err)) => Err(TransportError::Unreachable {
+                target,
+                reason: err.to_string(),
+            }),
+            Err(err) => Err(TransportError::Failed {
+                target,
+                reason: err.to_string(),
+            }),
         }
     }
 }
@@ -381,14 +382,18 @@ pub async fn start(
         seeds,
     );
     controller_config.advertised_addr = Some(advertised.clone());
-    let transport = QuicRaftTransport::new(state.config.clone(), Arc::clone(&state.peer_health));
+    let peers = Arc::new(crate::peers::PeerClients::new(
+        state.config.clone(),
+        Arc::clone(&state.peer_health),
+    ));
+    let transport = QuicRaftTransport::new(Arc::clone(&peers));
     let controller = Controller::start_with(controller_config, transport)
         .await
         .map_err(|e| e.to_string())?;
     let _ = state.cluster.set(Arc::new(ClusterMember::new(
         controller,
-        config,
-        Arc::clone(&state.peer_health),
+        config.node_id,
+        peers,
     )));
     let member = state
         .cluster

@@ -1,6 +1,7 @@
-//! Connections from this broker to the other brokers of its cluster: one cached SDK
-//! client per broker id, connecting with the cluster's CA and this broker's own
-//! certificate (which the broker-to-broker APIs require). [`PeerHealth`] remembers
+//! Connections from this broker to the other brokers of its cluster: one pool, one
+//! cached SDK client per broker and [`Lane`], connecting with the cluster's CA and
+//! this broker's own certificate (which the broker-to-broker APIs require), and one
+//! rule for a broken connection ([`PeerClients::call`]). [`PeerHealth`] remembers
 //! which peers this broker could not reach and why, for `quiver cluster status`, and
 //! says so in one warning line per peer rather than a flood.
 
@@ -8,64 +9,129 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use quiver_sdk::{Client, ClientConfig};
+use quiver_sdk::{Client, ClientConfig, ConnectError, RequestError};
+use quiver_wire::message::Rpc;
 
 use crate::BrokerConfig;
 
 /// How long connecting to another broker may take before it counts as unreachable.
 const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// The SDK client's own bound on a request; each call sets a shorter one of its own.
+const PEER_REQUEST_TIMEOUT_MAX: Duration = Duration::from_secs(30);
 
-/// One cached connection per other broker, with the address it was opened to.
+/// Which connection to a peer a request takes. The controller's RPCs get one of their
+/// own, as Kafka gives KRaft its own listener: replication moves megabytes per fetch,
+/// and a heartbeat queued behind them on one connection's flow and congestion control
+/// could cost a controller election.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Lane {
+    /// Raft RPCs of the controller quorum.
+    Control,
+    /// Replica fetches and plugin modules.
+    Data,
+}
+
+/// One cached connection per other broker and lane, with the address it was opened to.
 pub struct PeerClients {
     broker: BrokerConfig,
-    request_timeout: Duration,
-    clients: tokio::sync::Mutex<HashMap<u32, (String, Client)>>,
+    clients: tokio::sync::Mutex<HashMap<(u32, Lane), (String, Client)>>,
     health: Arc<PeerHealth>,
 }
 
 impl PeerClients {
-    /// Clients that connect as `broker` configures and give each request
-    /// `request_timeout`, recording in `health` which peers it could not reach.
-    pub fn new(broker: BrokerConfig, request_timeout: Duration, health: Arc<PeerHealth>) -> Self {
+    /// Clients that connect as `broker` configures, recording in `health` which peers
+    /// could not be reached.
+    pub fn new(broker: BrokerConfig, health: Arc<PeerHealth>) -> Self {
         Self {
             broker,
-            request_timeout,
             clients: tokio::sync::Mutex::new(HashMap::new()),
             health,
         }
     }
 
-    /// The connection to broker `id` at `addr`, opened on first use and again when
-    /// the broker moved to another address (a restart with another `--listen`).
-    pub async fn get(&self, id: u32, addr: &str) -> Result<Client, String> {
-        if let Some((opened_to, client)) = self.clients.lock().await.get(&id)
+    /// Sends `request` to broker `id` at `addr` on `lane` and waits at most `timeout`
+    /// for its answer. The one rule for a broken connection: any failure but the
+    /// peer's own answer (a connection lost, no answer in time, no connection) drops
+    /// the cached connection, so the next call opens another rather than wait on a
+    /// connection whose retransmission timers backed off during an outage.
+    pub async fn call<R: Rpc>(
+        &self,
+        id: u32,
+        addr: &str,
+        lane: Lane,
+        request: &R,
+        timeout: Duration,
+    ) -> Result<R::Response, RequestError> {
+        self.with_client(id, addr, lane, timeout, |client| async move {
+            client.call(request).await
+        })
+        .await
+    }
+
+    /// Runs `requests` with the connection to broker `id` at `addr` on `lane`, for at
+    /// most `timeout` in all, under [`PeerClients::call`]'s rule for a broken
+    /// connection: for requests the SDK makes itself (a produce to a dead-letter
+    /// topic's leader).
+    pub async fn with_client<T, F>(
+        &self,
+        id: u32,
+        addr: &str,
+        lane: Lane,
+        timeout: Duration,
+        requests: impl FnOnce(Client) -> F,
+    ) -> Result<T, RequestError>
+    where
+        F: std::future::Future<Output = Result<T, RequestError>>,
+    {
+        let answer = match tokio::time::timeout(timeout, async {
+            let client = self.get(id, addr, lane).await?;
+            requests(client).await
+        })
+        .await
+        {
+            Ok(answer) => answer,
+            Err(_) => Err(RequestError::Timeout(timeout)),
+        };
+        if let Err(err) = &answer
+            && !matches!(err, RequestError::Broker(_))
+        {
+            self.forget(id, lane).await;
+        }
+        answer
+    }
+
+    /// The connection to broker `id` at `addr` on `lane`, opened on first use and
+    /// again when the broker moved to another address (a restart with another
+    /// `--listen`).
+    async fn get(&self, id: u32, addr: &str, lane: Lane) -> Result<Client, ConnectError> {
+        if let Some((opened_to, client)) = self.clients.lock().await.get(&(id, lane))
             && opened_to == addr
         {
             return Ok(client.clone());
         }
         let mut config = client_config(&self.broker, addr);
         config.connect_timeout = PEER_CONNECT_TIMEOUT;
-        config.request_timeout = self.request_timeout;
+        config.request_timeout = PEER_REQUEST_TIMEOUT_MAX;
         let client = match Client::connect(config).await {
             Ok(client) => client,
             Err(err) => {
                 let reason = unreachable_reason(&err, addr);
                 self.health
                     .failed(id, addr, &reason, crate::server::now_ms());
-                return Err(err.to_string());
+                return Err(err);
             }
         };
         self.health.reached(id, addr);
         self.clients
             .lock()
             .await
-            .insert(id, (addr.to_owned(), client.clone()));
+            .insert((id, lane), (addr.to_owned(), client.clone()));
         Ok(client)
     }
 
-    /// Drops a broken connection; the next [`PeerClients::get`] opens another.
-    pub async fn forget(&self, id: u32) {
-        self.clients.lock().await.remove(&id);
+    /// Drops a broken connection; the next call opens another.
+    async fn forget(&self, id: u32, lane: Lane) {
+        self.clients.lock().await.remove(&(id, lane));
     }
 }
 

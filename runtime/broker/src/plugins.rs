@@ -24,12 +24,13 @@ use quiver_wire::batch::{
 };
 use quiver_wire::message::{Empty, ResponseBody};
 use quiver_wire::plugin::{
-    OnError, PluginAttachRequest, PluginDetachRequest, PluginListResponse, PluginModuleRequest,
-    PluginModuleResponse, PluginStage, PluginUploadRequest,
+    OnError, PluginAttachRequest, PluginDetachRequest, PluginListRequest, PluginListResponse,
+    PluginModuleRequest, PluginModuleResponse, PluginStage, PluginUploadRequest,
 };
 
 use crate::cluster::ClusterMember;
 use crate::partition::Partition;
+use crate::peers::Lane;
 use crate::reply::{Outgoing, RequestError};
 use crate::server::{BrokerState, now_ms};
 use crate::worker::blocking;
@@ -256,24 +257,18 @@ async fn await_second_copy(
         for (id, address) in &others {
             // Each question is bounded by what is left of the wait, so an unreachable
             // broker cannot hold the answer past it.
-            let asked = tokio::time::timeout_at(deadline, async {
-                let client = member.replication.peers.get(*id, address).await?;
-                Ok::<_, String>(quiver_sdk::Admin::from_client(client).list_plugins().await)
-            })
-            .await;
-            let Ok(Ok(listed)) = asked else {
-                continue;
-            };
-            match listed {
-                Ok((plugins, _))
-                    if plugins
-                        .iter()
-                        .any(|p| p.name == name && p.version == version) =>
-                {
-                    return Ok(());
-                }
-                Ok(_) => {}
-                Err(err) => forget_unless_answered(member, *id, &err).await,
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let listed = member
+                .peers
+                .call(*id, address, Lane::Data, &PluginListRequest, left)
+                .await;
+            if let Ok(listed) = listed
+                && listed
+                    .plugins
+                    .iter()
+                    .any(|p| p.name == name && p.version == version)
+            {
+                return Ok(());
             }
         }
         if tokio::time::Instant::now() >= deadline {
@@ -433,22 +428,16 @@ async fn fetch_module(
 ) -> Result<Vec<u8>, String> {
     let mut failures = Vec::new();
     for (id, address) in active_peers(member, metadata) {
-        let client = match member.replication.peers.get(id, &address).await {
-            Ok(client) => client,
-            Err(err) => {
-                failures.push(format!("node {id}: {err}"));
-                continue;
-            }
-        };
         let request = PluginModuleRequest {
             version: version.to_owned(),
         };
-        match client.call(&request).await {
+        match member
+            .peers
+            .call(id, &address, Lane::Data, &request, MODULE_FETCH_TIMEOUT)
+            .await
+        {
             Ok(response) => return Ok(response.module.to_vec()),
-            Err(err) => {
-                forget_unless_answered(member, id, &err).await;
-                failures.push(format!("node {id}: {err}"));
-            }
+            Err(err) => failures.push(format!("node {id}: {err}")),
         }
     }
     Err(format!(
@@ -474,13 +463,10 @@ fn active_peers(
         .collect()
 }
 
-/// Drops the connection to `id` after a transport failure; a broker's own answer
-/// means the connection works.
-async fn forget_unless_answered(member: &ClusterMember, id: u32, err: &quiver_sdk::RequestError) {
-    if !matches!(err, quiver_sdk::RequestError::Broker(_)) {
-        member.replication.peers.forget(id).await;
-    }
-}
+/// How long forwarding dead-letter batches to their topic's leader may take in all.
+const DEAD_LETTER_FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long fetching a plugin module from another broker may take.
+const MODULE_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn corrupt(err: impl std::fmt::Display) -> RequestError {
     RequestError::new(ErrorCode::CorruptBatch, err.to_string())
@@ -614,23 +600,30 @@ async fn dead_letter_remotely(
     let Some((leader, address)) = leader else {
         return Err(not_here);
     };
-    let client = member
-        .replication
+    member
         .peers
-        .get(leader, &address)
+        .with_client(
+            leader,
+            &address,
+            Lane::Data,
+            DEAD_LETTER_FORWARD_TIMEOUT,
+            |client| async move {
+                for batch in batches {
+                    client
+                        .produce_batch(dlq_topic, index, quiver_wire::message::Acks::Leader, batch)
+                        .await?;
+                }
+                Ok(())
+            },
+        )
         .await
-        .map_err(|e| RequestError::new(ErrorCode::NotLeader, e))?;
-    for batch in batches {
-        client
-            .produce_batch(dlq_topic, index, quiver_wire::message::Acks::Leader, batch)
-            .await
-            .map_err(|e| {
-                RequestError::new(
-                    e.code().unwrap_or(ErrorCode::Timeout),
-                    format!("dead-letter records to node {leader}: {e}"),
-                )
-            })?;
-    }
+        .map_err(|e| {
+            let code = match &e {
+                quiver_sdk::RequestError::Connect(_) => ErrorCode::NotLeader,
+                e => e.code().unwrap_or(ErrorCode::Timeout),
+            };
+            RequestError::new(code, format!("dead-letter records to node {leader}: {e}"))
+        })?;
     Ok(())
 }
 

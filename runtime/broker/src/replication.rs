@@ -24,6 +24,7 @@ use quiver_wire::message::ResponseBody;
 
 use crate::cluster::ClusterMember;
 use crate::partition::Partition;
+use crate::peers::Lane;
 use crate::replica_plan::{self, ReplicaKey, RoleStep};
 use crate::reply::{Outgoing, RequestError};
 use crate::server::{BrokerState, now_ms};
@@ -62,26 +63,13 @@ pub struct ReplicaSlot {
     closed: std::sync::atomic::AtomicBool,
 }
 
-/// How long a replica fetch or another broker-to-broker request to a peer may take.
-const PEER_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Every replica this broker holds, and connections to the other brokers.
+/// Every replica this broker holds.
+#[derive(Default)]
 pub struct Replication {
     slots: Mutex<HashMap<(String, u32), Arc<ReplicaSlot>>>,
-    pub peers: crate::peers::PeerClients,
 }
 
 impl Replication {
-    pub fn new(
-        broker: crate::BrokerConfig,
-        health: std::sync::Arc<crate::peers::PeerHealth>,
-    ) -> Self {
-        Self {
-            slots: Mutex::new(HashMap::new()),
-            peers: crate::peers::PeerClients::new(broker, PEER_REQUEST_TIMEOUT, health),
-        }
-    }
-
     pub fn slot(&self, topic: &str, index: u32) -> Option<Arc<ReplicaSlot>> {
         self.slots
             .lock()
@@ -473,35 +461,29 @@ async fn follower_loop(state: Arc<BrokerState>, slot: Arc<ReplicaSlot>) {
             .broker(request.leader)
             .map(|b| b.address.clone());
         let response = match address {
-            Some(address) => match member.replication.peers.get(request.leader, &address).await {
-                Ok(client) => {
-                    let wire = ReplicaFetchRequest {
-                        topic: slot.topic.clone(),
-                        partition: slot.index,
-                        replica_id: member.broker_id,
-                        leader_epoch: request.leader_epoch,
-                        fetch_offset: request.fetch_offset,
-                        last_fetched_epoch: request.last_fetched_epoch,
-                        max_bytes: FETCH_BYTES,
-                        max_wait_ms: u32::try_from(FETCH_WAIT.as_millis()).unwrap_or(500),
-                    };
-                    let answer = tokio::time::timeout(REPLICA_FETCH_TIMEOUT, client.call(&wire))
-                        .await
-                        .unwrap_or(Err(quiver_sdk::RequestError::Timeout(
-                            REPLICA_FETCH_TIMEOUT,
-                        )));
-                    if let Err(
-                        quiver_sdk::RequestError::ConnectionLost(_)
-                        | quiver_sdk::RequestError::Connect(_)
-                        | quiver_sdk::RequestError::Timeout(_),
-                    ) = &answer
-                    {
-                        member.replication.peers.forget(request.leader).await;
-                    }
-                    answer.map_err(|e| e.to_string())
-                }
-                Err(err) => Err(err),
-            },
+            Some(address) => {
+                let wire = ReplicaFetchRequest {
+                    topic: slot.topic.clone(),
+                    partition: slot.index,
+                    replica_id: member.broker_id,
+                    leader_epoch: request.leader_epoch,
+                    fetch_offset: request.fetch_offset,
+                    last_fetched_epoch: request.last_fetched_epoch,
+                    max_bytes: FETCH_BYTES,
+                    max_wait_ms: u32::try_from(FETCH_WAIT.as_millis()).unwrap_or(500),
+                };
+                member
+                    .peers
+                    .call(
+                        request.leader,
+                        &address,
+                        Lane::Data,
+                        &wire,
+                        REPLICA_FETCH_TIMEOUT,
+                    )
+                    .await
+                    .map_err(|e| e.to_string())
+            }
             None => Err(format!("leader {} has no known address", request.leader)),
         };
         let mut replica = slot.replica.lock().await;
