@@ -664,20 +664,51 @@ async fn dead_letter_batch(
     Ok(())
 }
 
-/// Appends a produced batch through the topic's produce-stage plugins. The producer's
+/// A produced batch ready to append: as the producer sent it, or as the topic's
+/// produce-stage plugins rewrote it.
+pub enum PreparedBatch {
+    /// Append as sent (no chain, a chain that changed nothing, or a duplicate, gap or
+    /// fenced producer, which the log answers as it would without plugins).
+    Original(BytesMut),
+    /// Append the chain's output under the original batch's producer and sequence.
+    Transformed {
+        batch: BytesMut,
+        original: quiver_wire::batch::BatchHeader,
+    },
+}
+
+impl PreparedBatch {
+    /// Appends to `partition` (on a blocking thread).
+    pub fn append(self, partition: &Partition, now: i64) -> Result<AppendInfo, RequestError> {
+        Ok(match self {
+            PreparedBatch::Original(batch) => blocking(|| partition.append(batch, now))?,
+            PreparedBatch::Transformed { batch, original } => {
+                blocking(|| partition.append_transformed(batch, &original, now))?
+            }
+        })
+    }
+}
+
+/// Runs a produced batch through the topic's produce-stage plugins. The producer's
 /// sequence is judged on the batch it sent: a retry of a stored batch is answered as a
 /// duplicate without running any plugin, and whatever the plugins make of a new batch
 /// is stored as one batch ending on the same sequence (a control marker when no record
-/// is left), so idempotence holds across plugins and restarts.
-pub async fn produce_through(
+/// is left), so idempotence holds across plugins and restarts; the log checks the
+/// sequence again when it appends.
+///
+/// It runs the chain `steps` before any partition or replica lock is taken: a slow plugin then delays only its own
+/// producer, never a follower's fetch or another produce's append, and a failure's
+/// dead letters go to their topic (perhaps a partition of this broker) without a lock
+/// held. A dead letter is therefore written at least once: a produce refused after its
+/// chain ran (a leadership change, a full disk) writes it again when retried.
+pub async fn prepare_produce(
     state: &std::sync::Arc<BrokerState>,
     partition: &Partition,
     topic: &str,
     index: u32,
     steps: Vec<Step>,
     batch: BytesMut,
-    now: i64,
-) -> Result<AppendInfo, RequestError> {
+) -> Result<PreparedBatch, RequestError> {
     let limit = partition.log().config().batch_bytes_effective();
     let header = validate(&batch, limit).map_err(|e| {
         RequestError::from(crate::partition::PartitionAppendError::Log(
@@ -685,19 +716,13 @@ pub async fn produce_through(
         ))
     })?;
     if partition.check_sequence(&header) != SequenceCheck::Append {
-        // A duplicate, a gap or a fenced producer: the log answers as it would without
-        // plugins, storing nothing new.
-        return Ok(blocking(|| partition.append(batch, now))?);
+        return Ok(PreparedBatch::Original(batch));
     }
     let original = batch.freeze();
     let records = decode_records(&original).map_err(corrupt)?;
     let stage = PluginStage::Produce;
     let rewritten = match run(state, &steps, stage, records) {
-        ChainOutcome::Unchanged => {
-            return Ok(blocking(|| {
-                partition.append(BytesMut::from(original), now)
-            })?);
-        }
+        ChainOutcome::Unchanged => return Ok(PreparedBatch::Original(BytesMut::from(original))),
         ChainOutcome::Records(out) | ChainOutcome::Kept(out) => produce_batch(&header, out, limit)
             .map_err(|e| RequestError::new(ErrorCode::BatchTooLarge, e.to_string()))?,
         ChainOutcome::Failed { plugin, error } => {
@@ -713,9 +738,10 @@ pub async fn produce_through(
             produce_batch(&header, Vec::new(), limit).map_err(corrupt)?
         }
     };
-    Ok(blocking(|| {
-        partition.append_transformed(BytesMut::from(rewritten), &header, now)
-    })?)
+    Ok(PreparedBatch::Transformed {
+        batch: BytesMut::from(rewritten),
+        original: header,
+    })
 }
 
 /// The plugins a fetch runs: the topic's fetch-stage attachments, then the one the

@@ -10,7 +10,6 @@ use quiver_wire::message::{Acks, PRODUCE_TIMEOUT_MS_MAX, ProduceRequest, Produce
 use super::{Call, Outgoing, RequestError, partition};
 use crate::partition::{DurabilityError, Partition};
 use crate::server::now_ms;
-use crate::worker::blocking;
 
 /// How long an idempotent batch that arrived ahead of its predecessor waits for it.
 /// Requests travel on separate streams, so a producer's pipelined batches can reach the
@@ -60,20 +59,20 @@ pub(super) async fn produce(
     let batch = req.batch;
     let batch_bytes = batch.len();
     let (topic, index) = (req.topic.as_str(), req.partition);
-    let append = async || -> Result<quiver_log::AppendInfo, RequestError> {
-        if state
+    // The topic's produce-stage plugins run here, before the replica's lock: see
+    // `prepare_produce`.
+    let prepared = if state
+        .plugins
+        .has_chain(topic, quiver_wire::plugin::PluginStage::Produce)
+    {
+        let steps = state
             .plugins
-            .has_chain(topic, quiver_wire::plugin::PluginStage::Produce)
-        {
-            let steps = state
-                .plugins
-                .chain(topic, quiver_wire::plugin::PluginStage::Produce)?;
-            crate::plugins::produce_through(state, &partition, topic, index, steps, batch, now)
-                .await
-        } else {
-            Ok(blocking(|| partition.append(batch, now))?)
-        }
+            .chain(topic, quiver_wire::plugin::PluginStage::Produce)?;
+        crate::plugins::prepare_produce(state, &partition, topic, index, steps, batch).await?
+    } else {
+        crate::plugins::PreparedBatch::Original(batch)
     };
+    let append = async || prepared.append(&partition, now);
     let replicated = state
         .cluster
         .get()
