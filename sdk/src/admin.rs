@@ -48,6 +48,7 @@ use quiver_wire::plugin::{
 use quiver_wire::quota::{Quota, QuotaListRequest, QuotaSetRequest};
 use quiver_wire::sasl::{StoredCredential, UserDeleteRequest, UserListRequest, UserUpsertRequest};
 use quiver_wire::topic::validate_topic_name;
+use std::sync::Arc;
 
 pub use quiver_wire::group::{GroupMember, TopicPartitions};
 
@@ -166,8 +167,8 @@ pub struct GroupDescription {
 /// A group's committed offset for one partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupOffset {
-    /// The topic.
-    pub topic: String,
+    /// The topic, the same type as a [`TopicPartition`](crate::TopicPartition)'s.
+    pub topic: Arc<str>,
     /// The partition.
     pub partition: u32,
     /// The next offset the group reads.
@@ -178,7 +179,7 @@ pub struct GroupOffset {
 
 impl GroupOffset {
     /// An offset with no metadata.
-    pub fn new(topic: impl Into<String>, partition: u32, offset: u64) -> Self {
+    pub fn new(topic: impl Into<Arc<str>>, partition: u32, offset: u64) -> Self {
         Self {
             topic: topic.into(),
             partition,
@@ -387,7 +388,7 @@ impl Admin {
             .into_iter()
             .filter_map(|(_, _, committed)| committed)
             .map(|c| GroupOffset {
-                topic: c.topic,
+                topic: c.topic.into(),
                 partition: c.partition,
                 offset: c.offset,
                 metadata: c.metadata,
@@ -412,7 +413,7 @@ impl Admin {
                 offsets: offsets
                     .iter()
                     .map(|o| CommittedOffset {
-                        topic: o.topic.clone(),
+                        topic: o.topic.to_string(),
                         partition: o.partition,
                         offset: o.offset,
                         metadata: o.metadata.clone(),

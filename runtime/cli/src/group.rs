@@ -88,7 +88,7 @@ pub async fn run(command: GroupCommand) -> anyhow::Result<()> {
             let mut rows: std::collections::BTreeMap<(String, u32), Option<u64>> =
                 owner.keys().map(|k| (k.clone(), None)).collect();
             for c in committed {
-                rows.insert((c.topic, c.partition), Some(c.offset));
+                rows.insert((c.topic.to_string(), c.partition), Some(c.offset));
             }
             println!("TOPIC\tPARTITION\tCOMMITTED\tLOG_END\tLAG\tOWNER");
             for ((topic, partition), committed) in rows {
