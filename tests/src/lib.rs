@@ -25,6 +25,7 @@ use quiver_sdk::{Client, ClientConfig, DecodedRecord, FetchOptions};
 
 pub mod history;
 pub mod netfault;
+pub mod shaper;
 
 pub use quiver_sdk;
 pub use quiver_wire;

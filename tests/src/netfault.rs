@@ -22,6 +22,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use crate::shaper::Shaper;
 use crate::{Broker, Host};
 
 /// The MAC address a cut link's neighbour entries point at: locally administered, and
@@ -196,6 +197,21 @@ impl Network {
 
     fn inner_if(&self, node: usize) -> String {
         format!("{}n{node:x}", self.tag)
+    }
+
+    /// A [`Shaper`] in every node's namespace, through which each node sends to the
+    /// others: links pass datagrams on at once until a test gives them a shape.
+    pub fn shapers(&self) -> Result<Vec<Shaper>, Unavailable> {
+        (0..self.nodes)
+            .map(|node| {
+                let peers: Vec<Ipv4Addr> = (0..self.nodes)
+                    .filter(|n| *n != node)
+                    .map(|n| self.ip(n))
+                    .collect();
+                let tun = format!("{}t{node:x}", self.tag);
+                Shaper::start(&self.netns(node), &tun, self.ip(node), &peers).map_err(Unavailable)
+            })
+            .collect()
     }
 
     /// Silences the link between nodes `a` and `b`, both ways.

@@ -18,6 +18,7 @@ use std::time::Duration;
 use quiver_sdk::{Acks, Client, FetchOptions, Record};
 use quiver_tests::history::{self, Event, History, StoredRecord};
 use quiver_tests::netfault::NetCluster;
+use quiver_tests::shaper::{Shape, ShapeCounts, Shaper};
 use quiver_tests::{Broker, ClientAdmin, eventually};
 use quiver_wire::cluster::ClusterStatusResponse;
 use quiver_wire::message::PartitionInfo;
@@ -609,6 +610,78 @@ async fn a_flapping_link_to_one_follower() {
         "acks=all acknowledgements stopped for {stall:?} while the follower's link flapped \
          {FLAP_DOWN:?} down, {FLAP_UP:?} up: replication did not recover within an up period"
     );
+    all_running(&mut cluster.brokers);
+}
+
+/// How each direction of every broker-to-broker link is shaped in the datagram
+/// scenario: a few milliseconds of delay with up to 30 ms of jitter (so datagrams
+/// overtake each other), one in ten sent twice, one in fifty lost.
+const SHAPE: Shape = Shape {
+    delay: Duration::from_millis(5),
+    jitter: Duration::from_millis(30),
+    duplicate_per_mille: 100,
+    drop_per_mille: 20,
+};
+/// How long the links stay shaped.
+const SHAPED_FOR: Duration = Duration::from_secs(8);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delayed_duplicated_reordered_and_lost_datagrams_between_brokers() {
+    let test = "delayed_duplicated_reordered_and_lost_datagrams_between_brokers";
+    let Some(mut cluster) = start(test) else {
+        return;
+    };
+    let shapers = match cluster.network.shapers() {
+        Ok(shapers) => shapers,
+        Err(why) => {
+            eprintln!("[{test}] SKIPPED: cannot route through a TUN device here: {why}");
+            return;
+        }
+    };
+    let (_, partitions) = settle(&cluster, true).await;
+    let partition = 0;
+    let leader = leader_of(&partitions, partition);
+    let workload = Workload::start(&cluster, partition, leader).await;
+    workload.acknowledged(20).await;
+
+    let started = workload.history.now();
+    for (from, shaper) in shapers.iter().enumerate() {
+        for to in (0..NODES).filter(|n| *n != from) {
+            shaper.set(cluster.network.ip(from), cluster.network.ip(to), SHAPE);
+        }
+    }
+    tokio::time::sleep(SHAPED_FOR).await;
+    let ended = workload.history.now();
+    for shaper in &shapers {
+        shaper.clear();
+    }
+    let acks = workload.history.acks_between(started, ended);
+    let counts = shapers
+        .iter()
+        .map(Shaper::counts)
+        .fold(ShapeCounts::default(), |a, c| ShapeCounts {
+            seen: a.seen + c.seen,
+            reordered: a.reordered + c.reordered,
+            duplicated: a.duplicated + c.duplicated,
+            dropped: a.dropped + c.dropped,
+        });
+    eprintln!(
+        "[{test}] {acks} acknowledgements over {SHAPED_FOR:?} of shaped links ({counts:?}); longest stall {:?}",
+        workload.history.longest_ack_gap(started, ended)
+    );
+    // The faults happened...
+    assert!(
+        counts.reordered > 0 && counts.duplicated > 0 && counts.dropped > 0,
+        "the shapers reordered, duplicated and dropped datagrams: {counts:?}"
+    );
+    // ...and replication went on through them: acks=all needs the followers' fetches.
+    assert!(
+        acks > 0,
+        "no acks=all acknowledgement while datagrams between brokers were delayed, duplicated, reordered and lost"
+    );
+    workload.acknowledged(10).await;
+    stop_and_check(test, &cluster, workload, partition).await;
+    drop(shapers);
     all_running(&mut cluster.brokers);
 }
 
