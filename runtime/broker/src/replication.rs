@@ -41,8 +41,13 @@ const FETCH_WAIT: Duration = Duration::from_millis(500);
 const REPLICA_FETCH_TIMEOUT: Duration = Duration::from_millis(2_000);
 /// Bytes one follower fetch asks for.
 const FETCH_BYTES: u32 = 4 * 1024 * 1024;
-/// How long a waiting acks=all produce is re-checked without a high-watermark change.
-const ACKS_POLL: Duration = Duration::from_millis(100);
+/// How long past its deadline an acks=all produce waits for its ticket before it
+/// gives up on its own: the replica's timer settles it at the deadline, but a replica
+/// that stopped being driven (its topic deleted) settles nothing.
+const ACK_TICKET_GRACE: Duration = Duration::from_secs(2);
+
+/// The outcome of one acks=all ticket.
+type AckOutcome = Result<(), quiver_repl::AcksAllError>;
 
 /// Milliseconds of a monotonic clock, for the state machines' timers.
 fn mono_ms() -> u64 {
@@ -61,6 +66,9 @@ pub struct ReplicaSlot {
     /// The ISR version last handed to the state machine.
     isr_version: Mutex<Option<(u32, u32)>>,
     closed: std::sync::atomic::AtomicBool,
+    /// Where each waiting acks=all produce hears its outcome, by ticket.
+    ack_tickets: Mutex<HashMap<u64, tokio::sync::oneshot::Sender<AckOutcome>>>,
+    next_ticket: std::sync::atomic::AtomicU64,
 }
 
 /// Every replica this broker holds.
@@ -162,6 +170,19 @@ fn apply_outputs(
                 tokio::spawn(async move { propose_isr(state, slot, proposal).await });
             }
             Output::HighWatermark(hw) => slot.partition.set_high_watermark(hw),
+        }
+    }
+    // After the high watermark is published: a produce is answered only once its
+    // records can be read.
+    while let Some((ticket, outcome)) = replica.poll_acks_all() {
+        let waiter = slot
+            .ack_tickets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&ticket);
+        if let Some(waiter) = waiter {
+            // The producer may have gone: nobody to tell.
+            let _ = waiter.send(outcome);
         }
     }
 }
@@ -361,6 +382,8 @@ fn start_replica(
         wake: tokio::sync::Notify::new(),
         isr_version: Mutex::new(None),
         closed: std::sync::atomic::AtomicBool::new(false),
+        ack_tickets: Mutex::new(HashMap::new()),
+        next_ticket: std::sync::atomic::AtomicU64::new(0),
     });
     member
         .replication
@@ -622,8 +645,9 @@ pub async fn handle_replica_fetch(
 
 /// A produce on a replicated partition: refuses acks=all without enough in-sync
 /// replicas, appends under the replica's lock (so the state machine sees appends in
-/// log order), reports the append, and for acks=all waits until the high watermark
-/// passes the batch.
+/// log order), reports the append, and for acks=all hands the replica a ticket and
+/// awaits it: the replica settles it when the high watermark passes the batch, or
+/// fails it (deposed, too few live replicas, the deadline), with no polling here.
 pub async fn produce<F>(
     state: &Arc<BrokerState>,
     slot: &Arc<ReplicaSlot>,
@@ -634,7 +658,7 @@ pub async fn produce<F>(
 where
     F: AsyncFnOnce() -> Result<quiver_log::AppendInfo, RequestError>,
 {
-    let (info, epoch) = {
+    let (info, ticket) = {
         let mut replica = slot.replica.lock().await;
         let Some(epoch) = (match replica.role() {
             Role::Leader { leader_epoch } => Some(leader_epoch),
@@ -661,40 +685,63 @@ where
                 tracing::error!(topic = %slot.topic, partition = slot.index, %err, "append not accepted by replication");
             }
         }
-        apply_outputs(state, slot, &mut replica, None);
-        (info, epoch)
-    };
-    if !acks_all {
-        return Ok(info);
-    }
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut high_watermark = slot.partition.watch_high_watermark();
-    loop {
-        let outcome =
-            slot.replica
+        let ticket = acks_all.then(|| {
+            let ticket = slot
+                .next_ticket
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            slot.ack_tickets
                 .lock()
-                .await
-                .acks_all_outcome(epoch, info.last_offset, mono_ms());
-        match outcome {
-            Ok(quiver_repl::AcksAll::Acknowledged) => return Ok(info),
-            Ok(quiver_repl::AcksAll::Waiting) => {}
-            Err(quiver_repl::AcksAllError::NotEnoughReplicas { .. }) => {
-                return Err(RequestError::new(
-                    ErrorCode::NotEnoughReplicasAfterAppend,
-                    "fewer in-sync replicas than min.insync.replicas are live: the batch was appended on the leader but not replicated (an idempotent retry finds it)",
-                ));
-            }
-            Err(err) => return Err(RequestError::new(ErrorCode::NotLeader, err.to_string())),
-        }
-        if tokio::time::Instant::now() >= deadline {
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(ticket, tx);
+            let now = mono_ms();
+            let deadline =
+                now.saturating_add(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX));
+            replica.handle_acks_all(ticket, epoch, info.last_offset, deadline, now);
+            (ticket, rx)
+        });
+        apply_outputs(state, slot, &mut replica, None);
+        (info, ticket)
+    };
+    let Some((ticket, outcome)) = ticket else {
+        return Ok(info);
+    };
+    // The follower loop runs the replica's timers; wake it so it sees this deadline.
+    slot.wake.notify_one();
+    let outcome = match tokio::time::timeout(timeout + ACK_TICKET_GRACE, outcome).await {
+        Ok(Ok(outcome)) => outcome,
+        // The replica was dropped with the ticket (its topic deleted), or it stopped
+        // being driven: no leader will answer for this batch.
+        Ok(Err(_)) | Err(_) => {
+            slot.ack_tickets
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&ticket);
             return Err(RequestError::new(
-                ErrorCode::Timeout,
+                ErrorCode::NotLeader,
                 format!(
-                    "batch at offset {} appended but not replicated in time",
+                    "batch at offset {} appended, but this replica stopped leading before it was replicated",
                     info.base_offset
                 ),
             ));
         }
-        let _ = tokio::time::timeout(ACKS_POLL, high_watermark.changed()).await;
+    };
+    match outcome {
+        Ok(()) => Ok(info),
+        Err(quiver_repl::AcksAllError::NotEnoughReplicas { .. }) => Err(RequestError::new(
+            ErrorCode::NotEnoughReplicasAfterAppend,
+            "fewer in-sync replicas than min.insync.replicas are live: the batch was appended on the leader but not replicated (an idempotent retry finds it)",
+        )),
+        Err(quiver_repl::AcksAllError::Timeout { .. }) => Err(RequestError::new(
+            ErrorCode::Timeout,
+            format!(
+                "batch at offset {} appended but not replicated in time",
+                info.base_offset
+            ),
+        )),
+        Err(err @ quiver_repl::AcksAllError::TooManyWaiting { .. }) => {
+            Err(RequestError::new(ErrorCode::Timeout, err.to_string()))
+        }
+        Err(err) => Err(RequestError::new(ErrorCode::NotLeader, err.to_string())),
     }
 }

@@ -185,4 +185,13 @@ pub enum AcksAllError {
         isr_size: usize,
         min_insync_replicas: usize,
     },
+    /// The high watermark did not pass the batch before the produce's deadline: it is
+    /// stored on the leader and may still be replicated (an idempotent retry finds
+    /// it). Kafka's REQUEST_TIMED_OUT. Retriable.
+    #[error("the batch ending at offset {last_offset} was not replicated to the ISR in time")]
+    Timeout { last_offset: u64 },
+    /// The replica holds [`crate::ACK_TICKETS_MAX`] waiting produces already.
+    /// Retriable.
+    #[error("{max} acks=all produces are waiting already")]
+    TooManyWaiting { max: usize },
 }

@@ -91,6 +91,7 @@
 //! - Follower: high watermark = the leader's, capped by its own log end, never lower
 //!   than before.
 
+mod ack_queue;
 mod config;
 mod error;
 mod fetch;
@@ -98,6 +99,7 @@ mod isr;
 mod leader_epoch;
 mod replica;
 
+pub use ack_queue::ACK_TICKETS_MAX;
 pub use config::{
     EPOCH_ENTRIES_MAX, FETCH_RESPONSE_BATCHES_MAX, OUTPUTS_MAX, REPLICAS_MAX, ReplicaConfig,
 };

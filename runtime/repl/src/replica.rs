@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 
+use crate::ack_queue::AckQueue;
 use crate::config::{FETCH_RESPONSE_BATCHES_MAX, OUTPUTS_MAX, REPLICAS_MAX, ReplicaConfig};
 use crate::error::{
     AcksAllError, AssignmentError, BecomeFollowerError, BecomeLeaderError, FetchResponseError,
@@ -136,6 +137,11 @@ pub struct Replica {
     role: RoleState,
     outputs: VecDeque<Output>,
     next_fetch_id: u64,
+    /// Acks=all produces waiting for the ISR.
+    acks: AckQueue,
+    /// The latest time an event brought, for settling the acks of events that bring
+    /// none (a local append).
+    now_ms: u64,
 }
 
 impl Replica {
@@ -190,6 +196,8 @@ impl Replica {
             role: RoleState::Unassigned,
             outputs: VecDeque::new(),
             next_fetch_id: 0,
+            acks: AckQueue::default(),
+            now_ms: 0,
         })
     }
 
@@ -231,6 +239,7 @@ impl Replica {
             },
         });
         self.maybe_advance_high_watermark();
+        self.settle_acks(now_ms);
         Ok(())
     }
 
@@ -266,6 +275,7 @@ impl Replica {
             in_flight: None,
             next_fetch_ms: now_ms,
         });
+        self.settle_acks(now_ms);
         Ok(())
     }
 
@@ -314,6 +324,7 @@ impl Replica {
         }
         self.log_end_offset = batch.last_offset + 1;
         self.maybe_advance_high_watermark();
+        self.settle_acks(self.now_ms);
         Ok(())
     }
 
@@ -378,6 +389,7 @@ impl Replica {
         progress.record_fetch(request.fetch_offset, self.log_end_offset, now_ms);
         self.maybe_expand_isr(request.replica_id, now_ms);
         self.maybe_advance_high_watermark();
+        self.settle_acks(now_ms);
         Ok(FetchReply::Records {
             fetch_offset: request.fetch_offset,
             log_end_offset: self.log_end_offset,
@@ -417,6 +429,7 @@ impl Replica {
         };
         self.maybe_advance_high_watermark();
         self.maybe_shrink_isr(now_ms);
+        self.settle_acks(now_ms);
         Ok(())
     }
 
@@ -441,6 +454,49 @@ impl Replica {
             });
         }
         Ok(())
+    }
+
+    /// Holds `ticket` for an acks=all produce whose batch, appended in `leader_epoch`,
+    /// ends at `last_offset`, until the ISR has it or `deadline_ms` passes; its outcome
+    /// comes out of [`Self::poll_acks_all`] (at once, when it is decided already).
+    /// Settled on every event that can decide it: the high watermark passing the batch
+    /// (acknowledged; `NotEnoughReplicas` if the committed ISR is below
+    /// `min_insync_replicas` by then), the epoch ending (`LeaderEpochEnded`), the live
+    /// ISR falling below the minimum while it waits (`NotEnoughReplicas`), the deadline
+    /// (`Timeout`).
+    pub fn handle_acks_all(
+        &mut self,
+        ticket: u64,
+        leader_epoch: u32,
+        last_offset: u64,
+        deadline_ms: u64,
+        now_ms: u64,
+    ) {
+        self.acks
+            .wait(ticket, leader_epoch, last_offset, deadline_ms);
+        self.settle_acks(now_ms);
+    }
+
+    /// The next decided acks=all ticket and its outcome.
+    pub fn poll_acks_all(&mut self) -> Option<(u64, Result<(), AcksAllError>)> {
+        self.acks.poll()
+    }
+
+    /// Acks=all produces waiting now.
+    pub fn acks_waiting(&self) -> usize {
+        self.acks.len()
+    }
+
+    fn settle_acks(&mut self, now_ms: u64) {
+        self.now_ms = self.now_ms.max(now_ms);
+        if self.acks.len() == 0 {
+            return;
+        }
+        let mut acks = std::mem::take(&mut self.acks);
+        acks.settle(now_ms, |epoch, last| {
+            self.acks_all_outcome(epoch, last, now_ms)
+        });
+        self.acks = acks;
     }
 
     /// Members of the committed ISR that are live at `now_ms`: the leader, and each
@@ -828,6 +884,7 @@ impl Replica {
     /// that lag.
     pub fn handle_timeout(&mut self, now_ms: u64) {
         self.expire_fetch(now_ms);
+        self.settle_acks(now_ms);
         let retry_ms = self.config.isr_proposal_retry_ms;
         let RoleState::Leader(leader) = &mut self.role else {
             return;
@@ -850,6 +907,15 @@ impl Replica {
     /// The earliest time at which [`Self::handle_timeout`] or [`Self::poll_fetch`] has
     /// something to do; `None` when only an incoming event can change anything.
     pub fn poll_timeout(&self) -> Option<u64> {
+        let role = self.role_timeout();
+        match (role, self.acks.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The earliest timer of the role (fetch deadlines, ISR proposals and lag).
+    fn role_timeout(&self) -> Option<u64> {
         match &self.role {
             RoleState::Unassigned => None,
             RoleState::Follower(follower) => Some(

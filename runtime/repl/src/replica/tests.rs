@@ -920,3 +920,100 @@ fn a_failed_append_drops_the_appends_queued_after_it() {
     let again = follower.poll_fetch(1 + BACKOFF_MS).expect("due");
     assert_eq!((again.fetch_offset, again.last_fetched_epoch), (0, None));
 }
+
+fn acked(replica: &mut Replica) -> Vec<(u64, Result<(), AcksAllError>)> {
+    std::iter::from_fn(|| replica.poll_acks_all()).collect()
+}
+
+#[test]
+fn an_acks_all_ticket_is_settled_when_the_high_watermark_passes_its_batch() {
+    let (mut leader, mut f2) = pair(&[], &[], 1);
+    append(&mut leader, 3);
+    leader.handle_acks_all(7, 1, 2, 1_000, 1);
+    append(&mut leader, 2);
+    leader.handle_acks_all(8, 1, 4, 1_000, 1);
+    assert!(acked(&mut leader).is_empty(), "nothing replicated yet");
+    assert_eq!(leader.acks_waiting(), 2);
+    // The deadline is a timer.
+    assert!(leader.poll_timeout().is_some_and(|t| t <= 1_000));
+    // The first fetch tells the leader where the follower stands (offset 0), the
+    // second that it has everything: the high watermark passes both batches.
+    fetch_once(&mut leader, &mut f2, 2);
+    assert!(acked(&mut leader).is_empty());
+    fetch_once(&mut leader, &mut f2, 3);
+    assert_eq!(acked(&mut leader), vec![(7, Ok(())), (8, Ok(()))]);
+    assert_eq!(leader.acks_waiting(), 0);
+}
+
+#[test]
+fn a_ticket_already_decided_is_settled_at_once() {
+    // A single-replica ISR: the local append moves the high watermark itself.
+    let mut leader = replica(1, &[]);
+    let mut config = config();
+    config.min_insync_replicas = 1;
+    leader.set_config(config).expect("config");
+    leader.become_leader(1, &[1], &[1], 0).expect("leader");
+    append(&mut leader, 2);
+    leader.handle_acks_all(1, 1, 1, 1_000, 5);
+    assert_eq!(acked(&mut leader), vec![(1, Ok(()))]);
+    // A ticket for an epoch that is over fails at once.
+    leader.handle_acks_all(2, 0, 1, 1_000, 5);
+    assert_eq!(
+        acked(&mut leader),
+        vec![(2, Err(AcksAllError::LeaderEpochEnded { leader_epoch: 0 }))]
+    );
+}
+
+#[test]
+fn waiting_tickets_fail_on_deposition_isr_loss_and_their_deadline() {
+    // Deposed: every waiting ticket of the epoch fails.
+    let (mut leader, _f2) = pair(&[], &[], 1);
+    append(&mut leader, 1);
+    leader.handle_acks_all(1, 1, 0, 1_000, 1);
+    leader.become_follower(2, 2, 2).expect("deposed");
+    assert_eq!(
+        acked(&mut leader),
+        vec![(1, Err(AcksAllError::LeaderEpochEnded { leader_epoch: 1 }))]
+    );
+
+    // The followers go silent past replica_lag_max: the live ISR is below the
+    // minimum, so waiting longer cannot help.
+    let mut leader = replica(1, &[]);
+    leader
+        .become_leader(1, &[1, 2, 3], &[1, 2, 3], 0)
+        .expect("leader");
+    append(&mut leader, 1);
+    leader.handle_acks_all(2, 1, 0, 10_000, 1);
+    leader.handle_timeout(LAG_MAX_MS / 2);
+    assert!(
+        acked(&mut leader).is_empty(),
+        "the followers may still be live"
+    );
+    leader.handle_timeout(LAG_MAX_MS + 1);
+    assert_eq!(
+        acked(&mut leader),
+        vec![(
+            2,
+            Err(AcksAllError::NotEnoughReplicas {
+                isr_size: 1,
+                min_insync_replicas: 2
+            })
+        )]
+    );
+
+    // Live followers that do not catch up in time: the deadline decides.
+    let (mut leader, mut f2, _f3) = trio();
+    append(&mut leader, 1);
+    leader.handle_acks_all(3, 1, 0, 30, 1);
+    assert_eq!(leader.poll_timeout(), Some(30));
+    // Follower 2 fetches (live) but only ever from offset 0: the high watermark
+    // stays below the batch while 3 is in the ISR and has not fetched.
+    fetch_once(&mut leader, &mut f2, 10);
+    leader.handle_timeout(29);
+    assert!(acked(&mut leader).is_empty());
+    leader.handle_timeout(30);
+    assert_eq!(
+        acked(&mut leader),
+        vec![(3, Err(AcksAllError::Timeout { last_offset: 0 }))]
+    );
+}
