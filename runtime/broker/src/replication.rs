@@ -643,6 +643,64 @@ pub async fn handle_replica_fetch(
     }
 }
 
+/// Appends a produced batch to `partition`, which this broker leads, and returns once
+/// `acks` is met, within `timeout` in all: at once for none and leader; for all, once
+/// the ISR has the batch (through the replica's ack ticket, when the partition is
+/// replicated) and it is on this broker's disk as the flush policy requires. The one
+/// wait a produce makes.
+pub async fn append_acked(
+    state: &Arc<BrokerState>,
+    partition: &Arc<Partition>,
+    acks: quiver_wire::message::Acks,
+    timeout: Duration,
+    prepared: crate::plugins::PreparedBatch,
+    now: i64,
+) -> Result<quiver_log::AppendInfo, RequestError> {
+    use quiver_wire::message::Acks;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let topic: &str = &partition.topic;
+    let append = async || {
+        let info = prepared.append(partition, now)?;
+        // A duplicate stored nothing new: count it as a batch, not as data.
+        let (records, bytes) = if info.duplicate {
+            (0, 0)
+        } else {
+            (info.last_offset - info.base_offset + 1, info.bytes as u64)
+        };
+        state.metrics.produced(topic, records, bytes);
+        Ok(info)
+    };
+    let slot = state
+        .cluster
+        .get()
+        .and_then(|m| m.replication.slot(topic, partition.index));
+    let info = match &slot {
+        Some(slot) => produce(state, slot, acks == Acks::All, timeout, append).await?,
+        None => append().await?,
+    };
+    if acks != Acks::All {
+        return Ok(info);
+    }
+    match tokio::time::timeout_at(deadline, partition.wait_durable(info.last_offset + 1)).await {
+        Ok(Ok(())) => Ok(info),
+        Ok(Err(err)) => {
+            let code = match err {
+                crate::partition::DurabilityError::StorageFailed => ErrorCode::StorageError,
+                crate::partition::DurabilityError::Deleted => ErrorCode::UnknownTopic,
+                crate::partition::DurabilityError::Stopping => ErrorCode::BrokerShuttingDown,
+            };
+            Err(RequestError::new(code, err.to_string()))
+        }
+        Err(_) => Err(RequestError::new(
+            ErrorCode::Timeout,
+            format!(
+                "batch at offset {} appended but not flushed within {timeout:?}",
+                info.base_offset
+            ),
+        )),
+    }
+}
+
 /// A produce on a replicated partition: refuses acks=all without enough in-sync
 /// replicas, appends under the replica's lock (so the state machine sees appends in
 /// log order), reports the append, and for acks=all hands the replica a ticket and

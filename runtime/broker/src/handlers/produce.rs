@@ -3,12 +3,11 @@
 
 use std::time::Duration;
 
-use quiver_wire::ErrorCode;
 use quiver_wire::batch::BatchHeader;
 use quiver_wire::message::{Acks, PRODUCE_TIMEOUT_MS_MAX, ProduceRequest, ProduceResponse};
 
 use super::{Call, Outgoing, RequestError, partition};
-use crate::partition::{DurabilityError, Partition};
+use crate::partition::Partition;
 use crate::server::now_ms;
 
 /// How long an idempotent batch that arrived ahead of its predecessor waits for it.
@@ -54,8 +53,6 @@ pub(super) async fn produce(
     }
     let now = now_ms();
     let wait = Duration::from_millis(u64::from(req.timeout_ms.min(PRODUCE_TIMEOUT_MS_MAX)));
-    // One deadline for the replication wait and the flush wait together.
-    let deadline = tokio::time::Instant::now() + wait;
     let batch = req.batch;
     let batch_bytes = batch.len();
     let (topic, index) = (req.topic.as_str(), req.partition);
@@ -72,51 +69,10 @@ pub(super) async fn produce(
     } else {
         crate::plugins::PreparedBatch::Original(batch)
     };
-    let append = async || prepared.append(&partition, now);
-    let replicated = state
-        .cluster
-        .get()
-        .and_then(|m| m.replication.slot(&req.topic, req.partition));
-    let info = match &replicated {
-        Some(slot) => {
-            crate::replication::produce(state, slot, req.acks == Acks::All, wait, append).await?
-        }
-        None => append().await?,
-    };
-    // A duplicate stored nothing new: count it as a request, not as data.
-    let (records, bytes) = if info.duplicate {
-        (0, 0)
-    } else {
-        (info.last_offset - info.base_offset + 1, info.bytes)
-    };
-    state.metrics.produced(&req.topic, records, bytes as u64);
+    let info =
+        crate::replication::append_acked(state, &partition, req.acks, wait, prepared, now).await?;
     if !answered || req.acks == Acks::None {
         return Ok(Outgoing::Nothing);
-    }
-    // acks=all: replicated to the ISR (waited for above) and, per the flush policy,
-    // on this broker's disk.
-    if req.acks == Acks::All {
-        match tokio::time::timeout_at(deadline, partition.wait_durable(info.last_offset + 1)).await
-        {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) => {
-                let code = match err {
-                    DurabilityError::StorageFailed => ErrorCode::StorageError,
-                    DurabilityError::Deleted => ErrorCode::UnknownTopic,
-                    DurabilityError::Stopping => ErrorCode::BrokerShuttingDown,
-                };
-                return Err(RequestError::new(code, err.to_string()));
-            }
-            Err(_) => {
-                return Err(RequestError::new(
-                    ErrorCode::Timeout,
-                    format!(
-                        "batch at offset {} appended but not flushed within {wait:?}",
-                        info.base_offset
-                    ),
-                ));
-            }
-        }
     }
     let log_start_offset = partition.log().log_start_offset();
     let throttle_time_ms = call.charge_quota(crate::quota::QuotaKind::ProduceBytes, batch_bytes);
