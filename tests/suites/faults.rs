@@ -554,6 +554,19 @@ async fn controller_leader_cut_off() {
     all_running(&mut cluster.brokers);
 }
 
+/// The partition the scenarios that do not pick one by its leader run on.
+const PARTITION_UNDER_TEST: u32 = 0;
+
+/// A settled cluster's workload on [`PARTITION_UNDER_TEST`], bootstrapped on its
+/// leader, once 20 records were acknowledged.
+async fn steady_workload(cluster: &NetCluster) -> Workload {
+    let (_, partitions) = settle(cluster, true).await;
+    let leader = leader_of(&partitions, PARTITION_UNDER_TEST);
+    let workload = Workload::start(cluster, PARTITION_UNDER_TEST, leader).await;
+    workload.acknowledged(20).await;
+    workload
+}
+
 /// Down and up periods of the flapping link, and how many times it goes down.
 const FLAP_DOWN: Duration = Duration::from_secs(2);
 const FLAP_UP: Duration = Duration::from_secs(2);
@@ -638,11 +651,8 @@ async fn delayed_duplicated_reordered_and_lost_datagrams_between_brokers() {
             return;
         }
     };
-    let (_, partitions) = settle(&cluster, true).await;
-    let partition = 0;
-    let leader = leader_of(&partitions, partition);
-    let workload = Workload::start(&cluster, partition, leader).await;
-    workload.acknowledged(20).await;
+    let workload = steady_workload(&cluster).await;
+    let partition = PARTITION_UNDER_TEST;
 
     let started = workload.history.now();
     for (from, shaper) in shapers.iter().enumerate() {
@@ -691,11 +701,8 @@ async fn a_split_where_no_broker_reaches_another() {
     let Some(mut cluster) = start(test) else {
         return;
     };
-    let (_, partitions) = settle(&cluster, true).await;
-    let partition = 0;
-    let leader = leader_of(&partitions, partition);
-    let workload = Workload::start(&cluster, partition, leader).await;
-    workload.acknowledged(20).await;
+    let workload = steady_workload(&cluster).await;
+    let partition = PARTITION_UNDER_TEST;
 
     let cut_at = workload.history.now();
     for node in 0..NODES {

@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use quiver_sdk::{Acks, Client, ClientConfig, NewTopic, ProducerRecord};
-use quiver_tests::{Broker, ClientAdmin, Host, RawConn, eventually, free_ports, run_quiver};
+use quiver_tests::{
+    Broker, ClientAdmin, Host, RawConn, StartFailure, eventually, free_ports, run_quiver,
+};
 use quiver_wire::ErrorCode;
 use quiver_wire::cluster::ClusterStatusResponse;
 use quiver_wire::join::{JoinCaRequest, JoinClusterRequest};
@@ -377,6 +379,24 @@ fn loopback_addrs(n: usize) -> Vec<SocketAddr> {
         .collect()
 }
 
+/// Starts node 2 of `addrs` in `dir` with join token `token`, which must fail;
+/// panics with `why` if it started.
+fn refused_join(dir: &Path, addrs: &[SocketAddr], token: &str, why: &str) -> StartFailure {
+    let seeds = seeds_of(addrs);
+    let host = Host {
+        ip: addrs[1].ip(),
+        netns: None,
+    };
+    let env = [
+        ("QUIVER_NODE_ID", "2"),
+        ("QUIVER_SEEDS", seeds.as_str()),
+        ("QUIVER_JOIN_TOKEN", token),
+    ];
+    Broker::try_spawn_on(&host, dir, &env, Some(addrs[1].port()))
+        .err()
+        .expect(why)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_fingerprint_is_refused_before_anything_is_trusted() {
     let root = tempfile::tempdir().expect("tempdir");
@@ -388,22 +408,12 @@ async fn a_wrong_fingerprint_is_refused_before_anything_is_trusted() {
 
     let dir = root.path().join("node-2");
     let wrong = altered(&token, Some(other_fingerprint), None);
-    let seeds = seeds_of(&addrs);
-    let failure = Broker::try_spawn_on(
-        &Host {
-            ip: addrs[1].ip(),
-            netns: None,
-        },
+    let failure = refused_join(
         &dir,
-        &[
-            ("QUIVER_NODE_ID", "2"),
-            ("QUIVER_SEEDS", seeds.as_str()),
-            ("QUIVER_JOIN_TOKEN", wrong.as_str()),
-        ],
-        Some(addrs[1].port()),
-    )
-    .err()
-    .expect("a node with the wrong fingerprint does not start");
+        &addrs,
+        &wrong,
+        "a node with the wrong fingerprint does not start",
+    );
     assert!(
         failure.stderr.contains("refusing to trust it")
             && failure.stderr.contains(other_fingerprint),
@@ -431,22 +441,12 @@ async fn a_wrong_join_secret_is_refused_with_its_code() {
     let seed = start_node(&root.path().join("node-1"), 1, &addrs, None, None);
     let dir = root.path().join("node-2");
     let wrong = altered(&token, None, Some(&"5a".repeat(32)));
-    let seeds = seeds_of(&addrs);
-    let failure = Broker::try_spawn_on(
-        &Host {
-            ip: addrs[1].ip(),
-            netns: None,
-        },
+    let failure = refused_join(
         &dir,
-        &[
-            ("QUIVER_NODE_ID", "2"),
-            ("QUIVER_SEEDS", seeds.as_str()),
-            ("QUIVER_JOIN_TOKEN", wrong.as_str()),
-        ],
-        Some(addrs[1].port()),
-    )
-    .err()
-    .expect("a node with the wrong secret does not start");
+        &addrs,
+        &wrong,
+        "a node with the wrong secret does not start",
+    );
     assert!(failure.stderr.contains("INVALID_JOIN_TOKEN"), "{failure}");
     assert!(!dir.join("tls/server.pem").exists());
     assert!(!dir.join("tls/ca.pem").exists());
