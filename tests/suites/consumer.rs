@@ -589,7 +589,13 @@ async fn streams_async_commits_auto_commit_resets_and_rebalance_callbacks() {
     drop(stream);
 
     // commit_async's future reports the outcome.
-    let mut manual = Consumer::new(client.clone(), group_config("g-async").auto_commit(false));
+    // Five records a poll, so that the partition's 20 come in several.
+    let mut manual = Consumer::new(
+        client.clone(),
+        group_config("g-async")
+            .auto_commit(false)
+            .max_poll_records(5),
+    );
     manual.assign([TopicPartition::new("misc", 0)]);
     let first = poll_n(&mut manual, 5).await;
     assert_eq!(first[0].offset, 0);
