@@ -416,11 +416,21 @@ pub async fn start(
         crate::adopt::adopt_unmanaged_state(state, member).await?;
     }
     if config.joins_cluster() {
-        tokio::spawn(join_loop(Arc::clone(state), advertised.clone()));
+        state.tasks.spawn(
+            "cluster join",
+            join_loop(Arc::clone(state), advertised.clone()),
+        );
     }
-    tokio::spawn(membership_loop(Arc::clone(state), advertised, incarnation));
-    tokio::spawn(reconcile_loop(Arc::clone(state)));
-    tokio::spawn(plugin_sync_loop(Arc::clone(state)));
+    state.tasks.spawn(
+        "membership",
+        membership_loop(Arc::clone(state), advertised, incarnation),
+    );
+    state
+        .tasks
+        .spawn("reconcile", reconcile_loop(Arc::clone(state)));
+    state
+        .tasks
+        .spawn("plugin sync", plugin_sync_loop(Arc::clone(state)));
     Ok(())
 }
 

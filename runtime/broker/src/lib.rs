@@ -31,6 +31,7 @@ pub mod replication;
 pub mod reply;
 pub mod security;
 pub mod server;
+pub mod tasks;
 pub mod tls;
 pub mod topic;
 pub mod worker;

@@ -167,7 +167,8 @@ fn apply_outputs(
             }
             Output::ProposeIsr(proposal) => {
                 let (state, slot) = (Arc::clone(state), Arc::clone(slot));
-                tokio::spawn(async move { propose_isr(state, slot, proposal).await });
+                let task = propose_isr(Arc::clone(&state), slot, proposal);
+                state.tasks.spawn("ISR proposal", task);
             }
             Output::HighWatermark(hw) => slot.partition.set_high_watermark(hw),
         }
@@ -391,7 +392,10 @@ fn start_replica(
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .insert((name.to_owned(), index), Arc::clone(&slot));
-    tokio::spawn(follower_loop(Arc::clone(state), Arc::clone(&slot)));
+    state.tasks.spawn(
+        "replica fetch",
+        follower_loop(Arc::clone(state), Arc::clone(&slot)),
+    );
     Some(slot)
 }
 

@@ -40,6 +40,8 @@ pub const CLOSE_UNAUTHENTICATED: u32 = 4;
 /// Request bytes are taken from the budgets at most this many at a time, so a stalled
 /// sender holds no more than it sent plus this.
 pub const READ_CHUNK_BYTES_MAX: usize = 64 * 1024;
+/// How long shutdown waits for the background tasks to end before it aborts them.
+const TASKS_JOIN_MAX: Duration = Duration::from_secs(5);
 /// How long shutdown waits for in-flight requests before closing connections.
 pub const SHUTDOWN_DRAIN_MAX: Duration = Duration::from_secs(10);
 /// How long shutdown then waits for written answers to be acknowledged: a live client
@@ -66,6 +68,8 @@ pub struct BrokerState {
     pub cluster: std::sync::OnceLock<Arc<crate::cluster::ClusterMember>>,
     /// `true` once the broker is stopping.
     pub shutdown: watch::Sender<bool>,
+    /// Background tasks, which shutdown joins.
+    pub tasks: Arc<crate::tasks::TaskSet>,
     /// Recovery done and the endpoint accepting.
     pub ready: AtomicBool,
     in_flight: Arc<Semaphore>,
@@ -137,9 +141,6 @@ pub struct RunningBroker {
     endpoint: quinn::Endpoint,
     accept_task: tokio::task::JoinHandle<()>,
     admin_task: tokio::task::JoinHandle<()>,
-    retention_task: tokio::task::JoinHandle<()>,
-    session_task: tokio::task::JoinHandle<()>,
-    trim_task: tokio::task::JoinHandle<()>,
     _lock: DataDirLock,
 }
 
@@ -303,6 +304,7 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
         topics,
         metrics,
         shutdown,
+        tasks: Arc::new(crate::tasks::TaskSet::default()),
         ready: AtomicBool::new(false),
         admission: Admission::new(admission_limits),
         authorizer,
@@ -364,9 +366,15 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
             .await
             .map_err(StartError::Controller)?;
     }
-    let retention_task = tokio::spawn(retention_loop(Arc::clone(&state)));
-    let session_task = tokio::spawn(session_loop(Arc::clone(&state)));
-    let trim_task = tokio::spawn(trim_loop(Arc::clone(&state)));
+    state
+        .tasks
+        .spawn("retention", retention_loop(Arc::clone(&state)));
+    state
+        .tasks
+        .spawn("group sessions", session_loop(Arc::clone(&state)));
+    state
+        .tasks
+        .spawn("memory trim", trim_loop(Arc::clone(&state)));
     state.ready.store(true, Ordering::Release);
     tracing::info!(%quic_addr, %admin_addr, data_dir = %state.config.data_dir.display(), "broker ready");
     Ok(RunningBroker {
@@ -376,9 +384,6 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
         endpoint,
         accept_task,
         admin_task,
-        retention_task,
-        session_task,
-        trim_task,
         _lock: lock,
     })
 }
@@ -414,9 +419,6 @@ impl RunningBroker {
         state.ready.store(false, Ordering::Release);
         state.shutdown.send_replace(true);
         self.accept_task.abort();
-        self.retention_task.abort();
-        self.session_task.abort();
-        self.trim_task.abort();
         // Waiting for every permit means every in-flight request has answered.
         let all = u32::try_from(state.config.requests_in_flight_max).unwrap_or(u32::MAX);
         if tokio::time::timeout(SHUTDOWN_DRAIN_MAX, state.in_flight.acquire_many(all))
@@ -434,6 +436,9 @@ impl RunningBroker {
         {
             tracing::debug!("some answers were not acknowledged within {SHUTDOWN_ACK_WAIT_MAX:?}");
         }
+        // Every background loop ends on the shutdown signal; they are joined before
+        // the controller they may be calling stops.
+        state.tasks.join(TASKS_JOIN_MAX).await;
         if let Some(member) = state.cluster.get()
             && let Err(err) = member.controller.shutdown().await
         {
@@ -913,8 +918,12 @@ async fn trim_loop(state: Arc<BrokerState>) {
     let mut tick = tokio::time::interval(TRIM_CHECK_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut burst = false;
+    let mut shutdown = state.shutdown.subscribe();
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
         let held = state.admission.request_bytes();
         if held >= TRIM_AFTER_REQUEST_BYTES {
             burst = true;
@@ -938,8 +947,12 @@ pub const SESSION_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 async fn session_loop(state: Arc<BrokerState>) {
     let mut tick = tokio::time::interval(SESSION_CHECK_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut shutdown = state.shutdown.subscribe();
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
         let partitions_of =
             |topic: &str| state.topics.get(topic).map(|t| t.partitions.len() as u32);
         let expired = state
@@ -957,8 +970,12 @@ async fn session_loop(state: Arc<BrokerState>) {
 async fn retention_loop(state: Arc<BrokerState>) {
     let mut tick = tokio::time::interval(state.config.retention_check_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut shutdown = state.shutdown.subscribe();
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
         let worker = Arc::clone(&state);
         let swept = tokio::task::spawn_blocking(move || {
             for topic in worker.topics.all() {
