@@ -1041,6 +1041,18 @@ impl Drop for SmallFilesystem {
 
 /// The SDK's [`quiver_sdk::Admin`] over a client's connection, so that a test
 /// administers through the client it produces and fetches with.
+/// An acks=all producer with small batches (4 KiB, 2 ms linger), so a few hundred
+/// records make many batches: what the replication tests want to see move.
+pub fn small_batch_producer(client: &Client) -> quiver_sdk::Producer {
+    quiver_sdk::Producer::new(
+        client.clone(),
+        quiver_sdk::ProducerConfig::default()
+            .acks(quiver_sdk::Acks::All)
+            .linger(Duration::from_millis(2))
+            .batch_bytes(4 * 1024),
+    )
+}
+
 pub trait ClientAdmin {
     /// An admin sharing this client's connection.
     fn admin(&self) -> quiver_sdk::Admin;

@@ -506,13 +506,7 @@ async fn partition_view(broker: &Broker, topic: &str) -> Option<(u32, u32, u64, 
 }
 
 async fn send_all(client: &quiver_sdk::Client, topic: &str, prefix: &str, count: u32) {
-    let producer = quiver_sdk::Producer::new(
-        client.clone(),
-        quiver_sdk::ProducerConfig::default()
-            .acks(Acks::All)
-            .linger(Duration::from_millis(2))
-            .batch_bytes(4 * 1024),
-    );
+    let producer = quiver_tests::small_batch_producer(client);
     let mut receipts = Vec::new();
     for i in 0..count {
         let record = quiver_sdk::ProducerRecord::new(topic, format!("{prefix}-{i}")).partition(0);

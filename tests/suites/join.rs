@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use quiver_sdk::{Acks, Client, ClientConfig, NewTopic, ProducerRecord};
+use quiver_sdk::{Client, ClientConfig, NewTopic, ProducerRecord};
 use quiver_tests::{
     Broker, ClientAdmin, Host, RawConn, StartFailure, eventually, free_ports, run_quiver,
 };
@@ -164,13 +164,7 @@ async fn form_produce_consume(root: &Path, addrs: &[SocketAddr], netns: &[Option
         }
     })
     .await;
-    let producer = quiver_sdk::Producer::new(
-        client.clone(),
-        quiver_sdk::ProducerConfig::default()
-            .acks(Acks::All)
-            .linger(Duration::from_millis(2))
-            .batch_bytes(4 * 1024),
-    );
+    let producer = quiver_tests::small_batch_producer(&client);
     const RECORDS: usize = 300;
     let mut receipts = Vec::new();
     for i in 0..RECORDS {
