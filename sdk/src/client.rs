@@ -674,6 +674,14 @@ impl Client {
         self.round_trip(&mut [frame], Duration::ZERO).await
     }
 
+    /// Whether `self` and `other` are clones of one client (one connection pool).
+    /// Only with the `internal` feature, as [`Client::send_frame`].
+    #[cfg(feature = "internal")]
+    #[doc(hidden)]
+    pub fn same_client(&self, other: &Client) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
     /// Sends any request and decodes its typed response. Wire-level, as
     /// [`Client::send_frame`]: only with the `internal` feature.
     #[cfg(feature = "internal")]

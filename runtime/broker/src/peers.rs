@@ -83,8 +83,10 @@ impl PeerClients {
     where
         F: std::future::Future<Output = Result<T, RequestError>>,
     {
+        let mut used = None;
         let answer = match tokio::time::timeout(timeout, async {
             let client = self.get(id, addr, lane).await?;
+            used = Some(client.clone());
             requests(client).await
         })
         .await
@@ -94,8 +96,9 @@ impl PeerClients {
         };
         if let Err(err) = &answer
             && !matches!(err, RequestError::Broker(_))
+            && let Some(used) = used
         {
-            self.forget(id, lane).await;
+            self.forget(id, lane, &used).await;
         }
         answer
     }
@@ -129,9 +132,17 @@ impl PeerClients {
         Ok(client)
     }
 
-    /// Drops a broken connection; the next call opens another.
-    async fn forget(&self, id: u32, lane: Lane) {
-        self.clients.lock().await.remove(&(id, lane));
+    /// Drops the broken connection `used`; the next call opens another. Only if it
+    /// is still the cached one: many requests share a connection, and those that
+    /// failed on it must not drop the one a later call opened.
+    async fn forget(&self, id: u32, lane: Lane, used: &Client) {
+        let mut clients = self.clients.lock().await;
+        if clients
+            .get(&(id, lane))
+            .is_some_and(|(_, cached)| cached.same_client(used))
+        {
+            clients.remove(&(id, lane));
+        }
     }
 }
 
