@@ -143,12 +143,18 @@ fn every_sdk_example_runs_against_a_broker() {
         text(&group.stderr)
     );
 
-    // The group committed as it went: a second run finds nothing new.
+    // The group committed as it went: a second member of it is given the partitions
+    // and finds nothing new.
     let again = run(
         &broker,
         "consume_group",
         &[],
-        &[("QUIVER_GROUP", "examples"), ("QUIVER_IDLE_MS", "1500")],
+        &[("QUIVER_GROUP", "examples"), ("QUIVER_IDLE_MS", "3000")],
+    );
+    assert!(
+        text(&again.stderr).contains("assigned: "),
+        "{}",
+        text(&again.stderr)
     );
     assert_eq!(
         positions(&text(&again.stdout)).len(),

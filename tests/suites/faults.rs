@@ -370,6 +370,13 @@ fn leader_of(partitions: &[PartitionInfo], partition: u32) -> usize {
     partitions[partition as usize].leader as usize - 1
 }
 
+/// A partition whose leader is not node `node`.
+fn partition_not_led_by(partitions: &[PartitionInfo], node: usize) -> u32 {
+    (0..PARTITIONS)
+        .find(|p| leader_of(partitions, *p) != node)
+        .expect("three partitions spread over three brokers")
+}
+
 /// Whatever broker in `brokers` has died is reported with its stderr.
 fn all_running(brokers: &mut [Broker]) {
     for (i, broker) in brokers.iter_mut().enumerate() {
@@ -390,9 +397,7 @@ async fn partition_leader_cut_from_the_controller_majority() {
     };
     let (controller, partitions) = settle(&cluster, true).await;
     // A partition led by a broker that is not the controller leader.
-    let partition = (0..PARTITIONS)
-        .find(|p| leader_of(&partitions, *p) != controller)
-        .expect("three partitions spread over three brokers");
+    let partition = partition_not_led_by(&partitions, controller);
     let isolated = leader_of(&partitions, partition);
     let old_epoch = partitions[partition as usize].leader_epoch;
     // The clients bootstrap on the broker that will be cut: the one whose metadata
@@ -486,9 +491,7 @@ async fn controller_leader_cut_off() {
     };
     let (controller, partitions) = settle(&cluster, true).await;
     // A partition whose leader stays connected to the majority.
-    let partition = (0..PARTITIONS)
-        .find(|p| leader_of(&partitions, *p) != controller)
-        .expect("three partitions spread over three brokers");
+    let partition = partition_not_led_by(&partitions, controller);
     let healthy = leader_of(&partitions, partition);
     let epoch = partitions[partition as usize].leader_epoch;
     let workload = Workload::start(&cluster, partition, healthy).await;

@@ -94,3 +94,42 @@ impl AckQueue {
         self.waiting.len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ticket_beyond_the_limit_is_refused_at_once_and_the_others_still_settle() {
+        let mut queue = AckQueue::default();
+        for ticket in 0..ACK_TICKETS_MAX as u64 {
+            queue.wait(ticket, 1, ticket, 1_000);
+        }
+        queue.wait(u64::MAX, 1, 0, 1_000);
+        assert_eq!(
+            queue.poll(),
+            Some((
+                u64::MAX,
+                Err(AcksAllError::TooManyWaiting {
+                    max: ACK_TICKETS_MAX
+                })
+            ))
+        );
+        assert_eq!(queue.len(), ACK_TICKETS_MAX);
+        // The high watermark passes the first ten batches: those are acknowledged,
+        // the rest wait on.
+        queue.settle(5, |_, last| {
+            Ok(if last < 10 {
+                AcksAll::Acknowledged
+            } else {
+                AcksAll::Waiting
+            })
+        });
+        let settled: Vec<u64> = std::iter::from_fn(|| queue.poll())
+            .map(|(t, _)| t)
+            .collect();
+        assert_eq!(settled, (0..10).collect::<Vec<_>>());
+        assert_eq!(queue.len(), ACK_TICKETS_MAX - 10);
+        assert_eq!(queue.next_deadline(), Some(1_000));
+    }
+}
