@@ -53,6 +53,15 @@ pub const CLUSTER_NODES: u32 = 3;
 /// seeds, with `env` on every broker. Node 1 makes the cluster's CA; the others get a
 /// copy of its TLS material, as docs/operations.md describes.
 pub fn start_cluster(root: &Path, env: &[(&str, &str)]) -> Vec<Broker> {
+    start_cluster_each(root, env, &[&[], &[], &[]])
+}
+
+/// Like [`start_cluster`], with `node_env[i]` added to node `i + 1`'s environment.
+pub fn start_cluster_each(
+    root: &Path,
+    env: &[(&str, &str)],
+    node_env: &[&[(&str, &str)]; CLUSTER_NODES as usize],
+) -> Vec<Broker> {
     let ports = free_ports(CLUSTER_NODES as usize);
     let seeds: Vec<String> = (1..=CLUSTER_NODES)
         .zip(&ports)
@@ -69,6 +78,7 @@ pub fn start_cluster(root: &Path, env: &[(&str, &str)]) -> Vec<Broker> {
             ("QUIVER_SEEDS", seeds.as_str()),
         ];
         all.extend_from_slice(env);
+        all.extend_from_slice(node_env[index]);
         Broker::start_with(&dirs[index], &all, Some(ports[index]))
     };
     let mut brokers = vec![start(0)];
@@ -1062,4 +1072,27 @@ impl ClientAdmin for Client {
     fn admin(&self) -> quiver_sdk::Admin {
         quiver_sdk::Admin::from_client(self.clone())
     }
+}
+
+/// A shared library that sets a process's wall clock off by the milliseconds in
+/// `QUIVER_TEST_CLOCK_OFFSET_MS` when loaded with `LD_PRELOAD` (built from
+/// `tests/shims/clock_offset.c` into `dir` with the C compiler Rust links with), for
+/// brokers whose hosts' clocks disagree.
+pub fn clock_offset_library(dir: &Path) -> PathBuf {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("shims/clock_offset.c");
+    let library = dir.join("libclockoffset.so");
+    let built = std::process::Command::new("cc")
+        .args(["-shared", "-fPIC", "-O2", "-o"])
+        .arg(&library)
+        .arg(&source)
+        .arg("-ldl")
+        .output()
+        .expect("run cc");
+    assert!(
+        built.status.success(),
+        "cc could not build {}: {}",
+        source.display(),
+        String::from_utf8_lossy(&built.stderr)
+    );
+    library
 }

@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use quiver_sdk::{Acks, ErrorCode, Record};
 use quiver_tests::ClientAdmin;
-use quiver_tests::{Broker, CLUSTER_NODES as NODES, eventually, free_ports, start_cluster};
+use quiver_tests::{
+    Broker, CLUSTER_NODES as NODES, clock_offset_library, eventually, free_ports, start_cluster,
+    start_cluster_each,
+};
 use quiver_wire::cluster::ClusterStatusResponse;
 
 async fn status(broker: &Broker) -> Option<ClusterStatusResponse> {
@@ -1341,4 +1344,61 @@ async fn added_partitions_are_replicated_and_altered_configs_hold_on_every_broke
             "{partition}: {err}"
         );
     }
+}
+
+/// Fencing is timed by the controller leader's monotonic clock, not by the brokers'
+/// wall clocks. Broker 2's wall clock runs 4 minutes behind and broker 3's an hour
+/// ahead (an `LD_PRELOAD` shim). Broker 2 heartbeats and is never fenced; broker 3,
+/// killed, is fenced a session later. (When heartbeats carried the broker's clock
+/// into the Raft log, broker 2 looked silent for 4 minutes at every heartbeat and was
+/// fenced each time, and broker 3's heartbeats, stamped an hour ahead, kept it
+/// unfenced for an hour after it died.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fencing_is_timed_by_the_controller_not_by_brokers_wall_clocks() {
+    const SESSION_MS: u64 = 2_000;
+    let root = tempfile::tempdir().expect("tempdir");
+    let library = clock_offset_library(root.path());
+    let preload = library.to_str().expect("utf-8 path");
+    let session = SESSION_MS.to_string();
+    let mut brokers = start_cluster_each(
+        root.path(),
+        &[("QUIVER_BROKER_SESSION_TIMEOUT_MS", &session)],
+        &[
+            &[],
+            &[
+                ("LD_PRELOAD", preload),
+                ("QUIVER_TEST_CLOCK_OFFSET_MS", "-240000"),
+            ],
+            &[
+                ("LD_PRELOAD", preload),
+                ("QUIVER_TEST_CLOCK_OFFSET_MS", "3600000"),
+            ],
+        ],
+    );
+    wait_formed(&brokers[0]).await;
+
+    // Five sessions of watching, from every broker: broker 2 is never fenced.
+    let watch_until = std::time::Instant::now() + Duration::from_millis(SESSION_MS * 5);
+    let mut looks = 0;
+    while std::time::Instant::now() < watch_until {
+        for broker in &brokers {
+            if let Some(status) = status(broker).await {
+                looks += 1;
+                assert!(
+                    active(&status, 2),
+                    "broker 2 (clock 4 min behind) fenced while heartbeating: {status:?}"
+                );
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(looks > 10, "the cluster answered {looks} status requests");
+
+    // Broker 3 dies: it is fenced within a few sessions, whatever its clock said.
+    brokers[2].kill9();
+    wait_for(&brokers[0], "broker 3 fenced after it died", |s| {
+        s.brokers.iter().any(|b| b.id == 3 && b.fenced)
+    })
+    .await;
+    assert!(active(&status(&brokers[0]).await.expect("status"), 2));
 }

@@ -135,7 +135,7 @@ pub async fn adopt_unmanaged_state(
         for chunk in offsets.chunks(OFFSETS_PER_COMMIT_MAX) {
             let command = MetadataCommand::CommitOffsets {
                 // Their commit times are unknown: retention counts from adoption.
-                now_ms: u64::try_from(crate::server::now_ms()).unwrap_or(0),
+                now_ms: state.clock.now_ms_u64(),
                 group: group.clone(),
                 offsets: chunk.to_vec(),
             };

@@ -22,8 +22,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use quiver_cluster::network::RPC_BYTES_MAX;
 use quiver_cluster::{
-    Controller, MetadataCommand, MetadataResponse, RaftRpc, RaftRpcReply, RaftTransport,
-    TransportError,
+    Controller, MetadataCommand, MetadataResponse, ProposeError, RaftRpc, RaftRpcReply,
+    RaftTransport, TransportError,
 };
 use quiver_wire::ErrorCode;
 use quiver_wire::cluster::{
@@ -32,9 +32,10 @@ use quiver_wire::cluster::{
 };
 use quiver_wire::message::ResponseBody;
 
+use crate::clock::Clock;
 use crate::peers::Lane;
 use crate::reply::{Outgoing, RequestError};
-use crate::server::{BrokerState, now_ms};
+use crate::server::BrokerState;
 
 /// How often a broker tells the controller it is alive.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
@@ -62,56 +63,52 @@ pub struct ClusterMember {
     coordinator_term: AtomicU64,
     /// How long ago the controller quorum last heard from this broker.
     lease: Lease,
+    /// Where this broker reads the time.
+    clock: Arc<dyn Clock>,
 }
 
-/// A broker's lease on its leaderships: the wall-clock time (ms) stamped on the last
-/// registration or heartbeat the controller quorum committed for it. The controller
-/// fences a broker `broker_session_timeout_ms` after the newest such stamp it holds,
-/// and the one a broker saw committed is never newer, so a broker that lets its
-/// partitions go when its own lease runs out has let go before the controller can
-/// elect another leader for them.
-#[derive(Debug, Default)]
+/// A broker's lease on its leaderships: when (on this broker's monotonic clock) it
+/// sent the last registration or heartbeat the controller leader accepted. The leader
+/// confirms its leadership with a quorum before it answers a heartbeat, and fences a
+/// broker only after a session of silence on its own monotonic clock, counted from a
+/// receipt that came after the sending; a new leader first waits a whole session. So
+/// a broker that lets its partitions go when its own lease runs out has let go before
+/// the controller can elect another leader for them, whatever the hosts' wall clocks
+/// say.
+#[derive(Debug)]
 struct Lease {
-    stamped_ms: AtomicU64,
+    /// Monotonic ms at the sending of the newest accepted heartbeat, or `None`.
+    sent_ms: AtomicU64,
+}
+
+/// `Lease::sent_ms` before any heartbeat was accepted.
+const NEVER: u64 = u64::MAX;
+
+impl Default for Lease {
+    fn default() -> Self {
+        Self {
+            sent_ms: AtomicU64::new(NEVER),
+        }
+    }
 }
 
 impl Lease {
-    /// The quorum committed a heartbeat (or the registration) stamped `stamped_ms`.
-    fn renew(&self, stamped_ms: u64) {
-        self.stamped_ms.fetch_max(stamped_ms, Ordering::AcqRel);
+    /// The leader accepted a heartbeat (or the registration) sent at `sent_ms`.
+    fn renew(&self, sent_ms: u64) {
+        let _ = self
+            .sent_ms
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                (held == NEVER || sent_ms > held).then_some(sent_ms)
+            });
     }
 
-    /// Whether the quorum heard from this broker within `session_timeout_ms` of
-    /// `now_ms`.
+    /// Whether the leader heard from this broker within `session_timeout_ms` of
+    /// `now_ms` (monotonic).
     fn holds(&self, now_ms: u64, session_timeout_ms: u64) -> bool {
-        now_ms.saturating_sub(self.stamped_ms.load(Ordering::Acquire)) <= session_timeout_ms
-    }
-}
-
-/// When a controller leader may fence brokers that look silent: only a full session
-/// after it took over. The heartbeats it holds were committed before the election,
-/// which took time in which no heartbeat could commit, so right after a takeover every
-/// broker looks silent, healthy ones and the new leader itself included; fencing them
-/// would depose every partition leader at once. A full session from the takeover gives
-/// each broker time to reach the new leader (Kafka's new active controller likewise
-/// starts every broker's session afresh).
-#[derive(Debug, Default)]
-struct FencingGrace {
-    /// The term this controller leads in, and since when (ms).
-    leading: Option<(u64, u64)>,
-}
-
-impl FencingGrace {
-    /// Whether a controller leading in `term` may fence at `now_ms`.
-    fn allows(&mut self, term: u64, now_ms: u64, session_timeout_ms: u64) -> bool {
-        let since_ms = match self.leading {
-            Some((leading_term, since_ms)) if leading_term == term => since_ms,
-            _ => {
-                self.leading = Some((term, now_ms));
-                now_ms
-            }
-        };
-        now_ms.saturating_sub(since_ms) >= session_timeout_ms
+        match self.sent_ms.load(Ordering::Acquire) {
+            NEVER => false,
+            sent_ms => now_ms.saturating_sub(sent_ms) <= session_timeout_ms,
+        }
     }
 }
 
@@ -121,6 +118,7 @@ impl ClusterMember {
         controller: Controller,
         broker_id: u32,
         peers: Arc<crate::peers::PeerClients>,
+        clock: Arc<dyn Clock>,
     ) -> Self {
         Self {
             controller,
@@ -131,22 +129,24 @@ impl ClusterMember {
             plugin_sync: tokio::sync::Mutex::new(()),
             coordinator_term: AtomicU64::new(u64::MAX),
             lease: Lease::default(),
+            clock,
         }
     }
 
-    /// Records that the controller quorum committed a heartbeat (or the registration)
-    /// stamped `stamped_ms`.
-    fn renew_lease(&self, stamped_ms: u64) {
-        self.lease.renew(stamped_ms);
+    /// Records that the controller leader accepted a heartbeat (or the
+    /// registration) this broker sent at `sent_ms` (monotonic).
+    fn renew_lease(&self, sent_ms: u64) {
+        self.lease.renew(sent_ms);
     }
 
-    /// Whether the controller quorum heard from this broker within
-    /// `session_timeout_ms` of `now_ms`. A broker out of contact for longer has been
-    /// (or is about to be) fenced by the majority, which moves its leaderships to other
-    /// replicas in a new epoch: it must stop acting as a leader, even though nothing
-    /// can tell it so while it is cut off.
-    pub fn in_contact(&self, now_ms: u64, session_timeout_ms: u64) -> bool {
-        self.lease.holds(now_ms, session_timeout_ms)
+    /// Whether the controller leader heard from this broker within
+    /// `session_timeout_ms`. A broker out of contact for longer has been (or is about
+    /// to be) fenced by the majority, which moves its leaderships to other replicas in
+    /// a new epoch: it must stop acting as a leader, even though nothing can tell it
+    /// so while it is cut off.
+    pub fn in_contact(&self, session_timeout_ms: u64) -> bool {
+        self.lease
+            .holds(self.clock.monotonic_ms(), session_timeout_ms)
     }
 
     pub fn broker_epoch(&self) -> u64 {
@@ -255,7 +255,7 @@ pub fn status(state: &BrokerState, version: u16) -> Result<Outgoing, RequestErro
     let node_id = state.config.node_id;
     let unreachable: Vec<UnreachablePeer> = state
         .peer_health
-        .unreachable(now_ms())
+        .unreachable(state.clock.now_ms())
         .into_iter()
         .map(|(id, address, reason)| UnreachablePeer {
             id,
@@ -308,10 +308,6 @@ pub fn status(state: &BrokerState, version: u16) -> Result<Outgoing, RequestErro
     Ok(Outgoing::Frame(response.encode_frame_for(version)))
 }
 
-fn now_ms_u64() -> u64 {
-    u64::try_from(now_ms()).unwrap_or(0)
-}
-
 /// A number new to each process start, so that the controller tells a restart from a
 /// retry of the same registration: 64 bits from the OS's generator (Kafka's
 /// incarnation id is a random UUID). Clock and pid do not do: `ms ^ pid` of two starts
@@ -333,16 +329,16 @@ async fn register(
     advertised: &str,
     incarnation: u64,
 ) -> Result<(), String> {
-    let stamped_ms = now_ms_u64();
+    let sent_ms = member.clock.monotonic_ms();
     let command = MetadataCommand::RegisterBroker {
         broker_id: member.broker_id,
         incarnation,
         address: advertised.to_owned(),
-        now_ms: stamped_ms,
+        now_ms: member.clock.now_ms_u64(),
     };
     match member.controller.propose(command).await {
         Ok(MetadataResponse::BrokerRegistered { broker_epoch, .. }) => {
-            member.renew_lease(stamped_ms);
+            member.renew_lease(sent_ms);
             member.broker_epoch.store(broker_epoch, Ordering::Release);
             tracing::info!(broker_epoch, "registered with the controller");
             Ok(())
@@ -385,6 +381,7 @@ pub async fn start(
     let peers = Arc::new(crate::peers::PeerClients::new(
         state.config.clone(),
         Arc::clone(&state.peer_health),
+        Arc::clone(&state.clock),
     ));
     let transport = QuicRaftTransport::new(Arc::clone(&peers));
     let controller = Controller::start_with(controller_config, transport)
@@ -394,6 +391,7 @@ pub async fn start(
         controller,
         config.node_id,
         peers,
+        Arc::clone(&state.clock),
     )));
     let member = state
         .cluster
@@ -479,7 +477,6 @@ pub async fn membership_loop(state: Arc<BrokerState>, advertised: String, incarn
     let mut shutdown = state.shutdown.subscribe();
     let mut ticker = tokio::time::interval(HEARTBEAT_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut grace = FencingGrace::default();
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
@@ -491,28 +488,22 @@ pub async fn membership_loop(state: Arc<BrokerState>, advertised: String, incarn
             }
             continue;
         }
-        let stamped_ms = now_ms_u64();
-        let heartbeat = MetadataCommand::BrokerHeartbeat {
-            broker_id: member.broker_id,
-            broker_epoch: member.broker_epoch(),
-            now_ms: stamped_ms,
-        };
-        match member.controller.propose(heartbeat).await {
-            Ok(MetadataResponse::Rejected(err)) => {
+        let sent_ms = member.clock.monotonic_ms();
+        match member
+            .controller
+            .heartbeat(member.broker_id, member.broker_epoch())
+            .await
+        {
+            Ok(_) => member.renew_lease(sent_ms),
+            Err(ProposeError::Rejected(err)) => {
                 // Another registration (a restart elsewhere with this id) replaced
                 // ours: register again.
                 tracing::warn!(%err, "heartbeat refused; registering again");
                 member.broker_epoch.store(UNREGISTERED, Ordering::Release);
             }
-            Ok(_) => member.renew_lease(stamped_ms),
             Err(err) => tracing::debug!(%err, "heartbeat not delivered"),
         }
         if member.controller.is_leader() {
-            let fencing_allowed = grace.allows(
-                member.controller.term(),
-                now_ms_u64(),
-                state.config.broker_session_timeout_ms,
-            );
             match member.controller.follow_moved_members().await {
                 Ok(moved) if !moved.is_empty() => {
                     tracing::info!(
@@ -524,15 +515,8 @@ pub async fn membership_loop(state: Arc<BrokerState>, advertised: String, incarn
                 Err(err) => tracing::warn!(%err, "membership addresses not updated yet"),
             }
             expire_offsets(&state, member).await;
-            let silent = if fencing_allowed {
-                member
-                    .controller
-                    .metadata()
-                    .brokers_to_fence(now_ms_u64(), state.config.broker_session_timeout_ms)
-            } else {
-                Vec::new()
-            };
-            for broker_id in silent {
+            let session = Duration::from_millis(state.config.broker_session_timeout_ms);
+            for broker_id in member.controller.brokers_to_fence(session) {
                 match member
                     .controller
                     .propose(MetadataCommand::FenceBroker { broker_id })
@@ -555,7 +539,10 @@ pub async fn membership_loop(state: Arc<BrokerState>, advertised: String, incarn
 /// On the controller leader (the group coordinator): forgets the committed offsets of
 /// groups without members that are older than `offsets_retention_ms`.
 async fn expire_offsets(state: &BrokerState, member: &ClusterMember) {
-    let before_ms = now_ms_u64().saturating_sub(state.config.offsets_retention_ms);
+    let before_ms = state
+        .clock
+        .now_ms_u64()
+        .saturating_sub(state.config.offsets_retention_ms);
     let live: Vec<String> = state
         .groups
         .lock()
@@ -797,7 +784,7 @@ pub fn require_leader(
             if leader == member.broker_id
                 && member.is_registered()
                 && metadata.brokers().len() > 1
-                && !member.in_contact(now_ms_u64(), state.config.broker_session_timeout_ms) =>
+                && !member.in_contact(state.config.broker_session_timeout_ms) =>
         {
             Err(RequestError::new(
                 ErrorCode::NotLeader,
@@ -877,7 +864,7 @@ pub async fn reconcile_loop(state: Arc<BrokerState>) {
                     topic.replication_factor,
                     topic.configs.clone(),
                     topic.replication_factor,
-                    now_ms(),
+                    state.clock.now_ms(),
                 )
             });
             match created {
@@ -936,7 +923,9 @@ async fn apply_topic_changes(
         if local.partitions.len() < topic.partitions.len() {
             let partitions = u32::try_from(topic.partitions.len()).unwrap_or(u32::MAX);
             match crate::worker::blocking(|| {
-                state.topics.add_partitions(name, partitions, now_ms())
+                state
+                    .topics
+                    .add_partitions(name, partitions, state.clock.now_ms())
             }) {
                 Ok(_) => {
                     tracing::info!(topic = %name, partitions, "partitions added from the controller's metadata")
@@ -1010,7 +999,7 @@ pub async fn commit_offsets(
     use quiver_cluster::metadata::limits::OFFSETS_PER_COMMIT_MAX;
     for chunk in offsets.chunks(OFFSETS_PER_COMMIT_MAX) {
         let command = MetadataCommand::CommitOffsets {
-            now_ms: now_ms_u64(),
+            now_ms: member.clock.now_ms_u64(),
             group: group.to_owned(),
             offsets: chunk
                 .iter()
@@ -1089,23 +1078,10 @@ async fn propose_accepted(
 
 #[cfg(test)]
 mod tests {
-    use super::{FencingGrace, Lease, new_incarnation};
+    use super::{Lease, new_incarnation};
 
-    /// A new controller leader fences nobody until a session has passed since it took
-    /// over, whatever the heartbeats it inherited say; a later term starts again.
-    #[test]
-    fn a_new_controller_leader_waits_a_session_before_fencing() {
-        let mut grace = FencingGrace::default();
-        assert!(!grace.allows(5, 100_000, 6_000), "just took over");
-        assert!(!grace.allows(5, 105_999, 6_000));
-        assert!(grace.allows(5, 106_000, 6_000), "a whole session later");
-        assert!(grace.allows(5, 200_000, 6_000));
-        assert!(!grace.allows(6, 200_001, 6_000), "a new term: a new grace");
-        assert!(grace.allows(6, 206_001, 6_000));
-    }
-
-    /// A broker's lease runs out a session after the newest committed heartbeat, and
-    /// an older stamp committed late never shortens it.
+    /// A broker's lease runs out a session after the sending of the newest accepted
+    /// heartbeat, and an older one accepted late never shortens it.
     #[test]
     fn a_lease_runs_out_a_session_after_the_newest_committed_heartbeat() {
         let lease = Lease::default();

@@ -12,6 +12,7 @@
 pub mod admin;
 pub mod admission;
 pub mod adopt;
+pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod group;

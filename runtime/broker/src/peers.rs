@@ -13,6 +13,7 @@ use quiver_sdk::{Client, ClientConfig, ConnectError, RequestError};
 use quiver_wire::message::Rpc;
 
 use crate::BrokerConfig;
+use crate::clock::Clock;
 
 /// How long connecting to another broker may take before it counts as unreachable.
 const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -36,16 +37,18 @@ pub struct PeerClients {
     broker: BrokerConfig,
     clients: tokio::sync::Mutex<HashMap<(u32, Lane), (String, Client)>>,
     health: Arc<PeerHealth>,
+    clock: Arc<dyn Clock>,
 }
 
 impl PeerClients {
     /// Clients that connect as `broker` configures, recording in `health` which peers
-    /// could not be reached.
-    pub fn new(broker: BrokerConfig, health: Arc<PeerHealth>) -> Self {
+    /// could not be reached, and when by `clock`.
+    pub fn new(broker: BrokerConfig, health: Arc<PeerHealth>, clock: Arc<dyn Clock>) -> Self {
         Self {
             broker,
             clients: tokio::sync::Mutex::new(HashMap::new()),
             health,
+            clock,
         }
     }
 
@@ -119,8 +122,7 @@ impl PeerClients {
             Ok(client) => client,
             Err(err) => {
                 let reason = unreachable_reason(&err, addr);
-                self.health
-                    .failed(id, addr, &reason, crate::server::now_ms());
+                self.health.failed(id, addr, &reason, self.clock.now_ms());
                 return Err(err);
             }
         };

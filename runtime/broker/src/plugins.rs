@@ -32,7 +32,7 @@ use crate::cluster::ClusterMember;
 use crate::partition::Partition;
 use crate::peers::Lane;
 use crate::reply::{Outgoing, RequestError};
-use crate::server::{BrokerState, now_ms};
+use crate::server::BrokerState;
 use crate::worker::blocking;
 
 impl From<RegistryError> for RequestError {
@@ -75,7 +75,7 @@ pub async fn upload(
     let info = {
         let _sync_waits = member.plugin_sync.lock().await;
         // Compiling a module takes tens of milliseconds to seconds.
-        let info = blocking(|| state.plugins.upload(&req.name, &req.module, now_ms()))
+        let info = blocking(|| state.plugins.upload(&req.name, &req.module, state.clock.now_ms()))
             .inspect_err(|err| {
                 tracing::warn!(plugin = %req.name, size = req.module.len(), %err, "plugin upload refused");
             })?;
@@ -555,7 +555,7 @@ async fn dead_letter(
     for batch in batches {
         let append = async || -> Result<AppendInfo, RequestError> {
             Ok(blocking(|| {
-                partition.append(BytesMut::from(batch.as_ref()), now_ms())
+                partition.append(BytesMut::from(batch.as_ref()), state.clock.now_ms())
             })?)
         };
         let info = match &slot {
@@ -834,7 +834,7 @@ pub async fn fetch_through(
                 break;
             }
             ChainOutcome::Skipped { plugin, error } => {
-                if let Some(unlogged) = state.plugin_failure_log.due(now_ms()) {
+                if let Some(unlogged) = state.plugin_failure_log.due(state.clock.now_ms()) {
                     tracing::warn!(%plugin, %topic, partition = index, %error, unlogged, "plugin failed; batch skipped for this fetch");
                 }
                 state.metrics.plugin_skipped(&plugin, stage.name());

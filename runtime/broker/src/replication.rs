@@ -27,7 +27,7 @@ use crate::partition::Partition;
 use crate::peers::Lane;
 use crate::replica_plan::{self, ReplicaKey, RoleStep};
 use crate::reply::{Outgoing, RequestError};
-use crate::server::{BrokerState, now_ms};
+use crate::server::BrokerState;
 use crate::worker::blocking;
 
 /// How long a leader holds a follower's fetch that found nothing new.
@@ -146,7 +146,7 @@ fn apply_outputs(
     while let Some(output) = replica.poll_output() {
         match output {
             Output::Truncate { to } => {
-                if let Err(err) = blocking(|| slot.partition.truncate(to, now_ms())) {
+                if let Err(err) = blocking(|| slot.partition.truncate(to, state.clock.now_ms())) {
                     tracing::error!(topic = %slot.topic, partition = slot.index, %err, "truncation failed");
                 } else {
                     tracing::info!(topic = %slot.topic, partition = slot.index, to, "log truncated to the leader's");
@@ -158,7 +158,9 @@ fn apply_outputs(
                     continue;
                 };
                 let batch = BytesMut::from(batch.as_ref());
-                if let Err(err) = blocking(|| slot.partition.append_replica(batch, now_ms())) {
+                if let Err(err) =
+                    blocking(|| slot.partition.append_replica(batch, state.clock.now_ms()))
+                {
                     // The log is as it was: fetch the batch again after a backoff (a
                     // full disk may get space back; a failed one stays failed).
                     tracing::error!(topic = %slot.topic, partition = slot.index, %err, "replicated append failed");

@@ -19,6 +19,7 @@ use tokio::sync::{Semaphore, watch};
 use crate::admission::{
     Admission, AdmissionLimits, ConnectionRefused, ConnectionTicket, RequestSlot,
 };
+use crate::clock::{Clock, SystemClock};
 use crate::config::BrokerConfig;
 use crate::handlers::{self, Outgoing, RequestError};
 use crate::log_limit::LogLimit;
@@ -93,6 +94,8 @@ pub struct BrokerState {
     pub peer_health: Arc<crate::peers::PeerHealth>,
     /// The bound on join requests this broker answers.
     pub join_gate: crate::join::JoinGate,
+    /// Where the broker reads the time.
+    pub clock: Arc<dyn Clock>,
 }
 
 /// Why the broker could not start.
@@ -171,14 +174,6 @@ impl DataDirLock {
     }
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 /// Starts a broker: recovers the data directory, then opens the QUIC endpoint and the
 /// admin listener. Returns once both accept.
 pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
@@ -230,14 +225,21 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
         Metrics::disabled()
     });
     let (shutdown, _) = watch::channel(false);
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
     let data_dir = config.data_dir.clone();
     let log_defaults = config.log.clone();
     let flush = config.flush;
     let recovery_metrics = Arc::clone(&metrics);
+    let recovery_clock = Arc::clone(&clock);
     // Recovery reads and fsyncs files: keep it off the async workers.
     let topics = tokio::task::spawn_blocking(move || {
-        let topics =
-            TopicRegistry::open(&data_dir, log_defaults, flush, recovery_metrics, now_ms())?;
+        let topics = TopicRegistry::open(
+            &data_dir,
+            log_defaults,
+            flush,
+            recovery_metrics,
+            recovery_clock.now_ms(),
+        )?;
         if topics.get(crate::offsets::OFFSETS_TOPIC).is_none() {
             topics.create(
                 crate::offsets::OFFSETS_TOPIC,
@@ -245,7 +247,7 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
                 1,
                 Default::default(),
                 1,
-                now_ms(),
+                recovery_clock.now_ms(),
             )?;
         }
         let offsets_partition = topics
@@ -293,6 +295,7 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
         super_users: config.super_users.clone(),
     };
     let state = Arc::new(BrokerState {
+        clock: Arc::clone(&clock),
         plugins,
         cluster: std::sync::OnceLock::new(),
         producer_ids,
@@ -310,7 +313,7 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
         authorizer,
         scram,
         quota_meter: crate::quota::QuotaMeter::default(),
-        refusal_log: RefusalLog::default(),
+        refusal_log: RefusalLog::new(Arc::clone(&clock)),
         plugin_failure_log: LogLimit::default(),
         peer_health: Arc::new(crate::peers::PeerHealth::default()),
         join_gate: crate::join::JoinGate::default(),
@@ -490,28 +493,37 @@ fn certificate_refusal(err: &quinn::ConnectionError) -> Option<&'static str> {
 
 /// Flood-prone refusals and timeouts, each logged at most once per
 /// [`crate::log_limit::LOG_INTERVAL`].
-#[derive(Default)]
 struct RefusalLog {
     connections: LogLimit,
     timeouts: LogLimit,
     authentication: LogLimit,
+    clock: Arc<dyn Clock>,
 }
 
 impl RefusalLog {
+    fn new(clock: Arc<dyn Clock>) -> Self {
+        Self {
+            connections: LogLimit::default(),
+            timeouts: LogLimit::default(),
+            authentication: LogLimit::default(),
+            clock,
+        }
+    }
+
     fn connection_refused(&self, from: SocketAddr, refused: ConnectionRefused) {
-        if let Some(unlogged) = self.connections.due(now_ms()) {
+        if let Some(unlogged) = self.connections.due(self.clock.now_ms()) {
             tracing::warn!(%from, reason = refused.reason(), unlogged, "connection refused: {refused}");
         }
     }
 
     fn authentication_failed(&self, from: SocketAddr, why: &str) {
-        if let Some(unlogged) = self.authentication.due(now_ms()) {
+        if let Some(unlogged) = self.authentication.due(self.clock.now_ms()) {
             tracing::warn!(%from, mechanism = "mtls", unlogged, "authentication failed: {why}");
         }
     }
 
     fn stream_timed_out(&self, from: SocketAddr, phase: &str, limit_ms: u64) {
-        if let Some(unlogged) = self.timeouts.due(now_ms()) {
+        if let Some(unlogged) = self.timeouts.due(self.clock.now_ms()) {
             tracing::warn!(%from, phase, limit_ms, unlogged, "request stream reset: not {phase} within its time limit");
         }
     }
@@ -759,7 +771,7 @@ impl IncomingRequest {
         // request is handled, whether or not its client honoured the time it was told.
         let held = state
             .quota_meter
-            .held_for(self.caller.principal().name(), now_ms().max(0) as u64);
+            .held_for(self.caller.principal().name(), state.clock.now_ms_u64());
         if !held.is_zero() {
             tokio::time::sleep(held).await;
         }
@@ -959,7 +971,7 @@ async fn session_loop(state: Arc<BrokerState>) {
             .groups
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .poll_expired(now_ms(), &partitions_of);
+            .poll_expired(state.clock.now_ms(), &partitions_of);
         for (group, member) in expired {
             tracing::info!(%group, %member, "group member's session expired; its partitions move");
         }
@@ -980,7 +992,7 @@ async fn retention_loop(state: Arc<BrokerState>) {
         let swept = tokio::task::spawn_blocking(move || {
             for topic in worker.topics.all() {
                 for partition in &topic.partitions {
-                    match partition.enforce_retention(now_ms()) {
+                    match partition.enforce_retention(worker.clock.now_ms()) {
                         Ok(report) if report.segments_deleted > 0 => tracing::info!(
                             topic = %topic.name, partition = partition.index,
                             segments = report.segments_deleted, bytes = report.bytes_deleted,

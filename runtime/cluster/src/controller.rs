@@ -4,15 +4,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
 use openraft::{ChangeMembers, Config, ServerState, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use crate::liveness::Liveness;
 use crate::metadata::limits::COMMAND_BYTES_MAX;
-use crate::metadata::{CommandError, MetadataCommand, MetadataResponse, MetadataState};
+use crate::metadata::{BrokerId, CommandError, MetadataCommand, MetadataResponse, MetadataState};
 use crate::network::{
     DynTransport, NetworkFactory, RaftRpc, RaftRpcReply, RaftTransport, RpcHandler,
     SNAPSHOT_CHUNK_BYTES, TransportError,
@@ -235,6 +236,8 @@ struct Inner {
     propose_timeout: Duration,
     dir: PathBuf,
     lock: Mutex<Option<Arc<DirLock>>>,
+    /// Whom this controller, while it leads, has heard from.
+    liveness: Arc<Mutex<Liveness>>,
 }
 
 /// How long a shutdown waits for storage tasks (a snapshot being written) to let go
@@ -331,6 +334,7 @@ impl Controller {
                 propose_timeout: config.propose_timeout,
                 dir,
                 lock: Mutex::new(Some(lock)),
+                liveness: Arc::new(Mutex::new(Liveness::new())),
             }),
         })
     }
@@ -377,27 +381,92 @@ impl Controller {
         propose_local(&self.inner.raft, command, self.inner.propose_timeout).await
     }
 
+    /// Broker `broker_id`, registered as `broker_epoch`, is alive. Sent to the
+    /// leader (forwarded once, as [`Controller::propose`] does), which confirms with
+    /// a quorum that it still leads and answers from memory; it writes a
+    /// `BrokerHeartbeat` to the log only when that changes the metadata: the first
+    /// heartbeat of a registration, or one from a fenced broker, which unfences it.
+    /// A heartbeat of another registration than the current one is refused
+    /// (`STALE_BROKER_EPOCH`): the broker must register again.
+    pub async fn heartbeat(
+        &self,
+        broker_id: BrokerId,
+        broker_epoch: u64,
+    ) -> Result<MetadataResponse, ProposeError> {
+        let inner = &self.inner;
+        let answer = heartbeat_local(
+            &inner.raft,
+            &inner.view,
+            &inner.liveness,
+            broker_id,
+            broker_epoch,
+            inner.propose_timeout,
+        )
+        .await;
+        match answer {
+            Err(ProposeError::NotLeader {
+                leader_id: Some(leader),
+                leader_addr: Some(addr),
+            }) if leader != inner.node_id => {
+                let rpc = RaftRpc::Heartbeat {
+                    broker_id,
+                    broker_epoch,
+                };
+                match self.send_to_leader(leader, addr, rpc).await? {
+                    RaftRpcReply::Heartbeat(answer) => answer,
+                    _ => Err(ProposeError::Unavailable(
+                        "the leader answered another RPC".to_owned(),
+                    )),
+                }
+            }
+            answer => answer,
+        }
+    }
+
+    /// While this controller leads: the unfenced brokers it has not heard from for
+    /// longer than `session_timeout`, timed on its own monotonic clock. A controller
+    /// that has just become leader names no one for one session. Empty on a follower.
+    pub fn brokers_to_fence(&self, session_timeout: Duration) -> Vec<BrokerId> {
+        if !self.is_leader() {
+            return Vec::new();
+        }
+        let term = self.term();
+        let metadata = self.metadata();
+        lock_liveness(&self.inner.liveness).silent(term, &metadata, Instant::now(), session_timeout)
+    }
+
+    async fn send_to_leader(
+        &self,
+        leader: NodeId,
+        addr: String,
+        rpc: RaftRpc,
+    ) -> Result<RaftRpcReply, ProposeError> {
+        let sent = self.inner.transport.send_boxed(leader, &addr, rpc);
+        match tokio::time::timeout(self.inner.propose_timeout, sent).await {
+            Err(_) => Err(ProposeError::Timeout),
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(TransportError::Unreachable { .. })) => Err(ProposeError::NotLeader {
+                leader_id: Some(leader),
+                leader_addr: Some(addr),
+            }),
+            Ok(Err(e)) => Err(ProposeError::Unavailable(e.to_string())),
+        }
+    }
+
     async fn forward(
         &self,
         leader: NodeId,
         addr: String,
         command: MetadataCommand,
     ) -> Result<MetadataResponse, ProposeError> {
-        let sent = self
-            .inner
-            .transport
-            .send_boxed(leader, &addr, RaftRpc::Propose(command));
-        match tokio::time::timeout(self.inner.propose_timeout, sent).await {
-            Err(_) => Err(ProposeError::Timeout),
-            Ok(Ok(RaftRpcReply::Propose(answer))) => answer,
-            Ok(Ok(_)) => Err(ProposeError::Unavailable(
+        match self
+            .send_to_leader(leader, addr, RaftRpc::Propose(command))
+            .await?
+        {
+            RaftRpcReply::Propose(answer) => answer,
+            _ => Err(ProposeError::Unavailable(
                 "the leader answered another RPC".to_owned(),
             )),
-            Ok(Err(TransportError::Unreachable { .. })) => Err(ProposeError::NotLeader {
-                leader_id: Some(leader),
-                leader_addr: Some(addr),
-            }),
-            Ok(Err(e)) => Err(ProposeError::Unavailable(e.to_string())),
         }
     }
 
@@ -501,7 +570,12 @@ impl Controller {
 
     /// What the transport hands incoming RPCs to.
     pub fn rpc_handler(&self) -> RpcHandler {
-        RpcHandler::new(self.inner.raft.clone(), self.inner.propose_timeout)
+        RpcHandler::new(
+            self.inner.raft.clone(),
+            self.inner.view.clone(),
+            self.inner.liveness.clone(),
+            self.inner.propose_timeout,
+        )
     }
 
     /// Adds a controller to the voters (on the leader): it first catches up as a
@@ -694,6 +768,73 @@ pub(crate) async fn add_voter_local(
     tokio::time::timeout(timeout * 6, work)
         .await
         .map_err(|_| MembershipError::Timeout)?
+}
+
+/// The failure detector, even if a thread panicked holding it: its sessions are
+/// plain instants, never left half-written.
+fn lock_liveness(liveness: &Mutex<Liveness>) -> std::sync::MutexGuard<'_, Liveness> {
+    liveness
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A broker's heartbeat, on this node only: answered if this node leads (confirmed
+/// with a quorum, so that a deposed leader cannot keep a broker's lease alive), or
+/// where the leader is.
+pub(crate) async fn heartbeat_local(
+    raft: &ControllerRaft,
+    view: &AppliedView,
+    liveness: &Mutex<Liveness>,
+    broker_id: BrokerId,
+    broker_epoch: u64,
+    timeout: Duration,
+) -> Result<MetadataResponse, ProposeError> {
+    match tokio::time::timeout(timeout, raft.ensure_linearizable()).await {
+        Err(_) => return Err(ProposeError::Timeout),
+        Ok(Ok(_)) => {}
+        Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
+            return Err(ProposeError::NotLeader {
+                leader_id: f.leader_id,
+                leader_addr: f.leader_node.map(|n| n.addr),
+            });
+        }
+        Ok(Err(e)) => return Err(ProposeError::Unavailable(e.to_string())),
+    }
+    let term = raft.metrics().borrow().current_term;
+    let metadata = view.state();
+    let record =
+        metadata
+            .broker(broker_id)
+            .ok_or(ProposeError::Rejected(CommandError::UnknownBroker(
+                broker_id,
+            )))?;
+    if record.epoch != broker_epoch {
+        return Err(ProposeError::Rejected(CommandError::StaleBrokerEpoch {
+            broker: broker_id,
+            current: record.epoch,
+            given: broker_epoch,
+        }));
+    }
+    let answer = if record.fenced || !record.heartbeated {
+        // A change to the metadata: through the log. The time is the proposer's and
+        // only informational; fencing is timed by `liveness`, never by it.
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let command = MetadataCommand::BrokerHeartbeat {
+            broker_id,
+            broker_epoch,
+            now_ms,
+        };
+        propose_local(raft, command, timeout).await?
+    } else {
+        MetadataResponse::HeartbeatAccepted {
+            unfenced: false,
+            leaders_elected: 0,
+        }
+    };
+    lock_liveness(liveness).heard(term, broker_id, broker_epoch, Instant::now());
+    Ok(answer)
 }
 
 /// Proposes on this node only: the answer, or where the leader is.

@@ -13,12 +13,17 @@
 //!   [`MemoryNetwork`] carries them in-process for tests.
 //! - [`Controller`]: start, propose, read, watch, stop.
 //!
-//! What it does not do: open sockets, read clocks for the state machine, decide when
-//! a broker is dead (the broker's timer calls
-//! [`MetadataState::brokers_to_fence`](metadata::MetadataState::brokers_to_fence) and
-//! proposes the fencing), or store plugin modules (only their versions).
+//! - [`liveness`]: the leader's failure detector. Brokers' heartbeats reach the leader
+//!   ([`Controller::heartbeat`]) and are answered from memory, timed on the leader's
+//!   monotonic clock; only a heartbeat that changes the metadata (the first of a
+//!   registration, or one that unfences) is written to the log.
+//!
+//! What it does not do: open sockets, read clocks for the state machine, run the
+//! fencing timer (the broker's calls [`Controller::brokers_to_fence`] and proposes
+//! the fencing), or store plugin modules (only their versions).
 
 mod controller;
+pub mod liveness;
 mod memory_transport;
 pub mod metadata;
 pub mod network;

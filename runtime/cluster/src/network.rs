@@ -8,13 +8,14 @@
 //! tests use.
 //!
 //! Besides openraft's three RPCs (append entries, vote, install a snapshot chunk)
-//! there are two of Quiver's own: `Propose`, which a follower uses to forward a
-//! metadata command to the leader, and `AddVoter`, which a node that was not a
-//! founding seed sends to join the quorum.
+//! there are three of Quiver's own: `Propose`, which a follower uses to forward a
+//! metadata command to the leader; `AddVoter`, which a node that was not a founding
+//! seed sends to join the quorum; and `Heartbeat`, a broker's heartbeat forwarded to
+//! the leader's failure detector.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openraft::RPCTypes;
@@ -29,9 +30,12 @@ use openraft::raft::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::controller::{MembershipError, ProposeError, add_voter_local, propose_local};
-use crate::metadata::{MetadataCommand, MetadataResponse};
-use crate::storage::ENTRY_BYTES_MAX;
+use crate::controller::{
+    MembershipError, ProposeError, add_voter_local, heartbeat_local, propose_local,
+};
+use crate::liveness::Liveness;
+use crate::metadata::{BrokerId, MetadataCommand, MetadataResponse};
+use crate::storage::{AppliedView, ENTRY_BYTES_MAX};
 use crate::type_config::{ControllerNode, ControllerRaft, NodeId, TypeConfig};
 
 /// The largest encoded RPC or reply. An append that would be larger is split by
@@ -57,6 +61,12 @@ pub enum RaftRpc {
         node_id: NodeId,
         addr: String,
     },
+    /// A broker's heartbeat, forwarded to the leader's failure detector. Answered
+    /// from memory unless it changes the metadata (see [`crate::liveness`]).
+    Heartbeat {
+        broker_id: BrokerId,
+        broker_epoch: u64,
+    },
 }
 
 /// The answer to a [`RaftRpc`], of the same variant.
@@ -69,6 +79,7 @@ pub enum RaftRpcReply {
     ),
     Propose(Result<MetadataResponse, ProposeError>),
     AddVoter(Result<(), MembershipError>),
+    Heartbeat(Result<MetadataResponse, ProposeError>),
 }
 
 /// Why bytes are not an RPC, or an RPC cannot become bytes.
@@ -108,9 +119,10 @@ impl RaftRpc {
 
     fn action(&self) -> RPCTypes {
         match self {
-            RaftRpc::AppendEntries(_) | RaftRpc::Propose(_) | RaftRpc::AddVoter { .. } => {
-                RPCTypes::AppendEntries
-            }
+            RaftRpc::AppendEntries(_)
+            | RaftRpc::Propose(_)
+            | RaftRpc::AddVoter { .. }
+            | RaftRpc::Heartbeat { .. } => RPCTypes::AppendEntries,
             RaftRpc::Vote(_) => RPCTypes::Vote,
             RaftRpc::InstallSnapshot(_) => RPCTypes::InstallSnapshot,
         }
@@ -188,13 +200,22 @@ impl<T: RaftTransport> DynTransport for T {
 #[derive(Clone)]
 pub struct RpcHandler {
     raft: ControllerRaft,
+    view: Arc<AppliedView>,
+    liveness: Arc<Mutex<Liveness>>,
     propose_timeout: Duration,
 }
 
 impl RpcHandler {
-    pub(crate) fn new(raft: ControllerRaft, propose_timeout: Duration) -> Self {
+    pub(crate) fn new(
+        raft: ControllerRaft,
+        view: Arc<AppliedView>,
+        liveness: Arc<Mutex<Liveness>>,
+        propose_timeout: Duration,
+    ) -> Self {
         Self {
             raft,
+            view,
+            liveness,
             propose_timeout,
         }
     }
@@ -216,6 +237,20 @@ impl RpcHandler {
             ),
             RaftRpc::AddVoter { node_id, addr } => RaftRpcReply::AddVoter(
                 add_voter_local(&self.raft, node_id, addr, self.propose_timeout).await,
+            ),
+            RaftRpc::Heartbeat {
+                broker_id,
+                broker_epoch,
+            } => RaftRpcReply::Heartbeat(
+                heartbeat_local(
+                    &self.raft,
+                    &self.view,
+                    &self.liveness,
+                    broker_id,
+                    broker_epoch,
+                    self.propose_timeout,
+                )
+                .await,
             ),
         }
     }

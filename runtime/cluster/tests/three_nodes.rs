@@ -369,3 +369,94 @@ async fn a_node_restarted_at_another_address_is_followed_there() {
         cluster.node(id).shutdown().await.expect("stops");
     }
 }
+
+/// Heartbeats reach the leader's failure detector, through a follower too, and
+/// write nothing to the Raft log unless they change the metadata; a broker that stops
+/// heartbeating is named for fencing by the leader alone, after its session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_stay_out_of_the_log_and_silence_is_timed_on_the_leader() {
+    const SESSION: std::time::Duration = std::time::Duration::from_millis(400);
+    let cluster = TestCluster::start(&[1, 2, 3]).await;
+    let leader = cluster.leader().await;
+    let via = follower(&cluster, leader);
+    let mut epochs = std::collections::BTreeMap::new();
+    for id in 1..=3 {
+        match cluster.propose_via(via, register(id)).await {
+            Ok(MetadataResponse::BrokerRegistered { broker_epoch, .. }) => {
+                epochs.insert(id, broker_epoch);
+            }
+            other => panic!("registration: {other:?}"),
+        }
+    }
+    // The first heartbeat of a registration is a change (the registration is then
+    // known to have been answered): logged once.
+    for (&id, &epoch) in &epochs {
+        cluster
+            .node(via)
+            .heartbeat(id, epoch)
+            .await
+            .expect("first heartbeat");
+    }
+    let version = cluster.converged().await;
+    for _ in 0..20 {
+        for (&id, &epoch) in &epochs {
+            match cluster.node(via).heartbeat(id, epoch).await {
+                Ok(MetadataResponse::HeartbeatAccepted {
+                    unfenced: false, ..
+                }) => {}
+                other => panic!("heartbeat of broker {id}: {other:?}"),
+            }
+        }
+    }
+    assert_eq!(
+        cluster.converged().await,
+        version,
+        "60 heartbeats wrote to the controller's log"
+    );
+
+    // A heartbeat of another registration is refused, and changes nothing.
+    match cluster.node(via).heartbeat(1, epochs[&1] + 100).await {
+        Err(ProposeError::Rejected(CommandError::StaleBrokerEpoch { .. })) => {}
+        other => panic!("a stale epoch was answered {other:?}"),
+    }
+    match cluster.node(via).heartbeat(9, 0).await {
+        Err(ProposeError::Rejected(CommandError::UnknownBroker(9))) => {}
+        other => panic!("an unknown broker was answered {other:?}"),
+    }
+
+    // Brokers 1 and 2 keep heartbeating, broker 3 falls silent: only the leader
+    // names it, once its session has passed.
+    let silent = eventually("the silent broker named", || async {
+        for id in [1, 2] {
+            let _ = cluster.node(via).heartbeat(id, epochs[&id]).await;
+        }
+        tokio::time::sleep(SESSION / 4).await;
+        let named = cluster.node(leader).brokers_to_fence(SESSION);
+        (!named.is_empty()).then_some(named)
+    })
+    .await;
+    assert_eq!(silent, vec![3]);
+    assert!(
+        cluster.node(via).brokers_to_fence(SESSION).is_empty(),
+        "a follower named brokers to fence"
+    );
+
+    // Fenced, broker 3's next heartbeat unfences it: a change, so logged.
+    cluster
+        .propose_via(via, MetadataCommand::FenceBroker { broker_id: 3 })
+        .await
+        .expect("fenced");
+    let fenced_version = cluster.converged().await;
+    match cluster.node(via).heartbeat(3, epochs[&3]).await {
+        Ok(MetadataResponse::HeartbeatAccepted { unfenced: true, .. }) => {}
+        other => panic!("the fenced broker's heartbeat: {other:?}"),
+    }
+    assert!(cluster.converged().await > fenced_version);
+    assert!(
+        cluster
+            .node(leader)
+            .metadata()
+            .broker(3)
+            .is_some_and(|b| !b.fenced)
+    );
+}

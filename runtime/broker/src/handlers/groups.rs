@@ -18,7 +18,7 @@ use super::{Call, Outgoing, RequestError, partition};
 use crate::group::{GroupCoordinator, Heartbeat, validate_group_id};
 use crate::offsets::OffsetView;
 use crate::security::Need;
-use crate::server::{BrokerState, now_ms};
+use crate::server::BrokerState;
 
 fn coordinator(state: &BrokerState) -> std::sync::MutexGuard<'_, GroupCoordinator> {
     state
@@ -125,7 +125,7 @@ pub(super) async fn group_heartbeat(
             owned: &req.owned,
         },
         &partitions_of,
-        now_ms(),
+        state.clock.now_ms(),
     )?;
     let response = GroupHeartbeatResponse {
         member_id: outcome.member_id,

@@ -11,7 +11,7 @@ use super::{Call, Outgoing, RequestError};
 
 /// Refuses the request when the broker answered its share of joins this minute.
 fn admitted(call: &Call<'_>) -> Result<(), RequestError> {
-    if call.state.join_gate.admit(crate::server::now_ms()) {
+    if call.state.join_gate.admit(call.state.clock.now_ms()) {
         return Ok(());
     }
     Err(RequestError::new(
@@ -80,12 +80,7 @@ pub(super) async fn join(
             ))
         }
         Err(refusal) => {
-            if state
-                .join_gate
-                .refusals
-                .due(crate::server::now_ms())
-                .is_some()
-            {
+            if state.join_gate.refusals.due(state.clock.now_ms()).is_some() {
                 tracing::warn!(
                     node_id,
                     code = refusal.code.name(),

@@ -185,7 +185,7 @@ pub fn charge_quota(
     let Some(per_sec) = per_sec else {
         return none;
     };
-    let now = crate::server::now_ms().max(0) as u64;
+    let now = state.clock.now_ms_u64();
     let throttle =
         state
             .quota_meter

@@ -8,7 +8,6 @@ use quiver_wire::message::{Acks, PRODUCE_TIMEOUT_MS_MAX, ProduceRequest, Produce
 
 use super::{Call, Outgoing, RequestError, partition};
 use crate::partition::Partition;
-use crate::server::now_ms;
 
 /// How long an idempotent batch that arrived ahead of its predecessor waits for it.
 /// Requests travel on separate streams, so a producer's pipelined batches can reach the
@@ -51,7 +50,7 @@ pub(super) async fn produce(
         }
         wait_for_predecessors(&partition, &header).await;
     }
-    let now = now_ms();
+    let now = call.state.clock.now_ms();
     let wait = Duration::from_millis(u64::from(req.timeout_ms.min(PRODUCE_TIMEOUT_MS_MAX)));
     let batch = req.batch;
     let batch_bytes = batch.len();

@@ -138,19 +138,6 @@ impl MetadataState {
         Ok(MetadataResponse::BrokerUnfenced { leaders_elected })
     }
 
-    /// Unfenced brokers whose last heartbeat is older than `session_timeout_ms` at
-    /// `now_ms`: what the controller leader should fence. A pure query, so that the
-    /// failure detector is a timer around it.
-    pub fn brokers_to_fence(&self, now_ms: u64, session_timeout_ms: u64) -> Vec<BrokerId> {
-        self.brokers
-            .iter()
-            .filter(|(_, b)| {
-                !b.fenced && now_ms.saturating_sub(b.last_heartbeat_ms) > session_timeout_ms
-            })
-            .map(|(id, _)| *id)
-            .collect()
-    }
-
     /// Gives every leaderless partition a leader if one is eligible now.
     fn elect_leaderless(&mut self) -> u32 {
         let mut elected = 0;

@@ -50,7 +50,9 @@ pub struct BrokerRecord {
     pub epoch: u64,
     /// A fenced broker leads nothing and joins no ISR until it heartbeats again.
     pub fenced: bool,
-    /// The proposer's clock at the last registration or heartbeat, in ms.
+    /// The proposer's wall clock at the last registration or logged heartbeat, in
+    /// ms: informational only. Fencing is timed on the controller leader's monotonic
+    /// clock ([`crate::liveness`]), and most heartbeats never reach the log.
     pub last_heartbeat_ms: u64,
     /// Whether a heartbeat of this registration was accepted. A process heartbeats
     /// only once its registration is answered, so a registration that repeats this

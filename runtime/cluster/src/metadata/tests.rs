@@ -234,24 +234,6 @@ fn registration_is_idempotent_per_incarnation_and_heartbeats_check_the_epoch() {
 }
 
 #[test]
-fn brokers_to_fence_are_the_silent_unfenced_ones() {
-    let mut state = cluster(3);
-    let epoch = state.broker(2).map(|b| b.epoch).expect("registered");
-    ok(
-        &mut state,
-        MetadataCommand::BrokerHeartbeat {
-            broker_id: 2,
-            broker_epoch: epoch,
-            now_ms: 9_000,
-        },
-    );
-    ok(&mut state, fence(3));
-    // Brokers 1 and 3 last spoke at 1_000; 3 is fenced already.
-    assert_eq!(state.brokers_to_fence(10_000, 5_000), vec![1]);
-    assert_eq!(state.brokers_to_fence(5_000, 5_000), Vec::<BrokerId>::new());
-}
-
-#[test]
 fn stale_alter_isr_is_rejected() {
     let mut state = cluster(3);
     ok(&mut state, create("t", 1, 3));
