@@ -1402,3 +1402,108 @@ async fn fencing_is_timed_by_the_controller_not_by_brokers_wall_clocks() {
     .await;
     assert!(active(&status(&brokers[0]).await.expect("status"), 2));
 }
+
+/// A produce-stage plugin runs before the partition's replica lock, so a slow one
+/// holds up only its own request: the follower fetches of its partition, and other
+/// produces to it, go on meanwhile. The plugin spins until its CPU bound (3 s here)
+/// on a batch larger than 4 KiB; a small record produced with acks=all half a second
+/// after such a batch is acknowledged (replicated by the followers' fetches) while the
+/// large batch is still in the plugin. (When the chain ran under the replica lock,
+/// the small record waited for the large one's plugin to give up, and so did every
+/// follower fetch of the partition.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_produce_stage_plugin_holds_up_neither_follower_fetches_nor_other_produces() {
+    const SPIN_ABOVE_BYTES: usize = 4096;
+    let root = tempfile::tempdir().expect("tempdir");
+    let brokers = start_cluster(root.path(), &[("QUIVER_PLUGIN_CALL_MS_MAX", "3000")]);
+    wait_formed(&brokers[0]).await;
+    let admin_client = brokers[0].client().await;
+    admin_client
+        .admin()
+        .create_topic(
+            quiver_sdk::NewTopic::new("spun", 1, 3)
+                .configs::<String, String>([("min.insync.replicas".into(), "3".into())]),
+        )
+        .await
+        .expect("create");
+    wait_topic_everywhere(&brokers, "spun").await;
+    let spin = format!(
+        r#"(func (export "filter") (param $ptr i32) (param $len i32) (result i64)
+             (local $count i32) (local $out i32) (local $bytes i32)
+             (if (i32.gt_u (local.get $len) (i32.const {SPIN_ABOVE_BYTES}))
+               (then (loop $spin (br $spin))))
+             (local.set $count (i32.load (local.get $ptr)))
+             (local.set $out (global.get $bump))
+             (i32.store (local.get $out) (local.get $count))
+             (local.set $bytes (i32.shr_u (i32.add (local.get $count) (i32.const 7)) (i32.const 3)))
+             (memory.fill (i32.add (local.get $out) (i32.const 4)) (i32.const 255) (local.get $bytes))
+             (global.set $bump (i32.const 1024))
+             (i64.or (i64.shl (i64.extend_i32_u (local.get $out)) (i64.const 32))
+                     (i64.extend_i32_u (i32.add (i32.const 4) (local.get $bytes)))))"#
+    );
+    admin_client
+        .admin()
+        .upload_plugin("spin", bytes::Bytes::from(quiver_tests::wat::module(&spin)))
+        .await
+        .expect("upload");
+    admin_client
+        .admin()
+        .attach_plugin(quiver_sdk::Attachment {
+            topic: "spun".into(),
+            plugin: "spin".into(),
+            stage: quiver_sdk::PluginStage::Produce,
+            params: Vec::new(),
+            on_error: quiver_sdk::OnError::Fail,
+        })
+        .await
+        .expect("attach");
+    let (leader, _, _, _) = partition_view(&brokers[0], "spun")
+        .await
+        .expect("described");
+    let leader_client = brokers[(leader - 1) as usize].client().await;
+    // Attached everywhere, and small records pass it replicated, before the race.
+    eventually(
+        "the plugin attached on the leader",
+        Duration::from_secs(60),
+        || {
+            let c = leader_client.clone();
+            async move {
+                let producer = quiver_tests::small_batch_producer(&c);
+                let record = quiver_sdk::ProducerRecord::new("spun", "warm").partition(0);
+                let receipt = producer.send(record).await.ok()?;
+                receipt.await.ok()
+            }
+        },
+    )
+    .await;
+
+    let spinning = quiver_tests::small_batch_producer(&leader_client);
+    let large =
+        quiver_sdk::ProducerRecord::new("spun", "x".repeat(SPIN_ABOVE_BYTES * 2)).partition(0);
+    let large_receipt = tokio::spawn(spinning.send(large).await.expect("buffered"));
+    // Long enough for the large batch to reach the plugin; if it were not there yet,
+    // the small record would simply pass first and prove nothing.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let producer = quiver_tests::small_batch_producer(&leader_client);
+    let small = quiver_sdk::ProducerRecord::new("spun", "small").partition(0);
+    producer
+        .send(small)
+        .await
+        .expect("buffered")
+        .await
+        .expect("the small record acknowledged by all three replicas");
+    assert!(
+        !large_receipt.is_finished(),
+        "the large batch left the plugin before the small record was acknowledged"
+    );
+    let refused = large_receipt
+        .await
+        .expect("joined")
+        .expect_err("the spinning batch is refused");
+    match refused {
+        quiver_sdk::ProduceError::Fatal(err) => {
+            assert_eq!(err.code(), Some(ErrorCode::PluginFailed), "{err}")
+        }
+        other => panic!("the spinning batch failed otherwise: {other}"),
+    }
+}
