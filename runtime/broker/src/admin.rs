@@ -155,7 +155,8 @@ async fn answer(mut stream: TcpStream, state: &BrokerState) -> std::io::Result<(
                 request_bytes_in_flight: state.admission.request_bytes(),
                 replica_health: replica_health(state),
             };
-            let body = state.metrics.render(&state.topics.all(), broker);
+            let topics: Vec<_> = state.topics.all().iter().map(|t| t.sample()).collect();
+            let body = state.metrics.render(&topics, broker);
             respond(
                 &mut stream,
                 200,

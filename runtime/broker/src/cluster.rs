@@ -52,7 +52,7 @@ pub struct ClusterMember {
     /// goes through.
     pub peers: Arc<crate::peers::PeerClients>,
     /// The partition replicas this broker holds.
-    pub replication: crate::replication::Replication,
+    pub replicas: Arc<crate::replication::Replicas>,
     /// The epoch the controller gave this broker's registration; [`UNREGISTERED`]
     /// until it answered.
     broker_epoch: AtomicU64,
@@ -118,13 +118,14 @@ impl ClusterMember {
         controller: Controller,
         broker_id: u32,
         peers: Arc<crate::peers::PeerClients>,
+        replicas: Arc<crate::replication::Replicas>,
         clock: Arc<dyn Clock>,
     ) -> Self {
         Self {
             controller,
             broker_id,
             peers,
-            replication: crate::replication::Replication::default(),
+            replicas,
             broker_epoch: AtomicU64::new(UNREGISTERED),
             plugin_sync: tokio::sync::Mutex::new(()),
             coordinator_term: AtomicU64::new(u64::MAX),
@@ -387,10 +388,24 @@ pub async fn start(
     let controller = Controller::start_with(controller_config, transport)
         .await
         .map_err(|e| e.to_string())?;
+    let replicas = Arc::new(crate::replication::Replicas::new(
+        crate::replication::ReplicaServices {
+            broker_id: config.node_id,
+            controller: controller.clone(),
+            peers: Arc::clone(&peers),
+            topics: Arc::clone(&state.topics),
+            metrics: Arc::clone(&state.metrics),
+            clock: Arc::clone(&state.clock),
+            tasks: Arc::clone(&state.tasks),
+            shutdown: state.shutdown.subscribe(),
+            replica_lag_max_ms: config.replica_lag_max_ms,
+        },
+    ));
     let _ = state.cluster.set(Arc::new(ClusterMember::new(
         controller,
         config.node_id,
         peers,
+        replicas,
         Arc::clone(&state.clock),
     )));
     let member = state
@@ -896,7 +911,7 @@ pub async fn reconcile_loop(state: Arc<BrokerState>) {
                 }
             }
         }
-        crate::replication::reconcile(&state, member).await;
+        crate::replication::reconcile(&member.replicas, member.is_registered()).await;
         tokio::select! {
             changed = versions.changed() => if changed.is_err() { return },
             _ = shutdown.changed() => return,
@@ -940,7 +955,7 @@ async fn apply_topic_changes(
                 state.topics.alter_configs(name, topic.configs.clone())
             }) {
                 Ok(()) => {
-                    crate::replication::apply_topic_configs(state, member, name, &topic.configs)
+                    crate::replication::apply_topic_configs(&member.replicas, name, &topic.configs)
                         .await;
                     tracing::info!(topic = %name, "topic configs applied from the controller's metadata")
                 }

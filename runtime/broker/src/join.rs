@@ -175,7 +175,7 @@ fn unhex<const N: usize>(text: &str) -> Option<[u8; N]> {
 
 /// `DATA_DIR/tls/join.secret`: the join secret in hex, readable by its owner only.
 pub fn secret_path(data_dir: &Path) -> PathBuf {
-    data_dir.join("tls").join("join.secret")
+    tls::join_secret_path(data_dir)
 }
 
 /// The join secret kept in `data_dir`, if there is one.

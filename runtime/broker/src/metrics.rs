@@ -5,14 +5,11 @@
 //! space) is sampled at scrape time in [`Metrics::render`] instead of being counted.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
-
-use crate::topic::Topic;
 
 /// Latency buckets from 50 µs to 10 s.
 const LATENCY_BUCKETS_SECONDS: &[f64] = &[
@@ -628,7 +625,7 @@ impl Metrics {
     /// Renders the text exposition, sampling the gauges first: log offsets and sizes,
     /// replica health and disk space are read at scrape time rather than updated on
     /// every append.
-    pub fn render(&self, topics: &[Arc<Topic>], broker: BrokerFacts<'_>) -> String {
+    pub fn render(&self, topics: &[TopicSample], broker: BrokerFacts<'_>) -> String {
         self.broker_info
             .with_label_values(&[
                 broker.node_id.to_string().as_str(),
@@ -671,34 +668,25 @@ impl Metrics {
             }
         }
         for topic in topics {
-            let (mut end, mut start, mut hw, mut size, mut segments) =
-                (0u64, 0u64, 0u64, 0u64, 0usize);
-            let mut storage_failed = 0u64;
-            for partition in &topic.partitions {
-                storage_failed += u64::from(partition.storage_failed());
-                let log = partition.log();
-                end += log.log_end_offset();
-                start += log.log_start_offset();
-                size += log.size_bytes();
-                segments += log.segment_count();
-                drop(log);
-                hw += partition.high_watermark();
-            }
             let label = [topic.name.as_ref()];
             self.log_end_offset
                 .with_label_values(&label)
-                .set(end as i64);
+                .set(gauge_value(topic.log_end_offset));
             self.log_start_offset
                 .with_label_values(&label)
-                .set(start as i64);
-            self.high_watermark.with_label_values(&label).set(hw as i64);
-            self.log_size.with_label_values(&label).set(size as i64);
+                .set(gauge_value(topic.log_start_offset));
+            self.high_watermark
+                .with_label_values(&label)
+                .set(gauge_value(topic.high_watermark));
+            self.log_size
+                .with_label_values(&label)
+                .set(gauge_value(topic.size_bytes));
             self.log_segments
                 .with_label_values(&label)
-                .set(segments as i64);
+                .set(gauge_value(topic.segments));
             self.partitions
                 .with_label_values(&label)
-                .set(topic.partitions.len() as i64);
+                .set(gauge_value(topic.partitions));
             let health = broker
                 .replica_health
                 .get(topic.name.as_ref())
@@ -712,7 +700,7 @@ impl Metrics {
                 .set(gauge_value(health.offline));
             self.storage_failed_partitions
                 .with_label_values(&label)
-                .set(gauge_value(storage_failed));
+                .set(gauge_value(topic.storage_failed));
         }
         let mut out = Vec::with_capacity(16 * 1024);
         if let Err(err) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
@@ -720,6 +708,21 @@ impl Metrics {
         }
         String::from_utf8_lossy(&out).into_owned()
     }
+}
+
+/// One topic's log gauges, sampled at scrape time by what holds the logs
+/// (`Topic::sample`), summed over its partitions.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TopicSample {
+    pub name: std::sync::Arc<str>,
+    pub partitions: u64,
+    pub log_end_offset: u64,
+    pub log_start_offset: u64,
+    pub high_watermark: u64,
+    pub size_bytes: u64,
+    pub segments: u64,
+    /// Partitions taken out of service by a failed fsync.
+    pub storage_failed: u64,
 }
 
 impl Default for Metrics {
@@ -730,6 +733,8 @@ impl Default for Metrics {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     #[test]
@@ -785,7 +790,7 @@ mod tests {
                 ))
             })
             .collect();
-        let topic = Arc::new(Topic {
+        let topic = Arc::new(crate::topic::Topic {
             name: "t".into(),
             partitions,
             replication_factor: 1,
@@ -803,13 +808,13 @@ mod tests {
             replica_health: Default::default(),
         };
         let metrics = Metrics::new();
-        let healthy = metrics.render(std::slice::from_ref(&topic), facts());
+        let healthy = metrics.render(&[topic.sample()], facts());
         assert!(
             healthy.contains("quiver_storage_failed_partitions{topic=\"t\"} 0"),
             "{healthy}"
         );
         topic.partitions[1].take_out_of_service();
-        let failed = metrics.render(std::slice::from_ref(&topic), facts());
+        let failed = metrics.render(&[topic.sample()], facts());
         assert!(
             failed.contains("quiver_storage_failed_partitions{topic=\"t\"} 1"),
             "{failed}"

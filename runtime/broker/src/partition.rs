@@ -435,3 +435,32 @@ pub enum PartitionAppendError {
     #[error("cannot truncate the log: {0}")]
     Truncate(String),
 }
+
+/// A produced batch ready to append: as the producer sent it, or as the topic's
+/// produce-stage plugins rewrote it.
+pub enum PreparedBatch {
+    /// Append as sent (no chain, a chain that changed nothing, or a duplicate, gap or
+    /// fenced producer, which the log answers as it would without plugins).
+    Original(BytesMut),
+    /// Append the chain's output under the original batch's producer and sequence.
+    Transformed {
+        batch: BytesMut,
+        original: quiver_wire::batch::BatchHeader,
+    },
+}
+
+impl PreparedBatch {
+    /// Appends to `partition` (on a blocking thread).
+    pub fn append(
+        self,
+        partition: &Partition,
+        now: i64,
+    ) -> Result<AppendInfo, PartitionAppendError> {
+        crate::worker::blocking(|| match self {
+            PreparedBatch::Original(batch) => partition.append(batch, now),
+            PreparedBatch::Transformed { batch, original } => {
+                partition.append_transformed(batch, &original, now)
+            }
+        })
+    }
+}

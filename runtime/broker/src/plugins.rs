@@ -550,7 +550,7 @@ async fn dead_letter(
     if let Err(not_here) = crate::cluster::require_leader(state, dlq_topic, index) {
         return dead_letter_remotely(member, dlq_topic, index, batches, not_here).await;
     }
-    let slot = member.replication.slot(dlq_topic, index);
+    let slot = member.replicas.slot(dlq_topic, index);
     let mut last = 0;
     for batch in batches {
         let append = async || -> Result<AppendInfo, RequestError> {
@@ -560,7 +560,8 @@ async fn dead_letter(
         };
         let info = match &slot {
             Some(slot) => {
-                crate::replication::produce(state, slot, false, DEAD_LETTER_WAIT, append).await?
+                crate::replication::produce(&member.replicas, slot, false, DEAD_LETTER_WAIT, append)
+                    .await?
             }
             None => append().await?,
         };
@@ -664,31 +665,6 @@ async fn dead_letter_batch(
     Ok(())
 }
 
-/// A produced batch ready to append: as the producer sent it, or as the topic's
-/// produce-stage plugins rewrote it.
-pub enum PreparedBatch {
-    /// Append as sent (no chain, a chain that changed nothing, or a duplicate, gap or
-    /// fenced producer, which the log answers as it would without plugins).
-    Original(BytesMut),
-    /// Append the chain's output under the original batch's producer and sequence.
-    Transformed {
-        batch: BytesMut,
-        original: quiver_wire::batch::BatchHeader,
-    },
-}
-
-impl PreparedBatch {
-    /// Appends to `partition` (on a blocking thread).
-    pub fn append(self, partition: &Partition, now: i64) -> Result<AppendInfo, RequestError> {
-        Ok(match self {
-            PreparedBatch::Original(batch) => blocking(|| partition.append(batch, now))?,
-            PreparedBatch::Transformed { batch, original } => {
-                blocking(|| partition.append_transformed(batch, &original, now))?
-            }
-        })
-    }
-}
-
 /// Runs a produced batch through the topic's produce-stage plugins. The producer's
 /// sequence is judged on the batch it sent: a retry of a stored batch is answered as a
 /// duplicate without running any plugin, and whatever the plugins make of a new batch
@@ -708,7 +684,7 @@ pub async fn prepare_produce(
     index: u32,
     steps: Vec<Step>,
     batch: BytesMut,
-) -> Result<PreparedBatch, RequestError> {
+) -> Result<crate::partition::PreparedBatch, RequestError> {
     let limit = partition.log().config().batch_bytes_effective();
     let header = validate(&batch, limit).map_err(|e| {
         RequestError::from(crate::partition::PartitionAppendError::Log(
@@ -716,13 +692,17 @@ pub async fn prepare_produce(
         ))
     })?;
     if partition.check_sequence(&header) != SequenceCheck::Append {
-        return Ok(PreparedBatch::Original(batch));
+        return Ok(crate::partition::PreparedBatch::Original(batch));
     }
     let original = batch.freeze();
     let records = decode_records(&original).map_err(corrupt)?;
     let stage = PluginStage::Produce;
     let rewritten = match run(state, &steps, stage, records) {
-        ChainOutcome::Unchanged => return Ok(PreparedBatch::Original(BytesMut::from(original))),
+        ChainOutcome::Unchanged => {
+            return Ok(crate::partition::PreparedBatch::Original(BytesMut::from(
+                original,
+            )));
+        }
         ChainOutcome::Records(out) | ChainOutcome::Kept(out) => produce_batch(&header, out, limit)
             .map_err(|e| RequestError::new(ErrorCode::BatchTooLarge, e.to_string()))?,
         ChainOutcome::Failed { plugin, error } => {
@@ -738,7 +718,7 @@ pub async fn prepare_produce(
             produce_batch(&header, Vec::new(), limit).map_err(corrupt)?
         }
     };
-    Ok(PreparedBatch::Transformed {
+    Ok(crate::partition::PreparedBatch::Transformed {
         batch: BytesMut::from(rewritten),
         original: header,
     })

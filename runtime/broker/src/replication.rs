@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use quiver_cluster::{MetadataCommand, MetadataResponse};
@@ -22,12 +22,17 @@ use quiver_wire::batch::{BatchHeader, BatchSplitter};
 use quiver_wire::cluster::{ReplicaFetchRequest, ReplicaFetchResponse};
 use quiver_wire::message::ResponseBody;
 
-use crate::cluster::ClusterMember;
-use crate::partition::Partition;
-use crate::peers::Lane;
+use quiver_cluster::Controller;
+use tokio::sync::watch;
+
+use crate::clock::Clock;
+use crate::metrics::Metrics;
+use crate::partition::{Partition, PreparedBatch};
+use crate::peers::{Lane, PeerClients};
 use crate::replica_plan::{self, ReplicaKey, RoleStep};
 use crate::reply::{Outgoing, RequestError};
-use crate::server::BrokerState;
+use crate::tasks::TaskSet;
+use crate::topic::TopicRegistry;
 use crate::worker::blocking;
 
 /// How long a leader holds a follower's fetch that found nothing new.
@@ -49,12 +54,6 @@ const ACK_TICKET_GRACE: Duration = Duration::from_secs(2);
 /// The outcome of one acks=all ticket.
 type AckOutcome = Result<(), quiver_repl::AcksAllError>;
 
-/// Milliseconds of a monotonic clock, for the state machines' timers.
-fn mono_ms() -> u64 {
-    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    u64::try_from(START.get_or_init(Instant::now).elapsed().as_millis()).unwrap_or(u64::MAX)
-}
-
 /// One replica this broker holds.
 pub struct ReplicaSlot {
     pub topic: String,
@@ -71,13 +70,73 @@ pub struct ReplicaSlot {
     next_ticket: std::sync::atomic::AtomicU64,
 }
 
-/// Every replica this broker holds.
-#[derive(Default)]
-pub struct Replication {
+/// Every replica this broker holds, and what driving them takes: the replica layer's
+/// collaborators, named (the partitions' logs, the peer connections follower fetches
+/// use, the controller that commits ISR changes, the clock the state machines' timers
+/// read), so nothing here reaches up into the broker around it.
+pub struct Replicas {
     slots: Mutex<HashMap<(String, u32), Arc<ReplicaSlot>>>,
+    /// This broker's id: the replica id its state machines run as.
+    broker_id: u32,
+    /// Commits ISR changes and names each partition leader's address.
+    controller: Controller,
+    /// Follower fetches go through the broker's one pool of peer connections.
+    peers: Arc<PeerClients>,
+    topics: Arc<TopicRegistry>,
+    metrics: Arc<Metrics>,
+    clock: Arc<dyn Clock>,
+    /// Follower loops and ISR proposals, joined at shutdown.
+    tasks: Arc<TaskSet>,
+    shutdown: watch::Receiver<bool>,
+    /// How long a follower may lag before it leaves the ISR.
+    replica_lag_max_ms: u64,
 }
 
-impl Replication {
+/// What [`Replicas::new`] is built from.
+pub struct ReplicaServices {
+    pub broker_id: u32,
+    pub controller: Controller,
+    pub peers: Arc<PeerClients>,
+    pub topics: Arc<TopicRegistry>,
+    pub metrics: Arc<Metrics>,
+    pub clock: Arc<dyn Clock>,
+    pub tasks: Arc<TaskSet>,
+    pub shutdown: watch::Receiver<bool>,
+    pub replica_lag_max_ms: u64,
+}
+
+impl Replicas {
+    pub fn new(services: ReplicaServices) -> Self {
+        let ReplicaServices {
+            broker_id,
+            controller,
+            peers,
+            topics,
+            metrics,
+            clock,
+            tasks,
+            shutdown,
+            replica_lag_max_ms,
+        } = services;
+        Self {
+            slots: Mutex::new(HashMap::new()),
+            broker_id,
+            controller,
+            peers,
+            topics,
+            metrics,
+            clock,
+            tasks,
+            shutdown,
+            replica_lag_max_ms,
+        }
+    }
+
+    /// The monotonic milliseconds the state machines' timers run on.
+    fn now_ms(&self) -> u64 {
+        self.clock.monotonic_ms()
+    }
+
     pub fn slot(&self, topic: &str, index: u32) -> Option<Arc<ReplicaSlot>> {
         self.slots
             .lock()
@@ -89,10 +148,10 @@ impl Replication {
 
 /// The replication settings of a topic.
 fn replica_config(
-    state: &BrokerState,
+    replica_lag_max_ms: u64,
     configs: &std::collections::BTreeMap<String, String>,
 ) -> ReplicaConfig {
-    let lag = state.config.replica_lag_max_ms;
+    let lag = replica_lag_max_ms;
     ReplicaConfig {
         replica_lag_max_ms: lag,
         fetch_timeout_ms: 5_000,
@@ -138,7 +197,7 @@ pub(crate) fn recovered(partition: &Partition) -> Result<RecoveredLog, String> {
 /// Performs the state machine's outputs, in order. `fetched` holds the batches of the
 /// fetch response being applied, by base offset.
 fn apply_outputs(
-    state: &Arc<BrokerState>,
+    replicas: &Arc<Replicas>,
     slot: &Arc<ReplicaSlot>,
     replica: &mut Replica,
     fetched: Option<&HashMap<u64, Bytes>>,
@@ -146,7 +205,8 @@ fn apply_outputs(
     while let Some(output) = replica.poll_output() {
         match output {
             Output::Truncate { to } => {
-                if let Err(err) = blocking(|| slot.partition.truncate(to, state.clock.now_ms())) {
+                if let Err(err) = blocking(|| slot.partition.truncate(to, replicas.clock.now_ms()))
+                {
                     tracing::error!(topic = %slot.topic, partition = slot.index, %err, "truncation failed");
                 } else {
                     tracing::info!(topic = %slot.topic, partition = slot.index, to, "log truncated to the leader's");
@@ -158,19 +218,19 @@ fn apply_outputs(
                     continue;
                 };
                 let batch = BytesMut::from(batch.as_ref());
-                if let Err(err) =
-                    blocking(|| slot.partition.append_replica(batch, state.clock.now_ms()))
-                {
+                if let Err(err) = blocking(|| {
+                    slot.partition
+                        .append_replica(batch, replicas.clock.now_ms())
+                }) {
                     // The log is as it was: fetch the batch again after a backoff (a
                     // full disk may get space back; a failed one stays failed).
                     tracing::error!(topic = %slot.topic, partition = slot.index, %err, "replicated append failed");
-                    replica.handle_append_failed(range.base_offset, mono_ms());
+                    replica.handle_append_failed(range.base_offset, replicas.now_ms());
                 }
             }
             Output::ProposeIsr(proposal) => {
-                let (state, slot) = (Arc::clone(state), Arc::clone(slot));
-                let task = propose_isr(Arc::clone(&state), slot, proposal);
-                state.tasks.spawn("ISR proposal", task);
+                let task = propose_isr(Arc::clone(replicas), Arc::clone(slot), proposal);
+                replicas.tasks.spawn("ISR proposal", task);
             }
             Output::HighWatermark(hw) => slot.partition.set_high_watermark(hw),
         }
@@ -191,28 +251,25 @@ fn apply_outputs(
 }
 
 async fn propose_isr(
-    state: Arc<BrokerState>,
+    replicas: Arc<Replicas>,
     slot: Arc<ReplicaSlot>,
     proposal: quiver_repl::IsrProposal,
 ) {
-    let Some(member) = state.cluster.get() else {
-        return;
-    };
     let command = MetadataCommand::AlterIsr {
-        broker_id: member.broker_id,
+        broker_id: replicas.broker_id,
         topic: slot.topic.clone(),
         partition: slot.index,
         leader_epoch: proposal.leader_epoch,
         isr_version: proposal.base_version,
         isr: proposal.isr.clone(),
     };
-    match member.controller.propose(command).await {
+    match replicas.controller.propose(command).await {
         Ok(MetadataResponse::IsrAltered { partition, refusal }) => {
             if let Some(refusal) = refusal {
                 tracing::info!(topic = %slot.topic, partition = slot.index, %refusal, "ISR change refused");
             }
             commit_isr(
-                &state,
+                &replicas,
                 &slot,
                 partition.leader_epoch,
                 partition.isr_version,
@@ -227,7 +284,7 @@ async fn propose_isr(
 }
 
 async fn commit_isr(
-    state: &Arc<BrokerState>,
+    replicas: &Arc<Replicas>,
     slot: &Arc<ReplicaSlot>,
     leader_epoch: u32,
     version: u32,
@@ -246,22 +303,20 @@ async fn commit_isr(
         version,
         isr,
     };
-    if let Err(err) = replica.handle_isr_committed(&commit, mono_ms()) {
+    if let Err(err) = replica.handle_isr_committed(&commit, replicas.now_ms()) {
         tracing::debug!(topic = %slot.topic, partition = slot.index, %err, "ISR commit not applied");
     }
-    apply_outputs(state, slot, &mut replica, None);
+    apply_outputs(replicas, slot, &mut replica, None);
 }
 
 /// Applies a topic's changed configs to the replicas of it this broker holds (the
 /// in-sync minimum acks=all needs).
 pub async fn apply_topic_configs(
-    state: &Arc<BrokerState>,
-    member: &ClusterMember,
+    replicas: &Arc<Replicas>,
     topic: &str,
     configs: &std::collections::BTreeMap<String, String>,
 ) {
-    let slots: Vec<Arc<ReplicaSlot>> = member
-        .replication
+    let slots: Vec<Arc<ReplicaSlot>> = replicas
         .slots
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -271,7 +326,7 @@ pub async fn apply_topic_configs(
         .collect();
     for slot in slots {
         let mut replica = slot.replica.lock().await;
-        if let Err(err) = replica.set_config(replica_config(state, configs)) {
+        if let Err(err) = replica.set_config(replica_config(replicas.replica_lag_max_ms, configs)) {
             tracing::warn!(topic, partition = slot.index, %err, "cannot apply the topic's configs to the replica");
         }
     }
@@ -281,17 +336,19 @@ pub async fn apply_topic_configs(
 /// creates state machines for new ones, applies roles and ISR changes, and drops the
 /// replicas of deleted topics. What to do is [`replica_plan::plan`]'s decision; this
 /// gathers its inputs and carries its steps out.
-pub async fn reconcile(state: &Arc<BrokerState>, member: &ClusterMember) {
-    let metadata = member.controller.metadata();
-    let me = member.broker_id;
+///
+/// `registered`: whether the controller took this process's registration (a leader
+/// waits for it before it leads).
+pub async fn reconcile(replicas: &Arc<Replicas>, registered: bool) {
+    let metadata = replicas.controller.metadata();
+    let me = replicas.broker_id;
     let mut stored: BTreeSet<ReplicaKey> = BTreeSet::new();
     for (name, topic) in metadata.topics() {
-        let local = state.topics.get(name).map_or(0, |l| l.partitions.len());
+        let local = replicas.topics.get(name).map_or(0, |l| l.partitions.len());
         let count = topic.partitions.len().min(local);
         stored.extend((0..count as u32).map(|index| (name.clone(), index)));
     }
-    let slots: Vec<Arc<ReplicaSlot>> = member
-        .replication
+    let slots: Vec<Arc<ReplicaSlot>> = replicas
         .slots
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -310,7 +367,7 @@ pub async fn reconcile(state: &Arc<BrokerState>, member: &ClusterMember) {
             .enumerate()
             .map(move |(index, record)| (name.as_str(), index as u32, record))
     });
-    let plan = replica_plan::plan(me, member.is_registered(), partitions, &stored, &running);
+    let plan = replica_plan::plan(me, registered, partitions, &stored, &running);
 
     for step in plan.steps {
         let (name, index) = &step.key;
@@ -318,24 +375,20 @@ pub async fn reconcile(state: &Arc<BrokerState>, member: &ClusterMember) {
             let Some(topic) = metadata.topic(name) else {
                 continue;
             };
-            match start_replica(state, member, name, *index, &topic.configs) {
+            match start_replica(replicas, name, *index, &topic.configs) {
                 Some(slot) => slot,
                 None => continue,
             }
         } else {
-            match member.replication.slot(name, *index) {
+            match replicas.slot(name, *index) {
                 Some(slot) => slot,
                 None => continue,
             }
         };
-        apply_role_step(state, &slot, step.role).await;
+        apply_role_step(replicas, &slot, step.role).await;
     }
     let remove: BTreeSet<ReplicaKey> = plan.remove.into_iter().collect();
-    let mut slots = member
-        .replication
-        .slots
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
+    let mut slots = replicas.slots.lock().unwrap_or_else(|p| p.into_inner());
     slots.retain(|key, slot| {
         let keep = !remove.contains(key);
         if !keep {
@@ -350,13 +403,12 @@ pub async fn reconcile(state: &Arc<BrokerState>, member: &ClusterMember) {
 /// Starts the state machine of replica `index` of topic `name` from its log, and its
 /// follower loop; `None` (logged) when the log cannot be read.
 fn start_replica(
-    state: &Arc<BrokerState>,
-    member: &ClusterMember,
+    replicas: &Arc<Replicas>,
     name: &str,
     index: u32,
     configs: &std::collections::BTreeMap<String, String>,
 ) -> Option<Arc<ReplicaSlot>> {
-    let partition = state
+    let partition = replicas
         .topics
         .get(name)?
         .partitions
@@ -369,7 +421,11 @@ fn start_replica(
             return None;
         }
     };
-    let replica = match Replica::new(member.broker_id, replica_config(state, configs), log) {
+    let replica = match Replica::new(
+        replicas.broker_id,
+        replica_config(replicas.replica_lag_max_ms, configs),
+        log,
+    ) {
         Ok(r) => r,
         Err(err) => {
             tracing::error!(topic = %name, partition = index, %err, "cannot start the replica");
@@ -388,21 +444,20 @@ fn start_replica(
         ack_tickets: Mutex::new(HashMap::new()),
         next_ticket: std::sync::atomic::AtomicU64::new(0),
     });
-    member
-        .replication
+    replicas
         .slots
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .insert((name.to_owned(), index), Arc::clone(&slot));
-    state.tasks.spawn(
+    replicas.tasks.spawn(
         "replica fetch",
-        follower_loop(Arc::clone(state), Arc::clone(&slot)),
+        follower_loop(Arc::clone(replicas), Arc::clone(&slot)),
     );
     Some(slot)
 }
 
 /// Carries out one replica's role step.
-async fn apply_role_step(state: &Arc<BrokerState>, slot: &Arc<ReplicaSlot>, step: RoleStep) {
+async fn apply_role_step(replicas: &Arc<Replicas>, slot: &Arc<ReplicaSlot>, step: RoleStep) {
     let (name, index) = (&slot.topic, slot.index);
     match step {
         RoleStep::Keep => {}
@@ -412,18 +467,18 @@ async fn apply_role_step(state: &Arc<BrokerState>, slot: &Arc<ReplicaSlot>, step
             isr_version,
             isr,
         } => {
-            commit_isr(state, slot, leader_epoch, isr_version, isr).await;
+            commit_isr(replicas, slot, leader_epoch, isr_version, isr).await;
             return;
         }
         RoleStep::Lead {
             leader_epoch,
             isr_version,
             isr,
-            replicas,
+            replicas: assigned,
         } => {
             let mut replica = slot.replica.lock().await;
             slot.partition.set_leader_epoch(leader_epoch);
-            match replica.become_leader(leader_epoch, &isr, &replicas, mono_ms()) {
+            match replica.become_leader(leader_epoch, &isr, &assigned, replicas.now_ms()) {
                 Ok(()) => {
                     *slot.isr_version.lock().unwrap_or_else(|p| p.into_inner()) =
                         Some((leader_epoch, isr_version));
@@ -433,14 +488,14 @@ async fn apply_role_step(state: &Arc<BrokerState>, slot: &Arc<ReplicaSlot>, step
                     tracing::warn!(topic = %name, partition = index, %err, "cannot lead")
                 }
             }
-            apply_outputs(state, slot, &mut replica, None);
+            apply_outputs(replicas, slot, &mut replica, None);
         }
         RoleStep::Follow {
             leader,
             leader_epoch,
         } => {
             let mut replica = slot.replica.lock().await;
-            match replica.become_follower(leader, leader_epoch, mono_ms()) {
+            match replica.become_follower(leader, leader_epoch, replicas.now_ms()) {
                 Ok(()) => {
                     tracing::info!(topic = %name, partition = index, leader, epoch = leader_epoch, "following")
                 }
@@ -448,34 +503,31 @@ async fn apply_role_step(state: &Arc<BrokerState>, slot: &Arc<ReplicaSlot>, step
                     tracing::warn!(topic = %name, partition = index, %err, "cannot follow")
                 }
             }
-            apply_outputs(state, slot, &mut replica, None);
+            apply_outputs(replicas, slot, &mut replica, None);
         }
     }
     slot.wake.notify_one();
 }
 
 /// Fetches from the leader while this replica follows; idles while it leads.
-async fn follower_loop(state: Arc<BrokerState>, slot: Arc<ReplicaSlot>) {
-    let Some(member) = state.cluster.get() else {
-        return;
-    };
-    let mut shutdown = state.shutdown.subscribe();
+async fn follower_loop(replicas: Arc<Replicas>, slot: Arc<ReplicaSlot>) {
+    let mut shutdown = replicas.shutdown.clone();
     loop {
         if slot.closed.load(std::sync::atomic::Ordering::Acquire) || *shutdown.borrow() {
             return;
         }
         let (request, next_timer) = {
             let mut replica = slot.replica.lock().await;
-            let now = mono_ms();
+            let now = replicas.now_ms();
             if replica.poll_timeout().is_some_and(|t| t <= now) {
                 replica.handle_timeout(now);
             }
-            apply_outputs(&state, &slot, &mut replica, None);
+            apply_outputs(&replicas, &slot, &mut replica, None);
             (replica.poll_fetch(now), replica.poll_timeout())
         };
         let Some(request) = request else {
             let wait = next_timer
-                .map(|t| Duration::from_millis(t.saturating_sub(mono_ms()).clamp(1, 1_000)))
+                .map(|t| Duration::from_millis(t.saturating_sub(replicas.now_ms()).clamp(1, 1_000)))
                 .unwrap_or(Duration::from_secs(1));
             tokio::select! {
                 _ = slot.wake.notified() => {}
@@ -484,7 +536,7 @@ async fn follower_loop(state: Arc<BrokerState>, slot: Arc<ReplicaSlot>) {
             }
             continue;
         };
-        let address = member
+        let address = replicas
             .controller
             .metadata()
             .broker(request.leader)
@@ -494,14 +546,14 @@ async fn follower_loop(state: Arc<BrokerState>, slot: Arc<ReplicaSlot>) {
                 let wire = ReplicaFetchRequest {
                     topic: slot.topic.clone(),
                     partition: slot.index,
-                    replica_id: member.broker_id,
+                    replica_id: replicas.broker_id,
                     leader_epoch: request.leader_epoch,
                     fetch_offset: request.fetch_offset,
                     last_fetched_epoch: request.last_fetched_epoch,
                     max_bytes: FETCH_BYTES,
                     max_wait_ms: u32::try_from(FETCH_WAIT.as_millis()).unwrap_or(500),
                 };
-                member
+                replicas
                     .peers
                     .call(
                         request.leader,
@@ -516,7 +568,7 @@ async fn follower_loop(state: Arc<BrokerState>, slot: Arc<ReplicaSlot>) {
             None => Err(format!("leader {} has no known address", request.leader)),
         };
         let mut replica = slot.replica.lock().await;
-        let now = mono_ms();
+        let now = replicas.now_ms();
         match response {
             Ok(ReplicaFetchResponse::Records {
                 high_watermark,
@@ -544,7 +596,7 @@ async fn follower_loop(state: Arc<BrokerState>, slot: Arc<ReplicaSlot>) {
                 if let Err(err) = replica.handle_fetch_response(&request, answer, now) {
                     tracing::debug!(topic = %slot.topic, partition = slot.index, %err, "fetch response refused");
                 }
-                apply_outputs(&state, &slot, &mut replica, Some(&by_base));
+                apply_outputs(&replicas, &slot, &mut replica, Some(&by_base));
             }
             Ok(ReplicaFetchResponse::Diverging {
                 leader_epoch,
@@ -561,12 +613,12 @@ async fn follower_loop(state: Arc<BrokerState>, slot: Arc<ReplicaSlot>) {
                 if let Err(err) = replica.handle_fetch_response(&request, answer, now) {
                     tracing::debug!(topic = %slot.topic, partition = slot.index, %err, "divergence refused");
                 }
-                apply_outputs(&state, &slot, &mut replica, None);
+                apply_outputs(&replicas, &slot, &mut replica, None);
             }
             Err(err) => {
                 tracing::debug!(topic = %slot.topic, partition = slot.index, %err, "fetch from the leader failed");
                 let _ = replica.handle_fetch_error(&request, now);
-                apply_outputs(&state, &slot, &mut replica, None);
+                apply_outputs(&replicas, &slot, &mut replica, None);
             }
         }
     }
@@ -575,21 +627,17 @@ async fn follower_loop(state: Arc<BrokerState>, slot: Arc<ReplicaSlot>) {
 /// The leader's side of a follower's fetch.
 pub async fn handle_replica_fetch(
     req: ReplicaFetchRequest,
-    state: &Arc<BrokerState>,
+    replicas: &Arc<Replicas>,
 ) -> Result<Outgoing, RequestError> {
-    let member = crate::cluster::member(state)?;
-    let slot = member
-        .replication
-        .slot(&req.topic, req.partition)
-        .ok_or_else(|| {
-            RequestError::new(
-                ErrorCode::NotLeader,
-                format!("{}/{} has no replica here", req.topic, req.partition),
-            )
-        })?;
+    let slot = replicas.slot(&req.topic, req.partition).ok_or_else(|| {
+        RequestError::new(
+            ErrorCode::NotLeader,
+            format!("{}/{} has no replica here", req.topic, req.partition),
+        )
+    })?;
     let request = FetchRequest {
         replica_id: req.replica_id,
-        leader: member.broker_id,
+        leader: replicas.broker_id,
         leader_epoch: req.leader_epoch,
         fetch_offset: req.fetch_offset,
         last_fetched_epoch: req.last_fetched_epoch,
@@ -601,8 +649,8 @@ pub async fn handle_replica_fetch(
     loop {
         let reply = {
             let mut replica = slot.replica.lock().await;
-            let reply = replica.handle_follower_fetch(&request, mono_ms());
-            apply_outputs(state, &slot, &mut replica, None);
+            let reply = replica.handle_follower_fetch(&request, replicas.now_ms());
+            apply_outputs(replicas, &slot, &mut replica, None);
             reply.map_err(|e| RequestError::new(ErrorCode::NotLeader, e.to_string()))?
         };
         match reply {
@@ -655,11 +703,11 @@ pub async fn handle_replica_fetch(
 /// replicated) and it is on this broker's disk as the flush policy requires. The one
 /// wait a produce makes.
 pub async fn append_acked(
-    state: &Arc<BrokerState>,
+    replicas: &Arc<Replicas>,
     partition: &Arc<Partition>,
     acks: quiver_wire::message::Acks,
     timeout: Duration,
-    prepared: crate::plugins::PreparedBatch,
+    prepared: PreparedBatch,
     now: i64,
 ) -> Result<quiver_log::AppendInfo, RequestError> {
     use quiver_wire::message::Acks;
@@ -673,15 +721,12 @@ pub async fn append_acked(
         } else {
             (info.last_offset - info.base_offset + 1, info.bytes as u64)
         };
-        state.metrics.produced(topic, records, bytes);
+        replicas.metrics.produced(topic, records, bytes);
         Ok(info)
     };
-    let slot = state
-        .cluster
-        .get()
-        .and_then(|m| m.replication.slot(topic, partition.index));
+    let slot = replicas.slot(topic, partition.index);
     let info = match &slot {
-        Some(slot) => produce(state, slot, acks == Acks::All, timeout, append).await?,
+        Some(slot) => produce(replicas, slot, acks == Acks::All, timeout, append).await?,
         None => append().await?,
     };
     if acks != Acks::All {
@@ -713,7 +758,7 @@ pub async fn append_acked(
 /// awaits it: the replica settles it when the high watermark passes the batch, or
 /// fails it (deposed, too few live replicas, the deadline), with no polling here.
 pub async fn produce<F>(
-    state: &Arc<BrokerState>,
+    replicas: &Arc<Replicas>,
     slot: &Arc<ReplicaSlot>,
     acks_all: bool,
     timeout: Duration,
@@ -735,7 +780,7 @@ where
         };
         if acks_all {
             replica
-                .can_accept_acks_all(mono_ms())
+                .can_accept_acks_all(replicas.now_ms())
                 .map_err(|e| RequestError::new(ErrorCode::NotEnoughReplicas, e.to_string()))?;
         }
         let info = append().await?;
@@ -758,13 +803,13 @@ where
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(ticket, tx);
-            let now = mono_ms();
+            let now = replicas.now_ms();
             let deadline =
                 now.saturating_add(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX));
             replica.handle_acks_all(ticket, epoch, info.last_offset, deadline, now);
             (ticket, rx)
         });
-        apply_outputs(state, slot, &mut replica, None);
+        apply_outputs(replicas, slot, &mut replica, None);
         (info, ticket)
     };
     let Some((ticket, outcome)) = ticket else {

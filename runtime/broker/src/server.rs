@@ -54,7 +54,7 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Shared state of a running broker.
 pub struct BrokerState {
     pub config: BrokerConfig,
-    pub topics: TopicRegistry,
+    pub topics: Arc<TopicRegistry>,
     pub metrics: Arc<Metrics>,
     pub producer_ids: crate::producer_id::ProducerIdAllocator,
     /// Consumer group membership (soft state).
@@ -254,7 +254,7 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
             .get(crate::offsets::OFFSETS_TOPIC)
             .and_then(|t| t.partitions.first().cloned())
             .ok_or_else(|| TopicError::Unknown(crate::offsets::OFFSETS_TOPIC.to_owned()))?;
-        Ok::<_, TopicError>((topics, offsets_partition))
+        Ok::<_, TopicError>((Arc::new(topics), offsets_partition))
     })
     .await
     .map_err(|e| {

@@ -451,6 +451,11 @@ pub fn connection_ids(reset_key: &ring::hmac::Key) -> quinn_proto::HashedConnect
     quinn_proto::HashedConnectionIdGenerator::from_key(u64::from_le_bytes(key))
 }
 
+/// Where a broker that can issue join tokens keeps the cluster's join secret.
+pub fn join_secret_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("tls").join("join.secret")
+}
+
 /// The server side of SCRAM exchanges. An unknown user's answer carries a salt derived
 /// from its name with a secret, so it looks like a known user's; the secret comes from
 /// the cluster's join secret when this broker holds it (every broker of a cluster
@@ -459,7 +464,7 @@ pub fn connection_ids(reset_key: &ring::hmac::Key) -> quinn_proto::HashedConnect
 /// else from this broker's reset secret (stable across restarts).
 pub fn scram_server(data_dir: &Path) -> Result<quiver_wire::scram::ScramServer, TlsError> {
     let paths = GeneratedPaths::in_data_dir(data_dir);
-    let join_secret = crate::join::secret_path(data_dir);
+    let join_secret = join_secret_path(data_dir);
     let source = match std::fs::read(&join_secret).or_else(|_| std::fs::read(&paths.ca_key)) {
         Ok(key) => key,
         Err(_) => {

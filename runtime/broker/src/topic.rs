@@ -37,6 +37,28 @@ pub struct Topic {
     pub configs: BTreeMap<String, String>,
 }
 
+impl Topic {
+    /// The topic's log gauges now, summed over its partitions, for a metrics scrape.
+    pub fn sample(&self) -> crate::metrics::TopicSample {
+        let mut sample = crate::metrics::TopicSample {
+            name: Arc::clone(&self.name),
+            partitions: self.partitions.len() as u64,
+            ..Default::default()
+        };
+        for partition in &self.partitions {
+            sample.storage_failed += u64::from(partition.storage_failed());
+            let log = partition.log();
+            sample.log_end_offset += log.log_end_offset();
+            sample.log_start_offset += log.log_start_offset();
+            sample.size_bytes += log.size_bytes();
+            sample.segments += log.segment_count() as u64;
+            drop(log);
+            sample.high_watermark += partition.high_watermark();
+        }
+        sample
+    }
+}
+
 /// Why a topic operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum TopicError {

@@ -66,10 +66,12 @@ pub(super) async fn produce(
             .chain(topic, quiver_wire::plugin::PluginStage::Produce)?;
         crate::plugins::prepare_produce(state, &partition, topic, index, steps, batch).await?
     } else {
-        crate::plugins::PreparedBatch::Original(batch)
+        crate::partition::PreparedBatch::Original(batch)
     };
+    let replicas = &crate::cluster::member(state)?.replicas;
     let info =
-        crate::replication::append_acked(state, &partition, req.acks, wait, prepared, now).await?;
+        crate::replication::append_acked(replicas, &partition, req.acks, wait, prepared, now)
+            .await?;
     if !answered || req.acks == Acks::None {
         return Ok(Outgoing::Nothing);
     }

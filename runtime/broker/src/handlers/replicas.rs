@@ -9,5 +9,6 @@ pub(super) async fn replica_fetch(
     call: &Call<'_>,
     _peer: PeerProof,
 ) -> Result<Outgoing, RequestError> {
-    crate::replication::handle_replica_fetch(req, call.state).await
+    let member = crate::cluster::member(call.state)?;
+    crate::replication::handle_replica_fetch(req, &member.replicas).await
 }
