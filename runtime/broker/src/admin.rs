@@ -15,7 +15,7 @@ use tokio::net::{TcpListener, TcpStream};
 use std::collections::BTreeMap;
 
 use crate::metrics::{BrokerFacts, ReplicaHealth};
-use crate::server::BrokerState;
+use crate::state::BrokerState;
 
 /// The most bytes of request line and headers read before answering 431.
 pub const REQUEST_HEAD_BYTES_MAX: usize = 8 * 1024;

@@ -12,7 +12,7 @@ use quiver_cluster::metadata::limits::OFFSETS_PER_COMMIT_MAX;
 use quiver_cluster::{MetadataCommand, MetadataResponse, ProposeError};
 
 use crate::cluster::ClusterMember;
-use crate::server::BrokerState;
+use crate::state::BrokerState;
 
 /// Written once everything was adopted.
 fn marker(state: &BrokerState) -> PathBuf {

@@ -35,7 +35,7 @@ use quiver_wire::message::ResponseBody;
 use crate::clock::Clock;
 use crate::peers::Lane;
 use crate::reply::{Outgoing, RequestError};
-use crate::server::BrokerState;
+use crate::state::BrokerState;
 
 /// How often a broker tells the controller it is alive.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);

@@ -32,6 +32,7 @@ pub mod replication;
 pub mod reply;
 pub mod security;
 pub mod server;
+pub mod state;
 pub mod tasks;
 pub mod tls;
 pub mod topic;

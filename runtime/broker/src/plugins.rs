@@ -32,7 +32,7 @@ use crate::cluster::ClusterMember;
 use crate::partition::Partition;
 use crate::peers::Lane;
 use crate::reply::{Outgoing, RequestError};
-use crate::server::BrokerState;
+use crate::state::BrokerState;
 use crate::worker::blocking;
 
 impl From<RegistryError> for RequestError {

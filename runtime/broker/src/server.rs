@@ -16,14 +16,14 @@ use quiver_wire::frame::{
 };
 use tokio::sync::{Semaphore, watch};
 
-use crate::admission::{
-    Admission, AdmissionLimits, ConnectionRefused, ConnectionTicket, RequestSlot,
-};
+use crate::admission::{Admission, AdmissionLimits, ConnectionTicket, RequestSlot};
 use crate::clock::{Clock, SystemClock};
 use crate::config::BrokerConfig;
 use crate::handlers::{self, Outgoing, RequestError};
 use crate::log_limit::LogLimit;
+use crate::log_limit::RefusalLog;
 use crate::metrics::Metrics;
+use crate::state::BrokerState;
 use crate::tls;
 use crate::topic::{TopicError, TopicRegistry};
 
@@ -50,53 +50,6 @@ pub const SHUTDOWN_DRAIN_MAX: Duration = Duration::from_secs(10);
 pub const SHUTDOWN_ACK_WAIT_MAX: Duration = Duration::from_secs(1);
 /// A connection with no traffic for this long is closed; clients send keep-alives.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Shared state of a running broker.
-pub struct BrokerState {
-    pub config: BrokerConfig,
-    pub topics: Arc<TopicRegistry>,
-    pub metrics: Arc<Metrics>,
-    pub producer_ids: crate::producer_id::ProducerIdAllocator,
-    /// Consumer group membership (soft state).
-    pub groups: std::sync::Mutex<crate::group::GroupCoordinator>,
-    /// Committed offsets an earlier build kept in the internal offsets topic, read at
-    /// start for `crate::adopt`; offsets live in the controller's metadata.
-    pub offsets: crate::offsets::OffsetStore,
-    /// Uploaded WebAssembly plugins and their attachments to topics.
-    pub plugins: quiver_plugin_host::Registry,
-    /// This broker's controller and membership (a single node is a one-member
-    /// cluster); unset only while the broker starts.
-    pub cluster: std::sync::OnceLock<Arc<crate::cluster::ClusterMember>>,
-    /// `true` once the broker is stopping.
-    pub shutdown: watch::Sender<bool>,
-    /// Background tasks, which shutdown joins.
-    pub tasks: Arc<crate::tasks::TaskSet>,
-    /// Recovery done and the endpoint accepting.
-    pub ready: AtomicBool,
-    in_flight: Arc<Semaphore>,
-    /// Answers written but not yet acknowledged by their client. Shutdown waits for
-    /// them only briefly: a client that vanished never acknowledges.
-    unacknowledged: Arc<Semaphore>,
-    /// Connection, request and request-byte budgets (see [`crate::admission`]).
-    pub admission: Arc<Admission>,
-    /// Whether and how requests are checked against the ACLs.
-    pub authorizer: crate::security::Authorizer,
-    /// Each principal's rates against its client quota.
-    pub quota_meter: crate::quota::QuotaMeter,
-    /// The server side of SCRAM exchanges (keys that make unknown users' answers look
-    /// like known ones').
-    pub scram: quiver_wire::scram::ScramServer,
-    /// Refusals and timeouts, logged at most once per interval each.
-    refusal_log: RefusalLog,
-    /// Plugin failures a fetch skipped past, logged at most once per interval.
-    pub plugin_failure_log: LogLimit,
-    /// Which other brokers this one could not reach, and why.
-    pub peer_health: Arc<crate::peers::PeerHealth>,
-    /// The bound on join requests this broker answers.
-    pub join_gate: crate::join::JoinGate,
-    /// Where the broker reads the time.
-    pub clock: Arc<dyn Clock>,
-}
 
 /// Why the broker could not start.
 #[derive(Debug, thiserror::Error)]
@@ -488,44 +441,6 @@ fn certificate_refusal(err: &quinn::ConnectionError) -> Option<&'static str> {
         48 => Some("certificate from an unknown CA"),
         116 => Some("no client certificate (authentication = \"mtls\")"),
         _ => None,
-    }
-}
-
-/// Flood-prone refusals and timeouts, each logged at most once per
-/// [`crate::log_limit::LOG_INTERVAL`].
-struct RefusalLog {
-    connections: LogLimit,
-    timeouts: LogLimit,
-    authentication: LogLimit,
-    clock: Arc<dyn Clock>,
-}
-
-impl RefusalLog {
-    fn new(clock: Arc<dyn Clock>) -> Self {
-        Self {
-            connections: LogLimit::default(),
-            timeouts: LogLimit::default(),
-            authentication: LogLimit::default(),
-            clock,
-        }
-    }
-
-    fn connection_refused(&self, from: SocketAddr, refused: ConnectionRefused) {
-        if let Some(unlogged) = self.connections.due(self.clock.now_ms()) {
-            tracing::warn!(%from, reason = refused.reason(), unlogged, "connection refused: {refused}");
-        }
-    }
-
-    fn authentication_failed(&self, from: SocketAddr, why: &str) {
-        if let Some(unlogged) = self.authentication.due(self.clock.now_ms()) {
-            tracing::warn!(%from, mechanism = "mtls", unlogged, "authentication failed: {why}");
-        }
-    }
-
-    fn stream_timed_out(&self, from: SocketAddr, phase: &str, limit_ms: u64) {
-        if let Some(unlogged) = self.timeouts.due(self.clock.now_ms()) {
-            tracing::warn!(%from, phase, limit_ms, unlogged, "request stream reset: not {phase} within its time limit");
-        }
     }
 }
 

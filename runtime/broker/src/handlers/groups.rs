@@ -18,7 +18,7 @@ use super::{Call, Outgoing, RequestError, partition};
 use crate::group::{GroupCoordinator, Heartbeat, validate_group_id};
 use crate::offsets::OffsetView;
 use crate::security::Need;
-use crate::server::BrokerState;
+use crate::state::BrokerState;
 
 fn coordinator(state: &BrokerState) -> std::sync::MutexGuard<'_, GroupCoordinator> {
     state

@@ -39,7 +39,7 @@ use quiver_wire::{ApiKey, ErrorCode};
 use crate::partition::Partition;
 pub use crate::reply::{Outgoing, RequestError};
 use crate::security::{ConnectionIdentity, Need, Principal};
-use crate::server::BrokerState;
+use crate::state::BrokerState;
 
 pub use produce::SEQUENCE_GAP_WAIT;
 

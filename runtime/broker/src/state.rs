@@ -1,0 +1,63 @@
+//! The broker's services as one running broker holds them: what the network layer
+//! and the handlers reach the layers below through. Defined apart from the endpoint
+//! (`crate::server`) so that the admin listener and the handlers depend on the
+//! services, not on the endpoint that serves them.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use tokio::sync::{Semaphore, watch};
+
+use crate::admission::Admission;
+use crate::clock::Clock;
+use crate::config::BrokerConfig;
+use crate::log_limit::{LogLimit, RefusalLog};
+use crate::metrics::Metrics;
+use crate::topic::TopicRegistry;
+
+/// Shared state of a running broker.
+pub struct BrokerState {
+    pub config: BrokerConfig,
+    pub topics: Arc<TopicRegistry>,
+    pub metrics: Arc<Metrics>,
+    pub producer_ids: crate::producer_id::ProducerIdAllocator,
+    /// Consumer group membership (soft state).
+    pub groups: std::sync::Mutex<crate::group::GroupCoordinator>,
+    /// Committed offsets an earlier build kept in the internal offsets topic, read at
+    /// start for `crate::adopt`; offsets live in the controller's metadata.
+    pub offsets: crate::offsets::OffsetStore,
+    /// Uploaded WebAssembly plugins and their attachments to topics.
+    pub plugins: quiver_plugin_host::Registry,
+    /// This broker's controller and membership (a single node is a one-member
+    /// cluster); unset only while the broker starts.
+    pub cluster: std::sync::OnceLock<Arc<crate::cluster::ClusterMember>>,
+    /// `true` once the broker is stopping.
+    pub shutdown: watch::Sender<bool>,
+    /// Background tasks, which shutdown joins.
+    pub tasks: Arc<crate::tasks::TaskSet>,
+    /// Recovery done and the endpoint accepting.
+    pub ready: AtomicBool,
+    pub(crate) in_flight: Arc<Semaphore>,
+    /// Answers written but not yet acknowledged by their client. Shutdown waits for
+    /// them only briefly: a client that vanished never acknowledges.
+    pub(crate) unacknowledged: Arc<Semaphore>,
+    /// Connection, request and request-byte budgets (see [`crate::admission`]).
+    pub admission: Arc<Admission>,
+    /// Whether and how requests are checked against the ACLs.
+    pub authorizer: crate::security::Authorizer,
+    /// Each principal's rates against its client quota.
+    pub quota_meter: crate::quota::QuotaMeter,
+    /// The server side of SCRAM exchanges (keys that make unknown users' answers look
+    /// like known ones').
+    pub scram: quiver_wire::scram::ScramServer,
+    /// Refusals and timeouts, logged at most once per interval each.
+    pub(crate) refusal_log: RefusalLog,
+    /// Plugin failures a fetch skipped past, logged at most once per interval.
+    pub plugin_failure_log: LogLimit,
+    /// Which other brokers this one could not reach, and why.
+    pub peer_health: Arc<crate::peers::PeerHealth>,
+    /// The bound on join requests this broker answers.
+    pub join_gate: crate::join::JoinGate,
+    /// Where the broker reads the time.
+    pub clock: Arc<dyn Clock>,
+}
