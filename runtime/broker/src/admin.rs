@@ -26,9 +26,7 @@ pub const ADMIN_CONNECTIONS_MAX: usize = 64;
 
 /// Per topic, the replica health this broker reports, from the controller's metadata.
 fn replica_health(state: &BrokerState) -> BTreeMap<String, ReplicaHealth> {
-    let Some(member) = state.cluster.get() else {
-        return BTreeMap::new();
-    };
+    let member = &state.cluster;
     let metadata = member.controller.metadata();
     let controller_leader = member.controller.is_leader();
     metadata
@@ -211,9 +209,7 @@ async fn respond(
 fn group_lag(state: &BrokerState) -> Vec<(String, String, u64)> {
     let mut lag: std::collections::BTreeMap<(String, String), u64> =
         std::collections::BTreeMap::new();
-    let Some(member) = state.cluster.get() else {
-        return Vec::new();
-    };
+    let member = &state.cluster;
     let metadata = member.controller.metadata();
     for (key, committed) in metadata.offsets() {
         let leads = metadata
@@ -238,14 +234,12 @@ fn group_lag(state: &BrokerState) -> Vec<(String, String, u64)> {
 /// Live members per group: those this broker coordinates, and every group with
 /// committed offsets at 0 so that a group without members still shows.
 fn group_members(state: &BrokerState) -> Vec<(String, u32)> {
-    let mut members: std::collections::BTreeMap<String, u32> = match state.cluster.get() {
-        Some(member) => crate::offsets::OffsetView(member.controller.metadata())
+    let mut members: std::collections::BTreeMap<String, u32> =
+        crate::offsets::OffsetView(state.cluster.controller.metadata())
             .groups()
             .into_iter()
             .map(|g| (g, 0))
-            .collect(),
-        None => std::collections::BTreeMap::new(),
-    };
+            .collect();
     let live = state
         .groups
         .lock()

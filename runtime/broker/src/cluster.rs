@@ -32,10 +32,15 @@ use quiver_wire::cluster::{
 };
 use quiver_wire::message::ResponseBody;
 
+use tokio::sync::watch;
+
 use crate::clock::Clock;
-use crate::peers::Lane;
+use crate::group::GroupCoordinator;
+use crate::peers::{Lane, PeerClients, PeerHealth};
+use crate::replication::{ReplicaServices, Replicas};
 use crate::reply::{Outgoing, RequestError};
-use crate::state::BrokerState;
+use crate::tasks::TaskSet;
+use crate::topic::TopicRegistry;
 
 /// How often a broker tells the controller it is alive.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
@@ -65,6 +70,38 @@ pub struct ClusterMember {
     lease: Lease,
     /// Where this broker reads the time.
     clock: Arc<dyn Clock>,
+    /// The topics' logs, which follow the controller's metadata.
+    topics: Arc<TopicRegistry>,
+    /// Consumer group membership, coordinated here while this controller leads.
+    groups: Arc<std::sync::Mutex<GroupCoordinator>>,
+    /// Background loops, joined at shutdown.
+    tasks: Arc<TaskSet>,
+    shutdown: watch::Receiver<bool>,
+    settings: MemberSettings,
+}
+
+/// The configuration the cluster member acts on.
+#[derive(Debug, Clone)]
+pub struct MemberSettings {
+    /// The controller's other nodes and this one, by id (`--seeds`).
+    pub seeds: Vec<(u32, String)>,
+    /// Whether this node joins a running cluster rather than founding one.
+    pub joins_cluster: bool,
+    pub broker_session_timeout_ms: u64,
+    pub offsets_retention_ms: u64,
+}
+
+/// What [`start_member`] builds the cluster member from: the services below the
+/// control layer, made before it.
+pub struct MemberServices {
+    pub config: crate::config::BrokerConfig,
+    pub topics: Arc<TopicRegistry>,
+    pub groups: Arc<std::sync::Mutex<GroupCoordinator>>,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    pub clock: Arc<dyn Clock>,
+    pub tasks: Arc<TaskSet>,
+    pub shutdown: watch::Receiver<bool>,
+    pub peer_health: Arc<PeerHealth>,
 }
 
 /// A broker's lease on its leaderships: when (on this broker's monotonic clock) it
@@ -113,27 +150,6 @@ impl Lease {
 }
 
 impl ClusterMember {
-    /// Broker `broker_id`'s part in the cluster, reaching the others through `peers`.
-    pub fn new(
-        controller: Controller,
-        broker_id: u32,
-        peers: Arc<crate::peers::PeerClients>,
-        replicas: Arc<crate::replication::Replicas>,
-        clock: Arc<dyn Clock>,
-    ) -> Self {
-        Self {
-            controller,
-            broker_id,
-            peers,
-            replicas,
-            broker_epoch: AtomicU64::new(UNREGISTERED),
-            plugin_sync: tokio::sync::Mutex::new(()),
-            coordinator_term: AtomicU64::new(u64::MAX),
-            lease: Lease::default(),
-            clock,
-        }
-    }
-
     /// Records that the controller leader accepted a heartbeat (or the
     /// registration) this broker sent at `sent_ms` (monotonic).
     fn renew_lease(&self, sent_ms: u64) {
@@ -215,22 +231,11 @@ impl RaftTransport for QuicRaftTransport {
     }
 }
 
-/// This broker's part in the cluster; absent only while the broker starts.
-pub fn member(state: &BrokerState) -> Result<&ClusterMember, RequestError> {
-    state.cluster.get().map(Arc::as_ref).ok_or_else(|| {
-        RequestError::new(
-            ErrorCode::NotLeader,
-            "this broker's controller is still starting",
-        )
-    })
-}
-
 /// Serves one controller RPC from another broker.
 pub async fn handle_rpc(
     req: ControllerRpcRequest,
-    state: &BrokerState,
+    member: &ClusterMember,
 ) -> Result<Outgoing, RequestError> {
-    let member = member(state)?;
     if req.payload.len() > RPC_BYTES_MAX {
         return Err(RequestError::new(
             ErrorCode::InvalidRequest,
@@ -252,11 +257,13 @@ pub async fn handle_rpc(
 }
 
 /// What this broker knows of its cluster, encoded for a request of `version`.
-pub fn status(state: &BrokerState, version: u16) -> Result<Outgoing, RequestError> {
-    let node_id = state.config.node_id;
-    let unreachable: Vec<UnreachablePeer> = state
-        .peer_health
-        .unreachable(state.clock.now_ms())
+pub fn status(
+    member: &ClusterMember,
+    peer_health: &PeerHealth,
+    version: u16,
+) -> Result<Outgoing, RequestError> {
+    let unreachable: Vec<UnreachablePeer> = peer_health
+        .unreachable(member.clock.now_ms())
         .into_iter()
         .map(|(id, address, reason)| UnreachablePeer {
             id,
@@ -264,47 +271,32 @@ pub fn status(state: &BrokerState, version: u16) -> Result<Outgoing, RequestErro
             reason,
         })
         .collect();
-    let response = match state.cluster.get() {
-        None => ClusterStatusResponse {
-            node_id,
-            mode: "starting".into(),
-            controller_leader: None,
-            controller_leader_address: String::new(),
-            term: 0,
-            voters: Vec::new(),
-            brokers: Vec::new(),
-            under_replicated_partitions: 0,
-            unreachable,
-        },
-        Some(member) => {
-            let status = member.controller.status();
-            let metadata = member.controller.metadata();
-            ClusterStatusResponse {
-                node_id,
-                mode: "cluster".into(),
-                controller_leader: status.leader.as_ref().map(|(id, _)| *id),
-                controller_leader_address: status.leader.map(|(_, addr)| addr).unwrap_or_default(),
-                term: status.term,
-                voters: status
-                    .voters
-                    .iter()
-                    .filter_map(|(id, _)| u32::try_from(*id).ok())
-                    .collect(),
-                brokers: metadata
-                    .brokers()
-                    .iter()
-                    .map(|(id, b)| BrokerStatus {
-                        id: *id,
-                        address: b.address.clone(),
-                        fenced: b.fenced,
-                        broker_epoch: b.epoch,
-                    })
-                    .collect(),
-                under_replicated_partitions: u32::try_from(metadata.under_replicated_partitions())
-                    .unwrap_or(u32::MAX),
-                unreachable,
-            }
-        }
+    let status = member.controller.status();
+    let metadata = member.controller.metadata();
+    let response = ClusterStatusResponse {
+        node_id: member.broker_id,
+        mode: "cluster".into(),
+        controller_leader: status.leader.as_ref().map(|(id, _)| *id),
+        controller_leader_address: status.leader.map(|(_, addr)| addr).unwrap_or_default(),
+        term: status.term,
+        voters: status
+            .voters
+            .iter()
+            .filter_map(|(id, _)| u32::try_from(*id).ok())
+            .collect(),
+        brokers: metadata
+            .brokers()
+            .iter()
+            .map(|(id, b)| BrokerStatus {
+                id: *id,
+                address: b.address.clone(),
+                fenced: b.fenced,
+                broker_epoch: b.epoch,
+            })
+            .collect(),
+        under_replicated_partitions: u32::try_from(metadata.under_replicated_partitions())
+            .unwrap_or(u32::MAX),
+        unreachable,
     };
     Ok(Outgoing::Frame(response.encode_frame_for(version)))
 }
@@ -353,16 +345,26 @@ async fn register(
 /// take its registration.
 const SINGLE_NODE_START_WAIT: Duration = Duration::from_secs(30);
 
-/// Starts this broker's controller and its part in the cluster: a single node (no
-/// other nodes among the seeds) founds or resumes a one-member quorum, registers, and
-/// adopts a data directory written before it had a controller, all before it
-/// answers clients; a founding seed or a joining node registers in the background,
-/// once its quorum forms. Then the membership and reconcile loops run.
-pub async fn start(
-    state: &Arc<BrokerState>,
+/// Starts this broker's controller and its part in the cluster, before the broker's
+/// other services that depend on it exist and before the endpoint accepts: the
+/// controller's storage opens and a founder writes the first membership here, with no
+/// network round trip, so peers' RPCs that come before the endpoint accepts are
+/// simply retried by Raft. `quic_addr` is the endpoint's bound address, advertised
+/// when `--seeds` does not name this node's.
+pub async fn start_member(
+    services: MemberServices,
     quic_addr: std::net::SocketAddr,
-) -> Result<(), String> {
-    let config = &state.config;
+) -> Result<(Arc<ClusterMember>, String), String> {
+    let MemberServices {
+        config,
+        topics,
+        groups,
+        metrics,
+        clock,
+        tasks,
+        shutdown,
+        peer_health,
+    } = services;
     let seeds: Vec<(u64, String)> = config
         .seeds
         .iter()
@@ -379,71 +381,107 @@ pub async fn start(
         seeds,
     );
     controller_config.advertised_addr = Some(advertised.clone());
-    let peers = Arc::new(crate::peers::PeerClients::new(
-        state.config.clone(),
-        Arc::clone(&state.peer_health),
-        Arc::clone(&state.clock),
+    let peers = Arc::new(PeerClients::new(
+        config.clone(),
+        peer_health,
+        Arc::clone(&clock),
     ));
     let transport = QuicRaftTransport::new(Arc::clone(&peers));
     let controller = Controller::start_with(controller_config, transport)
         .await
         .map_err(|e| e.to_string())?;
-    let replicas = Arc::new(crate::replication::Replicas::new(
-        crate::replication::ReplicaServices {
-            broker_id: config.node_id,
-            controller: controller.clone(),
-            peers: Arc::clone(&peers),
-            topics: Arc::clone(&state.topics),
-            metrics: Arc::clone(&state.metrics),
-            clock: Arc::clone(&state.clock),
-            tasks: Arc::clone(&state.tasks),
-            shutdown: state.shutdown.subscribe(),
-            replica_lag_max_ms: config.replica_lag_max_ms,
-        },
-    ));
-    let _ = state.cluster.set(Arc::new(ClusterMember::new(
+    let replicas = Arc::new(Replicas::new(ReplicaServices {
+        broker_id: config.node_id,
+        controller: controller.clone(),
+        peers: Arc::clone(&peers),
+        topics: Arc::clone(&topics),
+        metrics,
+        clock: Arc::clone(&clock),
+        tasks: Arc::clone(&tasks),
+        shutdown: shutdown.clone(),
+        replica_lag_max_ms: config.replica_lag_max_ms,
+    }));
+    let settings = MemberSettings {
+        seeds: config
+            .seeds
+            .iter()
+            .map(|(id, addr)| (*id, addr.to_string()))
+            .collect(),
+        joins_cluster: config.joins_cluster(),
+        broker_session_timeout_ms: config.broker_session_timeout_ms,
+        offsets_retention_ms: config.offsets_retention_ms,
+    };
+    let member = Arc::new(ClusterMember {
         controller,
-        config.node_id,
+        broker_id: config.node_id,
         peers,
         replicas,
-        Arc::clone(&state.clock),
-    )));
-    let member = state
-        .cluster
-        .get()
-        .ok_or("the cluster member was not stored")?;
+        broker_epoch: AtomicU64::new(UNREGISTERED),
+        plugin_sync: tokio::sync::Mutex::new(()),
+        coordinator_term: AtomicU64::new(u64::MAX),
+        lease: Lease::default(),
+        clock,
+        topics,
+        groups,
+        tasks,
+        shutdown,
+        settings,
+    });
+    Ok((member, advertised))
+}
+
+/// Whether this node is alone in its cluster (no other node among the seeds).
+pub fn is_single_node(member: &ClusterMember) -> bool {
+    member
+        .settings
+        .seeds
+        .iter()
+        .all(|(id, _)| *id == member.broker_id)
+}
+
+/// A single node's registration with its one-member quorum, awaited so that the
+/// first request finds the metadata ready.
+pub async fn register_single_node(member: &ClusterMember, advertised: &str) -> Result<u64, String> {
     let incarnation = new_incarnation()?;
-    if config.seeds.iter().all(|(id, _)| *id == config.node_id) {
-        let deadline = tokio::time::Instant::now() + SINGLE_NODE_START_WAIT;
-        loop {
-            match register(member, &advertised, incarnation).await {
-                Ok(()) => break,
-                Err(err) if tokio::time::Instant::now() >= deadline => {
-                    return Err(format!(
-                        "the one-member controller quorum did not take this broker's registration: {err}"
-                    ));
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+    let deadline = tokio::time::Instant::now() + SINGLE_NODE_START_WAIT;
+    loop {
+        match register(member, advertised, incarnation).await {
+            Ok(()) => return Ok(incarnation),
+            Err(err) if tokio::time::Instant::now() >= deadline => {
+                return Err(format!(
+                    "the one-member controller quorum did not take this broker's registration: {err}"
+                ));
             }
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
         }
-        crate::adopt::adopt_unmanaged_state(state, member).await?;
     }
-    if config.joins_cluster() {
-        state.tasks.spawn(
+}
+
+/// Starts the member's loops: joining the quorum (a node that was not a founding
+/// seed), registration and heartbeats, and following the controller's topics and
+/// replicas. `incarnation` is the one a single node registered with, if it did.
+pub fn run(
+    member: &Arc<ClusterMember>,
+    advertised: String,
+    incarnation: Option<u64>,
+) -> Result<(), String> {
+    let incarnation = match incarnation {
+        Some(incarnation) => incarnation,
+        None => new_incarnation()?,
+    };
+    if member.settings.joins_cluster {
+        member.tasks.spawn(
             "cluster join",
-            join_loop(Arc::clone(state), advertised.clone()),
+            join_loop(Arc::clone(member), advertised.clone()),
         );
     }
-    state.tasks.spawn(
+    member.tasks.spawn(
         "membership",
-        membership_loop(Arc::clone(state), advertised, incarnation),
+        membership_loop(Arc::clone(member), advertised, incarnation),
     );
-    state
+    member
         .tasks
-        .spawn("reconcile", reconcile_loop(Arc::clone(state)));
-    state
-        .tasks
-        .spawn("plugin sync", plugin_sync_loop(Arc::clone(state)));
+        .spawn("reconcile", reconcile_loop(Arc::clone(member)));
     Ok(())
 }
 
@@ -453,17 +491,14 @@ const JOIN_RETRY: Duration = Duration::from_secs(2);
 /// For a node that was not a founding seed: asks the seeds' cluster to add this
 /// node's controller to the voters, until it is one. A node that joined before and
 /// restarts is a voter already and asks nothing.
-pub async fn join_loop(state: Arc<BrokerState>, advertised: String) {
-    let Some(member) = state.cluster.get() else {
-        return;
-    };
-    let seeds: Vec<(u64, String)> = state
-        .config
+pub async fn join_loop(member: Arc<ClusterMember>, advertised: String) {
+    let seeds: Vec<(u64, String)> = member
+        .settings
         .seeds
         .iter()
-        .map(|(id, addr)| (u64::from(*id), addr.to_string()))
+        .map(|(id, addr)| (u64::from(*id), addr.clone()))
         .collect();
-    let mut shutdown = state.shutdown.subscribe();
+    let mut shutdown = member.shutdown.clone();
     loop {
         if member.controller.is_voter() {
             tracing::info!("this node's controller is a voter of the cluster");
@@ -485,11 +520,9 @@ pub async fn join_loop(state: Arc<BrokerState>, advertised: String) {
 
 /// Registers this broker, then heartbeats until shutdown; while this broker's
 /// controller leads, fences brokers whose heartbeats stopped.
-pub async fn membership_loop(state: Arc<BrokerState>, advertised: String, incarnation: u64) {
-    let Some(member) = state.cluster.get() else {
-        return;
-    };
-    let mut shutdown = state.shutdown.subscribe();
+pub async fn membership_loop(member: Arc<ClusterMember>, advertised: String, incarnation: u64) {
+    let member = &*member;
+    let mut shutdown = member.shutdown.clone();
     let mut ticker = tokio::time::interval(HEARTBEAT_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -529,8 +562,8 @@ pub async fn membership_loop(state: Arc<BrokerState>, advertised: String, incarn
                 Ok(_) => {}
                 Err(err) => tracing::warn!(%err, "membership addresses not updated yet"),
             }
-            expire_offsets(&state, member).await;
-            let session = Duration::from_millis(state.config.broker_session_timeout_ms);
+            expire_offsets(member).await;
+            let session = Duration::from_millis(member.settings.broker_session_timeout_ms);
             for broker_id in member.controller.brokers_to_fence(session) {
                 match member
                     .controller
@@ -553,12 +586,12 @@ pub async fn membership_loop(state: Arc<BrokerState>, advertised: String, incarn
 
 /// On the controller leader (the group coordinator): forgets the committed offsets of
 /// groups without members that are older than `offsets_retention_ms`.
-async fn expire_offsets(state: &BrokerState, member: &ClusterMember) {
-    let before_ms = state
+async fn expire_offsets(member: &ClusterMember) {
+    let before_ms = member
         .clock
         .now_ms_u64()
-        .saturating_sub(state.config.offsets_retention_ms);
-    let live: Vec<String> = state
+        .saturating_sub(member.settings.offsets_retention_ms);
+    let live: Vec<String> = member
         .groups
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -629,9 +662,9 @@ pub(crate) async fn propose_change(
 }
 
 /// Waits until the local topic registry agrees with `present` for `name`.
-async fn applied(state: &BrokerState, name: &str, present: bool) -> Result<(), RequestError> {
+async fn applied(member: &ClusterMember, name: &str, present: bool) -> Result<(), RequestError> {
     let deadline = tokio::time::Instant::now() + APPLY_WAIT;
-    while state.topics.get(name).is_some() != present {
+    while member.topics.get(name).is_some() != present {
         if tokio::time::Instant::now() >= deadline {
             return Err(RequestError::new(
                 ErrorCode::Timeout,
@@ -648,7 +681,6 @@ async fn applied(state: &BrokerState, name: &str, present: bool) -> Result<(), R
 /// Creates a topic through the controller, which places its replicas; answers once
 /// this broker holds it too.
 pub async fn create_topic(
-    state: &BrokerState,
     member: &ClusterMember,
     name: String,
     partitions: u32,
@@ -676,30 +708,26 @@ pub async fn create_topic(
             ));
         }
     }
-    applied(state, &name, true).await?;
+    applied(member, &name, true).await?;
     Ok(Outgoing::Frame(quiver_wire::message::Empty.encode_frame()))
 }
 
 /// Deletes a topic through the controller; answers once this broker dropped it.
-pub async fn delete_topic(
-    state: &BrokerState,
-    member: &ClusterMember,
-    name: String,
-) -> Result<Outgoing, RequestError> {
+pub async fn delete_topic(member: &ClusterMember, name: String) -> Result<Outgoing, RequestError> {
     let command = MetadataCommand::DeleteTopic { name: name.clone() };
     propose_accepted(member, command, propose_error).await?;
-    applied(state, &name, false).await?;
+    applied(member, &name, false).await?;
     Ok(Outgoing::Frame(quiver_wire::message::Empty.encode_frame()))
 }
 
 /// Waits until `done` holds for this broker's copy of topic `name`.
 async fn applied_when(
-    state: &BrokerState,
+    member: &ClusterMember,
     name: &str,
     done: impl Fn(&crate::topic::Topic) -> bool,
 ) -> Result<(), RequestError> {
     let deadline = tokio::time::Instant::now() + APPLY_WAIT;
-    while !state.topics.get(name).is_some_and(|t| done(&t)) {
+    while !member.topics.get(name).is_some_and(|t| done(&t)) {
         if tokio::time::Instant::now() >= deadline {
             return Err(RequestError::new(
                 ErrorCode::Timeout,
@@ -716,7 +744,6 @@ async fn applied_when(
 /// Changes a topic's configs through the controller; every broker applies them to its
 /// partitions' logs. Answers once this broker has.
 pub async fn alter_topic_configs(
-    state: &BrokerState,
     member: &ClusterMember,
     name: String,
     set: std::collections::BTreeMap<String, String>,
@@ -731,14 +758,13 @@ pub async fn alter_topic_configs(
         MetadataResponse::TopicConfigsAltered { configs } => configs,
         other => return Err(unexpected(&other)),
     };
-    applied_when(state, &name, |t| t.configs == configs).await?;
+    applied_when(member, &name, |t| t.configs == configs).await?;
     Ok(Outgoing::Frame(quiver_wire::message::Empty.encode_frame()))
 }
 
 /// Grows a topic to `partitions` through the controller, which places the new
 /// partitions' replicas; answers once this broker holds them.
 pub async fn create_partitions(
-    state: &BrokerState,
     member: &ClusterMember,
     name: String,
     partitions: u32,
@@ -751,7 +777,7 @@ pub async fn create_partitions(
         MetadataResponse::PartitionsCreated { .. } => {}
         other => return Err(unexpected(&other)),
     }
-    applied_when(state, &name, |t| t.partitions.len() >= partitions as usize).await?;
+    applied_when(member, &name, |t| t.partitions.len() >= partitions as usize).await?;
     Ok(Outgoing::Frame(quiver_wire::message::Empty.encode_frame()))
 }
 
@@ -777,14 +803,14 @@ pub async fn delete_group(member: &ClusterMember, group: &str) -> Result<u32, Re
 /// lead, naming the leader so the client can go there. Topics the controller does not
 /// know (the broker's internal ones) are served locally.
 pub fn require_leader(
-    state: &BrokerState,
+    member: &ClusterMember,
     topic: &str,
     partition: u32,
 ) -> Result<(), RequestError> {
     if topic.starts_with(quiver_wire::topic::INTERNAL_TOPIC_PREFIX) {
         return Ok(());
     }
-    let member = member(state)?;
+    let session_timeout_ms = member.settings.broker_session_timeout_ms;
     let metadata = member.controller.metadata();
     let Some(record) = metadata
         .topic(topic)
@@ -799,13 +825,25 @@ pub fn require_leader(
             if leader == member.broker_id
                 && member.is_registered()
                 && metadata.brokers().len() > 1
-                && !member.in_contact(state.config.broker_session_timeout_ms) =>
+                && !member.in_contact(session_timeout_ms) =>
         {
             Err(RequestError::new(
                 ErrorCode::NotLeader,
                 format!(
-                    "{topic}/{partition}: this broker has not reached the controller quorum for over {} ms, so its leadership may have moved; ask another broker",
-                    state.config.broker_session_timeout_ms
+                    "{topic}/{partition}: this broker has not reached the controller quorum for over {session_timeout_ms} ms, so its leadership may have moved; ask another broker"
+                ),
+            ))
+        }
+        Some(leader)
+            if leader == member.broker_id
+                && member.is_registered()
+                && !member.replicas.leads(topic, partition, record.leader_epoch) =>
+        {
+            Err(RequestError::new(
+                ErrorCode::NotLeader,
+                format!(
+                    "{topic}/{partition}: this broker is taking over as its leader in epoch {}; retry",
+                    record.leader_epoch
                 ),
             ))
         }
@@ -831,116 +869,93 @@ pub fn require_leader(
     }
 }
 
-/// How soon a broker tries again to install a plugin version it could not fetch.
-const PLUGIN_SYNC_RETRY: Duration = Duration::from_secs(1);
-
-/// Keeps this broker's plugin registry in line with the controller's metadata, on its
-/// own task so that fetching or compiling a module never delays taking over
-/// partitions.
-pub async fn plugin_sync_loop(state: Arc<BrokerState>) {
-    let Some(member) = state.cluster.get() else {
-        return;
-    };
+/// Keeps this broker's topics in line with the controller's metadata: creates the
+/// topics it does not hold yet and deletes those the controller deleted; then its
+/// replicas (`crate::plugins::sync_loop` follows the plugin registry). The broker's
+/// internal topics are its own and left alone.
+pub async fn reconcile_loop(member: Arc<ClusterMember>) {
     let mut versions = member.controller.watch();
-    let mut shutdown = state.shutdown.subscribe();
+    let mut shutdown = member.shutdown.clone();
     loop {
-        // A plugin version whose module no broker served yet is tried again soon.
-        let complete = crate::plugins::sync_with_controller(&state, member).await;
+        reconcile(&member).await;
         tokio::select! {
             changed = versions.changed() => if changed.is_err() { return },
-            _ = tokio::time::sleep(PLUGIN_SYNC_RETRY), if !complete => {}
             _ = shutdown.changed() => return,
         }
     }
 }
 
-/// Keeps this broker's topics in line with the controller's metadata: creates the
-/// topics it does not hold yet and deletes those the controller deleted; then its
-/// replicas ([`plugin_sync_loop`] follows the plugin registry). The broker's
-/// internal topics are its own and left alone.
-pub async fn reconcile_loop(state: Arc<BrokerState>) {
-    let Some(member) = state.cluster.get() else {
-        return;
-    };
-    let mut versions = member.controller.watch();
-    let mut shutdown = state.shutdown.subscribe();
-    loop {
-        let metadata = member.controller.metadata();
-        for (name, topic) in metadata.topics() {
-            if name.starts_with(quiver_wire::topic::INTERNAL_TOPIC_PREFIX)
-                || state.topics.get(name).is_some()
-            {
-                continue;
-            }
-            let created = crate::worker::blocking(|| {
-                state.topics.create(
-                    name,
-                    u32::try_from(topic.partitions.len()).unwrap_or(u32::MAX),
-                    topic.replication_factor,
-                    topic.configs.clone(),
-                    topic.replication_factor,
-                    state.clock.now_ms(),
-                )
-            });
-            match created {
-                Ok(_) => {
-                    tracing::info!(topic = %name, "topic created from the controller's metadata")
-                }
-                Err(err) => {
-                    tracing::error!(topic = %name, %err, "cannot create a topic the controller holds")
-                }
-            }
+/// One pass of [`reconcile_loop`]: topics, then replicas, as the controller's
+/// metadata is now. A single node makes one before it accepts clients, so the first
+/// request finds its partitions led.
+pub async fn reconcile(member: &ClusterMember) {
+    let metadata = member.controller.metadata();
+    for (name, topic) in metadata.topics() {
+        if name.starts_with(quiver_wire::topic::INTERNAL_TOPIC_PREFIX)
+            || member.topics.get(name).is_some()
+        {
+            continue;
         }
-        apply_topic_changes(&state, member, &metadata).await;
-        for local in state.topics.all() {
-            if local
-                .name
-                .starts_with(quiver_wire::topic::INTERNAL_TOPIC_PREFIX)
-                || metadata.topic(&local.name).is_some()
-            {
-                continue;
+        let created = crate::worker::blocking(|| {
+            member.topics.create(
+                name,
+                u32::try_from(topic.partitions.len()).unwrap_or(u32::MAX),
+                topic.replication_factor,
+                topic.configs.clone(),
+                topic.replication_factor,
+                member.clock.now_ms(),
+            )
+        });
+        match created {
+            Ok(_) => {
+                tracing::info!(topic = %name, "topic created from the controller's metadata")
             }
-            let name = local.name.to_string();
-            drop(local);
-            match crate::worker::blocking(|| state.topics.delete(&name)) {
-                Ok(()) => {
-                    tracing::info!(topic = %name, "topic deleted after the controller's metadata")
-                }
-                Err(err) => {
-                    tracing::error!(topic = %name, %err, "cannot delete a topic the controller dropped")
-                }
+            Err(err) => {
+                tracing::error!(topic = %name, %err, "cannot create a topic the controller holds")
             }
-        }
-        crate::replication::reconcile(&member.replicas, member.is_registered()).await;
-        tokio::select! {
-            changed = versions.changed() => if changed.is_err() { return },
-            _ = shutdown.changed() => return,
         }
     }
+    apply_topic_changes(member, &metadata).await;
+    for local in member.topics.all() {
+        if local
+            .name
+            .starts_with(quiver_wire::topic::INTERNAL_TOPIC_PREFIX)
+            || metadata.topic(&local.name).is_some()
+        {
+            continue;
+        }
+        let name = local.name.to_string();
+        drop(local);
+        match crate::worker::blocking(|| member.topics.delete(&name)) {
+            Ok(()) => {
+                tracing::info!(topic = %name, "topic deleted after the controller's metadata")
+            }
+            Err(err) => {
+                tracing::error!(topic = %name, %err, "cannot delete a topic the controller dropped")
+            }
+        }
+    }
+    crate::replication::reconcile(&member.replicas, member.is_registered()).await;
 }
 
 /// Brings the topics this broker holds in line with the controller's changes to
 /// existing topics: partitions added (opened here; [`crate::replication::reconcile`]
 /// then leads or follows them) and configs altered (applied to every partition's log
 /// and to the replicas' in-sync minimum).
-async fn apply_topic_changes(
-    state: &Arc<BrokerState>,
-    member: &ClusterMember,
-    metadata: &quiver_cluster::MetadataState,
-) {
+async fn apply_topic_changes(member: &ClusterMember, metadata: &quiver_cluster::MetadataState) {
     for (name, topic) in metadata.topics() {
         if name.starts_with(quiver_wire::topic::INTERNAL_TOPIC_PREFIX) {
             continue;
         }
-        let Some(local) = state.topics.get(name) else {
+        let Some(local) = member.topics.get(name) else {
             continue;
         };
         if local.partitions.len() < topic.partitions.len() {
             let partitions = u32::try_from(topic.partitions.len()).unwrap_or(u32::MAX);
             match crate::worker::blocking(|| {
-                state
+                member
                     .topics
-                    .add_partitions(name, partitions, state.clock.now_ms())
+                    .add_partitions(name, partitions, member.clock.now_ms())
             }) {
                 Ok(_) => {
                     tracing::info!(topic = %name, partitions, "partitions added from the controller's metadata")
@@ -952,7 +967,7 @@ async fn apply_topic_changes(
         }
         if local.configs != topic.configs {
             match crate::worker::blocking(|| {
-                state.topics.alter_configs(name, topic.configs.clone())
+                member.topics.alter_configs(name, topic.configs.clone())
             }) {
                 Ok(()) => {
                     crate::replication::apply_topic_configs(&member.replicas, name, &topic.configs)
@@ -971,19 +986,13 @@ async fn apply_topic_changes(
 /// node itself): group membership lives in one place, committed offsets are proposed
 /// to the controller there and read back linearizably. Returns the member when this
 /// broker's controller leads, and `NOT_COORDINATOR` naming the leader otherwise.
-pub fn group_coordinator(state: &BrokerState) -> Result<&ClusterMember, RequestError> {
-    let member = state.cluster.get().map(Arc::as_ref).ok_or_else(|| {
-        RequestError::new(
-            ErrorCode::NotCoordinator,
-            "this broker's controller is still starting",
-        )
-    })?;
+pub fn group_coordinator(member: &ClusterMember) -> Result<&ClusterMember, RequestError> {
     if member.controller.is_leader() {
         // Leading in a new term: the members this broker knew from an earlier
         // leadership may have moved to another coordinator meanwhile; they join again.
         let term = member.controller.term();
         if member.coordinator_term.swap(term, Ordering::AcqRel) != term {
-            *state
+            *member
                 .groups
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner) =

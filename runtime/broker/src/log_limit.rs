@@ -41,22 +41,6 @@ impl LogLimit {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn one_line_per_interval_with_the_count_left_out() {
-        let limit = LogLimit::default();
-        assert_eq!(limit.due(1_000), Some(0), "the first line is written");
-        assert_eq!(limit.due(1_001), None);
-        assert_eq!(limit.due(5_000), None);
-        let interval = LOG_INTERVAL.as_millis() as i64;
-        assert_eq!(limit.due(1_000 + interval), Some(2), "two were left out");
-        assert_eq!(limit.due(1_000 + interval), None);
-    }
-}
-
 /// Flood-prone refusals and timeouts, each logged at most once per
 /// [`crate::log_limit::LOG_INTERVAL`].
 pub(crate) struct RefusalLog {
@@ -92,5 +76,21 @@ impl RefusalLog {
         if let Some(unlogged) = self.timeouts.due(self.clock.now_ms()) {
             tracing::warn!(%from, phase, limit_ms, unlogged, "request stream reset: not {phase} within its time limit");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_line_per_interval_with_the_count_left_out() {
+        let limit = LogLimit::default();
+        assert_eq!(limit.due(1_000), Some(0), "the first line is written");
+        assert_eq!(limit.due(1_001), None);
+        assert_eq!(limit.due(5_000), None);
+        let interval = LOG_INTERVAL.as_millis() as i64;
+        assert_eq!(limit.due(1_000 + interval), Some(2), "two were left out");
+        assert_eq!(limit.due(1_000 + interval), None);
     }
 }

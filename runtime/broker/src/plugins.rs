@@ -68,7 +68,7 @@ pub async fn upload(
     req: PluginUploadRequest,
     state: &BrokerState,
 ) -> Result<Outgoing, RequestError> {
-    let member = crate::cluster::member(state)?;
+    let member = &*state.cluster;
     // Registered here before the controller commits it: the sync with the controller
     // would take it for a plugin the controller dropped and remove it (files and
     // all), so it waits until the commit is in.
@@ -146,7 +146,7 @@ pub async fn attach(
         attachment.plugin.clone(),
         attachment.stage,
     );
-    let member = crate::cluster::member(state)?;
+    let member = &*state.cluster;
     refuse_dead_letter_cycle(member, &attachment)?;
     await_installed(state, member, &attachment.plugin).await;
     blocking(|| state.plugins.check_attachment(&attachment))?;
@@ -160,7 +160,7 @@ pub async fn detach(
     req: PluginDetachRequest,
     state: &BrokerState,
 ) -> Result<Outgoing, RequestError> {
-    let member = crate::cluster::member(state)?;
+    let member = &*state.cluster;
     let command = MetadataCommand::DetachPlugin {
         topic: req.topic.clone(),
         plugin: req.plugin.clone(),
@@ -177,7 +177,7 @@ pub async fn delete(
     req: quiver_wire::plugin::PluginDeleteRequest,
     state: &BrokerState,
 ) -> Result<Outgoing, RequestError> {
-    let member = crate::cluster::member(state)?;
+    let member = &*state.cluster;
     let command = MetadataCommand::DeletePlugin {
         name: req.name.clone(),
     };
@@ -546,8 +546,8 @@ async fn dead_letter(
         builder.push(record);
     }
     batches.extend(builder.finish());
-    let member = crate::cluster::member(state)?;
-    if let Err(not_here) = crate::cluster::require_leader(state, dlq_topic, index) {
+    let member = &*state.cluster;
+    if let Err(not_here) = crate::cluster::require_leader(&state.cluster, dlq_topic, index) {
         return dead_letter_remotely(member, dlq_topic, index, batches, not_here).await;
     }
     let slot = member.replicas.slot(dlq_topic, index);
@@ -827,4 +827,25 @@ pub async fn fetch_through(
         }
     }
     Ok(out)
+}
+
+/// How soon a broker tries again to install a plugin version it could not fetch.
+const PLUGIN_SYNC_RETRY: Duration = std::time::Duration::from_secs(1);
+
+/// Keeps this broker's plugin registry in line with the controller's metadata, on its
+/// own task so that fetching or compiling a module never delays taking over
+/// partitions.
+pub async fn sync_loop(state: std::sync::Arc<BrokerState>) {
+    let member = &*state.cluster;
+    let mut versions = member.controller.watch();
+    let mut shutdown = state.shutdown.subscribe();
+    loop {
+        // A plugin version whose module no broker served yet is tried again soon.
+        let complete = crate::plugins::sync_with_controller(&state, member).await;
+        tokio::select! {
+            changed = versions.changed() => if changed.is_err() { return },
+            _ = tokio::time::sleep(PLUGIN_SYNC_RETRY), if !complete => {}
+            _ = shutdown.changed() => return,
+        }
+    }
 }

@@ -68,7 +68,14 @@ pub struct ReplicaSlot {
     /// Where each waiting acks=all produce hears its outcome, by ticket.
     ack_tickets: Mutex<HashMap<u64, tokio::sync::oneshot::Sender<AckOutcome>>>,
     next_ticket: std::sync::atomic::AtomicU64,
+    /// The leader epoch this replica leads in, once it took the role and published
+    /// its high watermark; [`NOT_LEADING`] otherwise. Read without the replica's
+    /// lock by the produce and fetch paths' leadership check.
+    leading_epoch: std::sync::atomic::AtomicU64,
 }
+
+/// `ReplicaSlot::leading_epoch` of a replica that does not lead.
+const NOT_LEADING: u64 = u64::MAX;
 
 /// Every replica this broker holds, and what driving them takes: the replica layer's
 /// collaborators, named (the partitions' logs, the peer connections follower fetches
@@ -135,6 +142,18 @@ impl Replicas {
     /// The monotonic milliseconds the state machines' timers run on.
     fn now_ms(&self) -> u64 {
         self.clock.monotonic_ms()
+    }
+
+    /// Whether this broker's replica of `topic`/`index` has taken the leadership of
+    /// `leader_epoch`: become leader and published its high watermark. Between the
+    /// controller naming it and that, its log's readable end is not yet known (a
+    /// restarted broker's high watermark reads 0), so requests must wait.
+    pub fn leads(&self, topic: &str, index: u32, leader_epoch: u32) -> bool {
+        self.slot(topic, index).is_some_and(|slot| {
+            slot.leading_epoch
+                .load(std::sync::atomic::Ordering::Acquire)
+                == u64::from(leader_epoch)
+        })
     }
 
     pub fn slot(&self, topic: &str, index: u32) -> Option<Arc<ReplicaSlot>> {
@@ -443,6 +462,7 @@ fn start_replica(
         closed: std::sync::atomic::AtomicBool::new(false),
         ack_tickets: Mutex::new(HashMap::new()),
         next_ticket: std::sync::atomic::AtomicU64::new(0),
+        leading_epoch: std::sync::atomic::AtomicU64::new(NOT_LEADING),
     });
     replicas
         .slots
@@ -478,6 +498,8 @@ async fn apply_role_step(replicas: &Arc<Replicas>, slot: &Arc<ReplicaSlot>, step
         } => {
             let mut replica = slot.replica.lock().await;
             slot.partition.set_leader_epoch(leader_epoch);
+            slot.leading_epoch
+                .store(NOT_LEADING, std::sync::atomic::Ordering::Release);
             match replica.become_leader(leader_epoch, &isr, &assigned, replicas.now_ms()) {
                 Ok(()) => {
                     *slot.isr_version.lock().unwrap_or_else(|p| p.into_inner()) =
@@ -489,12 +511,20 @@ async fn apply_role_step(replicas: &Arc<Replicas>, slot: &Arc<ReplicaSlot>, step
                 }
             }
             apply_outputs(replicas, slot, &mut replica, None);
+            if matches!(replica.role(), Role::Leader { leader_epoch: e } if e == leader_epoch) {
+                slot.leading_epoch.store(
+                    u64::from(leader_epoch),
+                    std::sync::atomic::Ordering::Release,
+                );
+            }
         }
         RoleStep::Follow {
             leader,
             leader_epoch,
         } => {
             let mut replica = slot.replica.lock().await;
+            slot.leading_epoch
+                .store(NOT_LEADING, std::sync::atomic::Ordering::Release);
             match replica.become_follower(leader, leader_epoch, replicas.now_ms()) {
                 Ok(()) => {
                     tracing::info!(topic = %name, partition = index, leader, epoch = leader_epoch, "following")

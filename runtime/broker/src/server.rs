@@ -247,43 +247,17 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
         acl: config.authorization_acl,
         super_users: config.super_users.clone(),
     };
-    let state = Arc::new(BrokerState {
-        clock: Arc::clone(&clock),
-        plugins,
-        cluster: std::sync::OnceLock::new(),
-        producer_ids,
-        groups: std::sync::Mutex::new(crate::group::GroupCoordinator::default()),
-        offsets,
-        in_flight: Arc::new(Semaphore::new(config.requests_in_flight_max)),
-        unacknowledged: Arc::new(Semaphore::new(config.requests_in_flight_max)),
-        config,
-        topics,
-        metrics,
-        shutdown,
-        tasks: Arc::new(crate::tasks::TaskSet::default()),
-        ready: AtomicBool::new(false),
-        admission: Admission::new(admission_limits),
-        authorizer,
-        scram,
-        quota_meter: crate::quota::QuotaMeter::default(),
-        refusal_log: RefusalLog::new(Arc::clone(&clock)),
-        plugin_failure_log: LogLimit::default(),
-        peer_health: Arc::new(crate::peers::PeerHealth::default()),
-        join_gate: crate::join::JoinGate::default(),
-    });
-    let admin_task = tokio::spawn(crate::admin::serve(admin, Arc::clone(&state)));
-
     let quic_crypto = quinn::crypto::rustls::QuicServerConfig::try_from(crypto).map_err(|e| {
         StartError::Tls(tls::TlsError::Rustls(rustls::Error::General(e.to_string())))
     })?;
     let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(quic_crypto));
-    server_config.transport_config(Arc::new(transport_config(&state.config)));
-    let reset_key = tls::reset_key(&state.config.data_dir)?;
+    server_config.transport_config(Arc::new(transport_config(&config)));
+    let reset_key = tls::reset_key(&config.data_dir)?;
     let mut endpoint_config = quinn::EndpointConfig::new(Arc::new(reset_key.clone()));
     // Connection ids a restarted broker still recognises, so it resets its
     // predecessor's connections at once instead of letting them time out.
     endpoint_config.cid_generator(move || Box::new(tls::connection_ids(&reset_key)));
-    let listen = state.config.listen;
+    let listen = config.listen;
     let socket = quiver_sdk::transport::bind_udp(listen).map_err(|source| StartError::Listen {
         addr: listen,
         source,
@@ -299,29 +273,80 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
         source,
     })?;
     let quic_addr = endpoint.local_addr().map_err(|source| StartError::Listen {
-        addr: state.config.listen,
+        addr: config.listen,
         source,
     })?;
 
-    // A single node starts its one-member controller quorum before it accepts
-    // clients, so the first request finds the metadata ready. Cluster nodes accept
-    // first: the other controllers' RPCs arrive over this listener.
-    let single_node = state
-        .config
-        .seeds
-        .iter()
-        .all(|(id, _)| *id == state.config.node_id);
-    if single_node {
-        crate::cluster::start(&state, quic_addr)
+    // The controller and this broker's part in the cluster come before the services
+    // that depend on them, and before the endpoint accepts (see
+    // `cluster::start_member`): nothing below ever sees a broker without them.
+    let tasks = Arc::new(crate::tasks::TaskSet::default());
+    let groups = Arc::new(std::sync::Mutex::new(
+        crate::group::GroupCoordinator::default(),
+    ));
+    let peer_health = Arc::new(crate::peers::PeerHealth::default());
+    let (member, advertised) = crate::cluster::start_member(
+        crate::cluster::MemberServices {
+            config: config.clone(),
+            topics: Arc::clone(&topics),
+            groups: Arc::clone(&groups),
+            metrics: Arc::clone(&metrics),
+            clock: Arc::clone(&clock),
+            tasks: Arc::clone(&tasks),
+            shutdown: shutdown.subscribe(),
+            peer_health: Arc::clone(&peer_health),
+        },
+        quic_addr,
+    )
+    .await
+    .map_err(StartError::Controller)?;
+    let state = Arc::new(BrokerState {
+        clock: Arc::clone(&clock),
+        plugins,
+        cluster: Arc::clone(&member),
+        producer_ids,
+        groups,
+        offsets,
+        in_flight: Arc::new(Semaphore::new(config.requests_in_flight_max)),
+        unacknowledged: Arc::new(Semaphore::new(config.requests_in_flight_max)),
+        config,
+        topics,
+        metrics,
+        shutdown,
+        tasks,
+        ready: AtomicBool::new(false),
+        admission: Admission::new(admission_limits),
+        authorizer,
+        scram,
+        quota_meter: crate::quota::QuotaMeter::default(),
+        refusal_log: RefusalLog::new(Arc::clone(&clock)),
+        plugin_failure_log: LogLimit::default(),
+        peer_health,
+        join_gate: crate::join::JoinGate::default(),
+    });
+    let admin_task = tokio::spawn(crate::admin::serve(admin, Arc::clone(&state)));
+
+    // A single node registers with its one-member quorum (and adopts what an
+    // earlier build left in its data directory) before it accepts clients, so the
+    // first request finds the metadata ready. A cluster node registers from its
+    // membership loop once a quorum answers, which needs this listener.
+    let incarnation = if crate::cluster::is_single_node(&member) {
+        let incarnation = crate::cluster::register_single_node(&member, &advertised)
             .await
             .map_err(StartError::Controller)?;
-    }
+        crate::adopt::adopt_unmanaged_state(&state, &member)
+            .await
+            .map_err(StartError::Controller)?;
+        crate::cluster::reconcile(&member).await;
+        Some(incarnation)
+    } else {
+        None
+    };
     let accept_task = tokio::spawn(accept_loop(endpoint.clone(), Arc::clone(&state)));
-    if !single_node {
-        crate::cluster::start(&state, quic_addr)
-            .await
-            .map_err(StartError::Controller)?;
-    }
+    crate::cluster::run(&member, advertised, incarnation).map_err(StartError::Controller)?;
+    state
+        .tasks
+        .spawn("plugin sync", crate::plugins::sync_loop(Arc::clone(&state)));
     state
         .tasks
         .spawn("retention", retention_loop(Arc::clone(&state)));
@@ -395,9 +420,7 @@ impl RunningBroker {
         // Every background loop ends on the shutdown signal; they are joined before
         // the controller they may be calling stops.
         state.tasks.join(TASKS_JOIN_MAX).await;
-        if let Some(member) = state.cluster.get()
-            && let Err(err) = member.controller.shutdown().await
-        {
+        if let Err(err) = state.cluster.controller.shutdown().await {
             tracing::warn!(%err, "controller shutdown");
         }
         let flush_state = Arc::clone(state);

@@ -22,15 +22,15 @@ pub struct BrokerState {
     pub metrics: Arc<Metrics>,
     pub producer_ids: crate::producer_id::ProducerIdAllocator,
     /// Consumer group membership (soft state).
-    pub groups: std::sync::Mutex<crate::group::GroupCoordinator>,
+    pub groups: Arc<std::sync::Mutex<crate::group::GroupCoordinator>>,
     /// Committed offsets an earlier build kept in the internal offsets topic, read at
     /// start for `crate::adopt`; offsets live in the controller's metadata.
     pub offsets: crate::offsets::OffsetStore,
     /// Uploaded WebAssembly plugins and their attachments to topics.
     pub plugins: quiver_plugin_host::Registry,
     /// This broker's controller and membership (a single node is a one-member
-    /// cluster); unset only while the broker starts.
-    pub cluster: std::sync::OnceLock<Arc<crate::cluster::ClusterMember>>,
+    /// cluster), started before everything that depends on it.
+    pub cluster: Arc<crate::cluster::ClusterMember>,
     /// `true` once the broker is stopping.
     pub shutdown: watch::Sender<bool>,
     /// Background tasks, which shutdown joins.

@@ -48,7 +48,7 @@ async fn change(
     let what = listed(&bindings);
     let outcome = async {
         checked(&bindings)?;
-        let member = crate::cluster::member(call.state)?;
+        let member = &*call.state.cluster;
         let reply = crate::cluster::propose_change(member, command(bindings)).await?;
         answer(&reply).ok_or_else(|| crate::cluster::unexpected(&reply))
     }
@@ -96,7 +96,7 @@ pub(super) async fn describe(
     req: AclDescribeRequest,
     call: &Call<'_>,
 ) -> Result<Outgoing, RequestError> {
-    let member = crate::cluster::member(call.state)?;
+    let member = &*call.state.cluster;
     let metadata = member.controller.metadata();
     let bindings = metadata
         .acls()

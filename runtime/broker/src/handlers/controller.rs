@@ -10,12 +10,12 @@ pub(super) async fn rpc(
     call: &Call<'_>,
     _peer: PeerProof,
 ) -> Result<Outgoing, RequestError> {
-    crate::cluster::handle_rpc(req, call.state).await
+    crate::cluster::handle_rpc(req, &call.state.cluster).await
 }
 
 pub(super) async fn status(
     _req: ClusterStatusRequest,
     call: &Call<'_>,
 ) -> Result<Outgoing, RequestError> {
-    crate::cluster::status(call.state, call.version)
+    crate::cluster::status(&call.state.cluster, &call.state.peer_health, call.version)
 }

@@ -18,7 +18,7 @@ use super::{Call, Outgoing, RequestError, partition};
 
 pub(super) async fn fetch(req: FetchRequest, call: &Call<'_>) -> Result<Outgoing, RequestError> {
     let state = call.state;
-    crate::cluster::require_leader(state, &req.topic, req.partition)?;
+    crate::cluster::require_leader(&state.cluster, &req.topic, req.partition)?;
     let partition = partition(state, &req.topic, req.partition)?;
     // Resolved once per request: a plugin replaced meanwhile serves the next fetch.
     let steps = crate::plugins::fetch_steps(state, &req.topic, req.plugin.as_ref())?;

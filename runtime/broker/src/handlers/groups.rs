@@ -52,7 +52,7 @@ pub(super) async fn offset_commit(
 
 async fn commit(req: OffsetCommitRequest, call: &Call<'_>) -> Result<Outgoing, RequestError> {
     let state = call.state;
-    let member = crate::cluster::group_coordinator(state)?;
+    let member = crate::cluster::group_coordinator(&state.cluster)?;
     coordinator(state).check_commit(&req.group, &req.member_id, req.member_epoch)?;
     for o in &req.offsets {
         partition(state, &o.topic, o.partition)?;
@@ -64,7 +64,7 @@ async fn commit(req: OffsetCommitRequest, call: &Call<'_>) -> Result<Outgoing, R
 /// The committed offsets as of now, from the controller's metadata on the
 /// coordinator.
 async fn committed_offsets(state: &BrokerState) -> Result<OffsetView, RequestError> {
-    let member = crate::cluster::group_coordinator(state)?;
+    let member = crate::cluster::group_coordinator(&state.cluster)?;
     Ok(OffsetView(crate::cluster::current_metadata(member).await?))
 }
 
@@ -102,7 +102,7 @@ pub(super) async fn group_heartbeat(
     let state = call.state;
     // Confirmed with a quorum: a controller cut off from the others must not go on
     // granting partitions that the new leader grants too.
-    let member = crate::cluster::group_coordinator(state)?;
+    let member = crate::cluster::group_coordinator(&state.cluster)?;
     crate::cluster::current_metadata(member).await?;
     if let Some(topics) = &req.subscription {
         for t in topics {
@@ -165,7 +165,7 @@ pub(super) async fn describe_group(
 ) -> Result<Outgoing, RequestError> {
     let state = call.state;
     validate_group_id(&req.group)?;
-    crate::cluster::group_coordinator(state)?;
+    crate::cluster::group_coordinator(&state.cluster)?;
     let (group_epoch, members) = coordinator(state).describe(&req.group);
     Ok(Outgoing::Frame(
         DescribeGroupResponse {
@@ -190,7 +190,7 @@ pub(super) async fn delete_group(
 async fn delete(req: DeleteGroupRequest, call: &Call<'_>) -> Result<Outgoing, RequestError> {
     let state = call.state;
     validate_group_id(&req.group)?;
-    let member = crate::cluster::group_coordinator(state)?;
+    let member = crate::cluster::group_coordinator(&state.cluster)?;
     // The check an administrator's offset commit passes: no member in the group.
     coordinator(state).check_commit(&req.group, "", quiver_wire::group::NO_MEMBER_EPOCH)?;
     crate::cluster::delete_group(member, &req.group)

@@ -48,13 +48,11 @@ pub(super) async fn join(
     let live = if req.node_id == state.config.node_id {
         Some(format!("{} (the broker answering)", state.config.listen))
     } else {
-        state.cluster.get().and_then(|member| {
-            let metadata = member.controller.metadata();
-            metadata
-                .broker(req.node_id)
-                .filter(|b| !b.fenced)
-                .map(|b| b.address.clone())
-        })
+        let metadata = state.cluster.controller.metadata();
+        metadata
+            .broker(req.node_id)
+            .filter(|b| !b.fenced)
+            .map(|b| b.address.clone())
     };
     let data_dir = state.config.data_dir.clone();
     let binding = call.connection.channel_binding();

@@ -74,45 +74,34 @@ pub(super) async fn metadata(
             .collect::<Result<_, _>>()?,
     };
     let node = state.config.node_id;
-    let cluster = state.cluster.get().map(|m| {
-        (
-            m.controller.metadata(),
-            m.controller
-                .leader()
-                .and_then(|(id, _)| u32::try_from(id).ok()),
-        )
-    });
-    // In cluster mode leaders, replicas and the ISR come from the controller; the
-    // offsets are this broker's own view of its replica.
+    let metadata = state.cluster.controller.metadata();
+    let controller_leader = state
+        .cluster
+        .controller
+        .leader()
+        .and_then(|(id, _)| u32::try_from(id).ok());
+    // Leaders, replicas and the ISR come from the controller; the offsets are this
+    // broker's own view of its replica. The broker's internal topics are its own.
     let placement = |topic: &str, index: u32| {
-        cluster.as_ref().and_then(|(metadata, _)| {
-            metadata
-                .topic(topic)
-                .and_then(|t| t.partitions.get(index as usize).cloned())
-        })
+        metadata
+            .topic(topic)
+            .and_then(|t| t.partitions.get(index as usize).cloned())
     };
-    let brokers = match &cluster {
-        Some((metadata, _)) => metadata
-            .brokers()
-            .iter()
-            .filter(|(_, b)| !b.fenced)
-            .filter_map(|(id, b)| {
-                let addr: std::net::SocketAddr = b.address.parse().ok()?;
-                Some(BrokerInfo {
-                    node_id: *id,
-                    host: addr.ip().to_string(),
-                    port: addr.port(),
-                })
+    let brokers = metadata
+        .brokers()
+        .iter()
+        .filter(|(_, b)| !b.fenced)
+        .filter_map(|(id, b)| {
+            let addr: std::net::SocketAddr = b.address.parse().ok()?;
+            Some(BrokerInfo {
+                node_id: *id,
+                host: addr.ip().to_string(),
+                port: addr.port(),
             })
-            .collect(),
-        None => vec![BrokerInfo {
-            node_id: node,
-            host: state.config.listen.ip().to_string(),
-            port: state.config.listen.port(),
-        }],
-    };
+        })
+        .collect();
     let response = MetadataResponse {
-        controller: cluster.as_ref().and_then(|(_, l)| *l).unwrap_or(node),
+        controller: controller_leader.unwrap_or(node),
         brokers,
         topics: topics
             .iter()

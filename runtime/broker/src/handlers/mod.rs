@@ -88,7 +88,7 @@ pub struct Call<'a> {
 impl Call<'_> {
     /// Refuses the request unless the ACLs allow every one of `needs`.
     fn authorize(&self, needs: &[Need]) -> Result<(), RequestError> {
-        let member = crate::cluster::member(self.state)?;
+        let member = &*self.state.cluster;
         let metadata = member.controller.metadata();
         for need in needs {
             if !self
@@ -111,11 +111,10 @@ impl Call<'_> {
         if !self.state.authorizer.acl {
             return true;
         }
-        crate::cluster::member(self.state).is_ok_and(|member| {
-            self.state
-                .authorizer
-                .allows(member.controller.metadata().acls(), self.principal, need)
-        })
+        let metadata = self.state.cluster.controller.metadata();
+        self.state
+            .authorizer
+            .allows(metadata.acls(), self.principal, need)
     }
 
     /// Charges `amount` of `kind` to the principal's client quota and returns the
@@ -169,10 +168,7 @@ pub fn charge_quota(
     if *principal == Principal::Broker {
         return none;
     }
-    let Some(member) = state.cluster.get() else {
-        return none;
-    };
-    let metadata = member.controller.metadata();
+    let metadata = state.cluster.controller.metadata();
     let Some(quota) = metadata.quota_of(principal.name()) else {
         return none;
     };

@@ -42,7 +42,7 @@ pub(super) async fn produce(
     call: &Call<'_>,
 ) -> Result<Outgoing, RequestError> {
     let (state, answered) = (call.state, call.answered);
-    crate::cluster::require_leader(state, &req.topic, req.partition)?;
+    crate::cluster::require_leader(&state.cluster, &req.topic, req.partition)?;
     let partition = partition(state, &req.topic, req.partition)?;
     if let Ok(header) = BatchHeader::parse(&req.batch) {
         if header.producer_id != quiver_wire::batch::NO_PRODUCER_ID {
@@ -68,7 +68,7 @@ pub(super) async fn produce(
     } else {
         crate::partition::PreparedBatch::Original(batch)
     };
-    let replicas = &crate::cluster::member(state)?.replicas;
+    let replicas = &state.cluster.replicas;
     let info =
         crate::replication::append_acked(replicas, &partition, req.acks, wait, prepared, now)
             .await?;

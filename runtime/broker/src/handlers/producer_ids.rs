@@ -32,7 +32,7 @@ pub(super) async fn init_producer_id(
     let producer_id = crate::producer_id::cluster_unique(state.config.node_id, producer_id)
         .map_err(|e| RequestError::new(ErrorCode::StorageError, e.to_string()))?;
     if let Principal::User(name) = call.principal {
-        let member = crate::cluster::member(state)?;
+        let member = &*state.cluster;
         let command = MetadataCommand::ClaimProducerId {
             producer_id,
             principal: name.clone(),
@@ -59,7 +59,7 @@ pub(super) async fn ensure_owned(call: &Call<'_>, producer_id: u64) -> Result<()
     if *principal == Principal::Broker {
         return Ok(());
     }
-    let member = crate::cluster::member(call.state)?;
+    let member = &*call.state.cluster;
     let mut changes = member.controller.watch();
     let deadline = tokio::time::Instant::now() + CLAIM_ARRIVAL_WAIT;
     loop {

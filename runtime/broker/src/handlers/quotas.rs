@@ -13,7 +13,7 @@ pub(super) async fn set(req: QuotaSetRequest, call: &Call<'_>) -> Result<Outgoin
         req.principal, q.produce_bytes_per_sec, q.fetch_bytes_per_sec, q.request_percent
     );
     let outcome = async {
-        let member = crate::cluster::member(call.state)?;
+        let member = &*call.state.cluster;
         let command = MetadataCommand::SetQuota {
             principal: req.principal,
             record: QuotaRecord {
@@ -35,7 +35,7 @@ pub(super) async fn list(
     _req: QuotaListRequest,
     call: &Call<'_>,
 ) -> Result<Outgoing, RequestError> {
-    let member = crate::cluster::member(call.state)?;
+    let member = &*call.state.cluster;
     let quotas = member
         .controller
         .metadata()

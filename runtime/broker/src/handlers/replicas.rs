@@ -9,6 +9,6 @@ pub(super) async fn replica_fetch(
     call: &Call<'_>,
     _peer: PeerProof,
 ) -> Result<Outgoing, RequestError> {
-    let member = crate::cluster::member(call.state)?;
+    let member = &*call.state.cluster;
     crate::replication::handle_replica_fetch(req, &member.replicas).await
 }

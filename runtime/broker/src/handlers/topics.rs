@@ -36,12 +36,11 @@ async fn create(req: CreateTopicRequest, call: &Call<'_>) -> Result<Outgoing, Re
             ));
         }
     }
-    let member = crate::cluster::member(state)?;
+    let member = &*state.cluster;
     // Checked here so that a config the brokers cannot apply never reaches the
     // cluster metadata.
     crate::topic::log_config_for(&state.config.log, &configs)?;
     crate::cluster::create_topic(
-        state,
         member,
         req.name,
         req.partitions,
@@ -70,8 +69,8 @@ async fn delete(req: DeleteTopicRequest, call: &Call<'_>) -> Result<Outgoing, Re
             format!("`{}` is an internal topic and cannot be deleted", req.name),
         ));
     }
-    let member = crate::cluster::member(state)?;
-    crate::cluster::delete_topic(state, member, req.name).await
+    let member = &*state.cluster;
+    crate::cluster::delete_topic(member, req.name).await
 }
 
 /// Refuses changes to the broker's internal topics, which it manages itself.
@@ -132,7 +131,7 @@ async fn alter_configs(
         }
         delete.push(key);
     }
-    let member = crate::cluster::member(state)?;
+    let member = &*state.cluster;
     let metadata = member.controller.metadata();
     let topic = metadata.topic(&req.name).ok_or_else(|| {
         RequestError::new(
@@ -148,7 +147,7 @@ async fn alter_configs(
     }
     configs.extend(set.iter().map(|(k, v)| (k.clone(), v.clone())));
     crate::topic::log_config_for(&state.config.log, &configs)?;
-    crate::cluster::alter_topic_configs(state, member, req.name, set, delete).await
+    crate::cluster::alter_topic_configs(member, req.name, set, delete).await
 }
 
 pub(super) async fn create_partitions(
@@ -171,7 +170,7 @@ async fn add_partitions(
     validate_topic_name(&req.name)
         .map_err(|e| RequestError::new(ErrorCode::InvalidTopicName, e.to_string()))?;
     refuse_internal(&req.name, "partition count")?;
-    let member = crate::cluster::member(state)?;
+    let member = &*state.cluster;
     let current = member
         .controller
         .metadata()
@@ -204,5 +203,5 @@ async fn add_partitions(
     // The controller checks the count again (another change may have raced this one:
     // `PARTITION_COUNT_NOT_INCREASED` becomes `INVALID_PARTITIONS`) and the cluster's
     // total partition limit.
-    crate::cluster::create_partitions(state, member, req.name, req.partitions).await
+    crate::cluster::create_partitions(member, req.name, req.partitions).await
 }

@@ -61,7 +61,7 @@ pub(super) async fn authenticate(
             ),
         ));
     }
-    let member = crate::cluster::member(call.state)?;
+    let member = &*call.state.cluster;
     let metadata = member.controller.metadata();
     let mut progress = call.connection.scram();
     let current = std::mem::replace(&mut *progress, ScramProgress::Idle { failures: 0 });
@@ -121,7 +121,7 @@ pub(super) async fn upsert(
 ) -> Result<Outgoing, RequestError> {
     let what = format!("user `{}`", req.name);
     let outcome = async {
-        let member = crate::cluster::member(call.state)?;
+        let member = &*call.state.cluster;
         let command = MetadataCommand::UpsertUser {
             name: req.name,
             record: UserRecord {
@@ -146,7 +146,7 @@ pub(super) async fn delete(
 ) -> Result<Outgoing, RequestError> {
     let what = format!("user `{}`", req.name);
     let outcome = async {
-        let member = crate::cluster::member(call.state)?;
+        let member = &*call.state.cluster;
         let command = MetadataCommand::DeleteUser { name: req.name };
         match crate::cluster::propose_change(member, command).await? {
             MetadataResponse::UserDeleted => Ok(Outgoing::Frame(Empty.encode_frame())),
@@ -158,7 +158,7 @@ pub(super) async fn delete(
 }
 
 pub(super) async fn list(_req: UserListRequest, call: &Call<'_>) -> Result<Outgoing, RequestError> {
-    let member = crate::cluster::member(call.state)?;
+    let member = &*call.state.cluster;
     let users = member
         .controller
         .metadata()
