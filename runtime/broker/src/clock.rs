@@ -9,7 +9,6 @@
 //! this broker reads them. Deadlines of asynchronous waits use tokio's timer, whose
 //! own test clock (`tokio::time::pause`) is their seam.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Instant;
 
 /// Where the broker reads the time.
@@ -58,42 +57,52 @@ impl Clock for SystemClock {
     }
 }
 
-/// A clock that moves only when told: both readings advance together by
-/// [`ManualClock::advance_ms`]; [`ManualClock::set_wall_ms`] jumps the wall clock
-/// alone, as an operator or NTP may.
-#[derive(Debug)]
-pub struct ManualClock {
-    wall_ms: AtomicI64,
-    monotonic_ms: AtomicU64,
-}
+#[cfg(test)]
+pub use manual::ManualClock;
 
-impl ManualClock {
-    /// A clock reading `wall_ms` on the wall and 0 monotonic.
-    pub fn new(wall_ms: i64) -> Self {
-        Self {
-            wall_ms: AtomicI64::new(wall_ms),
-            monotonic_ms: AtomicU64::new(0),
+#[cfg(test)]
+mod manual {
+    use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+    use super::Clock;
+
+    /// A clock that moves only when told: both readings advance together by
+    /// [`ManualClock::advance_ms`]; [`ManualClock::set_wall_ms`] jumps the wall clock
+    /// alone, as an operator or NTP may.
+    #[derive(Debug)]
+    pub struct ManualClock {
+        wall_ms: AtomicI64,
+        monotonic_ms: AtomicU64,
+    }
+
+    impl ManualClock {
+        /// A clock reading `wall_ms` on the wall and 0 monotonic.
+        pub fn new(wall_ms: i64) -> Self {
+            Self {
+                wall_ms: AtomicI64::new(wall_ms),
+                monotonic_ms: AtomicU64::new(0),
+            }
+        }
+
+        pub fn advance_ms(&self, ms: u64) {
+            self.monotonic_ms.fetch_add(ms, Ordering::AcqRel);
+            self.wall_ms
+                .fetch_add(i64::try_from(ms).unwrap_or(i64::MAX), Ordering::AcqRel);
+        }
+
+        pub fn set_wall_ms(&self, wall_ms: i64) {
+            self.wall_ms.store(wall_ms, Ordering::Release);
         }
     }
 
-    pub fn advance_ms(&self, ms: u64) {
-        self.monotonic_ms.fetch_add(ms, Ordering::AcqRel);
-        self.wall_ms
-            .fetch_add(i64::try_from(ms).unwrap_or(i64::MAX), Ordering::AcqRel);
-    }
+    impl Clock for ManualClock {
+        fn now_ms(&self) -> i64 {
+            self.wall_ms.load(Ordering::Acquire)
+        }
 
-    pub fn set_wall_ms(&self, wall_ms: i64) {
-        self.wall_ms.store(wall_ms, Ordering::Release);
-    }
-}
-
-impl Clock for ManualClock {
-    fn now_ms(&self) -> i64 {
-        self.wall_ms.load(Ordering::Acquire)
-    }
-
-    fn monotonic_ms(&self) -> u64 {
-        self.monotonic_ms.load(Ordering::Acquire)
+        fn monotonic_ms(&self) -> u64 {
+            self.monotonic_ms.load(Ordering::Acquire)
+        }
     }
 }
 

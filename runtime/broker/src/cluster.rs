@@ -355,6 +355,23 @@ pub async fn start_member(
     services: MemberServices,
     quic_addr: std::net::SocketAddr,
 ) -> Result<(Arc<ClusterMember>, String), String> {
+    let peers = Arc::new(PeerClients::new(
+        services.config.clone(),
+        Arc::clone(&services.peer_health),
+        Arc::clone(&services.clock),
+    ));
+    let transport = QuicRaftTransport::new(Arc::clone(&peers));
+    start_member_on(services, quic_addr, peers, transport).await
+}
+
+/// [`start_member`] with the controller's RPCs carried by `transport` (tests use an
+/// in-process one).
+async fn start_member_on<T: RaftTransport>(
+    services: MemberServices,
+    quic_addr: std::net::SocketAddr,
+    peers: Arc<PeerClients>,
+    transport: T,
+) -> Result<(Arc<ClusterMember>, String), String> {
     let MemberServices {
         config,
         topics,
@@ -363,7 +380,7 @@ pub async fn start_member(
         clock,
         tasks,
         shutdown,
-        peer_health,
+        peer_health: _,
     } = services;
     let seeds: Vec<(u64, String)> = config
         .seeds
@@ -381,12 +398,6 @@ pub async fn start_member(
         seeds,
     );
     controller_config.advertised_addr = Some(advertised.clone());
-    let peers = Arc::new(PeerClients::new(
-        config.clone(),
-        peer_health,
-        Arc::clone(&clock),
-    ));
-    let transport = QuicRaftTransport::new(Arc::clone(&peers));
     let controller = Controller::start_with(controller_config, transport)
         .await
         .map_err(|e| e.to_string())?;
@@ -1102,7 +1113,88 @@ async fn propose_accepted(
 
 #[cfg(test)]
 mod tests {
-    use super::{Lease, new_incarnation};
+    use std::sync::Arc;
+
+    use super::{ClusterMember, Lease, MemberServices, new_incarnation, start_member_on};
+    use crate::clock::{Clock, ManualClock};
+
+    /// A single-node cluster member on `dir`, its controller's RPCs in process and
+    /// its time read from `clock`.
+    async fn single_node_member(
+        dir: &std::path::Path,
+        clock: Arc<ManualClock>,
+    ) -> Arc<ClusterMember> {
+        let config = crate::config::BrokerConfig {
+            data_dir: dir.to_owned(),
+            ..Default::default()
+        };
+        let metrics = Arc::new(crate::metrics::Metrics::disabled());
+        let topics = crate::topic::TopicRegistry::open(
+            dir,
+            config.log.clone(),
+            config.flush,
+            Arc::clone(&metrics),
+            clock.now_ms(),
+        )
+        .expect("topics open");
+        let clock: Arc<dyn Clock> = clock;
+        let peer_health = Arc::new(crate::peers::PeerHealth::default());
+        let peers = Arc::new(crate::peers::PeerClients::new(
+            config.clone(),
+            Arc::clone(&peer_health),
+            Arc::clone(&clock),
+        ));
+        let (_shutdown, stopped) = tokio::sync::watch::channel(false);
+        let network = quiver_cluster::MemoryNetwork::new();
+        let transport = network.transport(1);
+        let services = MemberServices {
+            config,
+            topics: Arc::new(topics),
+            groups: Default::default(),
+            metrics,
+            clock,
+            tasks: Default::default(),
+            shutdown: stopped,
+            peer_health,
+        };
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 9092));
+        let (member, _) = start_member_on(services, addr, peers, transport)
+            .await
+            .expect("member starts");
+        network.register(1, member.controller.rpc_handler());
+        member
+    }
+
+    /// The lease a broker holds its leaderships by is timed on its monotonic clock:
+    /// a wall clock set back an hour (or forward) changes nothing, a session of
+    /// monotonic time without an accepted heartbeat ends it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_leadership_lease_runs_on_monotonic_time_whatever_the_wall_clock_does() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let clock = Arc::new(ManualClock::new(1_800_000_000_000));
+        let member = single_node_member(dir.path(), Arc::clone(&clock)).await;
+        assert!(!member.in_contact(6_000), "no heartbeat accepted yet");
+        super::register_single_node(&member, "127.0.0.1:9092")
+            .await
+            .expect("registers");
+        assert!(member.in_contact(6_000));
+        clock.set_wall_ms(1_800_000_000_000 - 3_600_000);
+        assert!(member.in_contact(6_000), "the wall clock went back an hour");
+        clock.set_wall_ms(1_800_000_000_000 + 3_600_000);
+        assert!(
+            member.in_contact(6_000),
+            "the wall clock went forward an hour"
+        );
+        clock.advance_ms(6_000);
+        assert!(member.in_contact(6_000), "exactly a session");
+        clock.advance_ms(1);
+        assert!(!member.in_contact(6_000), "a session and a millisecond");
+        member
+            .controller
+            .shutdown()
+            .await
+            .expect("controller stops");
+    }
 
     /// A broker's lease runs out a session after the sending of the newest accepted
     /// heartbeat, and an older one accepted late never shortens it.

@@ -9,34 +9,34 @@
 //! the same code path as a cluster), topic placement and partition replication, with
 //! committed offsets and the plugin registry in the controller's metadata.
 
-pub mod admin;
-pub mod admission;
-pub mod adopt;
-pub mod clock;
-pub mod cluster;
+pub(crate) mod admin;
+pub(crate) mod admission;
+pub(crate) mod adopt;
+pub(crate) mod clock;
+pub(crate) mod cluster;
 pub mod config;
-pub mod group;
-pub mod handlers;
+pub(crate) mod group;
+pub(crate) mod handlers;
 pub mod join;
-pub mod log_limit;
-pub mod metrics;
-pub mod offsets;
-pub mod partition;
-pub mod peers;
+pub(crate) mod log_limit;
+pub(crate) mod metrics;
+pub(crate) mod offsets;
+pub(crate) mod partition;
+pub(crate) mod peers;
 pub(crate) mod plugin_plan;
-pub mod plugins;
-pub mod producer_id;
-pub mod quota;
+pub(crate) mod plugins;
+pub(crate) mod producer_id;
+pub(crate) mod quota;
 pub(crate) mod replica_plan;
-pub mod replication;
-pub mod reply;
-pub mod security;
+pub(crate) mod replication;
+pub(crate) mod reply;
+pub(crate) mod security;
 pub mod server;
-pub mod state;
-pub mod tasks;
+pub(crate) mod state;
+pub(crate) mod tasks;
 pub mod tls;
-pub mod topic;
-pub mod worker;
+pub(crate) mod topic;
+pub(crate) mod worker;
 
 pub use config::BrokerConfig;
 pub use server::{RunningBroker, StartError, start};

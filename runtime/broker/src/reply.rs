@@ -24,21 +24,6 @@ pub enum Outgoing {
     Nothing,
 }
 
-impl Outgoing {
-    /// Bytes of the answer.
-    pub fn len(&self) -> usize {
-        match self {
-            Outgoing::Frame(frame) => frame.len(),
-            Outgoing::Chunks(chunks) => chunks.iter().map(Bytes::len).sum(),
-            Outgoing::Nothing => 0,
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
 /// A request that failed, with the code the client sees.
 #[derive(Debug)]
 pub struct RequestError {

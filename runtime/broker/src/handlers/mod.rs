@@ -41,8 +41,6 @@ pub use crate::reply::{Outgoing, RequestError};
 use crate::security::{ConnectionIdentity, Need, Principal};
 use crate::state::BrokerState;
 
-pub use produce::SEQUENCE_GAP_WAIT;
-
 /// Who may call an API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
