@@ -366,7 +366,7 @@ pub async fn start_member(
 
 /// [`start_member`] with the controller's RPCs carried by `transport` (tests use an
 /// in-process one).
-async fn start_member_on<T: RaftTransport>(
+pub(crate) async fn start_member_on<T: RaftTransport>(
     services: MemberServices,
     quic_addr: std::net::SocketAddr,
     peers: Arc<PeerClients>,
@@ -1115,55 +1115,8 @@ async fn propose_accepted(
 mod tests {
     use std::sync::Arc;
 
-    use super::{ClusterMember, Lease, MemberServices, new_incarnation, start_member_on};
-    use crate::clock::{Clock, ManualClock};
-
-    /// A single-node cluster member on `dir`, its controller's RPCs in process and
-    /// its time read from `clock`.
-    async fn single_node_member(
-        dir: &std::path::Path,
-        clock: Arc<ManualClock>,
-    ) -> Arc<ClusterMember> {
-        let config = crate::config::BrokerConfig {
-            data_dir: dir.to_owned(),
-            ..Default::default()
-        };
-        let metrics = Arc::new(crate::metrics::Metrics::disabled());
-        let topics = crate::topic::TopicRegistry::open(
-            dir,
-            config.log.clone(),
-            config.flush,
-            Arc::clone(&metrics),
-            clock.now_ms(),
-        )
-        .expect("topics open");
-        let clock: Arc<dyn Clock> = clock;
-        let peer_health = Arc::new(crate::peers::PeerHealth::default());
-        let peers = Arc::new(crate::peers::PeerClients::new(
-            config.clone(),
-            Arc::clone(&peer_health),
-            Arc::clone(&clock),
-        ));
-        let (_shutdown, stopped) = tokio::sync::watch::channel(false);
-        let network = quiver_cluster::MemoryNetwork::new();
-        let transport = network.transport(1);
-        let services = MemberServices {
-            config,
-            topics: Arc::new(topics),
-            groups: Default::default(),
-            metrics,
-            clock,
-            tasks: Default::default(),
-            shutdown: stopped,
-            peer_health,
-        };
-        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 9092));
-        let (member, _) = start_member_on(services, addr, peers, transport)
-            .await
-            .expect("member starts");
-        network.register(1, member.controller.rpc_handler());
-        member
-    }
+    use super::{Lease, new_incarnation};
+    use crate::clock::ManualClock;
 
     /// The lease a broker holds its leaderships by is timed on its monotonic clock:
     /// a wall clock set back an hour (or forward) changes nothing, a session of
@@ -1172,12 +1125,12 @@ mod tests {
     async fn the_leadership_lease_runs_on_monotonic_time_whatever_the_wall_clock_does() {
         let dir = tempfile::tempdir().expect("temp dir");
         let clock = Arc::new(ManualClock::new(1_800_000_000_000));
-        let member = single_node_member(dir.path(), Arc::clone(&clock)).await;
-        assert!(!member.in_contact(6_000), "no heartbeat accepted yet");
-        super::register_single_node(&member, "127.0.0.1:9092")
-            .await
-            .expect("registers");
-        assert!(member.in_contact(6_000));
+        let state = crate::testing::in_process_broker(dir.path(), clock.clone(), |_| {}).await;
+        let member = &state.cluster;
+        assert!(
+            member.in_contact(6_000),
+            "registered: a heartbeat was accepted"
+        );
         clock.set_wall_ms(1_800_000_000_000 - 3_600_000);
         assert!(member.in_contact(6_000), "the wall clock went back an hour");
         clock.set_wall_ms(1_800_000_000_000 + 3_600_000);

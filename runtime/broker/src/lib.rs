@@ -34,6 +34,8 @@ pub(crate) mod security;
 pub mod server;
 pub(crate) mod state;
 pub(crate) mod tasks;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod tls;
 pub(crate) mod topic;
 pub(crate) mod worker;

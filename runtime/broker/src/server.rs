@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -14,16 +14,14 @@ use quiver_wire::ErrorCode;
 use quiver_wire::frame::{
     ErrorResponse, FRAME_LENGTH_BYTES, FrameError, REQUEST_HEAD_BYTES, RequestFrame, frame_length,
 };
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 
-use crate::admission::{Admission, AdmissionLimits, ConnectionTicket, RequestSlot};
+use crate::admission::{ConnectionTicket, RequestSlot};
 use crate::clock::{Clock, SystemClock};
 use crate::config::BrokerConfig;
 use crate::handlers::{self, Outgoing, RequestError};
-use crate::log_limit::LogLimit;
-use crate::log_limit::RefusalLog;
 use crate::metrics::Metrics;
-use crate::state::BrokerState;
+use crate::state::{BrokerState, StateParts};
 use crate::tls;
 use crate::topic::{TopicError, TopicRegistry};
 
@@ -127,6 +125,85 @@ impl DataDirLock {
     }
 }
 
+/// What a broker recovers from its data directory before anything else: the topics'
+/// logs (with the internal offsets topic an earlier build kept), the producer ids
+/// handed out, and the uploaded plugins.
+pub(crate) struct Stores {
+    pub(crate) topics: Arc<TopicRegistry>,
+    pub(crate) offsets: crate::offsets::OffsetStore,
+    pub(crate) producer_ids: crate::producer_id::ProducerIdAllocator,
+    pub(crate) plugins: quiver_plugin_host::Registry,
+}
+
+/// Recovers the broker's [`Stores`] from `config.data_dir`, off the async workers.
+pub(crate) async fn open_stores(
+    config: &BrokerConfig,
+    metrics: &Arc<Metrics>,
+    clock: &Arc<dyn Clock>,
+) -> Result<Stores, StartError> {
+    let data_dir = config.data_dir.clone();
+    let log_defaults = config.log.clone();
+    let flush = config.flush;
+    let recovery_metrics = Arc::clone(metrics);
+    let recovery_clock = Arc::clone(clock);
+    // Recovery reads and fsyncs files: keep it off the async workers.
+    let topics = tokio::task::spawn_blocking(move || {
+        let topics = TopicRegistry::open(
+            &data_dir,
+            log_defaults,
+            flush,
+            recovery_metrics,
+            recovery_clock.now_ms(),
+        )?;
+        if topics.get(crate::offsets::OFFSETS_TOPIC).is_none() {
+            topics.create(
+                crate::offsets::OFFSETS_TOPIC,
+                1,
+                1,
+                Default::default(),
+                1,
+                recovery_clock.now_ms(),
+            )?;
+        }
+        let offsets_partition = topics
+            .get(crate::offsets::OFFSETS_TOPIC)
+            .and_then(|t| t.partitions.first().cloned())
+            .ok_or_else(|| TopicError::Unknown(crate::offsets::OFFSETS_TOPIC.to_owned()))?;
+        Ok::<_, TopicError>((Arc::new(topics), offsets_partition))
+    })
+    .await
+    .map_err(|e| {
+        StartError::Topics(TopicError::Io {
+            path: config.data_dir.clone(),
+            source: std::io::Error::other(e),
+        })
+    })??;
+
+    let (topics, offsets_partition) = topics;
+    let offsets = crate::offsets::OffsetStore::load(&offsets_partition)?;
+    let producer_ids = crate::producer_id::ProducerIdAllocator::open(&config.data_dir)?;
+    let plugin_dir = config.data_dir.join("plugins");
+    let plugin_limits = config.plugins;
+    // Loading plugins reads the compile cache (or compiles): blocking work.
+    let plugins = tokio::task::spawn_blocking(move || {
+        let engine = quiver_plugin_host::PluginEngine::new(plugin_limits)?;
+        quiver_plugin_host::Registry::open(&plugin_dir, engine)
+    })
+    .await
+    .map_err(|e| {
+        StartError::Plugins(quiver_plugin_host::RegistryError::Io {
+            path: config.data_dir.join("plugins"),
+            source: std::io::Error::other(e),
+        })
+    })??;
+    Ok(Stores {
+        topics,
+        offsets,
+        producer_ids,
+        plugins,
+    })
+}
+
 /// Starts a broker: recovers the data directory, then opens the QUIC endpoint and the
 /// admin listener. Returns once both accept.
 pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
@@ -179,74 +256,12 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
     });
     let (shutdown, _) = watch::channel(false);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
-    let data_dir = config.data_dir.clone();
-    let log_defaults = config.log.clone();
-    let flush = config.flush;
-    let recovery_metrics = Arc::clone(&metrics);
-    let recovery_clock = Arc::clone(&clock);
-    // Recovery reads and fsyncs files: keep it off the async workers.
-    let topics = tokio::task::spawn_blocking(move || {
-        let topics = TopicRegistry::open(
-            &data_dir,
-            log_defaults,
-            flush,
-            recovery_metrics,
-            recovery_clock.now_ms(),
-        )?;
-        if topics.get(crate::offsets::OFFSETS_TOPIC).is_none() {
-            topics.create(
-                crate::offsets::OFFSETS_TOPIC,
-                1,
-                1,
-                Default::default(),
-                1,
-                recovery_clock.now_ms(),
-            )?;
-        }
-        let offsets_partition = topics
-            .get(crate::offsets::OFFSETS_TOPIC)
-            .and_then(|t| t.partitions.first().cloned())
-            .ok_or_else(|| TopicError::Unknown(crate::offsets::OFFSETS_TOPIC.to_owned()))?;
-        Ok::<_, TopicError>((Arc::new(topics), offsets_partition))
-    })
-    .await
-    .map_err(|e| {
-        StartError::Topics(TopicError::Io {
-            path: config.data_dir.clone(),
-            source: std::io::Error::other(e),
-        })
-    })??;
-
-    let (topics, offsets_partition) = topics;
-    let offsets = crate::offsets::OffsetStore::load(&offsets_partition)?;
-    let producer_ids = crate::producer_id::ProducerIdAllocator::open(&config.data_dir)?;
-    let plugin_dir = config.data_dir.join("plugins");
-    let plugin_limits = config.plugins;
-    // Loading plugins reads the compile cache (or compiles): blocking work.
-    let plugins = tokio::task::spawn_blocking(move || {
-        let engine = quiver_plugin_host::PluginEngine::new(plugin_limits)?;
-        quiver_plugin_host::Registry::open(&plugin_dir, engine)
-    })
-    .await
-    .map_err(|e| {
-        StartError::Plugins(quiver_plugin_host::RegistryError::Io {
-            path: config.data_dir.join("plugins"),
-            source: std::io::Error::other(e),
-        })
-    })??;
-    let admission_limits = AdmissionLimits {
-        connections_max: config.connections_max,
-        connections_max_per_ip: config.connections_max_per_ip,
-        requests_per_address_max: config.requests_per_address_max,
-        request_bytes_in_flight_max: config.request_bytes_in_flight_max,
-        request_bytes_per_address_max: config.request_bytes_per_address_max,
-        requests_per_principal_max: config.requests_per_principal_max,
-    };
-    let scram = tls::scram_server(&config.data_dir)?;
-    let authorizer = crate::security::Authorizer {
-        acl: config.authorization_acl,
-        super_users: config.super_users.clone(),
-    };
+    let Stores {
+        topics,
+        offsets,
+        producer_ids,
+        plugins,
+    } = open_stores(&config, &metrics, &clock).await?;
     let quic_crypto = quinn::crypto::rustls::QuicServerConfig::try_from(crypto).map_err(|e| {
         StartError::Tls(tls::TlsError::Rustls(rustls::Error::General(e.to_string())))
     })?;
@@ -300,30 +315,20 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
     )
     .await
     .map_err(StartError::Controller)?;
-    let state = Arc::new(BrokerState {
-        clock: Arc::clone(&clock),
-        plugins,
-        cluster: Arc::clone(&member),
-        producer_ids,
-        groups,
-        offsets,
-        in_flight: Arc::new(Semaphore::new(config.requests_in_flight_max)),
-        unacknowledged: Arc::new(Semaphore::new(config.requests_in_flight_max)),
+    let state = Arc::new(BrokerState::new(StateParts {
         config,
-        topics,
+        clock,
         metrics,
         shutdown,
         tasks,
-        ready: AtomicBool::new(false),
-        admission: Admission::new(admission_limits),
-        authorizer,
-        scram,
-        quota_meter: crate::quota::QuotaMeter::default(),
-        refusal_log: RefusalLog::new(Arc::clone(&clock)),
-        plugin_failure_log: LogLimit::default(),
+        topics,
+        groups,
+        producer_ids,
+        offsets,
+        plugins,
+        cluster: Arc::clone(&member),
         peer_health,
-        join_gate: crate::join::JoinGate::default(),
-    });
+    })?);
     let admin_task = tokio::spawn(crate::admin::serve(admin, Arc::clone(&state)));
 
     // A single node registers with its one-member quorum (and adopts what an

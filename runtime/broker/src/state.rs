@@ -61,3 +61,77 @@ pub struct BrokerState {
     /// Where the broker reads the time.
     pub clock: Arc<dyn Clock>,
 }
+
+/// What [`BrokerState::new`] is made of: the services started before it.
+pub(crate) struct StateParts {
+    pub(crate) config: BrokerConfig,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) shutdown: watch::Sender<bool>,
+    pub(crate) tasks: Arc<crate::tasks::TaskSet>,
+    pub(crate) topics: Arc<TopicRegistry>,
+    pub(crate) groups: Arc<std::sync::Mutex<crate::group::GroupCoordinator>>,
+    pub(crate) producer_ids: crate::producer_id::ProducerIdAllocator,
+    pub(crate) offsets: crate::offsets::OffsetStore,
+    pub(crate) plugins: quiver_plugin_host::Registry,
+    pub(crate) cluster: Arc<crate::cluster::ClusterMember>,
+    pub(crate) peer_health: Arc<crate::peers::PeerHealth>,
+}
+
+impl BrokerState {
+    /// The broker's services from `parts`, with the request budgets, authorisation
+    /// and SCRAM keys its configuration asks for.
+    pub(crate) fn new(parts: StateParts) -> Result<Self, crate::tls::TlsError> {
+        let StateParts {
+            config,
+            clock,
+            metrics,
+            shutdown,
+            tasks,
+            topics,
+            groups,
+            producer_ids,
+            offsets,
+            plugins,
+            cluster,
+            peer_health,
+        } = parts;
+        let admission_limits = crate::admission::AdmissionLimits {
+            connections_max: config.connections_max,
+            connections_max_per_ip: config.connections_max_per_ip,
+            requests_per_address_max: config.requests_per_address_max,
+            request_bytes_in_flight_max: config.request_bytes_in_flight_max,
+            request_bytes_per_address_max: config.request_bytes_per_address_max,
+            requests_per_principal_max: config.requests_per_principal_max,
+        };
+        let scram = crate::tls::scram_server(&config.data_dir)?;
+        let authorizer = crate::security::Authorizer {
+            acl: config.authorization_acl,
+            super_users: config.super_users.clone(),
+        };
+        Ok(Self {
+            plugins,
+            cluster,
+            producer_ids,
+            groups,
+            offsets,
+            in_flight: Arc::new(Semaphore::new(config.requests_in_flight_max)),
+            unacknowledged: Arc::new(Semaphore::new(config.requests_in_flight_max)),
+            topics,
+            metrics,
+            shutdown,
+            tasks,
+            ready: AtomicBool::new(false),
+            admission: Admission::new(admission_limits),
+            authorizer,
+            scram,
+            quota_meter: crate::quota::QuotaMeter::default(),
+            refusal_log: RefusalLog::new(Arc::clone(&clock)),
+            plugin_failure_log: LogLimit::default(),
+            peer_health,
+            join_gate: crate::join::JoinGate::default(),
+            clock,
+            config,
+        })
+    }
+}

@@ -19,6 +19,8 @@ mod acls;
 mod controller;
 mod fetch;
 mod groups;
+#[cfg(test)]
+mod in_process;
 mod join;
 mod metadata;
 mod plugins;

@@ -1,0 +1,544 @@
+//! The handlers driven through the API table against a broker's services assembled
+//! in process (`crate::testing`): what each API family answers, and what it refuses
+//! to a caller that may not call it, without starting a process or opening a socket.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use quiver_wire::ErrorCode;
+use quiver_wire::batch::{BatchBuilder, BatchHeader, ProducerStamp, Record};
+use quiver_wire::cluster::{ClusterStatusResponse, ControllerRpcRequest};
+use quiver_wire::frame::{FRAME_LENGTH_BYTES, parse_response};
+use quiver_wire::message::{
+    Acks, CreateTopicRequest, DeleteTopicRequest, FetchRequest, FetchResponse,
+    InitProducerIdResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest,
+    MetadataResponse, OffsetSpec, ProduceRequest, ProduceResponse, Request, ResponseBody,
+};
+
+use super::{Call, Outgoing, RequestError, route};
+use crate::clock::{Clock, SystemClock};
+use crate::security::{ConnectionIdentity, Principal};
+use crate::state::BrokerState;
+
+/// One in-process broker and a temporary data directory that outlives it.
+struct Harness {
+    state: Arc<BrokerState>,
+    _dir: tempfile::TempDir,
+}
+
+impl Harness {
+    async fn start(tweak: impl FnOnce(&mut crate::config::BrokerConfig)) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
+        let state = crate::testing::in_process_broker(dir.path(), clock, tweak).await;
+        Self { state, _dir: dir }
+    }
+
+    /// `request` from `principal`, through the API table: access, authorisation,
+    /// then the handler.
+    async fn call_as(&self, principal: Principal, request: Request) -> Result<Bytes, RequestError> {
+        let connection = ConnectionIdentity::new(principal.clone());
+        let call = Call {
+            state: &self.state,
+            answered: true,
+            principal: &principal,
+            connection: &connection,
+            version: request.api_key().versions().1,
+        };
+        match route(request, &call).await? {
+            Outgoing::Frame(frame) => Ok(body(frame)),
+            Outgoing::Chunks(chunks) => {
+                let mut frame = BytesMut::new();
+                for chunk in chunks {
+                    frame.extend_from_slice(&chunk);
+                }
+                Ok(body(frame.freeze()))
+            }
+            Outgoing::Nothing => Ok(Bytes::new()),
+        }
+    }
+
+    async fn call(&self, request: Request) -> Result<Bytes, RequestError> {
+        self.call_as(Principal::Anonymous, request).await
+    }
+
+    async fn create_topic(&self, name: &str, partitions: u32) {
+        self.call(Request::CreateTopic(CreateTopicRequest {
+            name: name.into(),
+            partitions,
+            replication_factor: 1,
+            configs: Vec::new(),
+        }))
+        .await
+        .unwrap_or_else(|e| panic!("create {name}: {} {}", e.code.name(), e.message));
+        crate::testing::wait_led(&self.state, name).await;
+    }
+
+    async fn stop(self) {
+        let _ = self.state.shutdown.send(true);
+        self.state
+            .cluster
+            .controller
+            .shutdown()
+            .await
+            .expect("controller stops");
+    }
+}
+
+/// The body of a response frame (length prefix included) that is not an error.
+fn body(frame: Bytes) -> Bytes {
+    let prefix: [u8; FRAME_LENGTH_BYTES] = frame[..FRAME_LENGTH_BYTES]
+        .try_into()
+        .expect("a length prefix");
+    assert_eq!(
+        u32::from_be_bytes(prefix) as usize,
+        frame.len() - FRAME_LENGTH_BYTES,
+        "the frame is whole"
+    );
+    match parse_response(frame.slice(FRAME_LENGTH_BYTES..)).expect("a response frame") {
+        Ok(body) => body,
+        Err(error) => panic!("an error frame: {error:?}"),
+    }
+}
+
+fn batch(values: &[&str]) -> BytesMut {
+    let mut builder = BatchBuilder::new(ProducerStamp::NONE);
+    for value in values {
+        builder.push(&Record::from_value(value.to_string(), 1_700_000_000_000));
+    }
+    BytesMut::from(builder.finish().expect("a batch").as_ref())
+}
+
+fn produce(topic: &str, partition: u32, batch: BytesMut) -> Request {
+    Request::Produce(ProduceRequest {
+        topic: topic.into(),
+        partition,
+        acks: Acks::All,
+        timeout_ms: 5_000,
+        batch,
+    })
+}
+
+fn fetch(topic: &str, offset: u64) -> Request {
+    Request::Fetch(FetchRequest {
+        topic: topic.into(),
+        partition: 0,
+        offset,
+        max_wait_ms: 0,
+        min_bytes: 0,
+        max_bytes: 1024 * 1024,
+        plugin: None,
+    })
+}
+
+fn latest(topic: &str) -> Request {
+    Request::ListOffsets(ListOffsetsRequest {
+        topic: topic.into(),
+        partition: 0,
+        spec: OffsetSpec::Latest,
+    })
+}
+
+fn refused(outcome: Result<Bytes, RequestError>) -> ErrorCode {
+    match outcome {
+        Ok(_) => panic!("answered, where a refusal was due"),
+        Err(err) => err.code,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn produce_stores_a_batch_and_fetch_returns_the_same_bytes() {
+    let broker = Harness::start(|_| {}).await;
+    broker.create_topic("orders", 1).await;
+    let sent = batch(&["a", "b", "c"]);
+    let first = ProduceResponse::decode_body(
+        broker
+            .call(produce("orders", 0, sent.clone()))
+            .await
+            .expect("produced"),
+    )
+    .expect("decodes");
+    assert_eq!(first.base_offset, 0);
+    let second = ProduceResponse::decode_body(
+        broker
+            .call(produce("orders", 0, batch(&["d"])))
+            .await
+            .expect("produced"),
+    )
+    .expect("decodes");
+    assert_eq!(second.base_offset, 3);
+
+    let fetched =
+        FetchResponse::decode_body(broker.call(fetch("orders", 0)).await.expect("fetched"))
+            .expect("decodes");
+    assert_eq!(fetched.high_watermark, 4);
+    let header = BatchHeader::parse(&fetched.batches).expect("a stored batch");
+    assert_eq!((header.base_offset, header.record_count), (0, 3));
+    // Stored as sent but for the offsets and epoch the broker stamps: the records
+    // after the header are the producer's bytes.
+    let records_at = quiver_wire::batch::BATCH_HEADER_BYTES;
+    assert_eq!(
+        &fetched.batches[records_at..header.total_bytes()],
+        &sent[records_at..],
+        "the stored records are the bytes the producer sent"
+    );
+    let end =
+        ListOffsetsResponse::decode_body(broker.call(latest("orders")).await.expect("listed"))
+            .expect("decodes");
+    assert_eq!((end.offset, end.log_end_offset), (Some(4), 4));
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn produce_refusals_name_their_cause_and_store_nothing() {
+    let broker = Harness::start(|_| {}).await;
+    broker.create_topic("orders", 2).await;
+    assert_eq!(
+        refused(broker.call(produce("nowhere", 0, batch(&["x"]))).await),
+        ErrorCode::UnknownTopic
+    );
+    assert_eq!(
+        refused(broker.call(produce("orders", 7, batch(&["x"]))).await),
+        ErrorCode::UnknownPartition
+    );
+    let mut corrupt = batch(&["x", "y"]);
+    let last = corrupt.len() - 1;
+    corrupt[last] ^= 0xff;
+    assert_eq!(
+        refused(broker.call(produce("orders", 0, corrupt)).await),
+        ErrorCode::CorruptBatch
+    );
+    assert_eq!(
+        refused(
+            broker
+                .call(produce("orders", 0, BytesMut::from(&b"short"[..])))
+                .await
+        ),
+        ErrorCode::CorruptBatch
+    );
+    let end =
+        ListOffsetsResponse::decode_body(broker.call(latest("orders")).await.expect("listed"))
+            .expect("decodes");
+    assert_eq!(end.log_end_offset, 0, "a refused produce stored nothing");
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topics_are_created_once_listed_and_deleted() {
+    let broker = Harness::start(|_| {}).await;
+    broker.create_topic("views", 3).await;
+    let again = broker
+        .call(Request::CreateTopic(CreateTopicRequest {
+            name: "views".into(),
+            partitions: 1,
+            replication_factor: 1,
+            configs: Vec::new(),
+        }))
+        .await;
+    assert_eq!(refused(again), ErrorCode::TopicAlreadyExists);
+    let bad_name = broker
+        .call(Request::CreateTopic(CreateTopicRequest {
+            name: "../escape".into(),
+            partitions: 1,
+            replication_factor: 1,
+            configs: Vec::new(),
+        }))
+        .await;
+    assert_eq!(refused(bad_name), ErrorCode::InvalidTopicName);
+
+    let listed = MetadataResponse::decode_body(
+        broker
+            .call(Request::Metadata(MetadataRequest { topics: None }))
+            .await
+            .expect("metadata"),
+    )
+    .expect("decodes");
+    let views = listed
+        .topics
+        .iter()
+        .find(|t| t.name == "views")
+        .expect("listed");
+    assert_eq!(views.partitions.len(), 3);
+    assert!(
+        views
+            .partitions
+            .iter()
+            .all(|p| p.leader == 1 && p.isr == [1])
+    );
+    assert!(
+        listed.topics.iter().all(|t| !t.name.starts_with("__")),
+        "internal topics are not listed"
+    );
+
+    broker
+        .call(Request::DeleteTopic(DeleteTopicRequest {
+            name: "views".into(),
+        }))
+        .await
+        .expect("deleted");
+    assert!(broker.state.topics.get("views").is_none());
+    assert_eq!(
+        refused(broker.call(produce("views", 0, batch(&["x"]))).await),
+        ErrorCode::UnknownTopic
+    );
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_acls_on_a_principal_without_a_rule_is_refused_and_a_super_user_served() {
+    let broker = Harness::start(|config| {
+        config.authorization_acl = true;
+        config.super_users = vec!["User:admin".into()];
+    })
+    .await;
+    let admin = Principal::User("User:admin".into());
+    let create = |name: &str| {
+        Request::CreateTopic(CreateTopicRequest {
+            name: name.into(),
+            partitions: 1,
+            replication_factor: 1,
+            configs: Vec::new(),
+        })
+    };
+    assert_eq!(
+        refused(
+            broker
+                .call_as(Principal::User("User:mallory".into()), create("owned"))
+                .await
+        ),
+        ErrorCode::TopicAuthorizationFailed
+    );
+    assert!(broker.state.topics.get("owned").is_none());
+    broker
+        .call_as(admin.clone(), create("owned"))
+        .await
+        .expect("a super user creates");
+    crate::testing::wait_led(&broker.state, "owned").await;
+    for stranger in [Principal::Anonymous, Principal::User("User:mallory".into())] {
+        assert_eq!(
+            refused(
+                broker
+                    .call_as(stranger.clone(), produce("owned", 0, batch(&["x"])))
+                    .await
+            ),
+            ErrorCode::TopicAuthorizationFailed
+        );
+        assert_eq!(
+            refused(broker.call_as(stranger.clone(), fetch("owned", 0)).await),
+            ErrorCode::TopicAuthorizationFailed
+        );
+        // Listings leave out what the principal may not describe.
+        let seen = MetadataResponse::decode_body(
+            broker
+                .call_as(
+                    stranger,
+                    Request::Metadata(MetadataRequest { topics: None }),
+                )
+                .await
+                .expect("metadata"),
+        )
+        .expect("decodes");
+        assert!(seen.topics.iter().all(|t| t.name != "owned"));
+    }
+    broker
+        .call_as(admin, produce("owned", 0, batch(&["x"])))
+        .await
+        .expect("a super user produces");
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn producer_ids_are_distinct_and_owned_by_their_principal() {
+    let broker = Harness::start(|_| {}).await;
+    broker.create_topic("ledger", 1).await;
+    let alice = Principal::User("User:alice".into());
+    let mut ids = std::collections::BTreeSet::new();
+    for _ in 0..3 {
+        let answer = InitProducerIdResponse::decode_body(
+            broker
+                .call_as(alice.clone(), Request::InitProducerId(Default::default()))
+                .await
+                .expect("an id"),
+        )
+        .expect("decodes");
+        assert!(
+            ids.insert(answer.producer_id),
+            "{} handed out twice",
+            answer.producer_id
+        );
+    }
+    let owned = *ids.first().expect("an id");
+    let stamped = |principal_sequence: u32| {
+        let mut builder = BatchBuilder::new(ProducerStamp {
+            producer_id: owned,
+            producer_epoch: 0,
+            base_sequence: principal_sequence,
+        });
+        builder.push(&Record::from_value("x", 1_700_000_000_000));
+        BytesMut::from(builder.finish().expect("a batch").as_ref())
+    };
+    // Another principal cannot write under alice's id.
+    let mallory = Principal::User("User:mallory".into());
+    assert_eq!(
+        refused(
+            broker
+                .call_as(mallory, produce("ledger", 0, stamped(0)))
+                .await
+        ),
+        ErrorCode::ProducerIdNotOwned
+    );
+    broker
+        .call_as(alice, produce("ledger", 0, stamped(0)))
+        .await
+        .expect("the owner writes");
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_status_describes_the_one_member_quorum() {
+    let broker = Harness::start(|_| {}).await;
+    let status = ClusterStatusResponse::decode_body(
+        broker
+            .call(Request::ClusterStatus(Default::default()))
+            .await
+            .expect("status"),
+    )
+    .expect("decodes");
+    assert_eq!(status.node_id, 1);
+    assert_eq!(status.controller_leader, Some(1));
+    assert_eq!(status.voters, vec![1]);
+    assert!(status.brokers.iter().any(|b| b.id == 1 && !b.fenced));
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_client_reaches_a_broker_peer_api_whatever_its_principal() {
+    let broker = Harness::start(|_| {}).await;
+    broker.create_topic("orders", 1).await;
+    let replica_fetch = || {
+        Request::ReplicaFetch(quiver_wire::cluster::ReplicaFetchRequest {
+            topic: "orders".into(),
+            partition: 0,
+            replica_id: 2,
+            leader_epoch: 0,
+            fetch_offset: 0,
+            last_fetched_epoch: None,
+            max_bytes: 1024,
+            max_wait_ms: 0,
+        })
+    };
+    let module = || {
+        Request::PluginModule(quiver_wire::plugin::PluginModuleRequest {
+            version: "p-1".into(),
+        })
+    };
+    let controller_rpc = || {
+        Request::ControllerRpc(ControllerRpcRequest {
+            payload: Bytes::from_static(b"{}"),
+        })
+    };
+    for client in [Principal::Anonymous, Principal::User("User:admin".into())] {
+        for request in [controller_rpc(), replica_fetch(), module()] {
+            assert_eq!(
+                refused(broker.call_as(client.clone(), request).await),
+                ErrorCode::ClusterAuthorizationFailed
+            );
+        }
+    }
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_that_is_not_webassembly_is_refused_and_nothing_is_registered() {
+    let broker = Harness::start(|_| {}).await;
+    let upload = Request::PluginUpload(quiver_wire::plugin::PluginUploadRequest {
+        name: "junk".into(),
+        module: Bytes::from_static(b"not a module"),
+    });
+    assert_eq!(refused(broker.call(upload).await), ErrorCode::InvalidPlugin);
+    let listed = quiver_wire::plugin::PluginListResponse::decode_body(
+        broker
+            .call(Request::PluginList(Default::default()))
+            .await
+            .expect("listed"),
+    )
+    .expect("decodes");
+    assert!(listed.plugins.is_empty(), "{:?}", listed.plugins);
+    assert!(
+        broker
+            .state
+            .cluster
+            .controller
+            .metadata()
+            .plugins()
+            .is_empty()
+    );
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_member_commits_offsets_and_a_stranger_cannot() {
+    use quiver_wire::group::{
+        CommittedOffset, GroupHeartbeatRequest, GroupHeartbeatResponse, OffsetCommitRequest,
+        OffsetFetchRequest, OffsetFetchResponse,
+    };
+    let broker = Harness::start(|_| {}).await;
+    broker.create_topic("events", 2).await;
+    let joined = GroupHeartbeatResponse::decode_body(
+        broker
+            .call(Request::GroupHeartbeat(GroupHeartbeatRequest {
+                group: "billing".into(),
+                member_id: String::new(),
+                member_epoch: 0,
+                session_timeout_ms: 10_000,
+                subscription: Some(vec!["events".into()]),
+                owned: Vec::new(),
+            }))
+            .await
+            .expect("joined"),
+    )
+    .expect("decodes");
+    assert!(!joined.member_id.is_empty());
+    let commit = |member_id: &str, member_epoch: i32| {
+        Request::OffsetCommit(OffsetCommitRequest {
+            group: "billing".into(),
+            member_id: member_id.into(),
+            member_epoch,
+            offsets: vec![CommittedOffset {
+                topic: "events".into(),
+                partition: 1,
+                offset: 42,
+                metadata: "m".into(),
+            }],
+        })
+    };
+    assert_eq!(
+        refused(
+            broker
+                .call(commit("someone-else", joined.member_epoch))
+                .await
+        ),
+        ErrorCode::UnknownMemberId
+    );
+    broker
+        .call(commit(&joined.member_id, joined.member_epoch))
+        .await
+        .expect("the member commits");
+    let fetched = OffsetFetchResponse::decode_body(
+        broker
+            .call(Request::OffsetFetch(OffsetFetchRequest {
+                group: "billing".into(),
+                partitions: None,
+            }))
+            .await
+            .expect("fetched"),
+    )
+    .expect("decodes");
+    let committed: Vec<(String, u32, u64)> = fetched
+        .offsets
+        .into_iter()
+        .filter_map(|(topic, partition, c)| c.map(|c| (topic, partition, c.offset)))
+        .collect();
+    assert_eq!(committed, vec![("events".to_owned(), 1, 42)]);
+    broker.stop().await;
+}
