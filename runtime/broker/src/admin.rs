@@ -139,14 +139,16 @@ async fn answer(mut stream: TcpStream, state: &BrokerState) -> std::io::Result<(
                 group_lag: group_lag(state),
                 group_members: group_members(state),
                 data_dir: &state.config.data_dir,
-                plugins_registered: state.plugins.plugin_count(),
+                plugins_registered: state.plugins.registry.plugin_count(),
                 plugin_loads_from_cache: state
                     .plugins
+                    .registry
                     .loads
                     .from_cache
                     .load(std::sync::atomic::Ordering::Relaxed),
                 plugin_loads_compiled: state
                     .plugins
+                    .registry
                     .loads
                     .compiled
                     .load(std::sync::atomic::Ordering::Relaxed),

@@ -88,7 +88,7 @@ pub async fn adopt_unmanaged_state(
         adopted_topics += 1;
     }
 
-    let (plugins, attachments) = state.plugins.list();
+    let (plugins, attachments) = state.plugins.registry.list();
     for info in &plugins {
         let registered = metadata.plugins().get(&info.name).map(|p| &p.version);
         if registered == Some(&info.version) {

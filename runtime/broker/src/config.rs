@@ -109,7 +109,7 @@ pub struct BrokerConfig {
     pub allow_anonymous: bool,
     /// A join token from `quiver cluster init`: a node without the cluster's CA gets
     /// it and a broker certificate from a seed (`crate::join`).
-    pub join_token: Option<crate::join::JoinToken>,
+    pub join_token: Option<crate::join_token::JoinToken>,
 }
 
 /// `authentication`: which credentials a client must present. With neither mechanism
@@ -362,7 +362,9 @@ impl BrokerConfig {
                     Some(
                         value
                             .parse()
-                            .map_err(|e: crate::join::JoinError| invalid(e.to_string()))?,
+                            .map_err(|e: crate::join_token::InvalidJoinToken| {
+                                invalid(e.to_string())
+                            })?,
                     )
                 };
             }

@@ -31,12 +31,10 @@ use quiver_wire::message::{ResponseBody, Rpc};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 
 use crate::BrokerConfig;
+pub use crate::join_token::{InvalidJoinToken, JOIN_SECRET_BYTES, JOIN_TOKEN_PREFIX, JoinToken};
+use crate::join_token::{hex, unhex};
 use crate::tls::{self, GeneratedPaths, TlsError};
 
-/// What every join token starts with; the number is the token's format version.
-pub const JOIN_TOKEN_PREFIX: &str = "quiver-join-v1";
-/// Bytes of a join secret.
-pub const JOIN_SECRET_BYTES: usize = 32;
 /// Join requests (either API) one broker answers in a minute; more are refused until
 /// the minute ends, so a flood costs the broker little.
 pub const JOIN_REQUESTS_PER_MINUTE_MAX: u32 = 60;
@@ -53,10 +51,8 @@ const JOIN_RETRY: Duration = Duration::from_secs(1);
 /// Why joining (or making a token) failed.
 #[derive(Debug, thiserror::Error)]
 pub enum JoinError {
-    #[error(
-        "invalid join token: {0} (expected {JOIN_TOKEN_PREFIX}:<64 hex digits>:<64 hex digits>, as `quiver cluster init` prints it)"
-    )]
-    Token(String),
+    #[error(transparent)]
+    Token(#[from] InvalidJoinToken),
     #[error("cannot access {path}: {source}")]
     Io {
         path: PathBuf,
@@ -103,74 +99,6 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> JoinError + '_ {
         path: path.to_owned(),
         source,
     }
-}
-
-/// A join token: the cluster CA's fingerprint and the join secret. Its `Debug` hides
-/// the secret; `Display` is the copyable token itself.
-#[derive(Clone, PartialEq, Eq)]
-pub struct JoinToken {
-    pub fingerprint: [u8; 32],
-    secret: [u8; JOIN_SECRET_BYTES],
-}
-
-impl std::fmt::Debug for JoinToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JoinToken")
-            .field("fingerprint", &hex(&self.fingerprint))
-            .finish_non_exhaustive()
-    }
-}
-
-impl std::fmt::Display for JoinToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{JOIN_TOKEN_PREFIX}:{}:{}",
-            hex(&self.fingerprint),
-            hex(&self.secret)
-        )
-    }
-}
-
-impl std::str::FromStr for JoinToken {
-    type Err = JoinError;
-
-    fn from_str(text: &str) -> Result<Self, JoinError> {
-        let text = text.trim();
-        let mut parts = text.split(':');
-        let (Some(prefix), Some(fingerprint), Some(secret), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(JoinError::Token("not three parts separated by `:`".into()));
-        };
-        if prefix != JOIN_TOKEN_PREFIX {
-            return Err(JoinError::Token(format!(
-                "it starts with `{}`, not `{JOIN_TOKEN_PREFIX}`",
-                prefix.chars().take(32).collect::<String>()
-            )));
-        }
-        Ok(Self {
-            fingerprint: unhex(fingerprint)
-                .ok_or_else(|| JoinError::Token("the fingerprint is not 64 hex digits".into()))?,
-            secret: unhex(secret)
-                .ok_or_else(|| JoinError::Token("the secret is not 64 hex digits".into()))?,
-        })
-    }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex<const N: usize>(text: &str) -> Option<[u8; N]> {
-    if text.len() != N * 2 || !text.is_ascii() {
-        return None;
-    }
-    let mut out = [0u8; N];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(text.get(i * 2..i * 2 + 2)?, 16).ok()?;
-    }
-    Some(out)
 }
 
 /// `DATA_DIR/tls/join.secret`: the join secret in hex, readable by its owner only.

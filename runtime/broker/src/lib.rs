@@ -18,6 +18,7 @@ pub mod config;
 pub(crate) mod group;
 pub(crate) mod handlers;
 pub mod join;
+pub mod join_token;
 pub(crate) mod log_limit;
 pub(crate) mod metrics;
 pub(crate) mod offsets;

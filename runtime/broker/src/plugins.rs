@@ -28,12 +28,54 @@ use quiver_wire::plugin::{
     PluginModuleRequest, PluginModuleResponse, PluginStage, PluginUploadRequest,
 };
 
+use crate::clock::Clock;
 use crate::cluster::ClusterMember;
+use crate::log_limit::LogLimit;
+use crate::metrics::Metrics;
 use crate::partition::Partition;
 use crate::peers::Lane;
 use crate::reply::{Outgoing, RequestError};
-use crate::state::BrokerState;
+use crate::topic::TopicRegistry;
 use crate::worker::blocking;
+
+/// The plugin stage: the registry of uploaded plugins and what running them takes,
+/// named (the cluster member that commits registry changes, serves modules to peers
+/// and leads dead-letter partitions; the topics' logs; metrics; the clock).
+pub struct Plugins {
+    pub(crate) registry: quiver_plugin_host::Registry,
+    member: std::sync::Arc<ClusterMember>,
+    topics: std::sync::Arc<TopicRegistry>,
+    metrics: std::sync::Arc<Metrics>,
+    clock: std::sync::Arc<dyn Clock>,
+    /// Plugin failures a fetch skipped past, logged at most once per interval.
+    failure_log: LogLimit,
+    /// The time a fetch may spend in plugins before it answers with what it has.
+    fetch_plugin_time_max_ms: u64,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Plugins {
+    pub(crate) fn new(
+        registry: quiver_plugin_host::Registry,
+        member: std::sync::Arc<ClusterMember>,
+        topics: std::sync::Arc<TopicRegistry>,
+        metrics: std::sync::Arc<Metrics>,
+        clock: std::sync::Arc<dyn Clock>,
+        fetch_plugin_time_max_ms: u64,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> Self {
+        Self {
+            registry,
+            member,
+            topics,
+            metrics,
+            clock,
+            failure_log: LogLimit::default(),
+            fetch_plugin_time_max_ms,
+            shutdown,
+        }
+    }
+}
 
 impl From<RegistryError> for RequestError {
     fn from(err: RegistryError) -> Self {
@@ -66,16 +108,16 @@ impl From<RegistryError> for RequestError {
 /// module.
 pub async fn upload(
     req: PluginUploadRequest,
-    state: &BrokerState,
+    plugin_stage: &Plugins,
 ) -> Result<Outgoing, RequestError> {
-    let member = &*state.cluster;
+    let member = &*plugin_stage.member;
     // Registered here before the controller commits it: the sync with the controller
     // would take it for a plugin the controller dropped and remove it (files and
     // all), so it waits until the commit is in.
     let info = {
         let _sync_waits = member.plugin_sync.lock().await;
         // Compiling a module takes tens of milliseconds to seconds.
-        let info = blocking(|| state.plugins.upload(&req.name, &req.module, state.clock.now_ms()))
+        let info = blocking(|| plugin_stage.registry.upload(&req.name, &req.module, plugin_stage.clock.now_ms()))
             .inspect_err(|err| {
                 tracing::warn!(plugin = %req.name, size = req.module.len(), %err, "plugin upload refused");
             })?;
@@ -109,8 +151,8 @@ pub fn attach_command(attachment: &quiver_wire::plugin::Attachment) -> MetadataC
     }
 }
 
-pub fn list(state: &BrokerState) -> Result<Outgoing, RequestError> {
-    let (plugins, attachments) = state.plugins.list();
+pub fn list(plugin_stage: &Plugins) -> Result<Outgoing, RequestError> {
+    let (plugins, attachments) = plugin_stage.registry.list();
     Ok(Outgoing::Frame(
         PluginListResponse {
             plugins,
@@ -124,17 +166,17 @@ pub fn list(state: &BrokerState) -> Result<Outgoing, RequestError> {
 /// applied on this broker before the answer.
 pub async fn attach(
     req: PluginAttachRequest,
-    state: &BrokerState,
+    plugin_stage: &Plugins,
 ) -> Result<Outgoing, RequestError> {
     let attachment = req.attachment;
-    if state.topics.get(&attachment.topic).is_none() {
+    if plugin_stage.topics.get(&attachment.topic).is_none() {
         return Err(RequestError::new(
             ErrorCode::UnknownTopic,
             format!("topic `{}` does not exist", attachment.topic),
         ));
     }
     if let OnError::DeadLetter(topic) = &attachment.on_error
-        && state.topics.get(topic).is_none()
+        && plugin_stage.topics.get(topic).is_none()
     {
         return Err(RequestError::new(
             ErrorCode::UnknownTopic,
@@ -146,27 +188,27 @@ pub async fn attach(
         attachment.plugin.clone(),
         attachment.stage,
     );
-    let member = &*state.cluster;
+    let member = &*plugin_stage.member;
     refuse_dead_letter_cycle(member, &attachment)?;
-    await_installed(state, member, &attachment.plugin).await;
-    blocking(|| state.plugins.check_attachment(&attachment))?;
+    await_installed(plugin_stage, member, &attachment.plugin).await;
+    blocking(|| plugin_stage.registry.check_attachment(&attachment))?;
     crate::cluster::propose_plugin_change(member, attach_command(&attachment)).await?;
-    sync_with_controller(state, member).await;
+    sync_with_controller(plugin_stage, member).await;
     tracing::info!(%topic, %plugin, %stage, "plugin attached");
     Ok(Outgoing::Frame(Empty.encode_frame()))
 }
 
 pub async fn detach(
     req: PluginDetachRequest,
-    state: &BrokerState,
+    plugin_stage: &Plugins,
 ) -> Result<Outgoing, RequestError> {
-    let member = &*state.cluster;
+    let member = &*plugin_stage.member;
     let command = MetadataCommand::DetachPlugin {
         topic: req.topic.clone(),
         plugin: req.plugin.clone(),
     };
     crate::cluster::propose_plugin_change(member, command).await?;
-    sync_with_controller(state, member).await;
+    sync_with_controller(plugin_stage, member).await;
     tracing::info!(topic = %req.topic, plugin = %req.plugin, "plugin detached");
     Ok(Outgoing::Frame(Empty.encode_frame()))
 }
@@ -175,14 +217,14 @@ pub async fn detach(
 /// removes it and its files when it follows the controller's registry.
 pub async fn delete(
     req: quiver_wire::plugin::PluginDeleteRequest,
-    state: &BrokerState,
+    plugin_stage: &Plugins,
 ) -> Result<Outgoing, RequestError> {
-    let member = &*state.cluster;
+    let member = &*plugin_stage.member;
     let command = MetadataCommand::DeletePlugin {
         name: req.name.clone(),
     };
     crate::cluster::propose_plugin_change(member, command).await?;
-    sync_with_controller(state, member).await;
+    sync_with_controller(plugin_stage, member).await;
     tracing::info!(plugin = %req.name, "plugin deleted");
     Ok(Outgoing::Frame(Empty.encode_frame()))
 }
@@ -287,7 +329,7 @@ async fn await_second_copy(
 /// Waits until this broker runs the version of `name` its controller holds, so an
 /// attach right after an upload elsewhere checks the new version. Gives up quietly
 /// after [`INSTALL_WAIT`]: the check that follows then names what is missing.
-async fn await_installed(state: &BrokerState, member: &ClusterMember, name: &str) {
+async fn await_installed(plugin_stage: &Plugins, member: &ClusterMember, name: &str) {
     let deadline = tokio::time::Instant::now() + INSTALL_WAIT;
     loop {
         let wanted = member
@@ -297,11 +339,11 @@ async fn await_installed(state: &BrokerState, member: &ClusterMember, name: &str
             .get(name)
             .map(|p| p.version.clone());
         if let Some(version) = &wanted {
-            if state.plugins.version(name).as_ref() == Some(version) {
+            if plugin_stage.registry.version(name).as_ref() == Some(version) {
                 return;
             }
-            sync_with_controller(state, member).await;
-            if state.plugins.version(name).as_ref() == Some(version) {
+            sync_with_controller(plugin_stage, member).await;
+            if plugin_stage.registry.version(name).as_ref() == Some(version) {
                 return;
             }
         }
@@ -313,8 +355,8 @@ async fn await_installed(state: &BrokerState, member: &ClusterMember, name: &str
 }
 
 /// Serves a stored module to another broker of the cluster.
-pub fn module(req: PluginModuleRequest, state: &BrokerState) -> Result<Outgoing, RequestError> {
-    match blocking(|| state.plugins.module(&req.version))? {
+pub fn module(req: PluginModuleRequest, plugin_stage: &Plugins) -> Result<Outgoing, RequestError> {
+    match blocking(|| plugin_stage.registry.module(&req.version))? {
         Some(module) => Ok(Outgoing::Frame(
             PluginModuleResponse {
                 module: Bytes::from(module),
@@ -332,7 +374,7 @@ pub fn module(req: PluginModuleRequest, state: &BrokerState) -> Result<Outgoing,
 /// names (fetching modules it lacks from the other brokers), removes plugins it
 /// dropped, and takes its attachments in order. Returns whether every version is
 /// installed; the caller tries again later when not.
-pub async fn sync_with_controller(state: &BrokerState, member: &ClusterMember) -> bool {
+pub async fn sync_with_controller(plugin_stage: &Plugins, member: &ClusterMember) -> bool {
     let _one_at_a_time = member.plugin_sync.lock().await;
     let metadata = member.controller.metadata();
     let wanted: BTreeMap<String, String> = metadata
@@ -340,8 +382,8 @@ pub async fn sync_with_controller(state: &BrokerState, member: &ClusterMember) -
         .iter()
         .map(|(name, record)| (name.clone(), record.version.clone()))
         .collect();
-    let installed: BTreeMap<String, String> = state
-        .plugins
+    let installed: BTreeMap<String, String> = plugin_stage
+        .registry
         .list()
         .0
         .into_iter()
@@ -353,7 +395,7 @@ pub async fn sync_with_controller(state: &BrokerState, member: &ClusterMember) -
         let Some(record) = metadata.plugins().get(name) else {
             continue;
         };
-        match install(state, member, &metadata, name, record).await {
+        match install(plugin_stage, member, &metadata, name, record).await {
             Ok(()) => {
                 tracing::info!(plugin = %name, %version, "plugin installed from the controller's metadata");
             }
@@ -364,7 +406,7 @@ pub async fn sync_with_controller(state: &BrokerState, member: &ClusterMember) -
         }
     }
     for name in &plan.remove {
-        if let Err(err) = state.plugins.remove(name) {
+        if let Err(err) = plugin_stage.registry.remove(name) {
             complete = false;
             tracing::error!(plugin = %name, %err, "cannot remove a plugin the controller dropped");
         }
@@ -378,7 +420,7 @@ pub async fn sync_with_controller(state: &BrokerState, member: &ClusterMember) -
             }
         }
     }
-    if let Err(err) = state.plugins.set_attachments(attachments) {
+    if let Err(err) = plugin_stage.registry.set_attachments(attachments) {
         complete = false;
         tracing::error!(%err, "cannot store the controller's plugin attachments");
     }
@@ -400,21 +442,22 @@ fn wire_attachment(
 /// Installs one version: from this broker's own modules when it has them, else
 /// fetched from a broker that does.
 async fn install(
-    state: &BrokerState,
+    plugin_stage: &Plugins,
     member: &ClusterMember,
     metadata: &quiver_cluster::MetadataState,
     name: &str,
     record: &quiver_cluster::metadata::PluginRecord,
 ) -> Result<(), String> {
-    let module =
-        match blocking(|| state.plugins.module(&record.version)).map_err(|e| e.to_string())? {
-            Some(module) => module,
-            None => fetch_module(member, metadata, &record.version).await?,
-        };
+    let module = match blocking(|| plugin_stage.registry.module(&record.version))
+        .map_err(|e| e.to_string())?
+    {
+        Some(module) => module,
+        None => fetch_module(member, metadata, &record.version).await?,
+    };
     let uploaded_ms = i64::try_from(record.uploaded_ms).unwrap_or(i64::MAX);
     blocking(|| {
-        state
-            .plugins
+        plugin_stage
+            .registry
             .install(name, &module, uploaded_ms, &record.version)
     })
     .map(|_| ())
@@ -486,15 +529,15 @@ fn plugin_failed(
 
 /// Runs the chain over one batch's records and records its metrics.
 fn run(
-    state: &BrokerState,
+    plugin_stage: &Plugins,
     steps: &[Step],
     stage: PluginStage,
     records: impl Into<quiver_plugin_host::chain::ChainInput>,
 ) -> ChainOutcome {
     let records = records.into();
-    let run = blocking(|| run_chain(&state.plugins, steps, stage, records));
+    let run = blocking(|| run_chain(&plugin_stage.registry, steps, stage, records));
     for report in &run.reports {
-        state.metrics.plugin_call(stage.name(), report);
+        plugin_stage.metrics.plugin_call(stage.name(), report);
     }
     run.outcome
 }
@@ -512,12 +555,12 @@ const DEAD_LETTER_WAIT: Duration = Duration::from_secs(30);
 /// is written while the source partition's replica is locked, and two topics that
 /// dead-letter into each other would then wait on each other's followers.
 async fn dead_letter(
-    state: &std::sync::Arc<BrokerState>,
+    plugin_stage: &Plugins,
     dlq_topic: &str,
     source_partition: u32,
     records: Vec<Record>,
 ) -> Result<(), RequestError> {
-    let topic = state.topics.get(dlq_topic).ok_or_else(|| {
+    let topic = plugin_stage.topics.get(dlq_topic).ok_or_else(|| {
         RequestError::new(
             ErrorCode::UnknownTopic,
             format!("dead-letter topic `{dlq_topic}` does not exist"),
@@ -546,8 +589,8 @@ async fn dead_letter(
         builder.push(record);
     }
     batches.extend(builder.finish());
-    let member = &*state.cluster;
-    if let Err(not_here) = crate::cluster::require_leader(&state.cluster, dlq_topic, index) {
+    let member = &*plugin_stage.member;
+    if let Err(not_here) = crate::cluster::require_leader(&plugin_stage.member, dlq_topic, index) {
         return dead_letter_remotely(member, dlq_topic, index, batches, not_here).await;
     }
     let slot = member.replicas.slot(dlq_topic, index);
@@ -555,7 +598,7 @@ async fn dead_letter(
     for batch in batches {
         let append = async || -> Result<AppendInfo, RequestError> {
             Ok(blocking(|| {
-                partition.append(BytesMut::from(batch.as_ref()), state.clock.now_ms())
+                partition.append(BytesMut::from(batch.as_ref()), plugin_stage.clock.now_ms())
             })?)
         };
         let info = match &slot {
@@ -565,7 +608,7 @@ async fn dead_letter(
             }
             None => append().await?,
         };
-        state.metrics.produced(
+        plugin_stage.metrics.produced(
             dlq_topic,
             info.last_offset - info.base_offset + 1,
             info.bytes as u64,
@@ -633,7 +676,7 @@ async fn dead_letter_remotely(
 /// The batch is decoded again here, on this rare path, so that the common one hands
 /// its records to the chain without keeping a copy.
 async fn dead_letter_batch(
-    state: &std::sync::Arc<BrokerState>,
+    plugin_stage: &Plugins,
     failure: ChainOutcome,
     batch: &Bytes,
     topic: &str,
@@ -653,13 +696,13 @@ async fn dead_letter_batch(
     let records = decode_records(batch).map_err(corrupt)?;
     let count = records.len() as u64;
     dead_letter(
-        state,
+        plugin_stage,
         &dlq,
         index,
         dead_letter_records(records, &headers, topic, index, stage),
     )
     .await?;
-    state
+    plugin_stage
         .metrics
         .plugin_dead_lettered(&plugin, stage.name(), count);
     Ok(())
@@ -678,7 +721,7 @@ async fn dead_letter_batch(
 /// held. A dead letter is therefore written at least once: a produce refused after its
 /// chain ran (a leadership change, a full disk) writes it again when retried.
 pub async fn prepare_produce(
-    state: &std::sync::Arc<BrokerState>,
+    plugin_stage: &Plugins,
     partition: &Partition,
     topic: &str,
     index: u32,
@@ -697,7 +740,7 @@ pub async fn prepare_produce(
     let original = batch.freeze();
     let records = decode_records(&original).map_err(corrupt)?;
     let stage = PluginStage::Produce;
-    let rewritten = match run(state, &steps, stage, records) {
+    let rewritten = match run(plugin_stage, &steps, stage, records) {
         ChainOutcome::Unchanged => {
             return Ok(crate::partition::PreparedBatch::Original(BytesMut::from(
                 original,
@@ -710,11 +753,11 @@ pub async fn prepare_produce(
         }
         ChainOutcome::Skipped { plugin, error } => {
             tracing::warn!(%plugin, %topic, partition = index, %error, "plugin failed; batch skipped");
-            state.metrics.plugin_skipped(&plugin, stage.name());
+            plugin_stage.metrics.plugin_skipped(&plugin, stage.name());
             produce_batch(&header, Vec::new(), limit).map_err(corrupt)?
         }
         failure @ ChainOutcome::DeadLetter { .. } => {
-            dead_letter_batch(state, failure, &original, topic, index, stage).await?;
+            dead_letter_batch(plugin_stage, failure, &original, topic, index, stage).await?;
             produce_batch(&header, Vec::new(), limit).map_err(corrupt)?
         }
     };
@@ -727,17 +770,17 @@ pub async fn prepare_produce(
 /// The plugins a fetch runs: the topic's fetch-stage attachments, then the one the
 /// consumer named, if any.
 pub fn fetch_steps(
-    state: &BrokerState,
+    plugin_stage: &Plugins,
     topic: &str,
     call: Option<&quiver_wire::plugin::PluginCall>,
 ) -> Result<Vec<Step>, RequestError> {
-    let mut steps = if state.plugins.has_chain(topic, PluginStage::Fetch) {
-        state.plugins.chain(topic, PluginStage::Fetch)?
+    let mut steps = if plugin_stage.registry.has_chain(topic, PluginStage::Fetch) {
+        plugin_stage.registry.chain(topic, PluginStage::Fetch)?
     } else {
         Vec::new()
     };
     if let Some(call) = call {
-        steps.push(state.plugins.resolve(call)?);
+        steps.push(plugin_stage.registry.resolve(call)?);
     }
     Ok(steps)
 }
@@ -772,7 +815,7 @@ fn kept_batch(
 /// failing one still go out (so the consumer moves up to it) and the error comes when
 /// the failing batch is first in a fetch.
 pub async fn fetch_through(
-    state: &std::sync::Arc<BrokerState>,
+    plugin_stage: &Plugins,
     topic: &str,
     index: u32,
     steps: &[Step],
@@ -783,11 +826,11 @@ pub async fn fetch_through(
     // A fetch answers with what its plugins processed within the budget: a slow or
     // failing plugin costs the consumer latency, never silence. At least one batch is
     // always processed, so the consumer progresses.
-    let budget = Duration::from_millis(state.config.fetch_plugin_time_max_ms);
+    let budget = Duration::from_millis(plugin_stage.fetch_plugin_time_max_ms);
     let started = std::time::Instant::now();
     for batch in batches {
         if !out.is_empty() && started.elapsed() >= budget {
-            state.metrics.fetch_plugin_budget_spent(topic);
+            plugin_stage.metrics.fetch_plugin_budget_spent(topic);
             break;
         }
         let header = BatchHeader::parse(&batch).map_err(corrupt)?;
@@ -803,7 +846,7 @@ pub async fn fetch_through(
                 format!("stored batch unreadable: {e}"),
             )
         })?;
-        match run(state, steps, stage, records) {
+        match run(plugin_stage, steps, stage, records) {
             ChainOutcome::Unchanged => out.push(batch),
             ChainOutcome::Records(made) => out.extend(fetch_batches(&header, made)),
             ChainOutcome::Kept(kept) => out.push(kept_batch(&batch, &header, &kept)?),
@@ -814,14 +857,14 @@ pub async fn fetch_through(
                 break;
             }
             ChainOutcome::Skipped { plugin, error } => {
-                if let Some(unlogged) = state.plugin_failure_log.due(state.clock.now_ms()) {
+                if let Some(unlogged) = plugin_stage.failure_log.due(plugin_stage.clock.now_ms()) {
                     tracing::warn!(%plugin, %topic, partition = index, %error, unlogged, "plugin failed; batch skipped for this fetch");
                 }
-                state.metrics.plugin_skipped(&plugin, stage.name());
+                plugin_stage.metrics.plugin_skipped(&plugin, stage.name());
                 out.extend(fetch_batches(&header, Vec::new()));
             }
             failure @ ChainOutcome::DeadLetter { .. } => {
-                dead_letter_batch(state, failure, &batch, topic, index, stage).await?;
+                dead_letter_batch(plugin_stage, failure, &batch, topic, index, stage).await?;
                 out.extend(fetch_batches(&header, Vec::new()));
             }
         }
@@ -835,13 +878,13 @@ const PLUGIN_SYNC_RETRY: Duration = std::time::Duration::from_secs(1);
 /// Keeps this broker's plugin registry in line with the controller's metadata, on its
 /// own task so that fetching or compiling a module never delays taking over
 /// partitions.
-pub async fn sync_loop(state: std::sync::Arc<BrokerState>) {
-    let member = &*state.cluster;
+pub async fn sync_loop(plugin_stage: std::sync::Arc<Plugins>) {
+    let member = &*plugin_stage.member;
     let mut versions = member.controller.watch();
-    let mut shutdown = state.shutdown.subscribe();
+    let mut shutdown = plugin_stage.shutdown.clone();
     loop {
         // A plugin version whose module no broker served yet is tried again soon.
-        let complete = crate::plugins::sync_with_controller(&state, member).await;
+        let complete = sync_with_controller(&plugin_stage, member).await;
         tokio::select! {
             changed = versions.changed() => if changed.is_err() { return },
             _ = tokio::time::sleep(PLUGIN_SYNC_RETRY), if !complete => {}

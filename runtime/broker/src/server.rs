@@ -349,9 +349,10 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
     };
     let accept_task = tokio::spawn(accept_loop(endpoint.clone(), Arc::clone(&state)));
     crate::cluster::run(&member, advertised, incarnation).map_err(StartError::Controller)?;
-    state
-        .tasks
-        .spawn("plugin sync", crate::plugins::sync_loop(Arc::clone(&state)));
+    state.tasks.spawn(
+        "plugin sync",
+        crate::plugins::sync_loop(Arc::clone(&state.plugins)),
+    );
     state
         .tasks
         .spawn("retention", retention_loop(Arc::clone(&state)));

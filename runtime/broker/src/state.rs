@@ -11,7 +11,7 @@ use tokio::sync::{Semaphore, watch};
 use crate::admission::Admission;
 use crate::clock::Clock;
 use crate::config::BrokerConfig;
-use crate::log_limit::{LogLimit, RefusalLog};
+use crate::log_limit::RefusalLog;
 use crate::metrics::Metrics;
 use crate::topic::TopicRegistry;
 
@@ -26,8 +26,8 @@ pub struct BrokerState {
     /// Committed offsets an earlier build kept in the internal offsets topic, read at
     /// start for `crate::adopt`; offsets live in the controller's metadata.
     pub offsets: crate::offsets::OffsetStore,
-    /// Uploaded WebAssembly plugins and their attachments to topics.
-    pub plugins: quiver_plugin_host::Registry,
+    /// Uploaded WebAssembly plugins, their attachments to topics, and running them.
+    pub plugins: Arc<crate::plugins::Plugins>,
     /// This broker's controller and membership (a single node is a one-member
     /// cluster), started before everything that depends on it.
     pub cluster: Arc<crate::cluster::ClusterMember>,
@@ -52,8 +52,6 @@ pub struct BrokerState {
     pub scram: quiver_wire::scram::ScramServer,
     /// Refusals and timeouts, logged at most once per interval each.
     pub(crate) refusal_log: RefusalLog,
-    /// Plugin failures a fetch skipped past, logged at most once per interval.
-    pub plugin_failure_log: LogLimit,
     /// Which other brokers this one could not reach, and why.
     pub peer_health: Arc<crate::peers::PeerHealth>,
     /// The bound on join requests this broker answers.
@@ -105,6 +103,15 @@ impl BrokerState {
             requests_per_principal_max: config.requests_per_principal_max,
         };
         let scram = crate::tls::scram_server(&config.data_dir)?;
+        let plugins = Arc::new(crate::plugins::Plugins::new(
+            plugins,
+            Arc::clone(&cluster),
+            Arc::clone(&topics),
+            Arc::clone(&metrics),
+            Arc::clone(&clock),
+            config.fetch_plugin_time_max_ms,
+            shutdown.subscribe(),
+        ));
         let authorizer = crate::security::Authorizer {
             acl: config.authorization_acl,
             super_users: config.super_users.clone(),
@@ -127,7 +134,6 @@ impl BrokerState {
             scram,
             quota_meter: crate::quota::QuotaMeter::default(),
             refusal_log: RefusalLog::new(Arc::clone(&clock)),
-            plugin_failure_log: LogLimit::default(),
             peer_health,
             join_gate: crate::join::JoinGate::default(),
             clock,

@@ -21,7 +21,7 @@ pub(super) async fn fetch(req: FetchRequest, call: &Call<'_>) -> Result<Outgoing
     crate::cluster::require_leader(&state.cluster, &req.topic, req.partition)?;
     let partition = partition(state, &req.topic, req.partition)?;
     // Resolved once per request: a plugin replaced meanwhile serves the next fetch.
-    let steps = crate::plugins::fetch_steps(state, &req.topic, req.plugin.as_ref())?;
+    let steps = crate::plugins::fetch_steps(&state.plugins, &req.topic, req.plugin.as_ref())?;
     let max_bytes = req.max_bytes.clamp(1, FETCH_BYTES_MAX) as usize;
     let deadline =
         Instant::now() + Duration::from_millis(u64::from(req.max_wait_ms.min(FETCH_WAIT_MS_MAX)));
@@ -39,7 +39,7 @@ pub(super) async fn fetch(req: FetchRequest, call: &Call<'_>) -> Result<Outgoing
             let mut batches = slice.batches;
             if !steps.is_empty() {
                 batches = crate::plugins::fetch_through(
-                    state,
+                    &state.plugins,
                     &req.topic,
                     req.partition,
                     &steps,

@@ -16,7 +16,7 @@ pub(super) async fn upload(
     call.audited(
         "plugin_upload",
         &what,
-        crate::plugins::upload(req, call.state).await,
+        crate::plugins::upload(req, &call.state.plugins).await,
     )
 }
 
@@ -24,7 +24,7 @@ pub(super) async fn list(
     _req: PluginListRequest,
     call: &Call<'_>,
 ) -> Result<Outgoing, RequestError> {
-    crate::plugins::list(call.state)
+    crate::plugins::list(&call.state.plugins)
 }
 
 pub(super) async fn attach(
@@ -39,7 +39,7 @@ pub(super) async fn attach(
     call.audited(
         "plugin_attach",
         &what,
-        crate::plugins::attach(req, call.state).await,
+        crate::plugins::attach(req, &call.state.plugins).await,
     )
 }
 
@@ -51,7 +51,7 @@ pub(super) async fn detach(
     call.audited(
         "plugin_detach",
         &what,
-        crate::plugins::detach(req, call.state).await,
+        crate::plugins::detach(req, &call.state.plugins).await,
     )
 }
 
@@ -63,7 +63,7 @@ pub(super) async fn delete(
     call.audited(
         "plugin_delete",
         &what,
-        crate::plugins::delete(req, call.state).await,
+        crate::plugins::delete(req, &call.state.plugins).await,
     )
 }
 
@@ -73,5 +73,5 @@ pub(super) async fn module(
     call: &Call<'_>,
     _peer: PeerProof,
 ) -> Result<Outgoing, RequestError> {
-    crate::plugins::module(req, call.state)
+    crate::plugins::module(req, &call.state.plugins)
 }

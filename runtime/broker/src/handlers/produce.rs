@@ -59,12 +59,15 @@ pub(super) async fn produce(
     // `prepare_produce`.
     let prepared = if state
         .plugins
+        .registry
         .has_chain(topic, quiver_wire::plugin::PluginStage::Produce)
     {
         let steps = state
             .plugins
+            .registry
             .chain(topic, quiver_wire::plugin::PluginStage::Produce)?;
-        crate::plugins::prepare_produce(state, &partition, topic, index, steps, batch).await?
+        crate::plugins::prepare_produce(&state.plugins, &partition, topic, index, steps, batch)
+            .await?
     } else {
         crate::partition::PreparedBatch::Original(batch)
     };
