@@ -651,7 +651,11 @@ fn control_bytes_between_tokens_are_refused() {
             if gap == tokens.len() {
                 text.push(byte);
             }
-            assert_eq!(json::find(&text, &path), None, "{byte:#x} before token {gap}");
+            assert_eq!(
+                json::find(&text, &path),
+                None,
+                "{byte:#x} before token {gap}"
+            );
             assert!(
                 !json::for_each_member(&text, |_, _| {}),
                 "{byte:#x} before token {gap}"
