@@ -441,10 +441,13 @@ impl<'j> Scanner<'j> {
 
     /// Skips whitespace. Compact JSON has none between tokens, so the first byte is
     /// tested before any loop: in WebAssembly, entering a loop costs an interruption
-    /// check even when it runs no iteration, and this runs around every token.
+    /// check even when it runs no iteration, and this runs around every token. One
+    /// comparison tests it: whitespace bytes are all at most a space, and no token
+    /// starts with one; a control byte that is not whitespace goes to the run, which
+    /// stops at it and leaves it to the grammar to refuse.
     #[inline(always)]
     fn whitespace(&mut self) {
-        if let Some(b' ' | b'\n' | b'\r' | b'\t') = self.peek() {
+        if let Some(0..=b' ') = self.peek() {
             self.whitespace_run();
         }
     }
@@ -474,6 +477,31 @@ impl<'j> Scanner<'j> {
 
     fn expect(&mut self, byte: u8) -> Scan<()> {
         if self.eat(byte) { Ok(()) } else { Err(Invalid) }
+    }
+
+    /// Consumes `byte` after any whitespace. The byte is tested first: compact JSON
+    /// has no whitespace between tokens, so this is one test where skipping
+    /// whitespace and then expecting the byte would be two.
+    #[inline(always)]
+    fn expect_after_whitespace(&mut self, byte: u8) -> Scan<()> {
+        if self.eat(byte) {
+            return Ok(());
+        }
+        self.whitespace();
+        self.expect(byte)
+    }
+
+    /// The next byte after any whitespace (skipped, the byte itself not consumed),
+    /// read once when there is no whitespace.
+    #[inline(always)]
+    fn peek_after_whitespace(&mut self) -> Option<u8> {
+        match self.peek() {
+            Some(0..=b' ') => {
+                self.whitespace_run();
+                self.peek()
+            }
+            next => next,
+        }
     }
 
     /// The value at `pos` (whitespace skipped) when it is on the path: its span when
@@ -525,8 +553,7 @@ impl<'j> Scanner<'j> {
             } else {
                 same_bytes(key, segment.name.as_bytes())
             };
-            self.whitespace();
-            self.expect(b':')?;
+            self.expect_after_whitespace(b':')?;
             self.whitespace();
             if on_path {
                 // A repeated key replaces what an earlier one found, even with nothing.
@@ -534,8 +561,7 @@ impl<'j> Scanner<'j> {
             } else {
                 self.skip_value()?;
             }
-            self.whitespace();
-            match self.peek() {
+            match self.peek_after_whitespace() {
                 Some(b',') => {
                     self.pos += 1;
                     self.whitespace();
@@ -568,8 +594,7 @@ impl<'j> Scanner<'j> {
                 self.skip_value()?;
             }
             index = index.saturating_add(1);
-            self.whitespace();
-            match self.peek() {
+            match self.peek_after_whitespace() {
                 Some(b',') => {
                     self.pos += 1;
                     self.whitespace();
@@ -600,14 +625,12 @@ impl<'j> Scanner<'j> {
                 )?;
             }
             let key = self.json.get(key_start..self.pos).ok_or(Invalid)?;
-            self.whitespace();
-            self.expect(b':')?;
+            self.expect_after_whitespace(b':')?;
             self.whitespace();
             let value_start = self.pos;
             self.skip_value()?;
             each(key, self.json.get(value_start..self.pos).ok_or(Invalid)?);
-            self.whitespace();
-            match self.peek() {
+            match self.peek_after_whitespace() {
                 Some(b',') => {
                     self.pos += 1;
                     self.whitespace();
@@ -679,8 +702,7 @@ impl<'j> Scanner<'j> {
                     return Ok(());
                 }
                 let in_object = nesting.top().ok_or(Invalid)?;
-                self.whitespace();
-                match self.peek() {
+                match self.peek_after_whitespace() {
                     Some(b',') => {
                         self.pos += 1;
                         self.whitespace();
@@ -707,8 +729,7 @@ impl<'j> Scanner<'j> {
     #[inline(always)]
     fn member_name(&mut self) -> Scan<()> {
         self.string()?;
-        self.whitespace();
-        self.expect(b':')?;
+        self.expect_after_whitespace(b':')?;
         self.whitespace();
         Ok(())
     }

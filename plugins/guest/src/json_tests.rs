@@ -628,3 +628,45 @@ fn whitespace_reads_the_same_wherever_a_word_boundary_falls() {
     }
     assert!(hits >= 18 * 4, "only {hits} of {case} texts had the field");
 }
+
+/// Control bytes that are not JSON whitespace, in every gap between tokens, before
+/// the first and after the last: whitespace is tested with one comparison (any byte
+/// up to a space), and these must still make the text not JSON.
+#[test]
+fn control_bytes_between_tokens_are_refused() {
+    let tokens = [
+        "{", "\"a\"", ":", "[", "1", ",", "\"x\"", "]", ",", "\"k\"", ":", "true", "}",
+    ];
+    let path = Path::parse("k").expect("a path");
+    let mut case = 0;
+    for byte in (0..=b' ').filter(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r')) {
+        for gap in 0..=tokens.len() {
+            let mut text = Vec::new();
+            for (at, token) in tokens.iter().enumerate() {
+                if at == gap {
+                    text.push(byte);
+                }
+                text.extend_from_slice(token.as_bytes());
+            }
+            if gap == tokens.len() {
+                text.push(byte);
+            }
+            assert_eq!(
+                json::find(&text, &path),
+                None,
+                "{byte:#x} before token {gap}"
+            );
+            assert!(
+                !json::for_each_member(&text, |_, _| {}),
+                "{byte:#x} before token {gap}"
+            );
+            agrees_with_the_oracle(&text, &["k"], case);
+            case += 1;
+        }
+    }
+    // The same text with real whitespace in every gap has the field.
+    assert_eq!(
+        json::find(tokens.join(" \t\r\n").as_bytes(), &path),
+        Some(&b"true"[..])
+    );
+}
