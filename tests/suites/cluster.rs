@@ -1427,20 +1427,16 @@ async fn a_slow_produce_stage_plugin_holds_up_neither_follower_fetches_nor_other
         .await
         .expect("create");
     wait_topic_everywhere(&brokers, "spun").await;
-    let spin = format!(
-        r#"(func (export "filter") (param $ptr i32) (param $len i32) (result i64)
-             (local $count i32) (local $out i32) (local $bytes i32)
-             (if (i32.gt_u (local.get $len) (i32.const {SPIN_ABOVE_BYTES}))
-               (then (loop $spin (br $spin))))
-             (local.set $count (i32.load (local.get $ptr)))
-             (local.set $out (global.get $bump))
-             (i32.store (local.get $out) (local.get $count))
-             (local.set $bytes (i32.shr_u (i32.add (local.get $count) (i32.const 7)) (i32.const 3)))
-             (memory.fill (i32.add (local.get $out) (i32.const 4)) (i32.const 255) (local.get $bytes))
-             (global.set $bump (i32.const 1024))
-             (i64.or (i64.shl (i64.extend_i32_u (local.get $out)) (i64.const 32))
-                     (i64.extend_i32_u (i32.add (i32.const 4) (local.get $bytes)))))"#
+    // The keep-every-record filter, spinning first when its input is large.
+    let count_line = "(local.set $count (i32.load (local.get $ptr)))";
+    let spin = quiver_tests::wat::filter_filling(255).replace(
+        count_line,
+        &format!(
+            "(if (i32.gt_u (local.get $len) (i32.const {SPIN_ABOVE_BYTES})) \
+               (then (loop $spin (br $spin)))) {count_line}"
+        ),
     );
+    assert!(spin.contains("$spin"), "the filter's template changed");
     admin_client
         .admin()
         .upload_plugin("spin", bytes::Bytes::from(quiver_tests::wat::module(&spin)))
