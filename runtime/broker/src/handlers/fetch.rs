@@ -1,7 +1,7 @@
 //! Fetch and list offsets: stored batches go out as the same bytes (zero-copy), through
 //! the fetch-stage plugins when a topic or the consumer names some.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use quiver_wire::ErrorCode;
@@ -13,6 +13,7 @@ use quiver_wire::message::{
     FETCH_BYTES_MAX, FETCH_WAIT_MS_MAX, FetchRequest, FetchResponse, ListOffsetsRequest,
     ListOffsetsResponse, OffsetSpec,
 };
+use tokio::time::Instant;
 
 use super::{Call, Outgoing, RequestError, partition};
 
@@ -68,7 +69,7 @@ pub(super) async fn fetch(req: FetchRequest, call: &Call<'_>) -> Result<Outgoing
         }
         tokio::select! {
             _ = high_watermark.changed() => {}
-            _ = tokio::time::sleep_until(deadline.into()) => {}
+            _ = tokio::time::sleep_until(deadline) => {}
             _ = shutdown.changed() => {}
         }
     }
