@@ -542,3 +542,159 @@ async fn a_group_member_commits_offsets_and_a_stranger_cannot() {
     assert_eq!(committed, vec![("events".to_owned(), 1, 42)]);
     broker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acl_granted_by_a_super_user_lets_its_principal_in_until_it_is_deleted() {
+    use quiver_wire::acl::{
+        AclBinding, AclCreateRequest, AclDeleteRequest, AclDescribeRequest, AclDescribeResponse,
+        Operation, PatternType, Permission, ResourceType,
+    };
+    let broker = Harness::start(|config| {
+        config.authorization_acl = true;
+        config.super_users = vec!["User:admin".into()];
+    })
+    .await;
+    let admin = Principal::User("User:admin".into());
+    let alice = Principal::User("User:alice".into());
+    broker
+        .call_as(
+            admin.clone(),
+            Request::CreateTopic(CreateTopicRequest {
+                name: "audit".into(),
+                partitions: 1,
+                replication_factor: 1,
+                configs: Vec::new(),
+            }),
+        )
+        .await
+        .expect("created");
+    crate::testing::wait_led(&broker.state, "audit").await;
+    let write_audit = AclBinding {
+        principal: "User:alice".into(),
+        resource_type: ResourceType::Topic,
+        pattern: PatternType::Literal,
+        resource_name: "audit".into(),
+        operation: Operation::Write,
+        permission: Permission::Allow,
+    };
+    let grant = || {
+        Request::AclCreate(AclCreateRequest {
+            bindings: vec![write_audit.clone()],
+        })
+    };
+    // Granting is the cluster's to alter: alice cannot grant herself.
+    assert_eq!(
+        refused(broker.call_as(alice.clone(), grant()).await),
+        ErrorCode::ClusterAuthorizationFailed
+    );
+    assert_eq!(
+        refused(
+            broker
+                .call_as(alice.clone(), produce("audit", 0, batch(&["x"])))
+                .await
+        ),
+        ErrorCode::TopicAuthorizationFailed
+    );
+    broker
+        .call_as(admin.clone(), grant())
+        .await
+        .expect("granted");
+    broker
+        .call_as(alice.clone(), produce("audit", 0, batch(&["x"])))
+        .await
+        .expect("alice writes with her rule");
+    let described = AclDescribeResponse::decode_body(
+        broker
+            .call_as(
+                admin.clone(),
+                Request::AclDescribe(AclDescribeRequest {
+                    principal: Some("User:alice".into()),
+                    resource_type: None,
+                    resource_name: None,
+                }),
+            )
+            .await
+            .expect("described"),
+    )
+    .expect("decodes");
+    assert_eq!(described.bindings, vec![write_audit.clone()]);
+    broker
+        .call_as(
+            admin,
+            Request::AclDelete(AclDeleteRequest {
+                bindings: vec![write_audit],
+            }),
+        )
+        .await
+        .expect("deleted");
+    assert_eq!(
+        refused(
+            broker
+                .call_as(alice, produce("audit", 0, batch(&["y"])))
+                .await
+        ),
+        ErrorCode::TopicAuthorizationFailed
+    );
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topic_configs_and_partitions_change_through_the_controller_and_bad_ones_change_nothing() {
+    use quiver_wire::message::{AlterTopicConfigsRequest, CreatePartitionsRequest};
+    let broker = Harness::start(|_| {}).await;
+    broker.create_topic("metrics", 1).await;
+    broker
+        .call(Request::AlterTopicConfigs(AlterTopicConfigsRequest {
+            name: "metrics".into(),
+            set: vec![("retention.ms".into(), "60000".into())],
+            delete: Vec::new(),
+        }))
+        .await
+        .expect("altered");
+    let held = |key: &str| {
+        broker
+            .state
+            .topics
+            .get("metrics")
+            .and_then(|t| t.configs.get(key).cloned())
+    };
+    assert_eq!(held("retention.ms").as_deref(), Some("60000"));
+    let bad = broker
+        .call(Request::AlterTopicConfigs(AlterTopicConfigsRequest {
+            name: "metrics".into(),
+            set: vec![("retention.ms".into(), "soon".into())],
+            delete: Vec::new(),
+        }))
+        .await;
+    assert_eq!(refused(bad), ErrorCode::InvalidConfig);
+    assert_eq!(held("retention.ms").as_deref(), Some("60000"), "unchanged");
+
+    broker
+        .call(Request::CreatePartitions(CreatePartitionsRequest {
+            name: "metrics".into(),
+            partitions: 3,
+        }))
+        .await
+        .expect("grown");
+    crate::testing::wait_led(&broker.state, "metrics").await;
+    broker
+        .call(produce("metrics", 2, batch(&["on the new partition"])))
+        .await
+        .expect("the new partition takes records");
+    let shrink = broker
+        .call(Request::CreatePartitions(CreatePartitionsRequest {
+            name: "metrics".into(),
+            partitions: 2,
+        }))
+        .await;
+    assert_eq!(refused(shrink), ErrorCode::InvalidPartitions);
+    assert_eq!(
+        broker
+            .state
+            .topics
+            .get("metrics")
+            .map(|t| t.partitions.len()),
+        Some(3)
+    );
+    broker.stop().await;
+}
