@@ -82,7 +82,8 @@ const NOT_LEADING: u64 = u64::MAX;
 /// use, the controller that commits ISR changes, the clock the state machines' timers
 /// read), so nothing here reaches up into the broker around it.
 pub struct Replicas {
-    slots: Mutex<HashMap<(String, u32), Arc<ReplicaSlot>>>,
+    /// By topic, then partition, so a request finds its replica without allocating.
+    slots: Mutex<HashMap<String, HashMap<u32, Arc<ReplicaSlot>>>>,
     /// This broker's id: the replica id its state machines run as.
     broker_id: u32,
     /// Commits ISR changes and names each partition leader's address.
@@ -160,7 +161,8 @@ impl Replicas {
         self.slots
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(&(topic.to_owned(), index))
+            .get(topic)
+            .and_then(|partitions| partitions.get(&index))
             .cloned()
     }
 }
@@ -339,10 +341,9 @@ pub async fn apply_topic_configs(
         .slots
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .iter()
-        .filter(|((name, _), _)| name == topic)
-        .map(|(_, slot)| Arc::clone(slot))
-        .collect();
+        .get(topic)
+        .map(|partitions| partitions.values().cloned().collect())
+        .unwrap_or_default();
     for slot in slots {
         let mut replica = slot.replica.lock().await;
         if let Err(err) = replica.set_config(replica_config(replicas.replica_lag_max_ms, configs)) {
@@ -372,7 +373,7 @@ pub async fn reconcile(replicas: &Arc<Replicas>, registered: bool) {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .values()
-        .cloned()
+        .flat_map(|partitions| partitions.values().cloned())
         .collect();
     let mut running = BTreeMap::new();
     for slot in slots {
@@ -408,15 +409,18 @@ pub async fn reconcile(replicas: &Arc<Replicas>, registered: bool) {
     }
     let remove: BTreeSet<ReplicaKey> = plan.remove.into_iter().collect();
     let mut slots = replicas.slots.lock().unwrap_or_else(|p| p.into_inner());
-    slots.retain(|key, slot| {
-        let keep = !remove.contains(key);
-        if !keep {
-            slot.closed
-                .store(true, std::sync::atomic::Ordering::Release);
-            slot.wake.notify_one();
-        }
-        keep
-    });
+    for (name, partitions) in slots.iter_mut() {
+        partitions.retain(|index, slot| {
+            let keep = !remove.contains(&(name.clone(), *index));
+            if !keep {
+                slot.closed
+                    .store(true, std::sync::atomic::Ordering::Release);
+                slot.wake.notify_one();
+            }
+            keep
+        });
+    }
+    slots.retain(|_, partitions| !partitions.is_empty());
 }
 
 /// Starts the state machine of replica `index` of topic `name` from its log, and its
@@ -468,7 +472,9 @@ fn start_replica(
         .slots
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .insert((name.to_owned(), index), Arc::clone(&slot));
+        .entry(name.to_owned())
+        .or_default()
+        .insert(index, Arc::clone(&slot));
     replicas.tasks.spawn(
         "replica fetch",
         follower_loop(Arc::clone(replicas), Arc::clone(&slot)),
