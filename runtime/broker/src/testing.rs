@@ -21,6 +21,10 @@ pub(crate) async fn in_process_broker(
         ..Default::default()
     };
     tweak(&mut config);
+    // The broker's own TLS files, as a start generates them (the join API hands out
+    // the CA).
+    crate::tls::ensure_generated(&config.data_dir, &crate::join::own_addresses(&config))
+        .expect("TLS files");
     let metrics = Arc::new(crate::metrics::Metrics::new());
     let stores = crate::server::open_stores(&config, &metrics, &clock)
         .await

@@ -698,3 +698,234 @@ async fn topic_configs_and_partitions_change_through_the_controller_and_bad_ones
     );
     broker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_and_quotas_are_the_cluster_alterers_to_set_and_take_effect_for_their_principal() {
+    use quiver_wire::quota::{Quota, QuotaListResponse, QuotaSetRequest};
+    use quiver_wire::sasl::{
+        StoredCredential, UserDeleteRequest, UserListResponse, UserUpsertRequest,
+    };
+    let broker = Harness::start(|config| {
+        config.authorization_acl = true;
+        config.super_users = vec!["User:admin".into()];
+    })
+    .await;
+    let admin = Principal::User("User:admin".into());
+    let mallory = Principal::User("User:mallory".into());
+    let derived = quiver_wire::scram::ScramCredential::new("correct horse", 4096).expect("derived");
+    let upsert = || {
+        Request::UserUpsert(UserUpsertRequest {
+            name: "alice".into(),
+            credential: StoredCredential {
+                salt: Bytes::from(derived.salt.clone()),
+                iterations: derived.iterations,
+                stored_key: Bytes::copy_from_slice(&derived.stored_key),
+                server_key: Bytes::copy_from_slice(&derived.server_key),
+            },
+        })
+    };
+    let quota = || {
+        Request::QuotaSet(QuotaSetRequest {
+            principal: "User:alice".into(),
+            quota: Quota {
+                produce_bytes_per_sec: Some(1024),
+                fetch_bytes_per_sec: None,
+                request_percent: None,
+            },
+        })
+    };
+    for request in [upsert(), quota()] {
+        assert_eq!(
+            refused(broker.call_as(mallory.clone(), request).await),
+            ErrorCode::ClusterAuthorizationFailed
+        );
+    }
+    assert!(
+        broker
+            .state
+            .cluster
+            .controller
+            .metadata()
+            .users()
+            .is_empty()
+    );
+    broker
+        .call_as(admin.clone(), upsert())
+        .await
+        .expect("user set");
+    broker
+        .call_as(admin.clone(), quota())
+        .await
+        .expect("quota set");
+    let users = UserListResponse::decode_body(
+        broker
+            .call_as(admin.clone(), Request::UserList(Default::default()))
+            .await
+            .expect("listed"),
+    )
+    .expect("decodes");
+    assert_eq!(users.users, vec![("alice".to_owned(), 4096)]);
+    let quotas = QuotaListResponse::decode_body(
+        broker
+            .call_as(admin.clone(), Request::QuotaList(Default::default()))
+            .await
+            .expect("listed"),
+    )
+    .expect("decodes");
+    assert_eq!(quotas.quotas.len(), 1);
+    assert_eq!(quotas.quotas[0].1.produce_bytes_per_sec, Some(1024));
+    broker
+        .call_as(
+            admin.clone(),
+            Request::UserDelete(UserDeleteRequest {
+                name: "alice".into(),
+            }),
+        )
+        .await
+        .expect("deleted");
+    assert!(
+        broker
+            .state
+            .cluster
+            .controller
+            .metadata()
+            .users()
+            .is_empty()
+    );
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_join_apis_give_out_the_public_ca_and_refuse_a_proof_without_the_secret() {
+    use quiver_wire::join::{JoinCaResponse, JoinClusterRequest};
+    let broker = Harness::start(|_| {}).await;
+    let ca = JoinCaResponse::decode_body(
+        broker
+            .call(Request::JoinCa(Default::default()))
+            .await
+            .expect("the CA"),
+    )
+    .expect("decodes");
+    let pem = std::fs::read(broker.state.config.data_dir.join("tls").join("ca.pem"))
+        .expect("the CA file");
+    let on_disk = rustls_pemfile::certs(&mut pem.as_slice())
+        .next()
+        .expect("a certificate")
+        .expect("PEM");
+    assert_eq!(
+        ca.ca_cert.as_ref(),
+        on_disk.as_ref(),
+        "the CA as stored, in DER"
+    );
+    let join = broker
+        .call(Request::JoinCluster(JoinClusterRequest {
+            node_id: 7,
+            addresses: vec!["127.0.0.1:9999".into()],
+            csr: Bytes::from_static(b"not a csr"),
+            proof: Bytes::from(vec![0u8; 32]),
+        }))
+        .await;
+    assert_eq!(refused(join), ErrorCode::InvalidJoinToken);
+    assert!(
+        broker
+            .state
+            .cluster
+            .controller
+            .metadata()
+            .broker(7)
+            .is_none(),
+        "a refused join registered nothing"
+    );
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_is_listed_described_and_deleted_only_when_empty() {
+    use quiver_wire::group::{
+        DeleteGroupRequest, DescribeGroupRequest, GroupHeartbeatRequest, GroupHeartbeatResponse,
+        ListGroupsResponse,
+    };
+    let broker = Harness::start(|_| {}).await;
+    broker.create_topic("events", 1).await;
+    let heartbeat = |member_id: String, member_epoch: i32| {
+        Request::GroupHeartbeat(GroupHeartbeatRequest {
+            group: "audit".into(),
+            member_id,
+            member_epoch,
+            session_timeout_ms: 10_000,
+            subscription: Some(vec!["events".into()]),
+            owned: Vec::new(),
+        })
+    };
+    let joined = GroupHeartbeatResponse::decode_body(
+        broker
+            .call(heartbeat(String::new(), 0))
+            .await
+            .expect("joined"),
+    )
+    .expect("decodes");
+    let listed = ListGroupsResponse::decode_body(
+        broker
+            .call(Request::ListGroups(Default::default()))
+            .await
+            .expect("listed"),
+    )
+    .expect("decodes");
+    assert_eq!(listed.groups, vec![("audit".to_owned(), 1)]);
+    broker
+        .call(Request::DescribeGroup(DescribeGroupRequest {
+            group: "audit".into(),
+        }))
+        .await
+        .expect("described");
+    let delete = || {
+        Request::DeleteGroup(DeleteGroupRequest {
+            group: "audit".into(),
+        })
+    };
+    assert_eq!(
+        refused(broker.call(delete()).await),
+        ErrorCode::GroupNotEmpty
+    );
+    broker
+        .call(Request::OffsetCommit(
+            quiver_wire::group::OffsetCommitRequest {
+                group: "audit".into(),
+                member_id: joined.member_id.clone(),
+                member_epoch: joined.member_epoch,
+                offsets: vec![quiver_wire::group::CommittedOffset {
+                    topic: "events".into(),
+                    partition: 0,
+                    offset: 5,
+                    metadata: String::new(),
+                }],
+            },
+        ))
+        .await
+        .expect("committed");
+    broker
+        .call(heartbeat(
+            joined.member_id,
+            quiver_wire::group::LEAVE_GROUP_EPOCH,
+        ))
+        .await
+        .expect("left");
+    broker
+        .call(delete())
+        .await
+        .expect("an empty group is deleted, its offsets with it");
+    assert!(
+        broker
+            .state
+            .cluster
+            .controller
+            .metadata()
+            .offsets()
+            .is_empty()
+    );
+    assert_eq!(
+        refused(broker.call(delete()).await),
+        ErrorCode::GroupIdNotFound
+    );
+    broker.stop().await;
+}
