@@ -62,6 +62,24 @@ impl Harness {
         self.call_as(Principal::Anonymous, request).await
     }
 
+    /// The decoded answer to `request` from `principal`, which must be served.
+    async fn ask_as<R: ResponseBody>(
+        &self,
+        principal: Principal,
+        request: Request,
+        what: &str,
+    ) -> R {
+        let body = self
+            .call_as(principal, request)
+            .await
+            .unwrap_or_else(|e| panic!("{what}: {} {}", e.code.name(), e.message));
+        R::decode_body(body).unwrap_or_else(|e| panic!("{what}: {e}"))
+    }
+
+    async fn ask<R: ResponseBody>(&self, request: Request, what: &str) -> R {
+        self.ask_as(Principal::Anonymous, request, what).await
+    }
+
     async fn create_topic(&self, name: &str, partitions: u32) {
         self.call(Request::CreateTopic(CreateTopicRequest {
             name: name.into(),
@@ -151,26 +169,18 @@ async fn produce_stores_a_batch_and_fetch_returns_the_same_bytes() {
     let broker = Harness::start(|_| {}).await;
     broker.create_topic("orders", 1).await;
     let sent = batch(&["a", "b", "c"]);
-    let first = ProduceResponse::decode_body(
-        broker
-            .call(produce("orders", 0, sent.clone()))
-            .await
-            .expect("produced"),
-    )
-    .expect("decodes");
+    let first = broker
+        .ask::<ProduceResponse>(produce("orders", 0, sent.clone()), "produced")
+        .await;
     assert_eq!(first.base_offset, 0);
-    let second = ProduceResponse::decode_body(
-        broker
-            .call(produce("orders", 0, batch(&["d"])))
-            .await
-            .expect("produced"),
-    )
-    .expect("decodes");
+    let second = broker
+        .ask::<ProduceResponse>(produce("orders", 0, batch(&["d"])), "produced")
+        .await;
     assert_eq!(second.base_offset, 3);
 
-    let fetched =
-        FetchResponse::decode_body(broker.call(fetch("orders", 0)).await.expect("fetched"))
-            .expect("decodes");
+    let fetched = broker
+        .ask::<FetchResponse>(fetch("orders", 0), "fetched")
+        .await;
     assert_eq!(fetched.high_watermark, 4);
     let header = BatchHeader::parse(&fetched.batches).expect("a stored batch");
     assert_eq!((header.base_offset, header.record_count), (0, 3));
@@ -182,9 +192,9 @@ async fn produce_stores_a_batch_and_fetch_returns_the_same_bytes() {
         &sent[records_at..],
         "the stored records are the bytes the producer sent"
     );
-    let end =
-        ListOffsetsResponse::decode_body(broker.call(latest("orders")).await.expect("listed"))
-            .expect("decodes");
+    let end = broker
+        .ask::<ListOffsetsResponse>(latest("orders"), "listed")
+        .await;
     assert_eq!((end.offset, end.log_end_offset), (Some(4), 4));
     broker.stop().await;
 }
@@ -216,9 +226,9 @@ async fn produce_refusals_name_their_cause_and_store_nothing() {
         ),
         ErrorCode::CorruptBatch
     );
-    let end =
-        ListOffsetsResponse::decode_body(broker.call(latest("orders")).await.expect("listed"))
-            .expect("decodes");
+    let end = broker
+        .ask::<ListOffsetsResponse>(latest("orders"), "listed")
+        .await;
     assert_eq!(end.log_end_offset, 0, "a refused produce stored nothing");
     broker.stop().await;
 }
@@ -246,13 +256,12 @@ async fn topics_are_created_once_listed_and_deleted() {
         .await;
     assert_eq!(refused(bad_name), ErrorCode::InvalidTopicName);
 
-    let listed = MetadataResponse::decode_body(
-        broker
-            .call(Request::Metadata(MetadataRequest { topics: None }))
-            .await
-            .expect("metadata"),
-    )
-    .expect("decodes");
+    let listed = broker
+        .ask::<MetadataResponse>(
+            Request::Metadata(MetadataRequest { topics: None }),
+            "metadata",
+        )
+        .await;
     let views = listed
         .topics
         .iter()
@@ -328,16 +337,13 @@ async fn with_acls_on_a_principal_without_a_rule_is_refused_and_a_super_user_ser
             ErrorCode::TopicAuthorizationFailed
         );
         // Listings leave out what the principal may not describe.
-        let seen = MetadataResponse::decode_body(
-            broker
-                .call_as(
-                    stranger,
-                    Request::Metadata(MetadataRequest { topics: None }),
-                )
-                .await
-                .expect("metadata"),
-        )
-        .expect("decodes");
+        let seen = broker
+            .ask_as::<MetadataResponse>(
+                stranger,
+                Request::Metadata(MetadataRequest { topics: None }),
+                "metadata",
+            )
+            .await;
         assert!(seen.topics.iter().all(|t| t.name != "owned"));
     }
     broker
@@ -354,13 +360,13 @@ async fn producer_ids_are_distinct_and_owned_by_their_principal() {
     let alice = Principal::User("User:alice".into());
     let mut ids = std::collections::BTreeSet::new();
     for _ in 0..3 {
-        let answer = InitProducerIdResponse::decode_body(
-            broker
-                .call_as(alice.clone(), Request::InitProducerId(Default::default()))
-                .await
-                .expect("an id"),
-        )
-        .expect("decodes");
+        let answer = broker
+            .ask_as::<InitProducerIdResponse>(
+                alice.clone(),
+                Request::InitProducerId(Default::default()),
+                "an id",
+            )
+            .await;
         assert!(
             ids.insert(answer.producer_id),
             "{} handed out twice",
@@ -397,13 +403,9 @@ async fn producer_ids_are_distinct_and_owned_by_their_principal() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_status_describes_the_one_member_quorum() {
     let broker = Harness::start(|_| {}).await;
-    let status = ClusterStatusResponse::decode_body(
-        broker
-            .call(Request::ClusterStatus(Default::default()))
-            .await
-            .expect("status"),
-    )
-    .expect("decodes");
+    let status = broker
+        .ask::<ClusterStatusResponse>(Request::ClusterStatus(Default::default()), "status")
+        .await;
     assert_eq!(status.node_id, 1);
     assert_eq!(status.controller_leader, Some(1));
     assert_eq!(status.voters, vec![1]);
@@ -456,13 +458,12 @@ async fn a_plugin_that_is_not_webassembly_is_refused_and_nothing_is_registered()
         module: Bytes::from_static(b"not a module"),
     });
     assert_eq!(refused(broker.call(upload).await), ErrorCode::InvalidPlugin);
-    let listed = quiver_wire::plugin::PluginListResponse::decode_body(
-        broker
-            .call(Request::PluginList(Default::default()))
-            .await
-            .expect("listed"),
-    )
-    .expect("decodes");
+    let listed = broker
+        .ask::<quiver_wire::plugin::PluginListResponse>(
+            Request::PluginList(Default::default()),
+            "listed",
+        )
+        .await;
     assert!(listed.plugins.is_empty(), "{:?}", listed.plugins);
     assert!(
         broker
@@ -484,20 +485,19 @@ async fn a_group_member_commits_offsets_and_a_stranger_cannot() {
     };
     let broker = Harness::start(|_| {}).await;
     broker.create_topic("events", 2).await;
-    let joined = GroupHeartbeatResponse::decode_body(
-        broker
-            .call(Request::GroupHeartbeat(GroupHeartbeatRequest {
+    let joined = broker
+        .ask::<GroupHeartbeatResponse>(
+            Request::GroupHeartbeat(GroupHeartbeatRequest {
                 group: "billing".into(),
                 member_id: String::new(),
                 member_epoch: 0,
                 session_timeout_ms: 10_000,
                 subscription: Some(vec!["events".into()]),
                 owned: Vec::new(),
-            }))
-            .await
-            .expect("joined"),
-    )
-    .expect("decodes");
+            }),
+            "joined",
+        )
+        .await;
     assert!(!joined.member_id.is_empty());
     let commit = |member_id: &str, member_epoch: i32| {
         Request::OffsetCommit(OffsetCommitRequest {
@@ -524,16 +524,15 @@ async fn a_group_member_commits_offsets_and_a_stranger_cannot() {
         .call(commit(&joined.member_id, joined.member_epoch))
         .await
         .expect("the member commits");
-    let fetched = OffsetFetchResponse::decode_body(
-        broker
-            .call(Request::OffsetFetch(OffsetFetchRequest {
+    let fetched = broker
+        .ask::<OffsetFetchResponse>(
+            Request::OffsetFetch(OffsetFetchRequest {
                 group: "billing".into(),
                 partitions: None,
-            }))
-            .await
-            .expect("fetched"),
-    )
-    .expect("decodes");
+            }),
+            "fetched",
+        )
+        .await;
     let committed: Vec<(String, u32, u64)> = fetched
         .offsets
         .into_iter()
@@ -603,20 +602,17 @@ async fn an_acl_granted_by_a_super_user_lets_its_principal_in_until_it_is_delete
         .call_as(alice.clone(), produce("audit", 0, batch(&["x"])))
         .await
         .expect("alice writes with her rule");
-    let described = AclDescribeResponse::decode_body(
-        broker
-            .call_as(
-                admin.clone(),
-                Request::AclDescribe(AclDescribeRequest {
-                    principal: Some("User:alice".into()),
-                    resource_type: None,
-                    resource_name: None,
-                }),
-            )
-            .await
-            .expect("described"),
-    )
-    .expect("decodes");
+    let described = broker
+        .ask_as::<AclDescribeResponse>(
+            admin.clone(),
+            Request::AclDescribe(AclDescribeRequest {
+                principal: Some("User:alice".into()),
+                resource_type: None,
+                resource_name: None,
+            }),
+            "described",
+        )
+        .await;
     assert_eq!(described.bindings, vec![write_audit.clone()]);
     broker
         .call_as(
@@ -757,21 +753,21 @@ async fn users_and_quotas_are_the_cluster_alterers_to_set_and_take_effect_for_th
         .call_as(admin.clone(), quota())
         .await
         .expect("quota set");
-    let users = UserListResponse::decode_body(
-        broker
-            .call_as(admin.clone(), Request::UserList(Default::default()))
-            .await
-            .expect("listed"),
-    )
-    .expect("decodes");
+    let users = broker
+        .ask_as::<UserListResponse>(
+            admin.clone(),
+            Request::UserList(Default::default()),
+            "listed",
+        )
+        .await;
     assert_eq!(users.users, vec![("alice".to_owned(), 4096)]);
-    let quotas = QuotaListResponse::decode_body(
-        broker
-            .call_as(admin.clone(), Request::QuotaList(Default::default()))
-            .await
-            .expect("listed"),
-    )
-    .expect("decodes");
+    let quotas = broker
+        .ask_as::<QuotaListResponse>(
+            admin.clone(),
+            Request::QuotaList(Default::default()),
+            "listed",
+        )
+        .await;
     assert_eq!(quotas.quotas.len(), 1);
     assert_eq!(quotas.quotas[0].1.produce_bytes_per_sec, Some(1024));
     broker
@@ -799,13 +795,9 @@ async fn users_and_quotas_are_the_cluster_alterers_to_set_and_take_effect_for_th
 async fn the_join_apis_give_out_the_public_ca_and_refuse_a_proof_without_the_secret() {
     use quiver_wire::join::{JoinCaResponse, JoinClusterRequest};
     let broker = Harness::start(|_| {}).await;
-    let ca = JoinCaResponse::decode_body(
-        broker
-            .call(Request::JoinCa(Default::default()))
-            .await
-            .expect("the CA"),
-    )
-    .expect("decodes");
+    let ca = broker
+        .ask::<JoinCaResponse>(Request::JoinCa(Default::default()), "the CA")
+        .await;
     let pem = std::fs::read(broker.state.config.data_dir.join("tls").join("ca.pem"))
         .expect("the CA file");
     let on_disk = rustls_pemfile::certs(&mut pem.as_slice())
@@ -857,20 +849,12 @@ async fn a_group_is_listed_described_and_deleted_only_when_empty() {
             owned: Vec::new(),
         })
     };
-    let joined = GroupHeartbeatResponse::decode_body(
-        broker
-            .call(heartbeat(String::new(), 0))
-            .await
-            .expect("joined"),
-    )
-    .expect("decodes");
-    let listed = ListGroupsResponse::decode_body(
-        broker
-            .call(Request::ListGroups(Default::default()))
-            .await
-            .expect("listed"),
-    )
-    .expect("decodes");
+    let joined = broker
+        .ask::<GroupHeartbeatResponse>(heartbeat(String::new(), 0), "joined")
+        .await;
+    let listed = broker
+        .ask::<ListGroupsResponse>(Request::ListGroups(Default::default()), "listed")
+        .await;
     assert_eq!(listed.groups, vec![("audit".to_owned(), 1)]);
     broker
         .call(Request::DescribeGroup(DescribeGroupRequest {
