@@ -45,6 +45,17 @@ use crate::topic::TopicRegistry;
 /// How often a broker tells the controller it is alive.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 
+/// The longest one heartbeat may take: a heartbeat that found no leader in time gives
+/// up, and the next one (which may know a new leader) goes out at the next interval.
+/// A third of the session at most, so that two may fail while a controller leader is
+/// replaced and the third still arrives in time.
+const HEARTBEAT_TIMEOUT_MAX: Duration = Duration::from_secs(2);
+
+/// [`HEARTBEAT_TIMEOUT_MAX`], or a third of a shorter session.
+fn heartbeat_timeout(session_timeout_ms: u64) -> Duration {
+    HEARTBEAT_TIMEOUT_MAX.min(Duration::from_millis(session_timeout_ms / 3))
+}
+
 /// `broker_epoch` before the controller accepted this broker's registration (epochs
 /// start at 0).
 const UNREGISTERED: u64 = u64::MAX;
@@ -548,9 +559,10 @@ pub async fn membership_loop(member: Arc<ClusterMember>, advertised: String, inc
             continue;
         }
         let sent_ms = member.clock.monotonic_ms();
+        let timeout = heartbeat_timeout(member.settings.broker_session_timeout_ms);
         match member
             .controller
-            .heartbeat(member.broker_id, member.broker_epoch())
+            .heartbeat(member.broker_id, member.broker_epoch(), timeout)
             .await
         {
             Ok(_) => member.renew_lease(sent_ms),

@@ -388,10 +388,15 @@ impl Controller {
     /// heartbeat of a registration, or one from a fenced broker, which unfences it.
     /// A heartbeat of another registration than the current one is refused
     /// (`STALE_BROKER_EPOCH`): the broker must register again.
+    ///
+    /// The whole exchange takes at most `timeout`, which should be well under the
+    /// session: a heartbeat stuck on a leader that is gone (its address still the
+    /// one this node knows) must give up in time for the next to find the new one.
     pub async fn heartbeat(
         &self,
         broker_id: BrokerId,
         broker_epoch: u64,
+        timeout: Duration,
     ) -> Result<MetadataResponse, ProposeError> {
         let inner = &self.inner;
         let answer = heartbeat_local(
@@ -400,7 +405,7 @@ impl Controller {
             &inner.liveness,
             broker_id,
             broker_epoch,
-            inner.propose_timeout,
+            timeout,
         )
         .await;
         match answer {
@@ -412,7 +417,7 @@ impl Controller {
                     broker_id,
                     broker_epoch,
                 };
-                match self.send_to_leader(leader, addr, rpc).await? {
+                match self.send_to_leader(leader, addr, rpc, timeout).await? {
                     RaftRpcReply::Heartbeat(answer) => answer,
                     _ => Err(ProposeError::Unavailable(
                         "the leader answered another RPC".to_owned(),
@@ -440,9 +445,10 @@ impl Controller {
         leader: NodeId,
         addr: String,
         rpc: RaftRpc,
+        timeout: Duration,
     ) -> Result<RaftRpcReply, ProposeError> {
         let sent = self.inner.transport.send_boxed(leader, &addr, rpc);
-        match tokio::time::timeout(self.inner.propose_timeout, sent).await {
+        match tokio::time::timeout(timeout, sent).await {
             Err(_) => Err(ProposeError::Timeout),
             Ok(Ok(reply)) => Ok(reply),
             Ok(Err(TransportError::Unreachable { .. })) => Err(ProposeError::NotLeader {
@@ -460,7 +466,12 @@ impl Controller {
         command: MetadataCommand,
     ) -> Result<MetadataResponse, ProposeError> {
         match self
-            .send_to_leader(leader, addr, RaftRpc::Propose(command))
+            .send_to_leader(
+                leader,
+                addr,
+                RaftRpc::Propose(command),
+                self.inner.propose_timeout,
+            )
             .await?
         {
             RaftRpcReply::Propose(answer) => answer,

@@ -376,6 +376,7 @@ async fn a_node_restarted_at_another_address_is_followed_there() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heartbeats_stay_out_of_the_log_and_silence_is_timed_on_the_leader() {
     const SESSION: std::time::Duration = std::time::Duration::from_millis(400);
+    const BEAT: std::time::Duration = std::time::Duration::from_secs(5);
     let cluster = TestCluster::start(&[1, 2, 3]).await;
     let leader = cluster.leader().await;
     let via = follower(&cluster, leader);
@@ -393,14 +394,14 @@ async fn heartbeats_stay_out_of_the_log_and_silence_is_timed_on_the_leader() {
     for (&id, &epoch) in &epochs {
         cluster
             .node(via)
-            .heartbeat(id, epoch)
+            .heartbeat(id, epoch, BEAT)
             .await
             .expect("first heartbeat");
     }
     let version = cluster.converged().await;
     for _ in 0..20 {
         for (&id, &epoch) in &epochs {
-            match cluster.node(via).heartbeat(id, epoch).await {
+            match cluster.node(via).heartbeat(id, epoch, BEAT).await {
                 Ok(MetadataResponse::HeartbeatAccepted {
                     unfenced: false, ..
                 }) => {}
@@ -415,11 +416,11 @@ async fn heartbeats_stay_out_of_the_log_and_silence_is_timed_on_the_leader() {
     );
 
     // A heartbeat of another registration is refused, and changes nothing.
-    match cluster.node(via).heartbeat(1, epochs[&1] + 100).await {
+    match cluster.node(via).heartbeat(1, epochs[&1] + 100, BEAT).await {
         Err(ProposeError::Rejected(CommandError::StaleBrokerEpoch { .. })) => {}
         other => panic!("a stale epoch was answered {other:?}"),
     }
-    match cluster.node(via).heartbeat(9, 0).await {
+    match cluster.node(via).heartbeat(9, 0, BEAT).await {
         Err(ProposeError::Rejected(CommandError::UnknownBroker(9))) => {}
         other => panic!("an unknown broker was answered {other:?}"),
     }
@@ -428,7 +429,7 @@ async fn heartbeats_stay_out_of_the_log_and_silence_is_timed_on_the_leader() {
     // names it, once its session has passed.
     let silent = eventually("the silent broker named", || async {
         for id in [1, 2] {
-            let _ = cluster.node(via).heartbeat(id, epochs[&id]).await;
+            let _ = cluster.node(via).heartbeat(id, epochs[&id], BEAT).await;
         }
         tokio::time::sleep(SESSION / 4).await;
         let named = cluster.node(leader).brokers_to_fence(SESSION);
@@ -447,7 +448,7 @@ async fn heartbeats_stay_out_of_the_log_and_silence_is_timed_on_the_leader() {
         .await
         .expect("fenced");
     let fenced_version = cluster.converged().await;
-    match cluster.node(via).heartbeat(3, epochs[&3]).await {
+    match cluster.node(via).heartbeat(3, epochs[&3], BEAT).await {
         Ok(MetadataResponse::HeartbeatAccepted { unfenced: true, .. }) => {}
         other => panic!("the fenced broker's heartbeat: {other:?}"),
     }
