@@ -452,6 +452,29 @@ pub(crate) async fn start_member_on<T: RaftTransport>(
     Ok((member, advertised))
 }
 
+impl MemberServices {
+    /// The services a member starts from, with the task set, group coordinator and
+    /// peer health it shares with the rest of the broker made here.
+    pub fn new(
+        config: crate::config::BrokerConfig,
+        topics: Arc<TopicRegistry>,
+        metrics: Arc<crate::metrics::Metrics>,
+        clock: Arc<dyn Clock>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        Self {
+            config,
+            topics,
+            groups: Arc::default(),
+            metrics,
+            clock,
+            tasks: Arc::default(),
+            shutdown,
+            peer_health: Arc::default(),
+        }
+    }
+}
+
 /// Whether this node is alone in its cluster (no other node among the seeds).
 pub fn is_single_node(member: &ClusterMember) -> bool {
     member

@@ -408,6 +408,9 @@ pub async fn reconcile(replicas: &Arc<Replicas>, registered: bool) {
         apply_role_step(replicas, &slot, step.role).await;
     }
     let remove: BTreeSet<ReplicaKey> = plan.remove.into_iter().collect();
+    if remove.is_empty() {
+        return;
+    }
     let mut slots = replicas.slots.lock().unwrap_or_else(|p| p.into_inner());
     for (name, partitions) in slots.iter_mut() {
         partitions.retain(|index, slot| {

@@ -295,26 +295,21 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
     // The controller and this broker's part in the cluster come before the services
     // that depend on them, and before the endpoint accepts (see
     // `cluster::start_member`): nothing below ever sees a broker without them.
-    let tasks = Arc::new(crate::tasks::TaskSet::default());
-    let groups = Arc::new(std::sync::Mutex::new(
-        crate::group::GroupCoordinator::default(),
-    ));
-    let peer_health = Arc::new(crate::peers::PeerHealth::default());
-    let (member, advertised) = crate::cluster::start_member(
-        crate::cluster::MemberServices {
-            config: config.clone(),
-            topics: Arc::clone(&topics),
-            groups: Arc::clone(&groups),
-            metrics: Arc::clone(&metrics),
-            clock: Arc::clone(&clock),
-            tasks: Arc::clone(&tasks),
-            shutdown: shutdown.subscribe(),
-            peer_health: Arc::clone(&peer_health),
-        },
-        quic_addr,
-    )
-    .await
-    .map_err(StartError::Controller)?;
+    let services = crate::cluster::MemberServices::new(
+        config.clone(),
+        Arc::clone(&topics),
+        Arc::clone(&metrics),
+        Arc::clone(&clock),
+        shutdown.subscribe(),
+    );
+    let (tasks, groups, peer_health) = (
+        Arc::clone(&services.tasks),
+        Arc::clone(&services.groups),
+        Arc::clone(&services.peer_health),
+    );
+    let (member, advertised) = crate::cluster::start_member(services, quic_addr)
+        .await
+        .map_err(StartError::Controller)?;
     let state = Arc::new(BrokerState::new(StateParts {
         config,
         clock,

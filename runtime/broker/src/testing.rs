@@ -30,27 +30,24 @@ pub(crate) async fn in_process_broker(
         .await
         .expect("stores open");
     let (shutdown, _) = tokio::sync::watch::channel(false);
-    let tasks = Arc::new(crate::tasks::TaskSet::default());
-    let groups = Arc::new(std::sync::Mutex::new(
-        crate::group::GroupCoordinator::default(),
-    ));
-    let peer_health = Arc::new(crate::peers::PeerHealth::default());
+    let services = crate::cluster::MemberServices::new(
+        config.clone(),
+        Arc::clone(&stores.topics),
+        Arc::clone(&metrics),
+        Arc::clone(&clock),
+        shutdown.subscribe(),
+    );
+    let (tasks, groups, peer_health) = (
+        Arc::clone(&services.tasks),
+        Arc::clone(&services.groups),
+        Arc::clone(&services.peer_health),
+    );
     let peers = Arc::new(crate::peers::PeerClients::new(
         config.clone(),
         Arc::clone(&peer_health),
         Arc::clone(&clock),
     ));
     let network = quiver_cluster::MemoryNetwork::new();
-    let services = crate::cluster::MemberServices {
-        config: config.clone(),
-        topics: Arc::clone(&stores.topics),
-        groups: Arc::clone(&groups),
-        metrics: Arc::clone(&metrics),
-        clock: Arc::clone(&clock),
-        tasks: Arc::clone(&tasks),
-        shutdown: shutdown.subscribe(),
-        peer_health: Arc::clone(&peer_health),
-    };
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 9092));
     let (member, advertised) =
         crate::cluster::start_member_on(services, addr, peers, network.transport(1))

@@ -81,14 +81,9 @@ impl Harness {
     }
 
     async fn create_topic(&self, name: &str, partitions: u32) {
-        self.call(Request::CreateTopic(CreateTopicRequest {
-            name: name.into(),
-            partitions,
-            replication_factor: 1,
-            configs: Vec::new(),
-        }))
-        .await
-        .unwrap_or_else(|e| panic!("create {name}: {} {}", e.code.name(), e.message));
+        self.call(create(name, partitions))
+            .await
+            .unwrap_or_else(|e| panic!("create {name}: {} {}", e.code.name(), e.message));
         crate::testing::wait_led(&self.state, name).await;
     }
 
@@ -125,6 +120,16 @@ fn batch(values: &[&str]) -> BytesMut {
         builder.push(&Record::from_value(value.to_string(), 1_700_000_000_000));
     }
     BytesMut::from(builder.finish().expect("a batch").as_ref())
+}
+
+/// A one-replica topic of `partitions` partitions.
+fn create(name: &str, partitions: u32) -> Request {
+    Request::CreateTopic(CreateTopicRequest {
+        name: name.into(),
+        partitions,
+        replication_factor: 1,
+        configs: Vec::new(),
+    })
 }
 
 fn produce(topic: &str, partition: u32, batch: BytesMut) -> Request {
@@ -237,23 +242,9 @@ async fn produce_refusals_name_their_cause_and_store_nothing() {
 async fn topics_are_created_once_listed_and_deleted() {
     let broker = Harness::start(|_| {}).await;
     broker.create_topic("views", 3).await;
-    let again = broker
-        .call(Request::CreateTopic(CreateTopicRequest {
-            name: "views".into(),
-            partitions: 1,
-            replication_factor: 1,
-            configs: Vec::new(),
-        }))
-        .await;
+    let again = broker.call(create("views", 1)).await;
     assert_eq!(refused(again), ErrorCode::TopicAlreadyExists);
-    let bad_name = broker
-        .call(Request::CreateTopic(CreateTopicRequest {
-            name: "../escape".into(),
-            partitions: 1,
-            replication_factor: 1,
-            configs: Vec::new(),
-        }))
-        .await;
+    let bad_name = broker.call(create("../escape", 1)).await;
     assert_eq!(refused(bad_name), ErrorCode::InvalidTopicName);
 
     let listed = broker
@@ -301,25 +292,17 @@ async fn with_acls_on_a_principal_without_a_rule_is_refused_and_a_super_user_ser
     })
     .await;
     let admin = Principal::User("User:admin".into());
-    let create = |name: &str| {
-        Request::CreateTopic(CreateTopicRequest {
-            name: name.into(),
-            partitions: 1,
-            replication_factor: 1,
-            configs: Vec::new(),
-        })
-    };
     assert_eq!(
         refused(
             broker
-                .call_as(Principal::User("User:mallory".into()), create("owned"))
+                .call_as(Principal::User("User:mallory".into()), create("owned", 1))
                 .await
         ),
         ErrorCode::TopicAuthorizationFailed
     );
     assert!(broker.state.topics.get("owned").is_none());
     broker
-        .call_as(admin.clone(), create("owned"))
+        .call_as(admin.clone(), create("owned", 1))
         .await
         .expect("a super user creates");
     crate::testing::wait_led(&broker.state, "owned").await;
@@ -556,15 +539,7 @@ async fn an_acl_granted_by_a_super_user_lets_its_principal_in_until_it_is_delete
     let admin = Principal::User("User:admin".into());
     let alice = Principal::User("User:alice".into());
     broker
-        .call_as(
-            admin.clone(),
-            Request::CreateTopic(CreateTopicRequest {
-                name: "audit".into(),
-                partitions: 1,
-                replication_factor: 1,
-                configs: Vec::new(),
-            }),
-        )
+        .call_as(admin.clone(), create("audit", 1))
         .await
         .expect("created");
     crate::testing::wait_led(&broker.state, "audit").await;
